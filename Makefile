@@ -1,0 +1,32 @@
+# Two entry points for a fresh machine: `make run` (set up, then run the bot) and
+# `make test` (set up, then run every check). torch==2.13.0 is installed first so pip takes
+# the CPU build from this machine's disk instead of downloading a CUDA build.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup run test lint unit
+
+$(BIN)/atelier: pyproject.toml requirements.lock
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+setup: $(BIN)/atelier
+
+run: setup
+	$(BIN)/atelier run
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: setup
+	bash tests/postgres.sh $(BIN)/pytest -q
+
+test: lint unit

@@ -1,0 +1,1 @@
+"""The Discord side of Atelier: slash commands, buttons and result delivery."""

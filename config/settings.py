@@ -1,0 +1,215 @@
+"""Atelier's one settings tree.
+
+Every value comes from, in order of precedence: explicit keyword arguments, environment variables
+prefixed ``ATELIER_`` (sections are joined with one underscore: ``ATELIER_QUEUE_MAX_RUNNING_PER_USER``
+sets ``queue.max_running_per_user``), an optional TOML file named by ``ATELIER_CONFIG``, and the
+defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from config.errors import ConfigError
+
+DEFAULT_GATEWAY_URL = "wss://gateway.discord.gg"
+DEFAULT_API_BASE_URL = "https://discord.com/api/v10"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DiscordSettings(_Section):
+    """How the bot reaches Discord. Only the bot process needs these; worker hosts never do."""
+
+    token: SecretStr | None = Field(
+        default=None, description="Bot token. A secret: never logged, stored or echoed."
+    )
+    api_base_url: str = Field(default=DEFAULT_API_BASE_URL, description="REST API base URL.")
+    gateway_url: str = Field(default=DEFAULT_GATEWAY_URL, description="Gateway websocket URL.")
+    guild_id: int | None = Field(
+        default=None, description="Sync slash commands to this guild only (instant), else globally."
+    )
+
+
+class GenerationSettings(_Section):
+    """Bounds and defaults of every request option, and how models are loaded."""
+
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        default="auto", description="Torch device; auto picks CUDA when present."
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto", description="Weights dtype; auto is float16 on CUDA, float32 on CPU."
+    )
+    allow_large_on_cpu: bool = Field(
+        default=False, description="Permit loading a full-size model without a GPU (very slow)."
+    )
+    enabled_models: list[str] = Field(
+        default_factory=list,
+        description="Extra models users may pick per request (--model); the default is always allowed.",
+    )
+    fast_lora: str | None = Field(
+        default=None,
+        description="LoRA for fast mode; default is the preset's (LCM-LoRA for SDXL).",
+    )
+    default_mode: Literal["fast", "quality"] = Field(default="quality")
+    min_steps: int = Field(default=1, ge=1)
+    max_steps: int = Field(default=60, ge=1)
+    min_guidance: float = Field(default=0.0, ge=0.0)
+    max_guidance: float = Field(default=20.0, ge=0.0)
+    max_aspect_ratio: float = Field(
+        default=4.0, ge=1.0, description="Largest allowed long side / short side for --ar."
+    )
+    max_jobs_per_prompt: int = Field(
+        default=4, ge=1, description="Most jobs one prompt makes through {a, b} and --repeat."
+    )
+    max_repeat: int = Field(default=4, ge=1, description="Largest --repeat.")
+    max_prompt_chars: int = Field(default=1500, ge=1)
+    vary_subtle_strength: float = Field(default=0.35, gt=0.0, le=1.0)
+    vary_strong_strength: float = Field(default=0.7, gt=0.0, le=1.0)
+    upscale_subtle_strength: float = Field(default=0.2, gt=0.0, le=1.0)
+    upscale_creative_strength: float = Field(default=0.45, gt=0.0, le=1.0)
+    preview_every: int = Field(default=2, ge=1, description="Preview every N denoising steps.")
+    vae_tiling_pixels: int = Field(
+        default=1_600_000,
+        ge=1,
+        description="Decode with VAE tiling when an image has more pixels than this.",
+    )
+    attachment_limit_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1, description="Largest encoded image (Discord's limit)."
+    )
+    compile: bool = Field(default=False, description="torch.compile the UNet (GPU only).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GenerationSettings:
+        if self.min_steps > self.max_steps:
+            raise ValueError("min_steps must not exceed max_steps")
+        if self.min_guidance > self.max_guidance:
+            raise ValueError("min_guidance must not exceed max_guidance")
+        return self
+
+
+class QueueSettings(_Section):
+    """The job ledger's scheduling, leases and worker behaviour."""
+
+    max_running_per_user: int = Field(default=2, ge=1)
+    max_queued_per_user: int = Field(default=10, ge=1)
+    lease_seconds: float = Field(default=60.0, gt=0)
+    heartbeat_seconds: float = Field(default=10.0, gt=0)
+    reclaim_interval_seconds: float = Field(default=15.0, gt=0)
+    poll_seconds: float = Field(default=1.0, gt=0, description="Idle worker's longest wait.")
+    max_attempts: int = Field(default=3, ge=1)
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    batching: bool = Field(default=False, description="Batch compatible queued jobs in one call.")
+    max_batch: int = Field(default=4, ge=1)
+    run_worker_in_process: bool = Field(
+        default=True, description="`atelier run` also runs one worker; off when workers run elsewhere."
+    )
+
+
+class QuotaSettings(_Section):
+    """GPU-second allowances over a rolling day."""
+
+    user_daily_gpu_seconds: float = Field(default=600.0, ge=0)
+    guild_daily_gpu_seconds: float | None = Field(default=None, ge=0)
+    window_seconds: float = Field(default=86_400.0, gt=0)
+    role_multipliers: dict[str, float] = Field(
+        default_factory=dict, description='Discord role id -> multiplier, e.g. {"123": 3.0}.'
+    )
+    estimate_fast_seconds: float = Field(default=2.0, gt=0, description="Cost reserved per fast job.")
+    estimate_quality_seconds: float = Field(default=10.0, gt=0)
+    estimate_followup_seconds: float = Field(default=1.0, ge=0)
+
+
+class BotSettings(_Section):
+    """Discord-facing behaviour."""
+
+    progress_interval_seconds: float = Field(default=2.0, gt=0)
+    owner_only_buttons: bool = Field(
+        default=True, description="Default for guilds that have not chosen who may click."
+    )
+
+
+class Settings(BaseSettings):
+    """All of Atelier's configuration. See the README's configuration reference."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ATELIER_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="forbid",
+        frozen=True,
+    )
+
+    data_dir: Path = Field(default=Path("data"), description="Models, images and the SQLite file.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite+aiosqlite in the data dir."
+    )
+    model: str = Field(
+        default="sdxl", description="Preset (sdxl, sdxl-lcm, tiny), hub id, directory or .safetensors."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    discord: DiscordSettings = DiscordSettings()
+    generation: GenerationSettings = GenerationSettings()
+    queue: QueueSettings = QueueSettings()
+    quota: QuotaSettings = QuotaSettings()
+    bot: BotSettings = BotSettings()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'atelier.db').resolve()}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = os.environ.get("ATELIER_CONFIG")
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        return tuple(sources)
+
+
+def _describe(error: Any) -> str:
+    loc = ".".join(str(part) for part in error["loc"])
+    env = "ATELIER_" + "_".join(str(part) for part in error["loc"]).upper()
+    msg = error["msg"]
+    ctx = error.get("ctx") or {}
+    expected = ctx.get("expected")
+    if expected and str(expected) not in msg:
+        msg = f"{msg} (allowed: {expected})"
+    # Never echo the input of a secret; for other settings the bad value helps the operator.
+    shown = "" if "token" in loc else f"; got {error.get('input')!r}"
+    return f"setting {loc} ({env}): {msg}{shown}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning validation failures into one readable ConfigError."""
+    toml_path = os.environ.get("ATELIER_CONFIG")
+    if toml_path and not Path(toml_path).is_file():
+        raise ConfigError(f"ATELIER_CONFIG names {toml_path!r}, which is not a readable file")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = [_describe(err) for err in exc.errors()]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    except ValueError as exc:  # malformed TOML or env JSON
+        raise ConfigError(f"invalid configuration: {exc}") from None

@@ -1,0 +1,35 @@
+"""The generation layer's error root and its subclasses.
+
+Messages are written for the person who caused them: they name the problem and what is allowed.
+"""
+
+from __future__ import annotations
+
+
+class GenerationError(Exception):
+    """Root of every error this package raises on purpose."""
+
+    #: A retryable error may succeed if the same job runs again later (e.g. out of GPU memory).
+    retryable: bool = False
+
+
+class OptionError(GenerationError):
+    """A prompt or option the user typed is invalid. Nothing is queued or charged."""
+
+
+class PromptTooLongError(OptionError):
+    """The prompt has more tokens than the text encoders accept."""
+
+
+class ModelLoadError(GenerationError):
+    """The model cannot be loaded: missing weights, no network, unknown name, or no room."""
+
+
+class OutOfMemoryError(GenerationError):
+    """The device ran out of memory for this job; the worker stays healthy and may retry."""
+
+    retryable = True
+
+
+class JobCancelledError(GenerationError):
+    """The job was cancelled while it ran; its partial result was discarded."""

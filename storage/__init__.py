@@ -1,0 +1,1 @@
+"""The durable job ledger: SQLAlchemy models, migrations, the fair queue, quotas and images."""
