@@ -63,7 +63,9 @@ class GenerationSettings(_Section):
         default=None,
         description="LoRA for fast mode; default is the preset's (LCM-LoRA for SDXL).",
     )
-    default_mode: Literal["fast", "quality"] = Field(default="quality")
+    default_mode: Literal["fast", "quality"] | None = Field(
+        default=None, description="Mode when a request names none; default: the model preset's."
+    )
     min_steps: int = Field(default=1, ge=1)
     max_steps: int = Field(default=60, ge=1)
     min_guidance: float = Field(default=0.0, ge=0.0)
@@ -80,6 +82,9 @@ class GenerationSettings(_Section):
     vary_strong_strength: float = Field(default=0.7, gt=0.0, le=1.0)
     upscale_subtle_strength: float = Field(default=0.2, gt=0.0, le=1.0)
     upscale_creative_strength: float = Field(default=0.45, gt=0.0, le=1.0)
+    max_output_pixels: int = Field(
+        default=2048 * 2048, ge=1, description="Largest image an upscale may produce."
+    )
     preview_every: int = Field(default=2, ge=1, description="Preview every N denoising steps.")
     vae_tiling_pixels: int = Field(
         default=1_600_000,
