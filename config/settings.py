@@ -114,7 +114,17 @@ class QueueSettings(_Section):
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     reclaim_interval_seconds: float = Field(default=15.0, gt=0)
     poll_seconds: float = Field(default=1.0, gt=0, description="Idle worker's longest wait.")
-    max_attempts: int = Field(default=3, ge=1)
+    max_attempts: int = Field(
+        default=3, ge=1, description="Attempts (failures or lost workers) before a job is dead."
+    )
+    retry_delay_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="Wait before retrying a failed attempt; doubles with each attempt.",
+    )
+    progress_interval_seconds: float = Field(
+        default=2.0, gt=0, description="A worker writes progress at most this often."
+    )
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     batching: bool = Field(default=False, description="Batch compatible queued jobs in one call.")
     max_batch: int = Field(default=4, ge=1)

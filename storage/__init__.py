@@ -1,1 +1,83 @@
-"""The durable job ledger: SQLAlchemy models, migrations, the fair queue, quotas and images."""
+"""The durable job ledger: SQLAlchemy models, migrations, the fair queue, quotas and images.
+
+Public entry points (the composition root wires them; nothing here imports ``generation``):
+
+- ``Database`` (engine and units of work) and ``upgrade``/``upgrade_sync`` (migrations);
+- ``JobQueue`` (every job transition), ``QuotaService``, ``DeliveryLedger``, ``PreferenceStore``;
+- ``ImageStore``/``FileImageStore``; ``audit``; the frozen types in ``storage.types``;
+- errors under ``StorageError``.
+"""
+
+from storage.audit import audit
+from storage.db import Database
+from storage.delivery import DeliveryLedger
+from storage.errors import (
+    DeliveryClaimLost,
+    IllegalTransition,
+    ImageNotFound,
+    InvalidImageRef,
+    JobNotFound,
+    LeaseLost,
+    QueueFullError,
+    QuotaExceededError,
+    StorageError,
+)
+from storage.images import FileImageStore, ImageStore
+from storage.migrate import current_revision, head_revision, upgrade, upgrade_sync
+from storage.preferences import PreferenceStore
+from storage.queue import JobQueue
+from storage.quota import QuotaService
+from storage.types import (
+    AuditReport,
+    ClaimedJob,
+    Heartbeat,
+    JobKind,
+    JobStatus,
+    JobView,
+    LedgerEntry,
+    LedgerKind,
+    NewJob,
+    Owner,
+    QueuePlace,
+    QueueStats,
+    QuotaOverride,
+    QuotaReadout,
+)
+
+__all__ = [
+    "AuditReport",
+    "ClaimedJob",
+    "Database",
+    "DeliveryClaimLost",
+    "DeliveryLedger",
+    "FileImageStore",
+    "Heartbeat",
+    "IllegalTransition",
+    "ImageNotFound",
+    "ImageStore",
+    "InvalidImageRef",
+    "JobKind",
+    "JobNotFound",
+    "JobQueue",
+    "JobStatus",
+    "JobView",
+    "LeaseLost",
+    "LedgerEntry",
+    "LedgerKind",
+    "NewJob",
+    "Owner",
+    "PreferenceStore",
+    "QueueFullError",
+    "QueuePlace",
+    "QueueStats",
+    "QuotaExceededError",
+    "QuotaOverride",
+    "QuotaReadout",
+    "QuotaService",
+    "StorageError",
+    "audit",
+    "current_revision",
+    "head_revision",
+    "upgrade",
+    "upgrade_sync",
+]

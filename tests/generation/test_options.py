@@ -25,7 +25,11 @@ def counter_seeds(start: int = 100) -> itertools.count[int]:
 def parse(text: str, model: str = "sdxl", **kwargs: object) -> list[GenerationRequest]:
     seeds = counter_seeds()
     return parse_prompt(
-        text, settings=kwargs.pop("gen", GEN), model=model, seed_source=lambda: next(seeds), **kwargs
+        text,
+        settings=kwargs.pop("gen", GEN),
+        model=model,
+        seed_source=lambda: next(seeds),
+        **kwargs,
     )  # type: ignore[arg-type]
 
 
@@ -102,7 +106,9 @@ def test_permutations_and_repeat() -> None:
 
 
 def test_native_options_merge_with_flags() -> None:
-    r = one("a cat --seed 3", extra_options={"ar": "2:1", "fast": True, "no": "dogs", "steps": None})
+    r = one(
+        "a cat --seed 3", extra_options={"ar": "2:1", "fast": True, "no": "dogs", "steps": None}
+    )
     assert (r.aspect, r.mode, r.negative_prompt, r.seed) == ("2:1", Mode.FAST, "dogs", 3)
 
 
@@ -168,7 +174,9 @@ def test_followups() -> None:
     assert (up.width, up.height, up.seed, up.stop) == (2432, 1664, 12, 100)
     assert up.strength == GEN.upscale_subtle_strength and up.source is not None
     assert (up.source.job_id, up.source.index) == ("J1", 3)
-    vary = followup_request(parent, Operation.VARY_STRONG, 1, parent_job_id="J1", settings=GEN, seed=5)
+    vary = followup_request(
+        parent, Operation.VARY_STRONG, 1, parent_job_id="J1", settings=GEN, seed=5
+    )
     assert (vary.seed, vary.strength, vary.width) == (5, GEN.vary_strong_strength, parent.width)
     with pytest.raises(OptionError, match="largest allowed output"):
         followup_request(up, Operation.UPSCALE_SUBTLE, 1, parent_job_id="J2", settings=GEN, seed=1)
@@ -184,8 +192,28 @@ def test_request_json_round_trip() -> None:
 
 
 _flag = st.sampled_from(
-    ["--ar", "--no", "--seed", "--steps", "--cfg", "--chaos", "--fast", "--quality", "--tile",
-     "--stop", "--repeat", "--model", "--foo", "\u2014ar", "{", "}", ",", "::", "(", ")"]
+    [
+        "--ar",
+        "--no",
+        "--seed",
+        "--steps",
+        "--cfg",
+        "--chaos",
+        "--fast",
+        "--quality",
+        "--tile",
+        "--stop",
+        "--repeat",
+        "--model",
+        "--foo",
+        "\u2014ar",
+        "{",
+        "}",
+        ",",
+        "::",
+        "(",
+        ")",
+    ]
 )
 _word = st.one_of(
     st.text(alphabet="abcxyz :0123456789.-", min_size=0, max_size=8),

@@ -1,0 +1,119 @@
+"""The discord.py client: connection settings, command sync, buttons and owned background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import discord
+import yarl
+from discord import app_commands
+from discord.gateway import DiscordWebSocket
+
+from bot.buttons import JobButton
+from bot.commands import register_commands
+from bot.delivery import Publisher
+from bot.errors import install_error_handler
+from bot.service import BotService
+from config.settings import Settings
+
+log = logging.getLogger(__name__)
+
+COMMANDS_HASH_KEY = "discord.commands_hash"
+
+
+def apply_discord_endpoints(settings: Settings) -> None:
+    """Point discord.py at the configured REST base and gateway (Discord, or an emulator).
+
+    discord.py keeps both as class attributes; a plain ``Client`` connects to
+    ``DiscordWebSocket.DEFAULT_GATEWAY`` and resumes at the ``resume_gateway_url`` READY names.
+    """
+    discord.http.Route.BASE = settings.discord.api_base_url.rstrip("/")
+    DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord.gateway_url)
+
+
+class AtelierBot(discord.Client):
+    """Slash commands and persistent buttons on top of one BotService."""
+
+    def __init__(self, settings: Settings, service: BotService, publisher: Publisher) -> None:
+        apply_discord_endpoints(settings)
+        intents = discord.Intents.none()
+        intents.guilds = True  # no privileged intents
+        super().__init__(
+            intents=intents,
+            allowed_mentions=discord.AllowedMentions.none(),
+            max_messages=None,
+            chunk_guilds_at_startup=False,
+        )
+        self.settings = settings
+        self.service = service
+        self.publisher = publisher
+        self.tree = app_commands.CommandTree(self)
+        self._tasks: list[asyncio.Task[None]] = []
+        register_commands(self.tree, service, publisher, settings)
+        install_error_handler(self.tree)
+
+    async def setup_hook(self) -> None:
+        # DynamicItems make every button we ever posted work again after a restart.
+        self.add_dynamic_items(JobButton)
+        await self.sync_commands_if_changed()
+        self.publisher.bind(self)
+        self.start_task("publisher", self.publisher.run)
+
+    def start_task(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
+        """Run an owned background task: referenced, logged on failure, cancelled on close."""
+
+        async def runner() -> None:
+            try:
+                await factory()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background task %s crashed", name)
+                raise
+
+        self._tasks.append(asyncio.create_task(runner(), name=name))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # noqa: BLE001 - already logged by the runner
+                pass
+        self._tasks.clear()
+        await super().close()
+
+    def command_payload(self) -> list[dict[str, Any]]:
+        guild = self._sync_guild()
+        return [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
+
+    def _sync_guild(self) -> discord.Object | None:
+        guild_id = self.settings.discord.guild_id
+        return discord.Object(id=guild_id) if guild_id else None
+
+    async def sync_commands_if_changed(self) -> bool:
+        """Sync slash commands only when their definition changed since the last sync.
+
+        The hash covers the target (one guild or global) so switching targets syncs again.
+        Reconnects never come here: setup_hook runs once per process.
+        """
+        guild = self._sync_guild()
+        if guild is not None:
+            self.tree.copy_global_to(guild=guild)
+        payload = {"guild": guild.id if guild else None, "commands": self.command_payload()}
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        if await self.service.get_meta(COMMANDS_HASH_KEY) == digest:
+            log.info("slash commands unchanged; not syncing")
+            return False
+        await self.tree.sync(guild=guild)
+        await self.service.set_meta(COMMANDS_HASH_KEY, digest)
+        log.info("slash commands synced to %s", f"guild {guild.id}" if guild else "all guilds")
+        return True

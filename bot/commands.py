@@ -1,0 +1,156 @@
+"""Slash commands. Each handler: interaction -> validated input, one service call, a rendered reply."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import discord
+from discord import app_commands
+
+from bot.delivery import Publisher
+from bot.errors import reply_error, user_message
+from bot.render import shorten
+from bot.service import BotService, Requester
+from config.settings import Settings
+
+Mode = Literal["fast", "quality"]
+
+
+def requester_of(interaction: discord.Interaction) -> Requester:
+    """Who is asking, from where, with which roles."""
+    user = interaction.user
+    roles: tuple[int, ...] = ()
+    admin = False
+    if isinstance(user, discord.Member):
+        roles = tuple(role.id for role in user.roles)
+        admin = user.guild_permissions.manage_guild
+    return Requester(
+        user_id=user.id,
+        guild_id=interaction.guild_id,
+        channel_id=interaction.channel_id or 0,
+        role_ids=roles,
+        is_admin=admin,
+    )
+
+
+def register_commands(
+    tree: app_commands.CommandTree[Any],
+    service: BotService,
+    publisher: Publisher,
+    settings: Settings,
+) -> None:
+    """Add Atelier's commands to ``tree``."""
+
+    @tree.command(name="imagine", description="Make a 2x2 grid of images from a prompt")
+    @app_commands.describe(
+        prompt="What to draw; Midjourney-style --options may follow",
+        negative="What to leave out (like --no)",
+        aspect="Aspect ratio W:H, e.g. 3:2 (like --ar)",
+        seed="Seed 0..4294967295 (like --seed)",
+        mode="fast drafts or quality",
+        steps="Denoising steps (like --steps)",
+        guidance="Guidance scale (like --cfg)",
+        chaos="0..100: how different the four images are (like --chaos)",
+    )
+    async def imagine(
+        interaction: discord.Interaction,
+        prompt: app_commands.Range[str, 1, 1500],
+        negative: str | None = None,
+        aspect: str | None = None,
+        seed: app_commands.Range[int, 0, 4294967295] | None = None,
+        mode: Mode | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        chaos: app_commands.Range[int, 0, 100] | None = None,
+    ) -> None:
+        options: dict[str, Any] = {
+            "no": negative,
+            "ar": aspect,
+            "seed": seed,
+            "steps": steps,
+            "cfg": guidance,
+            "chaos": chaos,
+            "fast": mode == "fast",
+            "quality": mode == "quality",
+        }
+        # Parsing is pure and takes microseconds: a bad option is refused before anything is
+        # acknowledged publicly, so the refusal can be ephemeral and nothing is queued.
+        try:
+            service.precheck(prompt, options)
+        except Exception as exc:  # noqa: BLE001 - reply_error logs what is not a user error
+            await reply_error(interaction, exc)
+            return
+        await interaction.response.defer(thinking=True)
+        requester = requester_of(interaction)
+        try:
+            tickets = await service.imagine(requester, prompt, options)
+        except Exception as exc:  # noqa: BLE001
+            await _retract(interaction, exc)
+            return
+        await publisher.announce(interaction, tickets)
+
+    @tree.command(name="info", description="Your quota and your jobs")
+    async def info(interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        text = await service.info(requester_of(interaction))
+        await interaction.followup.send(shorten(text, 2000), ephemeral=True)
+
+    @tree.command(name="queue", description="Your queue positions, the queue depth and ETAs")
+    async def queue(interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        text = await service.queue_status(requester_of(interaction))
+        await interaction.followup.send(shorten(text, 2000), ephemeral=True)
+
+    @tree.command(name="cancel", description="Cancel your queued and running jobs")
+    async def cancel(interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        text = await service.cancel_all(requester_of(interaction))
+        await interaction.followup.send(text, ephemeral=True)
+
+    @tree.command(name="show", description="Post a job again, with working buttons")
+    @app_commands.describe(job="The job id shown under every result")
+    async def show(interaction: discord.Interaction, job: app_commands.Range[str, 1, 40]) -> None:
+        await interaction.response.defer(thinking=True)
+        try:
+            ticket = await service.show(requester_of(interaction), job.strip().lower())
+        except Exception as exc:  # noqa: BLE001
+            await _retract(interaction, exc)
+            return
+        await publisher.announce(interaction, [ticket])
+
+    @tree.command(name="settings", description="Your defaults (and, for admins, the server's)")
+    @app_commands.describe(
+        mode="Default mode for /imagine",
+        aspect="Default aspect ratio, e.g. 3:2",
+        variation="What V1-V4 do: subtle or strong variations",
+        remix="Whether V1-V4 first open an editor to change the prompt",
+        buttons="Server setting (admins): who may click a job's buttons",
+    )
+    async def settings_command(
+        interaction: discord.Interaction,
+        mode: Mode | None = None,
+        aspect: str | None = None,
+        variation: Literal["subtle", "strong"] | None = None,
+        remix: bool | None = None,
+        buttons: Literal["owner", "anyone"] | None = None,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        text = await service.update_settings(
+            requester_of(interaction),
+            mode=mode,
+            aspect=aspect,
+            variation=variation,
+            remix=remix,
+            buttons=buttons,
+        )
+        await interaction.followup.send(text, ephemeral=True)
+
+
+async def _retract(interaction: discord.Interaction, error: BaseException) -> None:
+    """Replace a public 'thinking' message with an ephemeral refusal."""
+    if user_message(error) is not None:
+        try:
+            await interaction.delete_original_response()
+        except discord.HTTPException:
+            pass
+    await reply_error(interaction, error)

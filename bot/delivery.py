@@ -1,0 +1,283 @@
+"""Getting jobs onto Discord: the job message, its progress edits and its final result.
+
+Every job has one message. It is created when the job is accepted (the interaction's response or
+a follow-up), then only ever edited: progress while it runs, the result when it ends. Editing is
+idempotent, so a crash between "edited" and "marked posted" at worst edits the same message twice.
+The database, not memory, says whether a result has been posted.
+
+Interaction tokens live 15 minutes and only in memory. After that, or after a restart, the message
+is edited through the ordinary channel endpoint; if the message is gone a new one is posted (with a
+nonce Discord uses to drop duplicates), and if the bot may not post in the channel the owner gets a
+DM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.buttons import build_view
+from bot.customid import Action, ButtonRef
+from bot.errors import reply_error, user_message
+from bot.render import render_card
+from bot.service import BotService, Delivery, Ticket
+
+if TYPE_CHECKING:
+    from bot.app import AtelierBot
+
+log = logging.getLogger(__name__)
+
+#: Stop using an interaction token this long before Discord expires it.
+TOKEN_MARGIN = timedelta(seconds=60)
+TOKEN_LIFETIME = timedelta(minutes=15)
+_NONE = discord.AllowedMentions.none()
+
+
+@dataclass
+class _Live:
+    webhook: discord.Webhook
+    message_id: int
+    expires_at: datetime
+
+
+@dataclass
+class _Shown:
+    content: str = ""
+    at: float = 0.0
+    step: int | None = None
+
+
+@dataclass
+class Publisher:
+    """Owns the job messages: announce, progress, result, retries and restart recovery."""
+
+    service: BotService
+    progress_interval: float
+    poll_seconds: float = 0.5
+    _bot: AtelierBot | None = None
+    _live: dict[str, _Live] = field(default_factory=dict)
+    _shown: dict[str, _Shown] = field(default_factory=dict)
+    _backoff: dict[str, float] = field(default_factory=dict)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def bind(self, bot: AtelierBot) -> None:
+        self._bot = bot
+
+    def wake(self) -> None:
+        """Look at the ledger now (a job changed in this process)."""
+        self._wake.set()
+
+    # -- the moment a job is accepted -----------------------------------------------------
+
+    async def announce(self, interaction: discord.Interaction, tickets: list[Ticket]) -> None:
+        """Show accepted jobs: the first in the deferred response, the rest as follow-ups."""
+        limit = interaction.filesize_limit
+        for number, ticket in enumerate(tickets):
+            content = render_card(ticket.card)
+            if number == 0:
+                message: discord.Message = await interaction.edit_original_response(
+                    content=content, allowed_mentions=_NONE
+                )
+            else:
+                message = await interaction.followup.send(
+                    content, wait=True, allowed_mentions=_NONE
+                )
+            await self._remember(interaction, ticket.job_id, message.id, limit)
+        self.wake()
+
+    async def handle_click(self, interaction: discord.Interaction, ref: ButtonRef) -> None:
+        """A U/V/re-roll/upscale/vary click: a new job with its own public message."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        from bot.commands import requester_of  # late: commands imports this module
+
+        try:
+            ticket = await self.service.click(requester_of(interaction), ref)
+        except Exception as exc:  # noqa: BLE001 - reply_error logs what is unexpected
+            if user_message(exc) is not None:
+                await interaction.edit_original_response(content=user_message(exc))
+            else:
+                await reply_error(interaction, exc)
+            return
+        # Edit the ephemeral 'thinking' first: Discord turns the first follow-up after a defer
+        # into an edit of the deferred message, and ours must be a new public message.
+        await interaction.edit_original_response(
+            content=f"{_action_text(ref)}: job `{ticket.job_id}` is below."
+        )
+        message = await interaction.followup.send(
+            render_card(ticket.card), wait=True, allowed_mentions=_NONE
+        )
+        await self._remember(interaction, ticket.job_id, message.id, interaction.filesize_limit)
+        self.wake()
+
+    async def _remember(
+        self, interaction: discord.Interaction, job_id: str, message_id: int, limit: int
+    ) -> None:
+        expires = interaction.created_at + TOKEN_LIFETIME
+        self._live[job_id] = _Live(interaction.followup, message_id, expires)
+        await self.service.attach_message(job_id, message_id, limit)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Forever: wait for a change or the poll interval, then bring messages up to date."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+            self._wake.clear()
+            await self.pass_once()
+
+    async def pass_once(self) -> None:
+        """One sweep over every job whose message is not final yet."""
+        for delivery in await self.service.pending_deliveries():
+            try:
+                await self._update(delivery)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("delivering job %s failed; will retry", delivery.job_id)
+                self._backoff[delivery.job_id] = time.monotonic() + 5.0
+
+    async def _update(self, delivery: Delivery) -> None:
+        now = time.monotonic()
+        if self._backoff.get(delivery.job_id, 0.0) > now:
+            return
+        if delivery.terminal:
+            await self._deliver_final(delivery)
+            return
+        if delivery.message_id is None:
+            return  # announced by another path that has not attached yet, or lost: wait for end
+        shown = self._shown.setdefault(delivery.job_id, _Shown())
+        content = render_card(delivery.card)
+        if content == shown.content or now - shown.at < self.progress_interval:
+            return
+        preview = None
+        if delivery.card.status == "running" and delivery.card.step != shown.step:
+            preview = await self.service.preview(delivery)
+        files = [discord.File(io.BytesIO(preview), filename="preview.webp")] if preview else []
+        await self._edit(delivery, content=content, files=files, view=None, keep=not files)
+        shown.content, shown.at, shown.step = content, now, delivery.card.step
+
+    async def _deliver_final(self, delivery: Delivery) -> None:
+        if not await self.service.claim_delivery(delivery.job_id):
+            return  # another bot process is posting it, or it already was
+        content = render_card(delivery.card)
+        files = []
+        view: discord.ui.View | None = None
+        if delivery.card.status == "succeeded":
+            for name, data in await self.service.result_files(delivery):
+                files.append(discord.File(io.BytesIO(data), filename=name))
+            view = build_view(delivery.buttons)
+        try:
+            message_id = await self._edit_or_post(delivery, content, files, view)
+        except discord.HTTPException as exc:
+            await self.service.release_delivery(delivery.job_id, f"HTTP {exc.status}")
+            raise
+        await self.service.mark_posted(delivery.job_id, message_id)
+        self._live.pop(delivery.job_id, None)
+        self._shown.pop(delivery.job_id, None)
+        self._backoff.pop(delivery.job_id, None)
+
+    async def _edit_or_post(
+        self,
+        delivery: Delivery,
+        content: str,
+        files: list[discord.File],
+        view: discord.ui.View | None,
+    ) -> int:
+        if delivery.message_id is not None:
+            try:
+                await self._edit(delivery, content=content, files=files, view=view, keep=False)
+                return delivery.message_id
+            except discord.NotFound:
+                log.info("message of job %s is gone; posting a new one", delivery.job_id)
+            except discord.Forbidden:
+                return await self._dm_owner(delivery, content, files, view)
+            for file in files:
+                file.reset()
+        try:
+            channel = self._client().get_partial_messageable(delivery.channel_id)
+            message = await channel.send(
+                content, files=files, view=view, allowed_mentions=_NONE, nonce=_nonce(delivery)
+            )
+            return message.id
+        except (discord.Forbidden, discord.NotFound):
+            for file in files:
+                file.reset()
+            return await self._dm_owner(delivery, content, files, view)
+
+    async def _edit(
+        self,
+        delivery: Delivery,
+        *,
+        content: str,
+        files: list[discord.File],
+        view: discord.ui.View | None,
+        keep: bool,
+    ) -> None:
+        """Edit the job message through the live token, else through the channel."""
+        assert delivery.message_id is not None
+        extra: dict[str, Any] = {"allowed_mentions": _NONE}
+        if not keep:
+            extra["attachments"] = files
+        if view is not None:
+            extra["view"] = view
+        live = self._live.get(delivery.job_id)
+        if live is not None and datetime.now(UTC) < live.expires_at - TOKEN_MARGIN:
+            await live.webhook.edit_message(live.message_id, content=content, **extra)
+            return
+        self._live.pop(delivery.job_id, None)
+        channel = self._client().get_partial_messageable(delivery.channel_id)
+        await channel.get_partial_message(delivery.message_id).edit(content=content, **extra)
+
+    async def _dm_owner(
+        self,
+        delivery: Delivery,
+        content: str,
+        files: list[discord.File],
+        view: discord.ui.View | None,
+    ) -> int:
+        client = self._client()
+        user = await client.fetch_user(delivery.owner_id)
+        channel = await user.create_dm()
+        note = "I could not post in the channel where you asked, so here is your result.\n"
+        message = await channel.send(
+            note + content,
+            files=files,
+            view=view,
+            allowed_mentions=_NONE,
+            nonce=_nonce(delivery, "dm"),
+        )
+        return message.id
+
+    def _client(self) -> AtelierBot:
+        if self._bot is None:
+            raise RuntimeError("Publisher used before bind()")
+        return self._bot
+
+
+def _nonce(delivery: Delivery, salt: str = "post") -> str:
+    # Discord drops a second message with the same nonce (enforce_nonce), so a retry after a
+    # crash between "sent" and "marked posted" does not post twice.
+    return hashlib.sha256(f"{salt}:{delivery.job_id}".encode()).hexdigest()[:25]
+
+
+def _action_text(ref: ButtonRef) -> str:
+    names = {
+        Action.SELECT: f"Image {ref.index}",
+        Action.VARY: f"Variations of image {ref.index}",
+        Action.REROLL: "Re-roll",
+        Action.UPSCALE_SUBTLE: "Upscale (Subtle)",
+        Action.UPSCALE_CREATIVE: "Upscale (Creative)",
+        Action.VARY_SUBTLE: "Vary (Subtle)",
+        Action.VARY_STRONG: "Vary (Strong)",
+    }
+    return names[ref.action]

@@ -1,0 +1,395 @@
+"""BotService: the one service Discord handlers call. No discord.py in here.
+
+It turns a requester and their input into validated requests (generation's parser), jobs (the
+ledger) and cards (render), and answers the ledger questions the publisher asks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bot.customid import Action, ButtonRef
+from bot.errors import UserFacingError
+from bot.render import JobCard, grid_buttons, options_summary, single_buttons
+from config.settings import Settings
+from generation.followups import followup_request, reroll_request
+from generation.options import PromptDefaults, SeedSource, aspect_size, parse_prompt, random_seed
+from generation.presets import resolve_preset
+from generation.request import GenerationRequest, Mode, Operation
+from storage.images import ImageStore
+from storage.queue import JobQueue, JobView, NewJob, Owner
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled", "blocked", "dead"})
+GRID_ACTIONS = {
+    Action.SELECT: Operation.SELECT,
+    Action.UPSCALE_SUBTLE: Operation.UPSCALE_SUBTLE,
+    Action.UPSCALE_CREATIVE: Operation.UPSCALE_CREATIVE,
+    Action.VARY_SUBTLE: Operation.VARY_SUBTLE,
+    Action.VARY_STRONG: Operation.VARY_STRONG,
+}
+KIND_OF = {
+    Operation.IMAGINE: "imagine",
+    Operation.SELECT: "select",
+    Operation.UPSCALE_SUBTLE: "upscale",
+    Operation.UPSCALE_CREATIVE: "upscale",
+    Operation.VARY_SUBTLE: "variation",
+    Operation.VARY_STRONG: "variation",
+}
+LABELS = {
+    Operation.IMAGINE: "imagine",
+    Operation.SELECT: "Image {index}",
+    Operation.UPSCALE_SUBTLE: "Upscale (Subtle)",
+    Operation.UPSCALE_CREATIVE: "Upscale (Creative)",
+    Operation.VARY_SUBTLE: "Vary (Subtle) of image {index}",
+    Operation.VARY_STRONG: "Vary (Strong) of image {index}",
+}
+
+
+class PromptChecker(Protocol):
+    """Checks what only the model's tokenizer knows (the prompt's token count)."""
+
+    def check(self, request: GenerationRequest) -> None: ...
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who clicked or typed, where, and with which roles."""
+
+    user_id: int
+    guild_id: int | None
+    channel_id: int
+    role_ids: tuple[int, ...] = ()
+    is_admin: bool = False
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """An accepted (or re-shown) job and how its message should look now."""
+
+    job_id: str
+    card: JobCard
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A job whose message is not final yet, as the publisher needs it."""
+
+    job_id: str
+    owner_id: int
+    channel_id: int
+    message_id: int | None
+    attachment_limit: int
+    terminal: bool
+    card: JobCard
+    buttons: list[list[tuple[str, ButtonRef]]]
+    image_refs: tuple[str, ...]
+    preview_ref: str | None
+    operation: Operation
+
+
+class BotService:
+    """Everything the Discord handlers need, over the ledger and the image store."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        queue: JobQueue,
+        images: ImageStore,
+        checker: PromptChecker | None = None,
+        seed_source: SeedSource = random_seed,
+    ) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.images = images
+        self.checker = checker
+        self.seed_source = seed_source
+
+    # -- /imagine -----------------------------------------------------------------------
+
+    def _parse(
+        self, prompt: str, options: Mapping[str, Any], defaults: PromptDefaults | None
+    ) -> list[GenerationRequest]:
+        requests = parse_prompt(
+            prompt,
+            settings=self.settings.generation,
+            model=self.settings.model,
+            extra_options=options,
+            defaults=defaults,
+            seed_source=self.seed_source,
+        )
+        if self.checker is not None:
+            for request in requests:
+                self.checker.check(request)
+        return requests
+
+    def precheck(self, prompt: str, options: Mapping[str, Any]) -> None:
+        """Validate without the user's stored defaults: pure, instant, before the ack."""
+        self._parse(prompt, options, None)
+
+    async def imagine(
+        self, requester: Requester, prompt: str, options: Mapping[str, Any]
+    ) -> list[Ticket]:
+        defaults = await self._defaults(requester.user_id)
+        requests = self._parse(prompt, options, defaults)
+        return await self._enqueue(requester, requests, parent=None, kind="imagine")
+
+    async def _defaults(self, user_id: int) -> PromptDefaults:
+        stored = await self.queue.get_user_settings(user_id)
+        mode = stored.get("mode")
+        return PromptDefaults(mode=Mode(mode) if mode else None, aspect=stored.get("aspect"))
+
+    async def _enqueue(
+        self,
+        requester: Requester,
+        requests: list[GenerationRequest],
+        *,
+        parent: str | None,
+        kind: str,
+    ) -> list[Ticket]:
+        owner = Owner(requester.user_id, requester.guild_id, requester.channel_id)
+        jobs = [
+            NewJob(
+                kind=kind,
+                parent_id=parent,
+                request=request.to_json(),
+                mode=request.mode.value,
+                batch_key=request.batch_key(),
+                priority=1 if request.operation in (Operation.SELECT, *UPSCALES) else 0,
+                estimated_cost=self.estimate(request),
+            )
+            for request in requests
+        ]
+        views = await self.queue.enqueue_many(owner, jobs, role_ids=requester.role_ids)
+        return [Ticket(view.id, await self.card(view)) for view in views]
+
+    def estimate(self, request: GenerationRequest) -> float:
+        """GPU-seconds reserved for a job, settled with the measured cost at the end."""
+        quota = self.settings.quota
+        if request.operation is Operation.SELECT:
+            return 0.0
+        if request.operation.is_upscale:
+            return quota.estimate_followup_seconds * 4
+        return (
+            quota.estimate_fast_seconds
+            if request.mode is Mode.FAST
+            else quota.estimate_quality_seconds
+        )
+
+    # -- buttons ------------------------------------------------------------------------
+
+    async def click(self, requester: Requester, ref: ButtonRef) -> Ticket:
+        """A new job from a button, after checking the job, the guild and the clicker."""
+        parent = await self.queue.get(ref.job_id)
+        if parent is None or parent.guild_id != requester.guild_id:
+            raise UserFacingError("this button belongs to a job I do not know here")
+        if parent.status != "succeeded":
+            raise UserFacingError(f"job `{parent.id}` has no images to work from ({parent.status})")
+        await self._check_may_click(requester, parent)
+        request = GenerationRequest.from_json(parent.request)
+        if ref.action is Action.REROLL:
+            new = reroll_request(request, self.seed_source())
+            return (await self._enqueue(requester, [new], parent=parent.id, kind="reroll"))[0]
+        operation = GRID_ACTIONS.get(ref.action)
+        if operation is None:  # V1-V4 follow the clicker's variation setting
+            stored = await self.queue.get_user_settings(requester.user_id)
+            strong = stored.get("variation", "strong") == "strong"
+            operation = Operation.VARY_STRONG if strong else Operation.VARY_SUBTLE
+        new = followup_request(
+            request,
+            operation,
+            ref.index,
+            parent_job_id=parent.id,
+            settings=self.settings.generation,
+            seed=self.seed_source(),
+        )
+        kind = KIND_OF[operation]
+        return (await self._enqueue(requester, [new], parent=parent.id, kind=kind))[0]
+
+    async def _check_may_click(self, requester: Requester, parent: JobView) -> None:
+        if requester.user_id == parent.owner_id or requester.is_admin:
+            return
+        guild = await self.queue.get_guild_settings(requester.guild_id or 0)
+        owner_only = guild.get("owner_only_buttons", self.settings.bot.owner_only_buttons)
+        if owner_only:
+            raise UserFacingError(
+                "only the person who made this job may use its buttons in this server "
+                "(an admin can change that with /settings buttons:anyone)"
+            )
+
+    # -- other commands -----------------------------------------------------------------
+
+    async def show(self, requester: Requester, job_id: str) -> Ticket:
+        job = await self.queue.get(job_id)
+        if job is None or job.guild_id != requester.guild_id:
+            raise UserFacingError(f"there is no job `{job_id}` in this server")
+        return Ticket(job.id, await self.card(job))
+
+    async def info(self, requester: Requester) -> str:
+        readout = await self.queue.quota_readout(
+            requester.user_id, requester.guild_id, requester.role_ids
+        )
+        jobs = await self.queue.list_for_user(requester.user_id, active_only=True)
+        lines = [
+            f"**Quota** (GPU-seconds per {self.settings.quota.window_seconds / 3600:g} h): "
+            f"used {readout.used:.1f}, reserved {readout.reserved:.1f}, "
+            f"remaining {readout.remaining:.1f} of {readout.allowance:.1f}"
+            + (f", next reset <t:{int(readout.resets_at.timestamp())}:R>" if readout.resets_at else ""),
+        ]
+        if not jobs:
+            lines.append("No queued or running jobs.")
+        for job in jobs:
+            link = (
+                f"https://discord.com/channels/{job.guild_id or '@me'}/{job.channel_id}/{job.message_id}"
+                if job.message_id
+                else "(message pending)"
+            )
+            lines.append(f"- `{job.id}` {job.kind} {job.status} {link}")
+        return "\n".join(lines)
+
+    async def queue_status(self, requester: Requester) -> str:
+        jobs = await self.queue.list_for_user(requester.user_id, active_only=True)
+        stats = await self.queue.stats()
+        lines = [f"Queue: {stats.queued} waiting, {stats.running} running."]
+        for job in jobs:
+            if job.status == "queued":
+                position = await self.queue.position(job.id)
+                eta = await self.queue.eta_seconds(job.id)
+                lines.append(f"- `{job.id}` position {position}, about {eta:.0f} s")
+            else:
+                lines.append(f"- `{job.id}` running")
+        if not jobs:
+            lines.append("You have no queued or running jobs.")
+        return "\n".join(lines)
+
+    async def cancel_all(self, requester: Requester) -> str:
+        cancelled = await self.queue.cancel_for_user(requester.user_id)
+        if not cancelled:
+            return "You have no queued or running jobs."
+        return f"Cancelled {cancelled} job(s); nothing is charged for them."
+
+    async def update_settings(
+        self,
+        requester: Requester,
+        *,
+        mode: str | None,
+        aspect: str | None,
+        variation: str | None,
+        remix: bool | None,
+        buttons: str | None,
+    ) -> str:
+        if aspect is not None:
+            preset = resolve_preset(self.settings.model, self.settings.generation.fast_lora)
+            aspect_size(aspect, preset, self.settings.generation.max_aspect_ratio)
+        changes = {
+            key: value
+            for key, value in {
+                "mode": mode,
+                "aspect": aspect,
+                "variation": variation,
+                "remix": remix,
+            }.items()
+            if value is not None
+        }
+        if changes:
+            await self.queue.update_user_settings(requester.user_id, changes)
+        if buttons is not None:
+            if not requester.is_admin or requester.guild_id is None:
+                raise UserFacingError("only server admins (Manage Server) may change who clicks")
+            await self.queue.update_guild_settings(
+                requester.guild_id, {"owner_only_buttons": buttons == "owner"}
+            )
+        current = await self.queue.get_user_settings(requester.user_id)
+        shown = ", ".join(f"{k}: {v}" for k, v in sorted(current.items())) or "defaults"
+        return f"Your settings: {shown}."
+
+    async def get_meta(self, key: str) -> str | None:
+        return await self.queue.get_meta(key)
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self.queue.set_meta(key, value)
+
+    # -- what the publisher asks --------------------------------------------------------
+
+    async def card(self, job: JobView) -> JobCard:
+        request = GenerationRequest.from_json(job.request)
+        position = eta = None
+        if job.status == "queued":
+            position = await self.queue.position(job.id)
+            eta = await self.queue.eta_seconds(job.id)
+        label = LABELS[request.operation].format(
+            index=request.source.index if request.source else 0
+        )
+        return JobCard(
+            job_id=job.id,
+            owner_id=job.owner_id,
+            prompt=request.prompt,
+            label=label,
+            options=options_summary(
+                request.aspect,
+                request.seed,
+                request.mode.value,
+                request.steps,
+                request.guidance,
+                request.chaos,
+                request.negative_prompt,
+            ),
+            status=job.status,
+            position=position,
+            eta_seconds=eta,
+            step=job.progress_step,
+            total_steps=job.progress_total,
+            error=job.error,
+        )
+
+    async def attach_message(self, job_id: str, message_id: int, attachment_limit: int) -> None:
+        await self.queue.attach_message(job_id, message_id, attachment_limit)
+
+    async def pending_deliveries(self) -> list[Delivery]:
+        deliveries = []
+        for job in await self.queue.list_undelivered():
+            request = GenerationRequest.from_json(job.request)
+            single = request.operation.image_count == 1
+            deliveries.append(
+                Delivery(
+                    job_id=job.id,
+                    owner_id=job.owner_id,
+                    channel_id=job.channel_id,
+                    message_id=job.message_id,
+                    attachment_limit=job.attachment_limit
+                    or self.settings.generation.attachment_limit_bytes,
+                    terminal=job.status in TERMINAL,
+                    card=await self.card(job),
+                    buttons=single_buttons(job.id) if single else grid_buttons(job.id),
+                    image_refs=tuple(job.result_refs),
+                    preview_ref=job.preview_ref,
+                    operation=request.operation,
+                )
+            )
+        return deliveries
+
+    async def claim_delivery(self, job_id: str) -> bool:
+        return await self.queue.claim_delivery(job_id)
+
+    async def release_delivery(self, job_id: str, error: str) -> None:
+        await self.queue.release_delivery(job_id, error)
+
+    async def mark_posted(self, job_id: str, message_id: int) -> None:
+        await self.queue.mark_posted(job_id, message_id)
+
+    async def result_files(self, delivery: Delivery) -> list[tuple[str, bytes]]:
+        """The one attachment of a finished job: the grid, or the single image."""
+        if not delivery.image_refs:
+            return []
+        ref = delivery.image_refs[-1]  # by convention the last ref is what gets posted
+        data = await self.images.get(ref)
+        return [(ref.rsplit("/", 1)[-1], data)]
+
+    async def preview(self, delivery: Delivery) -> bytes | None:
+        if delivery.preview_ref is None:
+            return None
+        return await self.images.get(delivery.preview_ref)
+
+
+UPSCALES = (Operation.UPSCALE_SUBTLE, Operation.UPSCALE_CREATIVE)

@@ -1,0 +1,50 @@
+"""The configuration reference table in the README, generated from the settings tree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from config.settings import Settings
+
+
+def _default(field: Any) -> str:
+    if field.default_factory is not None:
+        value = field.default_factory()
+    elif field.default is PydanticUndefined:
+        return "(required)"
+    else:
+        value = field.default
+    if isinstance(value, BaseModel):
+        return ""
+    if value is None:
+        return "unset"
+    if field.annotation is not None and "SecretStr" in str(field.annotation):
+        return "unset"
+    return f"`{value}`" if value != "" else '`""`'
+
+
+def reference_rows() -> list[tuple[str, str, str]]:
+    """(environment variable, default, description) for every setting."""
+    rows: list[tuple[str, str, str]] = []
+    for name, field in Settings.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            for sub_name, sub in annotation.model_fields.items():
+                env = f"ATELIER_{name}_{sub_name}".upper()
+                rows.append((env, _default(sub), sub.description or ""))
+        else:
+            rows.append((f"ATELIER_{name}".upper(), _default(field), field.description or ""))
+    return rows
+
+
+def reference_markdown() -> str:
+    lines = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    lines += [f"| `{env}` | {default} | {text} |" for env, default, text in reference_rows()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(reference_markdown())  # noqa: T201

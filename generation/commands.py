@@ -1,0 +1,210 @@
+"""What the ``atelier imagine / upscale / vary`` commands do, minus argument parsing and printing.
+
+Grids are written as lossless PNGs at full resolution, with the request and every image's seed
+in the file's metadata, so a follow-up needs nothing but the file: it reads the parameters back,
+crops the chosen cell, and runs the upscale or variation. Each function returns what the CLI
+prints (parameters, seeds, paths, timings).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from config.settings import Settings
+from generation.engine import Engine
+from generation.errors import OptionError
+from generation.grid import compose_grid, crop_cell, encode_image, read_metadata
+from generation.request import GenerationRequest, Operation
+from generation.results import GenerationResult, Timings
+
+#: Version of the metadata layout written into image files.
+METADATA_VERSION = 1
+LOCAL_JOB_ID = "local"
+
+
+@dataclass(frozen=True)
+class CommandOutput:
+    """One written file and how it was made."""
+
+    request: GenerationRequest
+    path: Path
+    #: Per-image seeds, in grid order (one for an upscale).
+    seeds: tuple[int, ...]
+    width: int
+    height: int
+    timings: Timings
+    gpu_seconds: float
+
+
+def imagine_to_file(
+    settings: Settings,
+    requests: Sequence[GenerationRequest],
+    out: Path,
+    engine: Engine | None = None,
+) -> list[CommandOutput]:
+    """Make a grid per request and write each as a PNG with its parameters embedded.
+
+    ``out`` is a file (``.png`` is added if missing; with several requests ``-1``, ``-2``... are
+    inserted before the suffix) or an existing directory (files are named by seed). With
+    ``settings.queue.batching``, requests with equal ``batch_key()`` share pipeline calls.
+    """
+    if not requests:
+        return []
+    engine = engine or Engine(settings, model=requests[0].model)
+    results: list[GenerationResult] = []
+    if settings.queue.batching:
+        for group in _batches(requests, settings.queue.max_batch):
+            results.extend(engine.generate_batch(group))
+    else:
+        results.extend(engine.generate(request) for request in requests)
+    outputs = []
+    for number, result in enumerate(results, start=1):
+        path = _output_path(out, number, len(results), f"grid-{result.request.seed}")
+        _write(path, compose_grid(result.images), result, kind="grid")
+        outputs.append(_output(result, path))
+    return outputs
+
+
+def upscale_from_file(
+    settings: Settings,
+    grid_path: Path,
+    index: int,
+    creative: bool,
+    out: Path,
+    engine: Engine | None = None,
+) -> CommandOutput:
+    """Upscale image ``index`` (1-4, U1..U4) of a grid file 2x; write it with its metadata."""
+    operation = Operation.UPSCALE_CREATIVE if creative else Operation.UPSCALE_SUBTLE
+    strength = (
+        settings.generation.upscale_creative_strength
+        if creative
+        else settings.generation.upscale_subtle_strength
+    )
+    return _follow_up(settings, grid_path, index, operation, strength, out, engine)
+
+
+def vary_from_file(
+    settings: Settings,
+    grid_path: Path,
+    index: int,
+    strong: bool,
+    out: Path,
+    engine: Engine | None = None,
+) -> CommandOutput:
+    """Make four variations of image ``index`` (1-4, V1..V4) of a grid file; write a new grid."""
+    operation = Operation.VARY_STRONG if strong else Operation.VARY_SUBTLE
+    strength = (
+        settings.generation.vary_strong_strength
+        if strong
+        else settings.generation.vary_subtle_strength
+    )
+    return _follow_up(settings, grid_path, index, operation, strength, out, engine)
+
+
+def _follow_up(
+    settings: Settings,
+    grid_path: Path,
+    index: int,
+    operation: Operation,
+    strength: float,
+    out: Path,
+    engine: Engine | None,
+) -> CommandOutput:
+    metadata = read_metadata(grid_path)
+    if metadata is None or "request" not in metadata:
+        raise OptionError(
+            f"{grid_path} carries no Atelier parameters; use a grid written by `atelier imagine`"
+        )
+    parent = GenerationRequest.from_json(metadata["request"])
+    seeds = [int(seed) for seed in metadata.get("seeds", parent.image_seeds)]
+    with Image.open(grid_path) as opened:
+        picture = opened.convert("RGB")
+    if metadata.get("kind") == "grid":
+        width, height = metadata.get("cell", (parent.width, parent.height))
+        if not 1 <= index <= len(seeds):
+            raise OptionError(
+                f"image index {index} is out of range: this grid has 1 to {len(seeds)}"
+            )
+        source = crop_cell(picture, index, (int(width), int(height)))
+    else:
+        if index != 1:
+            raise OptionError(f"{grid_path} holds a single image; use index 1")
+        source = picture
+    target = (source.width * 2, source.height * 2) if operation.is_upscale else source.size
+    request = GenerationRequest.model_validate(
+        {
+            **parent.to_json(),
+            "operation": operation.value,
+            "source": {"job_id": LOCAL_JOB_ID, "index": index},
+            "strength": strength,
+            # The chosen image's own seed: an upscale refines exactly that image's noise.
+            "seed": seeds[index - 1],
+            "width": target[0],
+            "height": target[1],
+        }
+    )
+    engine = engine or Engine(settings, model=request.model)
+    result = engine.generate(request, source_image=source)
+    kind = "grid" if len(result.images) > 1 else "image"
+    path = _output_path(out, 1, 1, f"{operation.value}-{request.seed}")
+    _write(path, compose_grid(result.images), result, kind=kind)
+    return _output(result, path)
+
+
+def _batches(
+    requests: Sequence[GenerationRequest], max_batch: int
+) -> list[list[GenerationRequest]]:
+    groups: dict[str, list[GenerationRequest]] = {}
+    for request in requests:
+        groups.setdefault(request.batch_key(), []).append(request)
+    return [
+        group[start : start + max_batch]
+        for group in groups.values()
+        for start in range(0, len(group), max_batch)
+    ]
+
+
+def _output_path(out: Path, number: int, count: int, default_stem: str) -> Path:
+    if out.is_dir():
+        return out / f"{default_stem}-{number}.png" if count > 1 else out / f"{default_stem}.png"
+    path = out if out.suffix.lower() == ".png" else out.with_name(out.name + ".png")
+    if count > 1:
+        path = path.with_name(f"{path.stem}-{number}{path.suffix}")
+    return path
+
+
+def grid_metadata(result: GenerationResult, kind: str) -> dict[str, Any]:
+    """The parameters embedded in a written image: enough to re-make or follow it up."""
+    return {
+        "atelier": METADATA_VERSION,
+        "kind": kind,
+        "request": result.request.to_json(),
+        "seeds": list(result.seeds),
+        "cell": [result.width, result.height],
+    }
+
+
+def _write(path: Path, image: Image.Image, result: GenerationResult, kind: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Local files keep full resolution and lossless pixels, so no size limit applies: a
+    # follow-up must crop exactly the image that was generated.
+    encoded = encode_image(image, sys.maxsize, grid_metadata(result, kind))
+    path.write_bytes(encoded.data)
+
+
+def _output(result: GenerationResult, path: Path) -> CommandOutput:
+    return CommandOutput(
+        request=result.request,
+        path=path,
+        seeds=result.seeds,
+        width=result.width,
+        height=result.height,
+        timings=result.timings,
+        gpu_seconds=result.gpu_seconds,
+    )

@@ -1,0 +1,383 @@
+"""Loading a model once and keeping it warm: txt2img and img2img pipelines, both modes' schedulers.
+
+:func:`load_model` turns a :class:`~generation.presets.ModelPreset` into a :class:`LoadedModel`.
+Every way loading can fail (unknown name, missing files, offline hub, no GPU for a full-size model,
+out of memory) becomes one :class:`~generation.errors.ModelLoadError` whose message names the model
+and how to fix it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from config.settings import GenerationSettings
+from generation.errors import ModelLoadError
+from generation.presets import PRESETS, TINY, ModelPreset
+from generation.request import Mode
+from generation.tiny import build_tiny_model, tiny_lora_path
+
+log = logging.getLogger(__name__)
+
+
+class _KnownNoise(logging.Filter):
+    """Drops two diffusers warnings that fire on every normal load or job and mean nothing here.
+
+    diffusers 0.42 warns about "modules that should be kept in float32: []" on every ``.to(dtype)``
+    (the img2img pipeline upcasts its VAE per call), and a UNet-only LoRA such as LCM-LoRA warns
+    that the text encoders got no LoRA keys.
+    """
+
+    _PREFIXES = ("There are modules in ", "No LoRA keys associated to ")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self._PREFIXES)
+
+
+for _name in ("diffusers.models.modeling_utils", "diffusers.loaders.lora_base"):
+    logging.getLogger(_name).addFilter(_KnownNoise())
+
+#: The peft adapter name fast mode's LoRA is loaded under.
+FAST_ADAPTER = "fast"
+CPU_DEMO_HINT = "set ATELIER_MODEL=tiny for a CPU demo"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+
+
+class SourceKind(Enum):
+    """Where a model's weights come from."""
+
+    TINY = "tiny"
+    HUB = "hub"
+    DIRECTORY = "directory"
+    SINGLE_FILE = "single_file"
+
+
+def classify_source(source: str) -> SourceKind:
+    """Tell a preset's source apart; raise ModelLoadError for a name that is none of them."""
+    if source == TINY:
+        return SourceKind.TINY
+    path = Path(source).expanduser()
+    if path.is_file() and path.suffix in _SINGLE_FILE_SUFFIXES:
+        return SourceKind.SINGLE_FILE
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ModelLoadError(
+                f"model directory {source!r} is not a diffusers pipeline (it has no "
+                "model_index.json); point ATELIER_MODEL at a directory saved with "
+                f"save_pretrained, a .safetensors file, or a hub id; or {CPU_DEMO_HINT}"
+            )
+        return SourceKind.DIRECTORY
+    if path.suffix in _SINGLE_FILE_SUFFIXES:
+        raise ModelLoadError(
+            f"model file {source!r} does not exist; check ATELIER_MODEL, or {CPU_DEMO_HINT}"
+        )
+    if source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source:
+        raise ModelLoadError(
+            f"model directory {source!r} does not exist; check ATELIER_MODEL, or {CPU_DEMO_HINT}"
+        )
+    if _HUB_ID.match(source):
+        return SourceKind.HUB
+    raise ModelLoadError(
+        f"unknown model {source!r}: set ATELIER_MODEL to one of {', '.join(sorted(PRESETS))}, "
+        "a hub id (owner/name), a local diffusers directory or a .safetensors file"
+    )
+
+
+def resolve_device(settings: GenerationSettings) -> tuple[torch.device, torch.dtype]:
+    """The device and weights dtype the settings ask for (``auto``: CUDA+fp16, else CPU+fp32)."""
+    name = settings.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(
+            "ATELIER_GENERATION_DEVICE=cuda but no CUDA GPU is visible to torch; "
+            "use device auto or cpu"
+        )
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError("ATELIER_GENERATION_DEVICE=mps but MPS is not available here")
+    device = torch.device(name)
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if settings.dtype == "auto":
+        dtype = torch.float32 if device.type == "cpu" else torch.float16
+    else:
+        dtype = dtypes[settings.dtype]
+    if device.type == "cpu" and dtype is torch.float16:
+        raise ModelLoadError(
+            "ATELIER_GENERATION_DTYPE=float16 does not work on CPU; use float32 or bfloat16"
+        )
+    return device, dtype
+
+
+@dataclass
+class LoadedModel:
+    """A warm model: txt2img and img2img pipelines sharing one set of modules.
+
+    Both modes stay loaded: quality mode runs the checkpoint's own scheduler with the LoRA
+    disabled, fast mode enables the LoRA adapter and swaps in an LCM scheduler. Switching is a
+    flag and an attribute assignment, never a reload.
+    """
+
+    preset: ModelPreset
+    txt2img: Any
+    img2img: Any
+    device: torch.device
+    dtype: torch.dtype
+    quality_scheduler: Any
+    fast_scheduler: Any | None
+    #: Why fast mode is unavailable (no LoRA configured, or it failed to load); None if it works.
+    fast_unavailable: str | None
+    load_seconds: float
+
+    @property
+    def fast_available(self) -> bool:
+        return self.fast_unavailable is None
+
+    def use_mode(self, pipe: Any, mode: Mode) -> None:
+        """Put the shared UNet and ``pipe``'s scheduler into ``mode`` before a call."""
+        if mode is Mode.FAST:
+            if self.fast_unavailable is not None:
+                raise ModelLoadError(self.fast_unavailable)
+            set_lora_enabled(pipe, True)
+            pipe.scheduler = self.fast_scheduler
+        else:
+            if self.fast_scheduler is not None:
+                set_lora_enabled(pipe, False)
+            pipe.scheduler = self.quality_scheduler
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.txt2img.tokenizer
+
+    def lora_module_count(self) -> int:
+        """How many UNet layers the fast-mode adapter patches (0 when none is loaded)."""
+        return count_lora_modules(self.txt2img.unet, FAST_ADAPTER)
+
+
+def set_lora_enabled(pipe: Any, enabled: bool) -> None:
+    """Switch the loaded LoRA adapters of ``pipe``'s UNet (and text encoders, if any) on or off.
+
+    Not ``pipe.enable_lora()``: it skips a ``torch.compile``d UNet (an OptimizedModule is no
+    ModelMixin) without a word, which would leave the LoRA on in quality mode.
+    """
+    from diffusers.loaders.lora_base import (
+        disable_lora_for_text_encoder,
+        enable_lora_for_text_encoder,
+    )
+
+    unet = getattr(pipe.unet, "_orig_mod", pipe.unet)
+    if enabled:
+        unet.enable_lora()
+    else:
+        unet.disable_lora()
+    for encoder in (pipe.text_encoder, pipe.text_encoder_2):
+        if encoder is not None and getattr(encoder, "peft_config", None):
+            switch = enable_lora_for_text_encoder if enabled else disable_lora_for_text_encoder
+            switch(encoder)
+
+
+def count_lora_modules(module: torch.nn.Module, adapter: str) -> int:
+    """Count the peft LoRA layers in ``module`` that carry ``adapter``."""
+    return sum(1 for m in module.modules() if adapter in getattr(m, "lora_A", {}))
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    # diffusers and transformers draw tqdm bars while loading; in a bot's log they are noise.
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        diffusers_logging.enable_progress_bar()
+        transformers_logging.enable_progress_bar()
+
+
+def load_model(preset: ModelPreset, settings: GenerationSettings, data_dir: Path) -> LoadedModel:
+    """Load ``preset`` onto the configured device, with its fast-mode LoRA, and keep it warm.
+
+    The tiny model is built into ``data_dir/models/tiny`` first (once) and then loaded with the
+    very same ``from_pretrained`` code as any other diffusers directory.
+    """
+    started = time.perf_counter()
+    kind = classify_source(preset.source)
+    device, dtype = resolve_device(settings)
+    if preset.full_size and device.type == "cpu" and not settings.allow_large_on_cpu:
+        raise ModelLoadError(
+            f"model {preset.name!r} is a full-size model and this machine has no GPU; "
+            f"{CPU_DEMO_HINT}, or set ATELIER_GENERATION_ALLOW_LARGE_ON_CPU=true to load it "
+            "anyway (minutes per image)"
+        )
+    with _quiet_loading():
+        try:
+            txt2img = _load_pipeline(preset, kind, device, dtype, data_dir)
+            return assemble_model(preset, txt2img, settings, data_dir, started=started)
+        except ModelLoadError:
+            raise
+        except torch.OutOfMemoryError as exc:
+            free_memory()
+            raise ModelLoadError(
+                f"out of memory loading model {preset.name!r} onto {device} in {dtype}: free "
+                f"memory or use a smaller model; {CPU_DEMO_HINT}"
+            ) from exc
+        except Exception as exc:
+            # Every library error (missing files, no network, bad checkpoint) ends here, so
+            # the operator sees one sentence instead of a stack trace from deep in the hub.
+            raise ModelLoadError(_describe_load_failure(preset, kind, exc)) from exc
+
+
+def assemble_model(
+    preset: ModelPreset,
+    txt2img: Any,
+    settings: GenerationSettings,
+    data_dir: Path,
+    started: float | None = None,
+) -> LoadedModel:
+    """Finish a loaded txt2img pipeline: fast-mode LoRA, optional compile, img2img sibling.
+
+    ``txt2img`` must already be on its device. ``started`` (a ``time.perf_counter()`` value)
+    makes ``load_seconds`` include whatever the caller did before.
+    """
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    started = time.perf_counter() if started is None else started
+    txt2img.set_progress_bar_config(disable=True)
+    quality_scheduler = txt2img.scheduler
+    fast_scheduler, fast_unavailable = _load_fast_mode(txt2img, preset, data_dir)
+    device = txt2img.unet.device
+    if settings.compile:
+        _compile_unet(txt2img, device)
+    img2img = StableDiffusionXLImg2ImgPipeline.from_pipe(txt2img)
+    img2img.set_progress_bar_config(disable=True)
+    return LoadedModel(
+        preset=preset,
+        txt2img=txt2img,
+        img2img=img2img,
+        device=device,
+        dtype=txt2img.unet.dtype,
+        quality_scheduler=quality_scheduler,
+        fast_scheduler=fast_scheduler,
+        fast_unavailable=fast_unavailable,
+        load_seconds=time.perf_counter() - started,
+    )
+
+
+def _load_pipeline(
+    preset: ModelPreset, kind: SourceKind, device: torch.device, dtype: torch.dtype, data_dir: Path
+) -> Any:
+    from diffusers import StableDiffusionXLPipeline
+
+    if kind is SourceKind.SINGLE_FILE:
+        pipe = StableDiffusionXLPipeline.from_single_file(
+            str(Path(preset.source).expanduser()), dtype=dtype
+        )
+        return pipe.to(device)
+    source = preset.source
+    if kind is SourceKind.TINY:
+        source = str(build_tiny_model(data_dir / "models" / TINY))
+    elif kind is SourceKind.DIRECTORY:
+        source = str(Path(source).expanduser())
+    if dtype is torch.float16:
+        # Hub SDXL ships an fp16 variant: half the download and no cast at load.
+        try:
+            pipe = StableDiffusionXLPipeline.from_pretrained(
+                source, dtype=dtype, variant="fp16", use_safetensors=True
+            )
+            return pipe.to(device)
+        except (OSError, ValueError) as exc:
+            if "variant" not in str(exc):
+                raise
+            log.info("model %s has no fp16 variant; loading the default weights", preset.name)
+    pipe = StableDiffusionXLPipeline.from_pretrained(source, dtype=dtype)
+    return pipe.to(device)
+
+
+def _describe_load_failure(preset: ModelPreset, kind: SourceKind, exc: Exception) -> str:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if kind is SourceKind.HUB:
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        why = "the hub is offline (HF_HUB_OFFLINE)" if offline else "it could not be downloaded"
+        return (
+            f"model {preset.name!r} ({preset.source}) is not in the local Hugging Face cache and "
+            f"{why}: {reason}. Download it once with `huggingface-cli download {preset.source}`, "
+            f"point ATELIER_MODEL at a local directory or .safetensors file, or {CPU_DEMO_HINT}"
+        )
+    if kind is SourceKind.SINGLE_FILE:
+        return (
+            f"cannot load single-file model {preset.source!r}: {reason}. Single files need the "
+            "SDXL config from the hub cache once (or convert the file to a diffusers "
+            f"directory); or {CPU_DEMO_HINT}"
+        )
+    return f"cannot load model {preset.name!r} from {preset.source!r}: {reason}; {CPU_DEMO_HINT}"
+
+
+def _load_fast_mode(
+    pipe: Any, preset: ModelPreset, data_dir: Path
+) -> tuple[Any | None, str | None]:
+    """Load the fast-mode LoRA as a peft adapter and make its LCM scheduler.
+
+    A LoRA that cannot be loaded only disables fast mode (quality keeps working), unless fast is
+    the model's default mode, in which case the model is unusable and loading fails.
+    """
+    if preset.fast_lora is None:
+        return None, f"model {preset.name!r} has no fast-mode LoRA; use --quality"
+    from diffusers import LCMScheduler
+
+    source = preset.fast_lora
+    try:
+        if source == TINY:
+            source = str(tiny_lora_path(data_dir / "models" / TINY))
+        path = Path(source).expanduser()
+        if path.is_file():
+            pipe.load_lora_weights(
+                str(path.parent), weight_name=path.name, adapter_name=FAST_ADAPTER
+            )
+        else:
+            pipe.load_lora_weights(source, adapter_name=FAST_ADAPTER)
+    except torch.OutOfMemoryError:
+        free_memory()
+        raise
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = (
+            f"fast mode is unavailable: LoRA {preset.fast_lora!r} for model {preset.name!r} "
+            f"could not be loaded ({reason}); download it with `huggingface-cli download "
+            f"{preset.fast_lora}` or set ATELIER_GENERATION_FAST_LORA to a local LoRA file"
+        )
+        if preset.default_mode == Mode.FAST.value:
+            raise ModelLoadError(message) from exc
+        log.warning("%s", message)
+        return None, message
+    set_lora_enabled(pipe, False)
+    return LCMScheduler.from_config(pipe.scheduler.config), None
+
+
+def _compile_unet(pipe: Any, device: torch.device) -> None:
+    if device.type != "cuda":
+        log.info("ATELIER_GENERATION_COMPILE is ignored without a CUDA GPU")
+        return
+    # CUDA graphs ("reduce-overhead") remove the per-layer launch cost that dominates small
+    # batches. Not fullgraph: peft's enable/disable of the fast LoRA is a Python branch.
+    pipe.unet = torch.compile(pipe.unet, mode="reduce-overhead", fullgraph=False)
+
+
+def free_memory() -> None:
+    """Return cached allocator memory after an out-of-memory error or when unloading."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

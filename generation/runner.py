@@ -1,0 +1,150 @@
+"""Runs the engine on one dedicated thread and makes it awaitable from the bot's event loop.
+
+The engine is synchronous and holds one model, so every call goes through a single-thread
+executor: jobs run one after another and never block the loop. Progress reported on the engine's
+thread is handed to the loop with ``call_soon_threadsafe`` and delivered, in order, to the
+caller's callback (a plain function or a coroutine function) on the loop's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from PIL import Image
+
+from generation.engine import Engine
+from generation.request import GenerationRequest
+from generation.results import GenerationResult, Progress
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: Called on the event loop's thread; may return an awaitable, which is awaited in order.
+AsyncProgressCallback = Callable[[Progress], Awaitable[None] | None]
+
+
+class EngineRunner:
+    """An :class:`Engine` behind a one-thread executor, for use from asyncio code."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atelier-engine")
+        self._closed = False
+
+    async def load(self) -> float:
+        """Load the model (once) on the engine thread; return the seconds it took."""
+        return await self._submit(self.engine.load)
+
+    async def validate(self, request: GenerationRequest) -> None:
+        """:meth:`Engine.validate` on the engine thread (it needs the tokenizer)."""
+        await self._submit(functools.partial(self.engine.validate, request))
+
+    async def generate(
+        self,
+        request: GenerationRequest,
+        source_image: Image.Image | None = None,
+        on_progress: AsyncProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+        *,
+        only_index: int | None = None,
+    ) -> GenerationResult:
+        """:meth:`Engine.generate` without blocking the loop.
+
+        Cancelling the awaiting task sets ``cancel`` (one is made if none is given), so the
+        engine stops within one denoising step and is free for the next job.
+        """
+        call = functools.partial(self.engine.generate, request, source_image, only_index=only_index)
+        return await self._run_job(call, on_progress, cancel)
+
+    async def generate_batch(
+        self,
+        requests: Sequence[GenerationRequest],
+        on_progress: AsyncProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[GenerationResult]:
+        """:meth:`Engine.generate_batch` without blocking the loop."""
+        call = functools.partial(self.engine.generate_batch, list(requests))
+        return await self._run_job(call, on_progress, cancel)
+
+    async def close(self) -> None:
+        """Let queued work finish, unload the model and stop the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self.engine.close)
+        self._executor.shutdown(wait=False)
+
+    async def _submit(self, call: Callable[[], T]) -> T:
+        if self._closed:
+            raise RuntimeError("the engine runner is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, call)
+
+    async def _run_job(
+        self,
+        call: Callable[..., T],
+        on_progress: AsyncProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> T:
+        loop = asyncio.get_running_loop()
+        cancel = cancel if cancel is not None else threading.Event()
+        relay = _ProgressRelay(loop, on_progress) if on_progress is not None else None
+        job = functools.partial(
+            call, on_progress=relay.push if relay is not None else None, cancel=cancel
+        )
+        try:
+            return await self._submit(job)
+        except asyncio.CancelledError:
+            # The thread cannot be interrupted; the event makes the engine stop at its next step.
+            cancel.set()
+            raise
+        finally:
+            if relay is not None:
+                await relay.close()
+
+
+class _ProgressRelay:
+    """Carries progress from the engine thread to the loop and delivers it in order."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, callback: AsyncProgressCallback) -> None:
+        self._loop = loop
+        self._callback = callback
+        self._queue: asyncio.Queue[Progress | None] = asyncio.Queue()
+        self._task = loop.create_task(self._deliver(), name="atelier-progress")
+
+    def push(self, progress: Progress) -> None:
+        """Called on the engine thread."""
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, progress)
+
+    async def close(self) -> None:
+        """Deliver what is pending, then stop.
+
+        Pushes made before the job returned were scheduled on the loop before the job's result
+        was, so they are all queued by now and the end marker comes last.
+        """
+        self._queue.put_nowait(None)
+        try:
+            await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            self._task.cancel()
+            raise
+
+    async def _deliver(self) -> None:
+        while (progress := await self._queue.get()) is not None:
+            try:
+                outcome: Any = self._callback(progress)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A broken progress display must not fail the job that is being displayed.
+                log.exception("progress callback failed")

@@ -1,0 +1,542 @@
+"""The worker loop: claim jobs, run them on a generator, store their images, report back.
+
+It depends only on the small protocols below. The job ledger (``storage.JobQueue``) satisfies
+``JobSource`` and the image store (``storage.FileImageStore``) ``ImageSink`` structurally; the
+``atelier`` command wires them, so this module never imports storage (nor torch: the generator
+adapter does). A worker host needs the database and the image store, never the Discord token.
+
+One job (or one batch) at a time:
+
+- wait for "new work, or ``poll_seconds``, or stop" (``notify()`` is the in-process nudge);
+- claim; while the generator runs, an owned keeper task heartbeats the lease, writes progress at
+  most every ``progress_interval_seconds`` and relays a user's cancel to the generator, which
+  stops within one step;
+- store the images (names carry the attempt number, so a late attempt never overwrites another's
+  files) and complete; an error fails the attempt, retryable ones (and unknown ones, so a job
+  that keeps crashing ends) until ``max_attempts``, then the job is dead;
+- a reclaim task puts jobs of dead workers back in the queue every ``reclaim_interval_seconds``;
+- on SIGTERM (``stop()``) the current job gets ``shutdown_grace_seconds`` to finish, else it is
+  released at once for another worker. A second SIGTERM releases at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from config.settings import QueueSettings
+from generation.errors import GenerationError, JobCancelledError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# -- what the worker needs from the outside ----------------------------------------------------
+
+
+class ClaimedJobLike(Protocol):
+    """A job the worker holds a lease on. ``request`` is the GenerationRequest as JSON."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def lease_token(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def batch_key(self) -> str: ...
+    @property
+    def request(self) -> Mapping[str, Any]: ...
+    @property
+    def attempts(self) -> int: ...
+
+
+class LeaseReply(Protocol):
+    """What a heartbeat or a progress write answers."""
+
+    @property
+    def cancel_requested(self) -> bool: ...
+
+
+class JobSource(Protocol):
+    """The job ledger as the worker sees it. Calls by a worker that lost its lease raise one of
+    the exception types given to ``Worker`` as ``lease_lost_errors``."""
+
+    async def claim_next(self, worker_id: str) -> ClaimedJobLike | None: ...
+
+    async def claim_batch(
+        self, worker_id: str, max_batch: int | None = None
+    ) -> Sequence[ClaimedJobLike]: ...
+
+    async def heartbeat(self, job_id: str, lease_token: str) -> LeaseReply: ...
+
+    async def update_progress(
+        self,
+        job_id: str,
+        lease_token: str,
+        *,
+        step: int,
+        total: int,
+        preview_ref: str | None = None,
+    ) -> LeaseReply: ...
+
+    async def complete(
+        self, job_id: str, lease_token: str, *, result_refs: Sequence[str], gpu_seconds: float
+    ) -> object: ...
+
+    async def fail(
+        self, job_id: str, lease_token: str, *, error: str, retryable: bool
+    ) -> object: ...
+
+    async def release(self, job_id: str, lease_token: str) -> object: ...
+
+    async def reclaim_expired(self) -> Sequence[str]: ...
+
+
+class ImageSink(Protocol):
+    """Where the worker puts encoded images; returns refs the ledger records."""
+
+    async def put(self, job_id: str, name: str, data: bytes) -> str: ...
+
+    async def get(self, ref: str) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class OutputImage:
+    """One encoded image of a result, e.g. ``0.png``..``3.png`` and ``grid.png``."""
+
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class WorkResult:
+    """What a generator returns for one job: its encoded images and the GPU-seconds it used.
+
+    By convention the image to post comes last (the grid, or the single image)."""
+
+    images: tuple[OutputImage, ...]
+    gpu_seconds: float
+
+
+class JobControl:
+    """The generator's handle on one running job: cancellation and progress.
+
+    Thread-safe for the generator: it may run in its own thread and call ``report_progress``
+    and read ``cancelled`` there; the worker only reads progress and cancels from the loop.
+    """
+
+    def __init__(self, job: ClaimedJobLike) -> None:
+        self.job = job
+        self._cancelled = threading.Event()
+        self._cancelled_async = asyncio.Event()
+        self._lock = threading.Lock()
+        self._progress: tuple[int, int, bytes | None] | None = None
+        self._progress_seq = 0
+        self.reason: str | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        """Raise JobCancelledError if the job should stop (call once per step)."""
+        if self._cancelled.is_set():
+            raise JobCancelledError(f"job {self.job.id} stopped: {self.reason}")
+
+    async def wait_cancelled(self) -> None:
+        """For generators running on the event loop: returns when the job should stop."""
+        await self._cancelled_async.wait()
+
+    def report_progress(self, step: int, total: int, preview: bytes | None = None) -> None:
+        """Record the latest step (and an encoded preview image); cheap, call every step."""
+        with self._lock:
+            keep = preview if preview is not None else (self._progress or (0, 0, None))[2]
+            self._progress = (step, total, keep)
+            self._progress_seq += 1
+
+    def cancel(self, reason: str) -> None:
+        """Ask the generator to stop (called on the worker's loop)."""
+        if not self._cancelled.is_set():
+            self.reason = reason
+            self._cancelled.set()
+            self._cancelled_async.set()
+
+    def take_progress(self, seen: int) -> tuple[int, tuple[int, int, bytes | None] | None]:
+        with self._lock:
+            if self._progress_seq == seen:
+                return seen, None
+            return self._progress_seq, self._progress
+
+
+class Generator(Protocol):
+    """Runs one job. Raise ``JobCancelledError`` when ``control`` says stop; a
+    ``GenerationError`` says by its ``retryable`` whether another attempt may succeed."""
+
+    async def run(self, job: ClaimedJobLike, control: JobControl) -> WorkResult: ...
+
+
+@runtime_checkable
+class BatchGenerator(Protocol):
+    """A generator that can run compatible jobs (equal batch keys) in one call."""
+
+    async def run(self, job: ClaimedJobLike, control: JobControl) -> WorkResult: ...
+
+    async def run_batch(
+        self, jobs: Sequence[ClaimedJobLike], controls: Sequence[JobControl]
+    ) -> Sequence[WorkResult]: ...
+
+
+# -- the loop -------------------------------------------------------------------------------------
+
+SHUTDOWN = "worker shutting down"
+LEASE_LOST = "lease lost"
+CANCEL_REQUESTED = "cancel requested"
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(2)}"
+
+
+@dataclass
+class WorkerStats:
+    """What one worker did since it started (for logs and tests)."""
+
+    claimed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    released: int = 0
+    lost: int = 0
+    reclaimed: int = 0
+    idle_waits: int = 0
+    batches: list[int] = field(default_factory=list)
+
+
+class Worker:
+    """Claims and runs jobs until stopped. See the module docstring for the life of a job."""
+
+    def __init__(
+        self,
+        source: JobSource,
+        images: ImageSink,
+        generator: Generator,
+        settings: QueueSettings,
+        *,
+        worker_id: str | None = None,
+        lease_lost_errors: tuple[type[BaseException], ...] = (),
+    ) -> None:
+        self.source = source
+        self.images = images
+        self.generator = generator
+        self.settings = settings
+        self.worker_id = worker_id or default_worker_id()
+        self.lease_lost_errors = lease_lost_errors
+        self.stats = WorkerStats()
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._force = asyncio.Event()
+
+    # -- control from outside -----------------------------------------------------------------
+
+    def notify(self) -> None:
+        """New work may be claimable (called by an enqueue in this process)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Finish (within the grace period) or release the current job, then return from run().
+        Called twice, releases the current job at once."""
+        if self._stopping.is_set():
+            self._force.set()
+        self._stopping.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT stop the worker gracefully (Unix event loops)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Claim and run jobs until ``stop()``; reclaims expired leases alongside."""
+        log.info("worker %s started", self.worker_id)
+        reclaimer = asyncio.create_task(self._reclaim_loop(), name=f"reclaim:{self.worker_id}")
+        try:
+            while not self._stopping.is_set():
+                if not await self.run_once():
+                    await self._wait_for_work()
+        finally:
+            await _cancel_and_wait(reclaimer)
+            log.info("worker %s stopped: %s", self.worker_id, self.stats)
+
+    async def run_once(self) -> bool:
+        """Claim one job (or batch) and see it through. False when there was nothing to claim."""
+        try:
+            if self.settings.batching and isinstance(self.generator, BatchGenerator):
+                jobs = list(await self.source.claim_batch(self.worker_id, self.settings.max_batch))
+            else:
+                job = await self.source.claim_next(self.worker_id)
+                jobs = [job] if job is not None else []
+        except Exception:
+            log.exception("worker %s could not claim; will retry", self.worker_id)
+            return False
+        if not jobs:
+            return False
+        self.stats.claimed += len(jobs)
+        self.stats.batches.append(len(jobs))
+        await self._process(jobs)
+        return True
+
+    async def _wait_for_work(self) -> None:
+        self.stats.idle_waits += 1
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.poll_seconds):
+                await self._wake.wait()
+        self._wake.clear()
+
+    async def _reclaim_loop(self) -> None:
+        while True:
+            try:
+                reclaimed = await self.source.reclaim_expired()
+                self.stats.reclaimed += len(reclaimed)
+                if reclaimed:
+                    self._wake.set()
+            except Exception:
+                log.exception("worker %s: reclaiming expired leases failed", self.worker_id)
+            await asyncio.sleep(self.settings.reclaim_interval_seconds)
+
+    # -- one job or batch ---------------------------------------------------------------------
+
+    async def _process(self, jobs: list[ClaimedJobLike]) -> None:
+        controls = [JobControl(job) for job in jobs]
+        run = asyncio.create_task(self._generate(jobs, controls), name=f"generate:{jobs[0].id}")
+        keeper = asyncio.create_task(self._keep_leases(jobs, controls), name=f"lease:{jobs[0].id}")
+        try:
+            finished = await self._supervise(run)
+        except asyncio.CancelledError:
+            # Hard cancellation of the worker itself: hand the jobs back before going.
+            await self._abandon(jobs, controls, run)
+            raise
+        finally:
+            await _cancel_and_wait(keeper)
+        if not finished:
+            await self._abandon(jobs, controls, run)
+            return
+        error = run.exception()
+        if error is None:
+            await self._finish(jobs, controls, run.result())
+        else:
+            await self._record_failure(jobs, controls, error)
+
+    async def _generate(
+        self, jobs: list[ClaimedJobLike], controls: list[JobControl]
+    ) -> Sequence[WorkResult]:
+        if len(jobs) == 1:
+            return [await self.generator.run(jobs[0], controls[0])]
+        assert isinstance(self.generator, BatchGenerator)
+        results = await self.generator.run_batch(jobs, controls)
+        if len(results) != len(jobs):
+            raise GenerationError(f"generator returned {len(results)} results for {len(jobs)} jobs")
+        return results
+
+    async def _supervise(self, run: asyncio.Task[Sequence[WorkResult]]) -> bool:
+        """Wait for the generator. On stop, allow the grace period; False means give up."""
+        stop = asyncio.create_task(self._stopping.wait())
+        try:
+            await asyncio.wait({run, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await _cancel_and_wait(stop)
+        if run.done():
+            return True
+        log.info(
+            "worker %s stopping: giving job %s up to %.0f s to finish",
+            self.worker_id,
+            run.get_name(),
+            self.settings.shutdown_grace_seconds,
+        )
+        force = asyncio.create_task(self._force.wait())
+        try:
+            await asyncio.wait(
+                {run, force},
+                timeout=self.settings.shutdown_grace_seconds,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            await _cancel_and_wait(force)
+        return run.done()
+
+    async def _abandon(
+        self,
+        jobs: list[ClaimedJobLike],
+        controls: list[JobControl],
+        run: asyncio.Task[Sequence[WorkResult]],
+    ) -> None:
+        """Release the jobs at once (another worker may take them), then stop the generator."""
+        for control in controls:
+            control.cancel(SHUTDOWN)
+        for job, control in zip(jobs, controls, strict=True):
+            if control.reason == LEASE_LOST:
+                continue
+            await self._report(job, "release", self.source.release(job.id, job.lease_token))
+            self.stats.released += 1
+        await _cancel_and_wait(run, errors_expected=True)
+
+    async def _finish(
+        self, jobs: list[ClaimedJobLike], controls: list[JobControl], results: Sequence[WorkResult]
+    ) -> None:
+        for job, control, result in zip(jobs, controls, results, strict=True):
+            if control.reason == LEASE_LOST:
+                self.stats.lost += 1
+                log.warning("job %s finished after its lease was lost; result dropped", job.id)
+                continue
+            try:
+                refs = [
+                    await self.images.put(job.id, f"a{job.attempts}-{image.name}", image.data)
+                    for image in result.images
+                ]
+            except Exception as exc:
+                log.exception("job %s: storing its images failed", job.id)
+                await self._record_failure([job], [control], exc)
+                continue
+            done = await self._report(
+                job,
+                "complete",
+                self.source.complete(
+                    job.id, job.lease_token, result_refs=refs, gpu_seconds=result.gpu_seconds
+                ),
+            )
+            if done:
+                self.stats.succeeded += 1
+
+    async def _record_failure(
+        self, jobs: list[ClaimedJobLike], controls: list[JobControl], error: BaseException
+    ) -> None:
+        cancelled = isinstance(error, JobCancelledError)
+        for job, control in zip(jobs, controls, strict=True):
+            if control.reason == LEASE_LOST:
+                self.stats.lost += 1
+                continue
+            if cancelled and control.reason != CANCEL_REQUESTED:
+                # Stopped because a batch partner was cancelled: not this job's fault.
+                await self._report(job, "release", self.source.release(job.id, job.lease_token))
+                self.stats.released += 1
+                continue
+            if cancelled:
+                text, retryable = "cancelled by request", False
+                self.stats.cancelled += 1
+            else:
+                # Unknown errors count as retryable: max_attempts then ends a poison job.
+                retryable = error.retryable if isinstance(error, GenerationError) else True
+                text = f"{type(error).__name__}: {error}"
+                self.stats.failed += 1
+                log.warning("job %s attempt %d failed: %s", job.id, job.attempts, text)
+            await self._report(
+                job,
+                "fail",
+                self.source.fail(job.id, job.lease_token, error=text, retryable=retryable),
+            )
+
+    async def _report(self, job: ClaimedJobLike, what: str, call: Awaitable[object]) -> bool:
+        """Tell the ledger; a lost lease is expected after a stall, anything else is logged."""
+        try:
+            await call
+        except self.lease_lost_errors as exc:
+            self.stats.lost += 1
+            log.warning("job %s: %s refused, lease lost: %s", job.id, what, exc)
+            return False
+        except Exception:
+            log.exception(
+                "job %s: %s failed; its lease will expire and it will be retried", job.id, what
+            )
+            return False
+        return True
+
+    # -- the lease keeper -------------------------------------------------------------------------
+
+    async def _keep_leases(self, jobs: list[ClaimedJobLike], controls: list[JobControl]) -> None:
+        """Heartbeat every ``heartbeat_seconds``, write progress at most every
+        ``progress_interval_seconds`` (a progress write also extends the lease), relay cancels."""
+        heartbeat = self.settings.heartbeat_seconds
+        interval = self.settings.progress_interval_seconds
+        tick = min(heartbeat, interval)
+        started = time.monotonic()
+        last_ok = [started] * len(jobs)
+        last_write = [started - interval] * len(jobs)
+        seen = [0] * len(jobs)
+        while True:
+            await asyncio.sleep(tick)
+            for i, (job, control) in enumerate(zip(jobs, controls, strict=True)):
+                if control.reason == LEASE_LOST:
+                    continue
+                now = time.monotonic()
+                seq, progress = (
+                    control.take_progress(seen[i])
+                    if now - last_write[i] >= interval
+                    else (seen[i], None)
+                )
+                if progress is None and now - last_ok[i] < heartbeat:
+                    continue
+                try:
+                    if progress is not None:
+                        seen[i] = seq
+                        reply = await self._write_progress(job, progress)
+                        last_write[i] = now
+                    else:
+                        reply = await self.source.heartbeat(job.id, job.lease_token)
+                except self.lease_lost_errors as exc:
+                    log.warning("job %s: lease lost while running: %s", job.id, exc)
+                    control.cancel(LEASE_LOST)
+                    continue
+                except Exception:
+                    log.exception("job %s: heartbeat failed", job.id)
+                    # Past the lease, someone else may already hold the job: stop wasting GPU.
+                    if time.monotonic() - last_ok[i] > self.settings.lease_seconds:
+                        control.cancel(LEASE_LOST)
+                    continue
+                last_ok[i] = now
+                if reply.cancel_requested:
+                    control.cancel(CANCEL_REQUESTED)
+
+    async def _write_progress(
+        self, job: ClaimedJobLike, progress: tuple[int, int, bytes | None]
+    ) -> LeaseReply:
+        step, total, preview = progress
+        ref = None
+        if preview is not None:
+            ref = await self.images.put(job.id, f"a{job.attempts}-preview.png", preview)
+        return await self.source.update_progress(
+            job.id, job.lease_token, step=step, total=total, preview_ref=ref
+        )
+
+
+async def _cancel_and_wait(task: asyncio.Task[Any], *, errors_expected: bool = False) -> None:
+    """Cancel an owned task and wait for it, re-raising only our own cancellation."""
+    if not task.done():
+        task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+    except Exception:
+        level = logging.DEBUG if errors_expected else logging.ERROR
+        log.log(level, "task %s ended with an error", task.get_name(), exc_info=True)

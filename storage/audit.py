@@ -1,0 +1,123 @@
+"""Checking that the ledger adds up: every job's money and state tell the same story.
+
+For every job: exactly one RESERVE equal to its reservation; a succeeded job has exactly one
+CHARGE (equal to what the job says it was charged) and one RELEASE of its reservation, and its
+charge plus any WAIVE equals the measured cost; any other finished job has exactly one REFUND of
+its whole reservation and no charge; a waiting or running job has neither. Running jobs hold a
+lease and queued ones do not.
+
+It reads every job and ledger line: meant for tests and for an operator's occasional check.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.db import Database
+from storage.models import JOBS, LEDGER
+from storage.types import AuditReport, JobStatus, LedgerKind, to_seconds
+
+
+async def audit(db: Database) -> AuditReport:
+    """Check every job against its ledger lines; ``report.violations`` lists what is wrong."""
+
+    async def work(session: AsyncSession) -> AuditReport:
+        lines: dict[str | None, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+        for job_id, kind, amount in (
+            await session.execute(
+                select(LEDGER.c.job_id, LEDGER.c.kind, LEDGER.c.amount_ms).order_by(LEDGER.c.id)
+            )
+        ).all():
+            lines[job_id][kind].append(amount)
+        jobs = (
+            (
+                await session.execute(
+                    select(
+                        JOBS.c.id,
+                        JOBS.c.status,
+                        JOBS.c.reserved_ms,
+                        JOBS.c.charged_ms,
+                        JOBS.c.gpu_ms,
+                        JOBS.c.lease_token,
+                        JOBS.c.lease_expires_at,
+                    ).order_by(JOBS.c.seq)
+                )
+            )
+            .mappings()
+            .all()
+        )
+        totals = {
+            kind: int(total or 0)
+            for kind, total in await session.execute(
+                select(LEDGER.c.kind, func.sum(LEDGER.c.amount_ms)).group_by(LEDGER.c.kind)
+            )
+        }
+        violations: list[str] = []
+        by_status: Counter[str] = Counter()
+        for job in jobs:
+            by_status[job["status"]] += 1
+            violations.extend(_check_job(job, lines.pop(job["id"], {})))
+        for job_id in lines:
+            violations.append(f"ledger lines for unknown job {job_id}")
+        return AuditReport(
+            jobs=len(jobs),
+            by_status=dict(by_status),
+            charged=to_seconds(totals.get(LedgerKind.CHARGE.value, 0)),
+            refunded=to_seconds(totals.get(LedgerKind.REFUND.value, 0)),
+            violations=tuple(violations),
+        )
+
+    return await db.read(work)
+
+
+def _check_job(row: RowMapping, lines: dict[str, list[int]]) -> list[str]:
+    job_id, status = row["id"], JobStatus(row["status"])
+    reserved = row["reserved_ms"]
+    count = {kind: len(lines.get(kind, [])) for kind in LedgerKind}
+    problems: list[str] = []
+
+    def expect(kind: LedgerKind, n: int) -> None:
+        if count[kind] != n:
+            problems.append(
+                f"job {job_id} ({status}) has {count[kind]} {kind} line(s), expected {n}"
+            )
+
+    expect(LedgerKind.RESERVE, 1)
+    if count[LedgerKind.RESERVE] == 1 and lines[LedgerKind.RESERVE][0] != reserved:
+        problems.append(f"job {job_id} reserved {reserved} ms but its RESERVE line differs")
+    if status is JobStatus.SUCCEEDED:
+        expect(LedgerKind.CHARGE, 1)
+        expect(LedgerKind.RELEASE, 1)
+        expect(LedgerKind.REFUND, 0)
+        charged = sum(lines.get(LedgerKind.CHARGE, []))
+        waived = sum(lines.get(LedgerKind.WAIVE, []))
+        if charged != row["charged_ms"]:
+            problems.append(
+                f"job {job_id} says it was charged {row['charged_ms']} ms, ledger {charged}"
+            )
+        if charged + waived != row["gpu_ms"]:
+            problems.append(
+                f"job {job_id} measured {row['gpu_ms']} ms but charged+waived {charged + waived}"
+            )
+        if sum(lines.get(LedgerKind.RELEASE, [])) != reserved * count[LedgerKind.RELEASE]:
+            problems.append(f"job {job_id} released a different amount than it reserved")
+    elif status.terminal:
+        expect(LedgerKind.REFUND, 1)
+        expect(LedgerKind.CHARGE, 0)
+        expect(LedgerKind.RELEASE, 0)
+        if count[LedgerKind.REFUND] == 1 and lines[LedgerKind.REFUND][0] != reserved:
+            problems.append(f"job {job_id} refunded a different amount than it reserved")
+    else:
+        for kind in (LedgerKind.CHARGE, LedgerKind.RELEASE, LedgerKind.REFUND, LedgerKind.WAIVE):
+            expect(kind, 0)
+    if status is JobStatus.RUNNING and (
+        row["lease_token"] is None or row["lease_expires_at"] is None
+    ):
+        problems.append(f"job {job_id} is running without a lease")
+    if status is JobStatus.QUEUED and row["lease_token"] is not None:
+        problems.append(f"job {job_id} is queued but still has a lease token")
+    return problems

@@ -1,0 +1,195 @@
+"""Delivery state: which job messages exist and whether a final result has been posted.
+
+Kept apart from generation state: a job is generated once (the queue) and posted once (here).
+Posting a final result is claim -> post -> ``mark_posted``. The claim is a lease held by one bot
+process (``claimer_id``), so two bot processes never post the same result; if the poster dies
+mid-way, the claim expires and another process (or the same one after a restart, found through
+``list_undelivered``) tries again. ``mark_posted`` is idempotent and refuses a stale claim.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.db import Database
+from storage.errors import DeliveryClaimLost, JobNotFound
+from storage.models import DELIVERIES, JOBS
+from storage.sql import utc_now
+from storage.types import TERMINAL_STATUSES, JobView
+from storage.views import job_view, job_view_select
+
+Clock = Callable[[], datetime]
+MAX_ERROR_CHARS = 1000
+
+
+class DeliveryLedger:
+    """The bot's side of the ledger: message ids, delivery claims and posted marks.
+
+    One instance per bot process; ``claimer_id`` identifies the process in claims (random by
+    default). ``claim_seconds`` bounds how long a crashed poster blocks a delivery.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        claimer_id: str | None = None,
+        claim_seconds: float = 120.0,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.db = db
+        self.claimer_id = claimer_id or f"bot-{secrets.token_hex(6)}"
+        self.claim_length = timedelta(seconds=claim_seconds)
+        self.clock = clock
+
+    async def attach_message(
+        self,
+        job_id: str,
+        message_id: int,
+        *,
+        attachment_limit: int | None = None,
+        interaction_expires_at: datetime | None = None,
+    ) -> None:
+        """Record the Discord message that shows the job (and how big its attachments may be)."""
+        now = self.clock()
+        values: dict[str, object] = {"message_id": message_id, "updated_at": now}
+        if attachment_limit is not None:
+            values["attachment_limit"] = attachment_limit
+        if interaction_expires_at is not None:
+            values["interaction_expires_at"] = interaction_expires_at
+
+        async def work(session: AsyncSession) -> None:
+            result = await session.execute(
+                update(DELIVERIES).where(DELIVERIES.c.job_id == job_id).values(**values)
+            )
+            if not getattr(result, "rowcount", 0):
+                raise JobNotFound(job_id)
+
+        await self.db.write(work)
+
+    async def list_undelivered(
+        self, *, terminal_only: bool = False, limit: int = 200
+    ) -> list[JobView]:
+        """Jobs whose final result is not posted yet, oldest first: running ones (for progress
+        edits) and finished ones (to post). Used after a restart to pick up where it stopped.
+        With ``terminal_only``, finished ones not currently claimed by another process."""
+        now = self.clock()
+
+        async def work(session: AsyncSession) -> list[JobView]:
+            stmt = (
+                job_view_select()
+                .where(DELIVERIES.c.posted_at.is_(None))
+                .order_by(JOBS.c.seq)
+                .limit(limit)
+            )
+            if terminal_only:
+                stmt = stmt.where(
+                    JOBS.c.status.in_(TERMINAL_STATUSES),
+                    or_(
+                        DELIVERIES.c.claimed_by.is_(None),
+                        DELIVERIES.c.claimed_by == self.claimer_id,
+                        DELIVERIES.c.claim_expires_at < now,
+                    ),
+                )
+            return [job_view(row) for row in (await session.execute(stmt)).mappings()]
+
+        return await self.db.read(work)
+
+    async def claim(self, job_id: str) -> bool:
+        """Claim the posting of a finished job's result. False when it is already posted,
+        not finished, or claimed by another live process. Re-claiming one's own claim renews it."""
+        now = self.clock()
+        finished = exists().where(JOBS.c.id == job_id, JOBS.c.status.in_(TERMINAL_STATUSES))
+
+        async def work(session: AsyncSession) -> bool:
+            result = await session.execute(
+                update(DELIVERIES)
+                .where(
+                    DELIVERIES.c.job_id == job_id,
+                    DELIVERIES.c.posted_at.is_(None),
+                    or_(
+                        DELIVERIES.c.claimed_by.is_(None),
+                        DELIVERIES.c.claimed_by == self.claimer_id,
+                        DELIVERIES.c.claim_expires_at < now,
+                    ),
+                    finished,
+                )
+                .values(
+                    claimed_by=self.claimer_id,
+                    claim_expires_at=now + self.claim_length,
+                    post_attempts=DELIVERIES.c.post_attempts + 1,
+                    updated_at=now,
+                )
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+        return await self.db.write(work)
+
+    async def mark_posted(self, job_id: str, message_id: int | None = None) -> bool:
+        """Record that the result is on Discord. True when this call recorded it; False when it
+        was already recorded (idempotent). Raises DeliveryClaimLost when another process holds
+        the claim now (ours expired and was taken): that process will post it."""
+        now = self.clock()
+        values: dict[str, object] = {
+            "posted_at": now,
+            "claimed_by": None,
+            "claim_expires_at": None,
+            "updated_at": now,
+        }
+        if message_id is not None:
+            values["message_id"] = message_id
+
+        async def work(session: AsyncSession) -> bool:
+            result = await session.execute(
+                update(DELIVERIES)
+                .where(
+                    DELIVERIES.c.job_id == job_id,
+                    DELIVERIES.c.posted_at.is_(None),
+                    # An expired claim of ours still counts if nobody took it over.
+                    DELIVERIES.c.claimed_by == self.claimer_id,
+                )
+                .values(**values)
+            )
+            if getattr(result, "rowcount", 0):
+                return True
+            row = (
+                await session.execute(
+                    select(DELIVERIES.c.posted_at).where(DELIVERIES.c.job_id == job_id)
+                )
+            ).first()
+            if row is None:
+                raise JobNotFound(job_id)
+            if row.posted_at is not None:
+                return False
+            raise DeliveryClaimLost(job_id)
+
+        return await self.db.write(work)
+
+    async def release(self, job_id: str, error: str) -> None:
+        """Give up our claim after a failed post, noting why; a later pass retries."""
+        now = self.clock()
+
+        async def work(session: AsyncSession) -> None:
+            await session.execute(
+                update(DELIVERIES)
+                .where(
+                    and_(
+                        DELIVERIES.c.job_id == job_id,
+                        DELIVERIES.c.posted_at.is_(None),
+                        DELIVERIES.c.claimed_by == self.claimer_id,
+                    )
+                )
+                .values(
+                    claimed_by=None,
+                    claim_expires_at=None,
+                    last_error=error[:MAX_ERROR_CHARS],
+                    updated_at=now,
+                )
+            )
+
+        await self.db.write(work)

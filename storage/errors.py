@@ -1,0 +1,126 @@
+"""The storage layer's error root and its subclasses.
+
+Messages of the user-facing errors are written for the person who caused them: they say what
+happened, the limit involved and, where there is one, when things get better. ``user_facing`` is
+False for the errors that only a worker or an operator should ever see.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+
+class StorageError(Exception):
+    """Root of every error this package raises on purpose."""
+
+    #: Whether the message may be shown to a Discord user as it is.
+    user_facing: bool = True
+
+
+class QueueFullError(StorageError):
+    """The user already has as many waiting jobs as allowed. Nothing was queued or charged."""
+
+    def __init__(self, *, cap: int, waiting: int, adding: int = 1) -> None:
+        self.cap = cap
+        self.waiting = waiting
+        self.adding = adding
+        what = "this job" if adding == 1 else f"these {adding} jobs"
+        super().__init__(
+            f"you already have {waiting} job(s) waiting and the limit is {cap}; "
+            f"{what} would go over it. Nothing was queued or charged: wait for some to "
+            "start or cancel one."
+        )
+
+
+class QuotaExceededError(StorageError):
+    """The job's estimated cost does not fit in the rolling quota. Nothing was queued or charged.
+
+    Amounts are GPU-seconds. ``scope`` is ``"user"`` or ``"guild"``; ``resets_at`` is when enough
+    of the window's charges will have aged out for this request to fit (None when waiting alone
+    is not enough, e.g. because reservations of running jobs hold the room).
+    """
+
+    def __init__(
+        self,
+        *,
+        scope: str,
+        allowance: float,
+        used: float,
+        reserved: float,
+        needed: float,
+        resets_at: datetime | None,
+    ) -> None:
+        self.scope = scope
+        self.allowance = allowance
+        self.used = used
+        self.reserved = reserved
+        self.needed = needed
+        self.remaining = max(0.0, allowance - used - reserved)
+        self.resets_at = resets_at
+        whose = "your" if scope == "user" else "this server's"
+        when = (
+            f" Enough frees up at {resets_at:%Y-%m-%d %H:%M} UTC."
+            if resets_at is not None
+            else " Room frees up as your running jobs finish or age out of the window."
+        )
+        super().__init__(
+            f"this needs {needed:.1f} GPU-seconds but {whose} quota has {self.remaining:.1f} left "
+            f"({used:.1f} used and {reserved:.1f} reserved of {allowance:.1f}). "
+            f"Nothing was queued or charged.{when}"
+        )
+
+
+class JobNotFound(StorageError):
+    """No job has this id."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"there is no job `{job_id}`")
+
+
+class IllegalTransition(StorageError):
+    """The job is not in a state that allows this action (e.g. cancelling a finished job)."""
+
+    def __init__(self, job_id: str, action: str, status: str) -> None:
+        self.job_id = job_id
+        self.action = action
+        self.status = status
+        super().__init__(f"job `{job_id}` cannot be {action}: it is {status}")
+
+
+class LeaseLost(StorageError):
+    """The caller no longer holds the job's lease; nothing was changed.
+
+    A worker sees this when its lease expired and the job was reclaimed (and perhaps taken by
+    another worker), or when the job was blocked or cancelled under it.
+    """
+
+    user_facing = False
+
+    def __init__(self, job_id: str, detail: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"lease on job {job_id} lost: {detail}")
+
+
+class DeliveryClaimLost(StorageError):
+    """Another bot process claimed this result's delivery; this one must not post it."""
+
+    user_facing = False
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"delivery of job {job_id} is claimed by another process")
+
+
+class ImageNotFound(StorageError):
+    """An image reference points at nothing (deleted, or never written)."""
+
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+        super().__init__(f"image {ref!r} is gone")
+
+
+class InvalidImageRef(StorageError):
+    """An image reference or name is malformed (it never came from an ImageStore)."""
+
+    user_facing = False

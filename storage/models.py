@@ -1,0 +1,273 @@
+"""The schema as SQLAlchemy models. Migrations (``storage/migrations``) create it; tests check
+that the two agree.
+
+Services query the tables with Core statements and return frozen dataclasses (``storage.types``):
+async sessions cannot lazy-load, and ORM objects must never leak past a unit of work.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from storage.types import JobStatus, LedgerKind
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in Python, naive UTC in the database (SQLite has no time zones).
+
+    SQLite stores them as fixed-width ISO text, so comparisons in SQL stay chronological.
+    """
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use aware UTC datetimes")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+#: Portable JSON: JSONB on PostgreSQL.
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+#: 64-bit autoincrement keys; SQLite only autoincrements INTEGER PRIMARY KEY.
+BigKey = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _in(column: str, values: Any) -> str:
+    return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Job(Base):
+    """One job: its request, scheduling, lease, cost and result. Generation state only."""
+
+    __tablename__ = "jobs"
+
+    #: Insertion order: FIFO within a user, and a cheap stable tiebreak.
+    seq: Mapped[int] = mapped_column(BigKey, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(16), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    parent_id: Mapped[str | None] = mapped_column(
+        String(16), ForeignKey("jobs.id", ondelete="SET NULL")
+    )
+    owner_id: Mapped[int] = mapped_column(BigInteger)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    request: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    mode: Mapped[str] = mapped_column(String(16))
+    batch_key: Mapped[str] = mapped_column(String(255), default="")
+    priority: Mapped[int] = mapped_column(SmallInteger, default=0)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    #: Not claimable before this (retry backoff).
+    available_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_token: Mapped[str | None] = mapped_column(String(32))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    worker_id: Mapped[str | None] = mapped_column(String(64))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    estimated_ms: Mapped[int] = mapped_column(BigInteger)
+    #: Held against the quota while the job is queued or running.
+    reserved_ms: Mapped[int] = mapped_column(BigInteger)
+    #: The owner's allowance when the job was accepted: settling caps the charge against it.
+    allowance_ms: Mapped[int | None] = mapped_column(BigInteger)
+    gpu_ms: Mapped[int | None] = mapped_column(BigInteger)
+    charged_ms: Mapped[int | None] = mapped_column(BigInteger)
+    result_refs: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    error: Mapped[str | None] = mapped_column(Text)
+    progress_step: Mapped[int | None] = mapped_column(Integer)
+    progress_total: Mapped[int | None] = mapped_column(Integer)
+    preview_ref: Mapped[str | None] = mapped_column(String(255))
+    progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint(_in("status", JobStatus), name="status"),
+        CheckConstraint("attempts >= 0", name="attempts"),
+        CheckConstraint("reserved_ms >= 0 AND estimated_ms >= 0", name="amounts"),
+        # The scheduler scans queued jobs in priority/FIFO order.
+        Index("ix_jobs_status_priority_seq", "status", "priority", "seq"),
+        # Per-user counts (caps, running jobs, quota reservations) and /info listings.
+        Index("ix_jobs_owner_id_status", "owner_id", "status"),
+        Index("ix_jobs_guild_id_status", "guild_id", "status"),
+        Index("ix_jobs_owner_id_seq", "owner_id", "seq"),
+        # Reclaiming expired leases.
+        Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
+        # Finding batch partners.
+        Index("ix_jobs_status_batch_key_seq", "status", "batch_key", "seq"),
+        Index("ix_jobs_parent_id", "parent_id"),
+    )
+
+
+class Delivery(Base):
+    """Posting state of a job's message, apart from its generation state."""
+
+    __tablename__ = "deliveries"
+
+    job_id: Mapped[str] = mapped_column(
+        String(16), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    attachment_limit: Mapped[int | None] = mapped_column(BigInteger)
+    interaction_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Set once, when the final result is on Discord; never cleared.
+    posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    post_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claim_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_deliveries_posted_at", "posted_at"),)
+
+
+class UserAccount(Base):
+    """Per-user scheduling state; its row is also the lock that serialises a user's enqueues."""
+
+    __tablename__ = "user_accounts"
+
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    last_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class GuildAccount(Base):
+    """The lock row that serialises quota checks against one guild's allowance."""
+
+    __tablename__ = "guild_accounts"
+
+    guild_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class QuotaOverrideRow(Base):
+    """An admin-set allowance for one user (GPU-seconds per window, in milliseconds)."""
+
+    __tablename__ = "quota_overrides"
+
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    allowance_ms: Mapped[int] = mapped_column(BigInteger)
+    set_by: Mapped[int | None] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (CheckConstraint("allowance_ms >= 0", name="allowance"),)
+
+
+class LedgerRow(Base):
+    """Append-only record of every reservation, charge and refund, for audits."""
+
+    __tablename__ = "quota_ledger"
+
+    id: Mapped[int] = mapped_column(BigKey, primary_key=True, autoincrement=True)
+    job_id: Mapped[str | None] = mapped_column(
+        String(16), ForeignKey("jobs.id", ondelete="SET NULL")
+    )
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))
+    amount_ms: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    note: Mapped[str | None] = mapped_column(String(255))
+
+    __table_args__ = (
+        CheckConstraint(_in("kind", LedgerKind), name="kind"),
+        CheckConstraint("amount_ms >= 0", name="amount"),
+        Index("ix_quota_ledger_user_id_kind_created_at", "user_id", "kind", "created_at"),
+        Index("ix_quota_ledger_guild_id_kind_created_at", "guild_id", "kind", "created_at"),
+        Index("ix_quota_ledger_job_id", "job_id"),
+    )
+
+
+class ModeStats(Base):
+    """Moving average of measured GPU-seconds per job, per mode: the ETA's throughput."""
+
+    __tablename__ = "mode_stats"
+
+    mode: Mapped[str] = mapped_column(String(16), primary_key=True)
+    avg_gpu_seconds: Mapped[float] = mapped_column(Float)
+    samples: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class UserSettingsRow(Base):
+    """A user's defaults (JSON), e.g. mode, aspect, variation strength."""
+
+    __tablename__ = "user_settings"
+
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class GuildSettingsRow(Base):
+    """A guild's settings (JSON), e.g. who may click other people's buttons."""
+
+    __tablename__ = "guild_settings"
+
+    guild_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Meta(Base):
+    """Small key/value facts, e.g. the hash of the command set last synced to Discord."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+JOBS = cast(Table, Job.__table__)
+DELIVERIES = cast(Table, Delivery.__table__)
+USER_ACCOUNTS = cast(Table, UserAccount.__table__)
+GUILD_ACCOUNTS = cast(Table, GuildAccount.__table__)
+QUOTA_OVERRIDES = cast(Table, QuotaOverrideRow.__table__)
+LEDGER = cast(Table, LedgerRow.__table__)
+MODE_STATS = cast(Table, ModeStats.__table__)
+USER_SETTINGS = cast(Table, UserSettingsRow.__table__)
+GUILD_SETTINGS = cast(Table, GuildSettingsRow.__table__)
+META = cast(Table, Meta.__table__)

@@ -1,0 +1,813 @@
+"""The job queue: the one owner of every job transition.
+
+State machine (anything else raises IllegalTransition, or LeaseLost for lease-holder calls)::
+
+    queued  --claim-->            running
+    queued  --cancel/block-->     cancelled / blocked                      (refund)
+    running --complete-->         succeeded                                (charge + release)
+    running --fail(retryable)-->  queued (backoff), or dead at max_attempts (refund when dead)
+    running --fail(permanent)-->  failed                                   (refund)
+    running --release-->          queued (the attempt is not counted)
+    running --lease expired-->    queued, or dead at max_attempts          (refund when dead)
+    running --block-->            blocked                                  (refund)
+    running --cancel-->           running with cancel_requested; the worker's next complete,
+                                  fail or release (or a reclaim) makes it cancelled (refund)
+
+Every transition is one write unit of work whose row lookup is guarded by the expected status
+(and, for a worker's calls, the lease token), so a late or duplicate call changes nothing.
+Lease times come from this process's clock: hosts sharing a PostgreSQL queue need synchronised
+clocks (NTP), which the lease lengths (tens of seconds) make an easy requirement.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, func, insert, select, true, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from config.settings import QueueSettings
+from storage.db import Database
+from storage.errors import IllegalTransition, JobNotFound, LeaseLost, QueueFullError
+from storage.models import DELIVERIES, JOBS, MODE_STATS, USER_ACCOUNTS
+from storage.quota import QuotaService
+from storage.scheduler import candidate_query, lock_owner_and_count_running
+from storage.sql import lock_user, upsert, utc_now
+from storage.types import (
+    ACTIVE_STATUSES,
+    ClaimedJob,
+    Heartbeat,
+    JobKind,
+    JobStatus,
+    JobView,
+    NewJob,
+    Owner,
+    QueuePlace,
+    QueueStats,
+    QuotaReadout,
+    new_job_id,
+    to_ms,
+)
+from storage.views import claimed_job, job_view, job_view_select
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+#: Weight of the newest sample in the per-mode moving average of GPU-seconds.
+EMA_ALPHA = 0.2
+#: Retries back off exponentially from ``retry_delay_seconds`` up to this.
+MAX_RETRY_DELAY = timedelta(minutes=10)
+#: How long place()/eta estimates reuse the per-mode averages and worker count.
+ESTIMATE_CACHE_SECONDS = 5.0
+MAX_ERROR_CHARS = 2000
+
+
+def _turn_key(last_started_at: datetime | None, head_seq: int) -> tuple[bool, datetime, int]:
+    """A user's place in the round robin: never-started first, then oldest last start."""
+    return (
+        last_started_at is not None,
+        last_started_at or datetime.min.replace(tzinfo=UTC),
+        head_seq,
+    )
+
+
+class JobQueue:
+    """Enqueue, claim, lease, finish and inspect jobs; every method is one unit of work.
+
+    ``on_new_work`` is called (in this process) after a commit makes a job claimable, so an
+    in-process worker wakes at once; other processes find it within ``poll_seconds``.
+
+    ``_unsafe_skip_lease_check`` exists only so the crash test can prove it catches a queue that
+    accepts completions from workers whose lease is gone. Never set it anywhere else.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        settings: QueueSettings,
+        quota: QuotaService,
+        *,
+        clock: Clock = utc_now,
+        on_new_work: Callable[[], None] | None = None,
+        _unsafe_skip_lease_check: bool = False,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.quota = quota
+        self.clock = clock
+        self.on_new_work = on_new_work
+        self._unsafe_skip_lease_check = _unsafe_skip_lease_check
+        self._lease = timedelta(seconds=settings.lease_seconds)
+        self._estimates: tuple[float, dict[str, float], int] | None = None
+
+    # -- enqueue ----------------------------------------------------------------------------
+
+    async def enqueue(self, owner: Owner, job: NewJob, *, role_ids: Sequence[int] = ()) -> JobView:
+        """Queue one job, reserving its estimated cost; see ``enqueue_many``."""
+        return (await self.enqueue_many(owner, [job], role_ids=role_ids))[0]
+
+    async def enqueue_many(
+        self, owner: Owner, jobs: Sequence[NewJob], *, role_ids: Sequence[int] = ()
+    ) -> list[JobView]:
+        """Queue jobs all together or not at all (e.g. the permutations of one prompt).
+
+        Under the owner's account lock, in one transaction: the waiting-jobs cap
+        (QueueFullError), the quota (QuotaExceededError, with the reservation written in the
+        same transaction as the insert) and the insert itself. On either error nothing is queued
+        or charged. ``role_ids`` are the owner's Discord roles, for role quota tiers.
+        """
+        if not jobs:
+            return []
+        for job in jobs:
+            JobKind(job.kind)  # raises ValueError naming the bad kind
+            if not job.mode:
+                raise ValueError("a job needs a mode")
+        now = self.clock()
+        specs = [(new_job_id(), job, to_ms(job.estimated_cost)) for job in jobs]
+
+        async def work(session: AsyncSession) -> list[JobView]:
+            await lock_user(session, owner.user_id, now)
+            waiting = await self._count(session, owner.user_id, JobStatus.QUEUED)
+            cap = self.settings.max_queued_per_user
+            if waiting + len(jobs) > cap:
+                raise QueueFullError(cap=cap, waiting=waiting, adding=len(jobs))
+            for parent in {job.parent_id for job in jobs if job.parent_id}:
+                if not await self._exists(session, parent):
+                    raise JobNotFound(parent)
+            needed = sum(ms for _, _, ms in specs)
+            allowance = await self.quota.check_room(session, owner, needed, role_ids, now)
+            rows = [
+                self._new_row(job_id, owner, job, ms, allowance, now) for job_id, job, ms in specs
+            ]
+            await session.execute(insert(JOBS), rows)
+            await session.execute(
+                insert(DELIVERIES),
+                [
+                    {
+                        "job_id": job_id,
+                        "channel_id": owner.channel_id,
+                        "interaction_expires_at": job.interaction_expires_at,
+                        "post_attempts": 0,
+                        "updated_at": now,
+                    }
+                    for job_id, job, _ in specs
+                ],
+            )
+            await self.quota.record_reservations(
+                session, owner, [(job_id, ms) for job_id, _, ms in specs], now
+            )
+            ids = [job_id for job_id, _, _ in specs]
+            result = await session.execute(job_view_select().where(JOBS.c.id.in_(ids)))
+            views = {v.id: v for v in map(job_view, result.mappings())}
+            return [views[job_id] for job_id in ids]
+
+        views = await self.db.write(work)
+        self._notify()
+        return views
+
+    def _new_row(
+        self, job_id: str, owner: Owner, job: NewJob, ms: int, allowance: int, now: datetime
+    ) -> dict[str, Any]:
+        priority = job.priority if job.priority is not None else JobKind(job.kind).default_priority
+        return {
+            "id": job_id,
+            "kind": job.kind,
+            "parent_id": job.parent_id,
+            "owner_id": owner.user_id,
+            "guild_id": owner.guild_id,
+            "channel_id": owner.channel_id,
+            "request": dict(job.request),
+            "mode": job.mode,
+            "batch_key": job.batch_key,
+            "priority": priority,
+            "status": JobStatus.QUEUED.value,
+            "attempts": 0,
+            "max_attempts": self.settings.max_attempts,
+            "available_at": now,
+            "cancel_requested": False,
+            "created_at": now,
+            "estimated_ms": ms,
+            "reserved_ms": ms,
+            "allowance_ms": allowance,
+            "result_refs": [],
+        }
+
+    # -- claiming -----------------------------------------------------------------------------
+
+    async def claim_next(self, worker_id: str) -> ClaimedJob | None:
+        """Atomically take the next job by fair order (see ``storage.scheduler``), or None."""
+        jobs = await self._claim(worker_id, 1)
+        return jobs[0] if jobs else None
+
+    async def claim_batch(self, worker_id: str, max_batch: int | None = None) -> list[ClaimedJob]:
+        """The next job plus up to ``max_batch - 1`` queued jobs with the same batch key.
+
+        Partners are picked in the same fair order and under the same per-user running cap, all
+        in one transaction; each gets its own lease. Jobs with an empty batch key run alone.
+        """
+        return await self._claim(worker_id, max_batch or self.settings.max_batch)
+
+    async def _claim(self, worker_id: str, limit: int) -> list[ClaimedJob]:
+        now = self.clock()
+
+        async def work(session: AsyncSession) -> list[ClaimedJob]:
+            first = await self._claim_one(session, worker_id, now, batch_key=None)
+            if first is None:
+                return []
+            claimed = [first]
+            while first.batch_key and len(claimed) < limit:
+                partner = await self._claim_one(session, worker_id, now, batch_key=first.batch_key)
+                if partner is None:
+                    break
+                claimed.append(partner)
+            return claimed
+
+        return await self.db.write(work)
+
+    async def _claim_one(
+        self, session: AsyncSession, worker_id: str, now: datetime, batch_key: str | None
+    ) -> ClaimedJob | None:
+        cap = self.settings.max_running_per_user
+        stale: set[int] = set()
+        # Each pass either claims, or excludes one owner whose count turned out stale; a handful
+        # of passes only happens under heavy PostgreSQL contention.
+        for _ in range(8):
+            query = candidate_query(now, cap, batch_key=batch_key, exclude_users=stale)
+            candidate = (await session.execute(query)).mappings().first()
+            if candidate is None:
+                return None
+            owner_id = candidate["owner_id"]
+            if await lock_owner_and_count_running(session, owner_id) >= cap:
+                stale.add(owner_id)
+                continue
+            token = secrets.token_hex(16)
+            row = (
+                (
+                    await session.execute(
+                        update(JOBS)
+                        .where(JOBS.c.id == candidate["id"], JOBS.c.status == JobStatus.QUEUED)
+                        .values(
+                            status=JobStatus.RUNNING,
+                            lease_token=token,
+                            lease_expires_at=now + self._lease,
+                            worker_id=worker_id,
+                            attempts=JOBS.c.attempts + 1,
+                            started_at=now,
+                            progress_step=None,
+                            progress_total=None,
+                            preview_ref=None,
+                            progress_at=None,
+                        )
+                        .returning(*JOBS.c)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:  # cancelled between the lookup and the update; look again
+                continue
+            await session.execute(
+                update(USER_ACCOUNTS)
+                .where(USER_ACCOUNTS.c.user_id == owner_id)
+                .values(last_started_at=now)
+            )
+            return claimed_job(row)
+        return None
+
+    # -- the lease holder's calls ---------------------------------------------------------------
+
+    async def heartbeat(self, job_id: str, lease_token: str) -> Heartbeat:
+        """Extend the lease; the reply says whether the user asked to cancel. Raises LeaseLost."""
+        return await self._touch(job_id, lease_token, {})
+
+    async def update_progress(
+        self,
+        job_id: str,
+        lease_token: str,
+        *,
+        step: int,
+        total: int,
+        preview_ref: str | None = None,
+    ) -> Heartbeat:
+        """Record progress (the worker throttles this to every couple of seconds); it also
+        extends the lease and relays cancel requests like a heartbeat. Raises LeaseLost."""
+        values: dict[str, Any] = {"progress_step": step, "progress_total": total}
+        if preview_ref is not None:
+            values["preview_ref"] = preview_ref
+        return await self._touch(job_id, lease_token, values)
+
+    async def _touch(self, job_id: str, lease_token: str, values: dict[str, Any]) -> Heartbeat:
+        now = self.clock()
+        if values:
+            values["progress_at"] = now
+
+        async def work(session: AsyncSession) -> Heartbeat:
+            row = (
+                await session.execute(
+                    update(JOBS)
+                    .where(self._held(job_id, lease_token))
+                    .values(lease_expires_at=now + self._lease, **values)
+                    .returning(JOBS.c.cancel_requested, JOBS.c.lease_expires_at)
+                )
+            ).first()
+            if row is None:
+                raise await self._lease_error(session, job_id, lease_token)
+            return Heartbeat(bool(row.cancel_requested), row.lease_expires_at)
+
+        return await self.db.write(work)
+
+    async def complete(
+        self, job_id: str, lease_token: str, *, result_refs: Sequence[str], gpu_seconds: float
+    ) -> JobView:
+        """Finish a job with its images, charging the measured GPU-seconds.
+
+        Accepted only from the holder of the current lease; anyone else gets LeaseLost and
+        nothing changes. Repeating the holder's own successful call returns the same job (a
+        retry after a lost reply is safe). If a cancel was requested meanwhile the job ends
+        cancelled and nothing is charged.
+        """
+        now = self.clock()
+        measured = to_ms(gpu_seconds)
+
+        async def work(session: AsyncSession) -> JobView:
+            guard = JOBS.c.id == job_id
+            if not self._unsafe_skip_lease_check:
+                guard = self._held(job_id, lease_token)
+            job = await self._lock(session, guard)
+            if job is None:
+                existing = await self._lock(session, JOBS.c.id == job_id)
+                if (
+                    existing is not None
+                    and existing["status"] == JobStatus.SUCCEEDED
+                    and existing["lease_token"] == lease_token
+                ):
+                    return await self._view(session, job_id)
+                raise await self._lease_error(session, job_id, lease_token)
+            if job["cancel_requested"]:
+                await self.quota.refund(session, job, now, "cancelled while running")
+                await self._finish(session, job, JobStatus.CANCELLED, now, gpu_ms=measured)
+            else:
+                charged = await self.quota.settle(session, job, measured, now)
+                await self._finish(
+                    session,
+                    job,
+                    JobStatus.SUCCEEDED,
+                    now,
+                    gpu_ms=measured,
+                    charged_ms=charged,
+                    result_refs=list(result_refs),
+                )
+                await self._record_throughput(session, job["mode"], gpu_seconds, now)
+            return await self._view(session, job_id)
+
+        return await self.db.write(work)
+
+    async def fail(self, job_id: str, lease_token: str, *, error: str, retryable: bool) -> JobView:
+        """A job's attempt failed. Retryable errors go back to the queue (with backoff) until
+        ``max_attempts``, then the job is dead; others fail at once. Refunds on every end."""
+        now = self.clock()
+        error = error[:MAX_ERROR_CHARS]
+
+        async def work(session: AsyncSession) -> JobView:
+            job = await self._lock(session, self._held(job_id, lease_token))
+            if job is None:
+                raise await self._lease_error(session, job_id, lease_token)
+            if job["cancel_requested"]:
+                await self.quota.refund(session, job, now, "cancelled while running")
+                await self._finish(session, job, JobStatus.CANCELLED, now, error=error)
+            elif retryable and job["attempts"] < job["max_attempts"]:
+                delay = timedelta(seconds=self.settings.retry_delay_seconds)
+                delay = min(delay * 2 ** (job["attempts"] - 1), MAX_RETRY_DELAY)
+                await self._requeue(session, job, now + delay, error=error)
+            else:
+                status = JobStatus.DEAD if retryable else JobStatus.FAILED
+                await self.quota.refund(session, job, now, status.value)
+                await self._finish(session, job, status, now, error=error)
+            return await self._view(session, job_id)
+
+        view = await self.db.write(work)
+        if view.status == JobStatus.QUEUED:
+            self._notify()
+        return view
+
+    async def release(self, job_id: str, lease_token: str) -> JobView:
+        """Give a running job back at once (worker shutdown); the attempt does not count."""
+        now = self.clock()
+
+        async def work(session: AsyncSession) -> JobView:
+            job = await self._lock(session, self._held(job_id, lease_token))
+            if job is None:
+                raise await self._lease_error(session, job_id, lease_token)
+            if job["cancel_requested"]:
+                await self.quota.refund(session, job, now, "cancelled while running")
+                await self._finish(session, job, JobStatus.CANCELLED, now)
+            else:
+                await self._requeue(session, job, now, attempts=job["attempts"] - 1)
+            return await self._view(session, job_id)
+
+        view = await self.db.write(work)
+        self._notify()
+        return view
+
+    async def reclaim_expired(self) -> list[str]:
+        """Put jobs whose lease expired (their worker died or hung) back in the queue, or make
+        them dead once they used ``max_attempts`` (a job that keeps killing its worker is
+        poison), or cancelled if a cancel was requested. Returns the affected job ids."""
+        now = self.clock()
+
+        async def work(session: AsyncSession) -> list[str]:
+            expired = (
+                (
+                    await session.execute(
+                        select(JOBS)
+                        .where(
+                            JOBS.c.status == JobStatus.RUNNING,
+                            JOBS.c.lease_expires_at < now,
+                        )
+                        .order_by(JOBS.c.seq)
+                        .limit(500)
+                        # A row locked right now belongs to a heartbeat or a completion in
+                        # flight: leave it to that call rather than wait for it.
+                        .with_for_update(skip_locked=True)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+            for job in expired:
+                worker = job["worker_id"]
+                if job["cancel_requested"]:
+                    await self.quota.refund(session, job, now, "cancelled; worker lost")
+                    await self._finish(session, job, JobStatus.CANCELLED, now)
+                elif job["attempts"] >= job["max_attempts"]:
+                    error = f"lost its worker ({worker}) on all {job['attempts']} attempts"
+                    await self.quota.refund(session, job, now, "dead")
+                    await self._finish(session, job, JobStatus.DEAD, now, error=error)
+                else:
+                    await self._requeue(session, job, now, error=f"worker {worker} lost its lease")
+            return [job["id"] for job in expired]
+
+        ids = await self.db.write(work)
+        if ids:
+            log.warning("reclaimed %d job(s) with expired leases: %s", len(ids), ", ".join(ids))
+            self._notify()
+        return ids
+
+    # -- user and admin actions -----------------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> JobView:
+        """Cancel a job: a queued one at once (refunded); a running one is flagged and its
+        worker stops within a step. Raises IllegalTransition for finished jobs."""
+        now = self.clock()
+
+        async def work(session: AsyncSession) -> JobView:
+            job = await self._lock(session, JOBS.c.id == job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            await self._cancel_locked(session, job, now)
+            return await self._view(session, job_id)
+
+        return await self.db.write(work)
+
+    async def cancel_for_user(self, user_id: int) -> int:
+        """Cancel all of a user's queued and running jobs; returns how many."""
+        now = self.clock()
+
+        async def work(session: AsyncSession) -> int:
+            jobs = (
+                (
+                    await session.execute(
+                        select(JOBS)
+                        .where(JOBS.c.owner_id == user_id, JOBS.c.status.in_(ACTIVE_STATUSES))
+                        .order_by(JOBS.c.seq)
+                        .with_for_update()
+                    )
+                )
+                .mappings()
+                .all()
+            )
+            for job in jobs:
+                await self._cancel_locked(session, job, now)
+            return len(jobs)
+
+        return await self.db.write(work)
+
+    async def _cancel_locked(self, session: AsyncSession, job: RowMapping, now: datetime) -> None:
+        status = job["status"]
+        if status == JobStatus.QUEUED:
+            await self.quota.refund(session, job, now, "cancelled")
+            await self._finish(session, job, JobStatus.CANCELLED, now)
+        elif status == JobStatus.RUNNING:
+            await session.execute(
+                update(JOBS)
+                .where(JOBS.c.id == job["id"], JOBS.c.status == JobStatus.RUNNING)
+                .values(cancel_requested=True)
+            )
+        else:
+            raise IllegalTransition(job["id"], "cancelled", status)
+
+    async def block(self, job_id: str, reason: str) -> JobView:
+        """Stop a queued or running job for moderation reasons; its reservation is refunded and
+        a running worker loses its lease at its next heartbeat."""
+        now = self.clock()
+
+        async def work(session: AsyncSession) -> JobView:
+            job = await self._lock(session, JOBS.c.id == job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            if job["status"] not in ACTIVE_STATUSES:
+                raise IllegalTransition(job_id, "blocked", job["status"])
+            await self.quota.refund(session, job, now, "blocked")
+            await self._finish(session, job, JobStatus.BLOCKED, now, error=reason[:MAX_ERROR_CHARS])
+            return await self._view(session, job_id)
+
+        return await self.db.write(work)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> JobView | None:
+        """The job, or None if there is no such job."""
+
+        async def work(session: AsyncSession) -> JobView | None:
+            row = (await session.execute(job_view_select().where(JOBS.c.id == job_id))).mappings()
+            first = row.first()
+            return None if first is None else job_view(first)
+
+        return await self.db.read(work)
+
+    async def require(self, job_id: str) -> JobView:
+        """The job; raises JobNotFound."""
+        view = await self.get(job_id)
+        if view is None:
+            raise JobNotFound(job_id)
+        return view
+
+    async def list_for_user(
+        self, user_id: int, *, active_only: bool = False, limit: int = 25
+    ) -> list[JobView]:
+        """The user's jobs, newest first."""
+
+        async def work(session: AsyncSession) -> list[JobView]:
+            stmt = (
+                job_view_select()
+                .where(JOBS.c.owner_id == user_id)
+                .order_by(JOBS.c.seq.desc())
+                .limit(limit)
+            )
+            if active_only:
+                stmt = stmt.where(JOBS.c.status.in_(ACTIVE_STATUSES))
+            return [job_view(r) for r in (await session.execute(stmt)).mappings()]
+
+        return await self.db.read(work)
+
+    async def place(self, job_id: str) -> QueuePlace:
+        """The job's position (1 = starts next, 0 = started or finished) and an ETA in seconds.
+
+        Cheap enough for every progress update: one indexed lookup and one grouped count over
+        the queued jobs (per-mode throughput and the worker count are cached for a few seconds).
+        The position follows the fair order: with round-robin between users, a job that is
+        ``r``-th among its owner's waiting jobs waits for ``r`` of its owner's jobs, all
+        higher-priority jobs, and up to ``r + 1`` jobs of every other waiting user.
+        """
+
+        async def work(session: AsyncSession) -> QueuePlace:
+            job = (
+                (
+                    await session.execute(
+                        select(
+                            JOBS.c.status,
+                            JOBS.c.owner_id,
+                            JOBS.c.priority,
+                            JOBS.c.seq,
+                            JOBS.c.mode,
+                            JOBS.c.started_at,
+                            JOBS.c.estimated_ms,
+                        ).where(JOBS.c.id == job_id)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if job is None:
+                raise JobNotFound(job_id)
+            averages, workers = await self._estimates_cached(session)
+            per_job = averages.get(job["mode"], job["estimated_ms"] / 1000)
+            if job["status"] == JobStatus.RUNNING:
+                elapsed = (self.clock() - job["started_at"]).total_seconds()
+                return QueuePlace(job_id, job["status"], 0, max(0.0, per_job - elapsed))
+            if job["status"] != JobStatus.QUEUED:
+                return QueuePlace(job_id, job["status"], 0, 0.0)
+            ahead = await self._ahead(session, job)
+            eta = (ahead + 1) * per_job / max(1, workers)
+            return QueuePlace(job_id, job["status"], ahead + 1, eta)
+
+        return await self.db.read(work)
+
+    async def position(self, job_id: str) -> int:
+        """See ``place``: 1 for the next job to start, 0 once started or finished."""
+        return (await self.place(job_id)).position
+
+    async def eta_seconds(self, job_id: str) -> float:
+        """See ``place``: seconds until the job should be done, from measured throughput."""
+        return (await self.place(job_id)).eta_seconds
+
+    async def _ahead(self, session: AsyncSession, job: RowMapping) -> int:
+        me, priority = job["owner_id"], job["priority"]
+        mine_before = func.sum(
+            case((and_(JOBS.c.priority == priority, JOBS.c.seq < job["seq"]), 1), else_=0)
+        )
+        rows = await session.execute(
+            select(
+                JOBS.c.owner_id,
+                JOBS.c.priority,
+                func.count(),
+                mine_before,
+                func.min(JOBS.c.seq),
+                USER_ACCOUNTS.c.last_started_at,
+            )
+            .select_from(JOBS.join(USER_ACCOUNTS, USER_ACCOUNTS.c.user_id == JOBS.c.owner_id))
+            .where(JOBS.c.status == JobStatus.QUEUED, JOBS.c.priority >= priority)
+            .group_by(JOBS.c.owner_id, JOBS.c.priority, USER_ACCOUNTS.c.last_started_at)
+        )
+        groups = [
+            (owner, prio, int(n), int(before or 0), _turn_key(last, head))
+            for owner, prio, n, before, head, last in rows
+        ]
+        mine = [g for g in groups if g[0] == me and g[1] == priority]
+        rank, my_turn = (mine[0][3], mine[0][4]) if mine else (0, _turn_key(None, job["seq"]))
+        ahead = rank
+        for owner, prio, n, _, turn in groups:
+            if prio > priority:
+                ahead += n
+            elif owner != me:
+                # Users whose turn comes before ours in the rotation get one more start.
+                ahead += min(n, rank + 1 if turn < my_turn else rank)
+        return ahead
+
+    async def _estimates_cached(self, session: AsyncSession) -> tuple[dict[str, float], int]:
+        now = self.clock().timestamp()
+        if self._estimates is not None and now - self._estimates[0] < ESTIMATE_CACHE_SECONDS:
+            return self._estimates[1], self._estimates[2]
+        averages = await self._averages(session)
+        workers = await self._active_workers(session)
+        self._estimates = (now, averages, workers)
+        return averages, workers
+
+    async def _averages(self, session: AsyncSession) -> dict[str, float]:
+        rows = await session.execute(select(MODE_STATS.c.mode, MODE_STATS.c.avg_gpu_seconds))
+        return {mode: float(avg) for mode, avg in rows.all()}
+
+    async def _active_workers(self, session: AsyncSession) -> int:
+        stmt = select(func.count(JOBS.c.worker_id.distinct())).where(
+            JOBS.c.status == JobStatus.RUNNING
+        )
+        return int((await session.execute(stmt)).scalar_one())
+
+    async def stats(self) -> QueueStats:
+        """Counts per status, workers holding leases now, and GPU-seconds per job per mode."""
+
+        async def work(session: AsyncSession) -> QueueStats:
+            counts = {
+                status: int(n)
+                for status, n in (
+                    await session.execute(
+                        select(JOBS.c.status, func.count()).group_by(JOBS.c.status)
+                    )
+                ).all()
+            }
+            oldest = (
+                await session.execute(
+                    select(func.min(JOBS.c.created_at)).where(JOBS.c.status == JobStatus.QUEUED)
+                )
+            ).scalar()
+            return QueueStats(
+                counts=counts,
+                active_workers=await self._active_workers(session),
+                avg_gpu_seconds=await self._averages(session),
+                oldest_queued_at=oldest,
+            )
+
+        return await self.db.read(work)
+
+    async def quota_readout(
+        self, user_id: int, guild_id: int | None = None, role_ids: Sequence[int] = ()
+    ) -> QuotaReadout:
+        """The owner's quota standing (see ``QuotaService.readout``)."""
+        return await self.quota.readout(user_id, guild_id, role_ids)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _held(self, job_id: str, lease_token: str) -> ColumnElement[bool]:
+        return and_(
+            JOBS.c.id == job_id,
+            JOBS.c.status == JobStatus.RUNNING,
+            JOBS.c.lease_token == lease_token,
+        )
+
+    async def _lock(self, session: AsyncSession, guard: ColumnElement[bool]) -> RowMapping | None:
+        """The one row matching ``guard``, locked until commit (SQLite: already exclusive)."""
+        result = await session.execute(select(JOBS).where(guard).with_for_update())
+        return result.mappings().first()
+
+    async def _lease_error(
+        self, session: AsyncSession, job_id: str, lease_token: str
+    ) -> JobNotFound | LeaseLost:
+        row = (
+            await session.execute(
+                select(JOBS.c.status, JOBS.c.lease_token, JOBS.c.worker_id).where(
+                    JOBS.c.id == job_id
+                )
+            )
+        ).first()
+        if row is None:
+            return JobNotFound(job_id)
+        if row.status != JobStatus.RUNNING:
+            return LeaseLost(job_id, f"the job is {row.status}")
+        return LeaseLost(job_id, f"the lease now belongs to worker {row.worker_id}")
+
+    async def _finish(
+        self,
+        session: AsyncSession,
+        job: RowMapping,
+        status: JobStatus,
+        now: datetime,
+        **values: Any,
+    ) -> None:
+        """Move a locked job to a terminal status. The lease token stays for idempotent
+        retries of ``complete``; the expiry goes so nothing treats it as a live lease."""
+        guard = JOBS.c.id == job["id"]
+        if not self._unsafe_skip_lease_check:
+            guard = and_(guard, JOBS.c.status == job["status"])
+        result = await session.execute(
+            update(JOBS)
+            .where(guard)
+            .values(status=status, finished_at=now, lease_expires_at=None, **values)
+        )
+        if getattr(result, "rowcount", 1) != 1:  # pragma: no cover - the row is locked
+            raise IllegalTransition(job["id"], status.value, job["status"])
+
+    async def _requeue(
+        self,
+        session: AsyncSession,
+        job: RowMapping,
+        available_at: datetime,
+        *,
+        attempts: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        values: dict[str, Any] = {
+            "status": JobStatus.QUEUED,
+            "lease_token": None,
+            "lease_expires_at": None,
+            "worker_id": None,
+            "available_at": available_at,
+            "cancel_requested": False,
+        }
+        if attempts is not None:
+            values["attempts"] = attempts
+        if error is not None:
+            values["error"] = error
+        await session.execute(
+            update(JOBS)
+            .where(JOBS.c.id == job["id"], JOBS.c.status == JobStatus.RUNNING)
+            .values(**values)
+        )
+
+    async def _record_throughput(
+        self, session: AsyncSession, mode: str, gpu_seconds: float, now: datetime
+    ) -> None:
+        stmt = upsert(
+            session,
+            MODE_STATS,
+            {"mode": mode, "avg_gpu_seconds": gpu_seconds, "samples": 1, "updated_at": now},
+            ["mode"],
+            {
+                "avg_gpu_seconds": MODE_STATS.c.avg_gpu_seconds * (1 - EMA_ALPHA)
+                + gpu_seconds * EMA_ALPHA,
+                "samples": MODE_STATS.c.samples + 1,
+                "updated_at": now,
+            },
+        )
+        await session.execute(stmt)
+
+    async def _view(self, session: AsyncSession, job_id: str) -> JobView:
+        row = (await session.execute(job_view_select().where(JOBS.c.id == job_id))).mappings()
+        return job_view(row.one())
+
+    async def _count(self, session: AsyncSession, user_id: int, status: JobStatus) -> int:
+        stmt = select(func.count()).where(JOBS.c.owner_id == user_id, JOBS.c.status == status)
+        return int((await session.execute(stmt)).scalar_one())
+
+    async def _exists(self, session: AsyncSession, job_id: str) -> bool:
+        stmt = select(true()).where(JOBS.c.id == job_id)
+        return (await session.execute(stmt)).first() is not None
+
+    def _notify(self) -> None:
+        if self.on_new_work is not None:
+            self.on_new_work()

@@ -1,0 +1,88 @@
+"""Quota arithmetic: pure functions over plain values (no database), in whole milliseconds.
+
+A user's allowance is GPU-seconds per rolling window. At any moment
+``remaining = allowance - used - reserved``, where ``used`` is what succeeded jobs were charged
+inside the window and ``reserved`` is the estimate held by their queued and running jobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from config.settings import QuotaSettings
+from storage.types import JobKind, to_ms
+
+
+def allowance_ms(
+    settings: QuotaSettings, *, override_ms: int | None, role_ids: Iterable[int]
+) -> int:
+    """The user's allowance: an admin override wins outright; otherwise the base allowance times
+    the best multiplier among the user's roles (1.0 when no role has one)."""
+    if override_ms is not None:
+        return override_ms
+    multipliers = [settings.role_multipliers.get(str(role), 1.0) for role in role_ids]
+    return to_ms(settings.user_daily_gpu_seconds * max([1.0, *multipliers]))
+
+
+def guild_allowance_ms(settings: QuotaSettings) -> int | None:
+    if settings.guild_daily_gpu_seconds is None:
+        return None
+    return to_ms(settings.guild_daily_gpu_seconds)
+
+
+def estimate_seconds(settings: QuotaSettings, kind: str, mode: str) -> float:
+    """A default reservation for a job: follow-ups cost the follow-up estimate, grids by mode."""
+    if kind == JobKind.SELECT:
+        return 0.0
+    if kind == JobKind.UPSCALE:
+        return settings.estimate_followup_seconds
+    return settings.estimate_fast_seconds if mode == "fast" else settings.estimate_quality_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    allowance_ms: int
+    used_ms: int
+    reserved_ms: int
+
+    @property
+    def remaining_ms(self) -> int:
+        # Settling caps charges at the room left, so this only dips below zero when an admin
+        # lowered the allowance under what is already used; the readout never shows that.
+        return max(0, self.allowance_ms - self.used_ms - self.reserved_ms)
+
+    def fits(self, needed_ms: int) -> bool:
+        return self.used_ms + self.reserved_ms + needed_ms <= self.allowance_ms
+
+
+def frees_enough_at(
+    balance: Balance,
+    charges: Sequence[tuple[datetime, int]],
+    window: timedelta,
+    needed_ms: int,
+) -> datetime | None:
+    """When enough of the window's charges (oldest first) age out for ``needed_ms`` to fit.
+
+    None when even an empty window would not do (reservations or the allowance itself are in
+    the way).
+    """
+    shortfall = balance.used_ms + balance.reserved_ms + needed_ms - balance.allowance_ms
+    if shortfall <= 0:
+        return None
+    for charged_at, amount in sorted(charges):
+        shortfall -= amount
+        if shortfall <= 0:
+            return charged_at + window
+    return None
+
+
+def capped_charge(measured_ms: int, room_ms: int) -> tuple[int, int]:
+    """Split a measured cost into (charged, waived): never charge beyond the room left.
+
+    ``room_ms`` is the allowance minus what is used and reserved by the owner's other jobs; it
+    includes this job's own reservation, so an accurate estimate is always charged in full.
+    """
+    charged = max(0, min(measured_ms, room_ms))
+    return charged, measured_ms - charged

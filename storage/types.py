@@ -1,0 +1,268 @@
+"""What the storage services take and return: enums and frozen dataclasses, never ORM objects.
+
+GPU-seconds cross this boundary as floats; inside the database they are whole milliseconds so the
+quota ledger adds up exactly.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class JobStatus(StrEnum):
+    """Generation state of a job. Delivery state is kept apart (see ``DeliveryLedger``)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # a non-retryable error (e.g. an invalid request)
+    CANCELLED = "cancelled"
+    BLOCKED = "blocked"  # stopped by moderation
+    DEAD = "dead"  # retried max_attempts times (poison job)
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+TERMINAL_STATUSES = tuple(s for s in JobStatus if s.terminal)
+ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+class JobKind(StrEnum):
+    """What made the job; follow-ups name their parent job."""
+
+    IMAGINE = "imagine"
+    VARIATION = "variation"
+    UPSCALE = "upscale"
+    REROLL = "reroll"
+    SELECT = "select"
+
+    @property
+    def default_priority(self) -> int:
+        """Cheap follow-ups (select, upscale) run before new grids: the user is waiting on them."""
+        return PRIORITY_FOLLOW_UP if self in (JobKind.SELECT, JobKind.UPSCALE) else PRIORITY_NORMAL
+
+
+PRIORITY_NORMAL = 0
+PRIORITY_FOLLOW_UP = 1
+
+
+class LedgerKind(StrEnum):
+    """One quota ledger entry. Every job has one RESERVE, then CHARGE+RELEASE or one REFUND."""
+
+    RESERVE = "reserve"  # the estimate, held while the job is queued or running
+    CHARGE = "charge"  # the measured cost of a succeeded job (counts against the window)
+    RELEASE = "release"  # the reservation of a succeeded job, replaced by its charge
+    REFUND = "refund"  # the reservation of a job that did not succeed, given back in full
+    WAIVE = "waive"  # measured cost above what the allowance had room for: not charged
+
+
+ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford's base32, lower case
+JOB_ID_LENGTH = 12
+
+
+def new_job_id() -> str:
+    """A 12-character base32 id (60 random bits): short enough for Discord custom_ids."""
+    bits = secrets.randbits(5 * JOB_ID_LENGTH)
+    return "".join(ALPHABET[(bits >> (5 * i)) & 31] for i in range(JOB_ID_LENGTH))
+
+
+def to_ms(seconds: float) -> int:
+    """GPU-seconds to the whole milliseconds the ledger stores."""
+    if seconds < 0:
+        raise ValueError(f"a GPU-second amount cannot be negative (got {seconds})")
+    return round(seconds * 1000)
+
+
+def to_seconds(ms: int | None) -> float:
+    return (ms or 0) / 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Who asked for a job and where: Discord snowflakes."""
+
+    user_id: int
+    guild_id: int | None = None
+    channel_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """One job to enqueue. ``request`` is the generation request as JSON.
+
+    ``mode`` and ``batch_key`` come from the request (storage does not parse it); jobs with equal
+    non-empty batch keys may run together in one batched call. ``priority`` defaults from the kind
+    (higher runs first). ``estimated_cost`` is the GPU-seconds reserved against the quota.
+    """
+
+    kind: str
+    request: Mapping[str, Any]
+    mode: str
+    estimated_cost: float
+    batch_key: str = ""
+    parent_id: str | None = None
+    priority: int | None = None
+    #: When the interaction token the bot holds for this job's message stops working.
+    interaction_expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """A job as the bot and admins see it: generation state plus its delivery columns."""
+
+    id: str
+    kind: str
+    parent_id: str | None
+    owner_id: int
+    guild_id: int | None
+    channel_id: int | None
+    #: The generation request as JSON (GenerationRequest.from_json turns it back).
+    request: dict[str, Any]
+    mode: str
+    batch_key: str
+    priority: int
+    status: str
+    attempts: int
+    max_attempts: int
+    worker_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    estimated_cost: float
+    reserved: float
+    gpu_seconds: float | None
+    charged: float | None
+    result_refs: tuple[str, ...]
+    error: str | None
+    cancel_requested: bool
+    progress_step: int | None
+    progress_total: int | None
+    preview_ref: str | None
+    progress_at: datetime | None
+    lease_expires_at: datetime | None
+    # Delivery (None until the bot attaches its message).
+    message_id: int | None = None
+    attachment_limit: int | None = None
+    interaction_expires_at: datetime | None = None
+    posted_at: datetime | None = None
+    post_attempts: int = 0
+
+    @property
+    def terminal(self) -> bool:
+        return JobStatus(self.status).terminal
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """A job handed to a worker. Only the holder of ``lease_token`` may finish it."""
+
+    id: str
+    lease_token: str
+    lease_expires_at: datetime
+    kind: str
+    mode: str
+    batch_key: str
+    request: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    owner_id: int
+    parent_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """The reply to a heartbeat or progress update: the lease holds until ``lease_expires_at``."""
+
+    cancel_requested: bool
+    lease_expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePlace:
+    """Where a job stands: ``position`` is 1 for the next job to start, 0 once it has started."""
+
+    job_id: str
+    status: str
+    position: int
+    eta_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Counts per status, workers seen holding leases, and throughput per mode."""
+
+    counts: Mapping[str, int]
+    active_workers: int
+    avg_gpu_seconds: Mapping[str, float]
+    oldest_queued_at: datetime | None
+
+    @property
+    def queued(self) -> int:
+        return self.counts.get(JobStatus.QUEUED, 0)
+
+    @property
+    def running(self) -> int:
+        return self.counts.get(JobStatus.RUNNING, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaReadout:
+    """One user's (or guild's) standing in the rolling window, in GPU-seconds."""
+
+    scope: str
+    allowance: float
+    used: float
+    reserved: float
+    remaining: float
+    #: When the oldest charge in the window ages out (None when nothing is charged).
+    resets_at: datetime | None
+    window_seconds: float
+    #: The guild's readout when the guild has an allowance of its own.
+    guild: QuotaReadout | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaOverride:
+    """An admin's allowance for one user, replacing the settings and role tiers."""
+
+    user_id: int
+    allowance: float
+    set_by: int | None
+    reason: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One line of the quota ledger."""
+
+    id: int
+    job_id: str | None
+    user_id: int
+    guild_id: int | None
+    kind: str
+    amount: float
+    created_at: datetime
+    note: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    """What ``audit`` found: counts, and one line per broken invariant (empty when all hold)."""
+
+    jobs: int
+    by_status: Mapping[str, int]
+    charged: float
+    refunded: float
+    violations: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations

@@ -1,0 +1,677 @@
+"""``DiscordEmulator``: a local Discord (REST + gateway) for end-to-end tests of a real bot.
+
+Start it, point discord.py at ``api_base_url`` and ``gateway_url`` (see README.md), and drive
+it like a user would: run slash commands, click buttons, submit modals. Everything the bot
+sends is recorded and checked against Discord's rules.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+from aiohttp import web
+
+from .callbacks import InteractionService
+from .clock import Clock, EmulatorClock
+from .errors import EmulatorUsageError
+from .faults import FaultInjector, FaultRule
+from .gateway import Gateway, GatewayConnection
+from .interactions import (
+    APPLICATION_COMMAND,
+    AUTOCOMPLETE,
+    MESSAGE_COMPONENT,
+    MODAL_SUBMIT,
+    InteractionHandle,
+    InteractionState,
+    base_payload,
+    build_options,
+    command_data,
+    find_command,
+    modal_submission,
+)
+from .models import EmuChannel, EmuGuild, EmuRole, EmuUser, StoredMessage
+from .recorder import Direction, GatewayFrame, RecordedRequest, Recorder, Violation
+from .rest import RestApi
+from .state import EmulatorConfig, EmulatorState
+from .validation import Limits
+
+JSON = dict[str, Any]
+
+DEFAULT_TOKEN = "emulator.bot.token"
+DEFAULT_APPLICATION_ID = 1_100_000_000_000_000_001
+DEFAULT_GUILD_ID = 1_100_000_000_000_000_100
+DEFAULT_CHANNEL_ID = 1_100_000_000_000_000_200
+
+
+class DiscordEmulator:
+    """A Discord API and gateway on 127.0.0.1, with a driver API for tests.
+
+    Use as ``async with DiscordEmulator(...) as emu:``. The bot user's id defaults to the
+    application id, as it is for applications created in recent years.
+    """
+
+    def __init__(
+        self,
+        *,
+        token: str = DEFAULT_TOKEN,
+        application_id: int = DEFAULT_APPLICATION_ID,
+        guild_id: int = DEFAULT_GUILD_ID,
+        channel_ids: Sequence[int] = (DEFAULT_CHANNEL_ID,),
+        bot_user_id: int | None = None,
+        bot_name: str = "Atelier",
+        guild_name: str = "Emulated Guild",
+        ack_timeout: float = 3.0,
+        token_lifetime: float = 15 * 60,
+        heartbeat_interval: float = 41.25,
+        allowed_privileged_intents: int = 0,
+        limits: Limits | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = EmulatorConfig(
+            token=token,
+            application_id=application_id,
+            bot_user_id=bot_user_id or application_id,
+            bot_name=bot_name,
+            ack_timeout=ack_timeout,
+            token_lifetime=token_lifetime,
+            heartbeat_interval=heartbeat_interval,
+            allowed_privileged_intents=allowed_privileged_intents,
+            limits=limits or Limits(),
+        )
+        self.clock: Clock = clock or EmulatorClock()
+        self.recorder = Recorder()
+        self.state = EmulatorState(self.config, self.clock, self.recorder)
+        self.interactions = InteractionService(self.state)
+        self.faults = FaultInjector()
+        self.gateway = Gateway(self.state, self.recorder)
+        self.rest = RestApi(self.state, self.interactions, self.faults, self.recorder)
+        self.guild_id = guild_id
+        self.channel_ids = list(channel_ids)
+        self.state.add_guild(guild_id, channel_ids, guild_name)
+        self.default_user = self.make_user(name="tester")
+        self._runner: web.AppRunner | None = None
+        self._port = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=512 * 1024 * 1024)
+        app.router.add_get("/gateway", self.gateway.handle)
+        app.router.add_get("/resume-gateway", self.gateway.handle)
+        app.router.add_route("*", "/{tail:.*}", self.rest.handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        self._port = sock.getsockname()[1]
+        await web.SockSite(self._runner, sock).start()
+        self.state.base_url = f"http://127.0.0.1:{self._port}"
+        self.state.gateway_url = f"ws://127.0.0.1:{self._port}/gateway"
+        # READY's resume_gateway_url differs from the first URL, as on Discord, so a test can
+        # see that the bot resumes where it was told to.
+        self.state.resume_gateway_url = f"ws://127.0.0.1:{self._port}/resume-gateway"
+
+    async def close(self) -> None:
+        self.interactions.close()
+        await self.gateway.close_all()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- where the bot connects --------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return self.state.base_url
+
+    @property
+    def api_base_url(self) -> str:
+        """Assign to ``discord.http.Route.BASE``."""
+        return f"{self.state.base_url}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        """Assign ``yarl.URL(gateway_url)`` to ``DiscordWebSocket.DEFAULT_GATEWAY``."""
+        return self.state.gateway_url
+
+    @property
+    def token(self) -> str:
+        return self.config.token
+
+    @property
+    def application_id(self) -> int:
+        return self.config.application_id
+
+    @property
+    def bot_user(self) -> EmuUser:
+        return self.state.bot_user
+
+    @property
+    def is_connected(self) -> bool:
+        return self.gateway.is_connected()
+
+    async def wait_until_connected(self, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Wait until the bot's session is identified (or resumed) on a live connection."""
+        await self.recorder.signal.wait_for(
+            lambda: True if self.gateway.is_connected() else None,
+            timeout,
+            lambda: "the bot to connect to the gateway",
+        )
+
+    def gateway_connections(self) -> list[GatewayConnection]:
+        """Every websocket the bot opened, oldest first (``.url`` shows path and query)."""
+        return list(self.gateway.connections)
+
+    # -- the emulated world ------------------------------------------------------------------
+
+    def make_user(
+        self,
+        id: int | None = None,
+        name: str = "user",
+        *,
+        roles: Sequence[EmuRole | int] = (),
+        guild_id: int | None = None,
+        accepts_dms: bool = True,
+    ) -> EmuUser:
+        """A user who is a member of the guild (the default one unless ``guild_id``)."""
+        user = self.state.add_user(id, name)
+        user.accepts_dms = accepts_dms
+        guild = self._guild(guild_id)
+        role_ids = [r.id if isinstance(r, EmuRole) else r for r in roles]
+        self.state.add_member(guild, user, role_ids)
+        return user
+
+    def make_role(
+        self, name: str, permissions: int = 0, *, id: int | None = None, guild_id: int | None = None
+    ) -> EmuRole:
+        guild = self._guild(guild_id)
+        role = EmuRole(id or self.state.ids.next(), guild.id, name, permissions, len(guild.roles))
+        guild.roles[role.id] = role
+        return role
+
+    def set_roles(
+        self, user: EmuUser, roles: Sequence[EmuRole | int], *, guild_id: int | None = None
+    ) -> None:
+        guild = self._guild(guild_id)
+        self.state.add_member(guild, user, [r.id if isinstance(r, EmuRole) else r for r in roles])
+
+    def add_guild(
+        self, guild_id: int, channel_ids: Sequence[int], *, name: str = "Another Guild"
+    ) -> EmuGuild:
+        """Add a guild; a connected bot receives GUILD_CREATE as if it had just joined."""
+        guild = self.state.add_guild(guild_id, channel_ids, name)
+        if self.gateway.current is not None:
+            payload = guild.create_payload(self.bot_user.id)
+            # A join carries no "unavailable" key; discord.py then fires on_guild_join.
+            del payload["unavailable"]
+            self.gateway.dispatch_to_bot("GUILD_CREATE", payload)
+        return guild
+
+    def guild(self, guild_id: int | None = None) -> EmuGuild:
+        return self._guild(guild_id)
+
+    def dm_channel(self, user: EmuUser) -> EmuChannel:
+        return self.state.dm_channel(user)
+
+    def deny_channel(self, channel_id: int) -> None:
+        """The bot loses Send Messages there: channel posts get 403 Missing Permissions (50013).
+
+        Interaction responses still work, as on Discord.
+        """
+        self._channel(channel_id)
+        self.state.denied_channels.add(channel_id)
+
+    def allow_channel(self, channel_id: int) -> None:
+        self.state.denied_channels.discard(channel_id)
+
+    def block_dms(self, user: EmuUser) -> None:
+        """DMs to ``user`` get 403 Cannot send messages to this user (50007)."""
+        user.accepts_dms = False
+
+    def post_message(
+        self,
+        channel_id: int,
+        *,
+        content: str = "",
+        embeds: Sequence[JSON] = (),
+        components: Sequence[JSON] = (),
+        author: EmuUser | None = None,
+    ) -> StoredMessage:
+        """Put a message in a channel directly, e.g. one the bot posted before a restart.
+
+        It is validated like any message and announced with MESSAGE_CREATE.
+        """
+        payload: JSON = {
+            "content": content,
+            "embeds": list(embeds),
+            "components": list(components),
+        }
+        return self.state.create_message(self._channel(channel_id), payload, [], author=author)
+
+    def _guild(self, guild_id: int | None) -> EmuGuild:
+        guild = self.state.guilds.get(guild_id or self.guild_id)
+        if guild is None:
+            raise EmulatorUsageError(f"unknown guild {guild_id}")
+        return guild
+
+    def _channel(self, channel_id: int) -> EmuChannel:
+        channel = self.state.channels.get(channel_id)
+        if channel is None:
+            raise EmulatorUsageError(f"unknown channel {channel_id}")
+        return channel
+
+    # -- acting as a user --------------------------------------------------------------------
+
+    def _dispatch(
+        self,
+        interaction_type: int,
+        data: JSON,
+        user: EmuUser,
+        channel: EmuChannel,
+        *,
+        locale: str = "en-US",
+        message: StoredMessage | None = None,
+        source_message_id: int | None = None,
+    ) -> InteractionHandle:
+        interaction_id = self.state.ids.next()
+        token = "aW50ZXJhY3Rpb24" + secrets.token_urlsafe(48)
+        payload = base_payload(
+            self.state,
+            interaction_id=interaction_id,
+            token=token,
+            interaction_type=interaction_type,
+            data=data,
+            user=user,
+            channel=channel,
+            locale=locale,
+            message=message,
+        )
+        interaction = InteractionState(
+            id=interaction_id,
+            token=token,
+            type=interaction_type,
+            payload=payload,
+            created_at=self.clock.monotonic(),
+            user=user,
+            channel=channel,
+            guild=self.state.guild_of(channel),
+            source_message_id=source_message_id,
+        )
+        self.interactions.register(interaction)
+        self.gateway.dispatch_to_bot("INTERACTION_CREATE", payload)
+        return InteractionHandle(interaction, self.state)
+
+    def _where(
+        self, user: EmuUser, channel_id: int | None, guild_id: int | None, dm: bool
+    ) -> EmuChannel:
+        if dm:
+            return self.state.dm_channel(user)
+        if channel_id is not None:
+            return self._channel(channel_id)
+        guild = self._guild(guild_id)
+        return next(iter(guild.channels.values()))
+
+    async def send_slash_command(
+        self,
+        name: str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        user: EmuUser | None = None,
+        channel_id: int | None = None,
+        guild_id: int | None = None,
+        dm: bool = False,
+        locale: str = "en-US",
+    ) -> InteractionHandle:
+        """Run ``/name`` (``"group sub"`` for subcommands) as ``user``; return its handle.
+
+        Options are plain values (``str``, ``int``, ``float``, ``bool``), ``EmuUser``,
+        ``EmuRole``, ``EmuChannel`` or ``Upload``; they are typed and checked against the
+        registered command, as Discord's client does.
+        """
+        user = user or self.default_user
+        channel = self._where(user, channel_id, guild_id, dm)
+        top, *subcommands = name.split()
+        command = find_command(self.state, top, self.state.guild_of(channel))
+        built, resolved = build_options(self.state, command, subcommands, options or {}, channel)
+        data = command_data(command, built, resolved)
+        return self._dispatch(APPLICATION_COMMAND, data, user, channel, locale=locale)
+
+    async def send_autocomplete(
+        self,
+        name: str,
+        options: Mapping[str, Any],
+        focused: str,
+        *,
+        user: EmuUser | None = None,
+        channel_id: int | None = None,
+        guild_id: int | None = None,
+    ) -> InteractionHandle:
+        """Ask for autocomplete choices while ``focused`` is being typed."""
+        user = user or self.default_user
+        channel = self._where(user, channel_id, guild_id, False)
+        top, *subcommands = name.split()
+        command = find_command(self.state, top, self.state.guild_of(channel))
+        built, resolved = build_options(
+            self.state, command, subcommands, options, channel, focused=focused
+        )
+        data = command_data(command, built, resolved)
+        return self._dispatch(AUTOCOMPLETE, data, user, channel)
+
+    def _component_target(self, message_id: int, custom_id: str) -> tuple[StoredMessage, JSON]:
+        message = self.state.messages.get(message_id)
+        if message is None or message.deleted:
+            raise EmulatorUsageError(f"message {message_id} does not exist")
+        component = message.find_component(custom_id)
+        if component is None:
+            present = [c.get("custom_id") for c in message.walk_components() if c.get("custom_id")]
+            raise EmulatorUsageError(
+                f"message {message_id} has no component {custom_id!r} (it has {present})"
+            )
+        if component.get("disabled"):
+            raise EmulatorUsageError(f"component {custom_id!r} is disabled")
+        return message, component
+
+    async def click_button(
+        self, message_id: int, custom_id: str, *, user: EmuUser | None = None
+    ) -> InteractionHandle:
+        """Click the button ``custom_id`` on a stored message."""
+        message, component = self._component_target(message_id, custom_id)
+        if component.get("type") != 2:
+            raise EmulatorUsageError(f"{custom_id!r} is not a button")
+        data: JSON = {"custom_id": custom_id, "component_type": 2}
+        if "id" in component:
+            data["id"] = component["id"]
+        return self._component(message, data, user)
+
+    async def select_menu(
+        self,
+        message_id: int,
+        custom_id: str,
+        values: Sequence[str],
+        *,
+        user: EmuUser | None = None,
+    ) -> InteractionHandle:
+        """Pick ``values`` in the select menu ``custom_id`` on a stored message."""
+        message, component = self._component_target(message_id, custom_id)
+        kind = component.get("type")
+        if kind not in (3, 5, 6, 7, 8):
+            raise EmulatorUsageError(f"{custom_id!r} is not a select menu")
+        if kind == 3:
+            offered = {o["value"] for o in component.get("options", [])}
+            if not set(values) <= offered:
+                raise EmulatorUsageError(f"{sorted(set(values) - offered)} are not offered")
+        data: JSON = {"custom_id": custom_id, "component_type": kind, "values": list(values)}
+        return self._component(message, data, user)
+
+    def _component(
+        self, message: StoredMessage, data: JSON, user: EmuUser | None
+    ) -> InteractionHandle:
+        channel = self._channel(message.channel_id)
+        return self._dispatch(
+            MESSAGE_COMPONENT,
+            data,
+            user or self.default_user,
+            channel,
+            message=message,
+            source_message_id=message.id,
+        )
+
+    async def submit_modal(
+        self,
+        source: InteractionHandle,
+        values: Mapping[str, str | Sequence[str]],
+        *,
+        user: EmuUser | None = None,
+    ) -> InteractionHandle:
+        """Fill in and submit the modal the bot opened in answer to ``source``."""
+        modal = source.modal
+        if modal is None:
+            raise EmulatorUsageError(f"the bot did not answer {source!r} with a modal")
+        data: JSON = {
+            "custom_id": modal["custom_id"],
+            "components": modal_submission(modal, values),
+        }
+        origin = self.interactions.by_id[source.id]
+        message = (
+            self.state.messages.get(origin.source_message_id)
+            if origin.source_message_id is not None
+            else None
+        )
+        return self._dispatch(
+            MODAL_SUBMIT,
+            data,
+            user or source.user,
+            origin.channel,
+            message=message,
+            source_message_id=origin.source_message_id,
+        )
+
+    # -- time and faults ---------------------------------------------------------------------
+
+    def advance_time(self, seconds: float) -> None:
+        """Move the emulator's clock (not discord.py's) forward; deadlines are re-checked."""
+        self.clock.advance(seconds)
+        self.interactions.check_deadlines()
+        self.recorder.signal.changed()
+
+    def inject_failures(
+        self,
+        route: str | None = None,
+        *,
+        method: str | None = None,
+        status: int = 429,
+        count: int = 1,
+        retry_after: float = 0.05,
+        is_global: bool = False,
+        via_header: bool = True,
+        predicate: Callable[[RecordedRequest], bool] | None = None,
+    ) -> FaultRule:
+        """Answer the next ``count`` matching requests with ``status`` (429 or 5xx).
+
+        ``route`` is a route name (``"create_message"``) or template; see faults.py for how
+        discord.py reacts to each status.
+        """
+        rule = FaultRule(
+            status=status,
+            remaining=count,
+            route=route,
+            method=method,
+            retry_after=retry_after,
+            is_global=is_global,
+            via_header=via_header,
+            predicate=predicate,
+        )
+        return self.faults.add(rule)
+
+    def clear_failures(self) -> None:
+        self.faults.clear()
+
+    async def disconnect_clients(
+        self,
+        code: int = 4000,
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> None:
+        """Close every gateway connection with ``code``; the session stays resumable.
+
+        With 4000 (or any code discord.py treats as resumable) the bot reconnects and RESUMEs;
+        events dispatched meanwhile are replayed.
+        """
+        await self.gateway.disconnect(code, timeout)
+
+    def request_reconnect(self) -> None:
+        """Send op 7 RECONNECT to the bot."""
+        self.gateway.request_reconnect()
+
+    def invalidate_session(self, *, resumable: bool = False) -> None:
+        """Send op 9 INVALID_SESSION (note: discord.py waits 5 s before re-identifying)."""
+        self.gateway.invalidate_session(resumable=resumable)
+
+    @property
+    def ack_heartbeats(self) -> bool:
+        return self.gateway.ack_heartbeats
+
+    @ack_heartbeats.setter
+    def ack_heartbeats(self, value: bool) -> None:
+        self.gateway.ack_heartbeats = value
+
+    # -- what happened -----------------------------------------------------------------------
+
+    def requests(
+        self,
+        route: str | None = None,
+        *,
+        method: str | None = None,
+        status: int | None = None,
+        since: int = 0,
+        predicate: Callable[[RecordedRequest], bool] | None = None,
+    ) -> list[RecordedRequest]:
+        """Recorded requests matching every filter, in the order they were answered."""
+        return self.recorder.find_requests(
+            route=route, method=method, status=status, since=since, predicate=predicate
+        )
+
+    async def wait_for_request(
+        self,
+        predicate: Callable[[RecordedRequest], bool] | None = None,
+        *,
+        route: str | None = None,
+        method: str | None = None,
+        status: int | None = None,
+        since: int = 0,
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> RecordedRequest:
+        """The first answered request (with ``seq > since``) that matches; waits if none yet."""
+
+        def probe() -> RecordedRequest | None:
+            found = self.requests(
+                route, method=method, status=status, since=since, predicate=predicate
+            )
+            return found[0] if found else None
+
+        return await self.recorder.signal.wait_for(
+            probe, timeout, lambda: f"a request route={route} method={method} status={status}"
+        )
+
+    def mark(self) -> int:
+        """A request sequence number to pass as ``since=`` to see only later requests."""
+        return self.recorder.next_request_seq()
+
+    def frames(
+        self,
+        *,
+        direction: Direction | None = None,
+        op: int | None = None,
+        t: str | None = None,
+        since: int = 0,
+        predicate: Callable[[GatewayFrame], bool] | None = None,
+    ) -> list[GatewayFrame]:
+        """Recorded gateway frames (``sent`` = emulator to bot) matching every filter."""
+        return self.recorder.find_frames(
+            direction=direction, op=op, t=t, since=since, predicate=predicate
+        )
+
+    async def wait_for_frame(
+        self,
+        *,
+        direction: Direction | None = None,
+        op: int | None = None,
+        t: str | None = None,
+        since: int = 0,
+        predicate: Callable[[GatewayFrame], bool] | None = None,
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> GatewayFrame:
+        def probe() -> GatewayFrame | None:
+            found = self.recorder.find_frames(
+                direction=direction, op=op, t=t, since=since, predicate=predicate
+            )
+            return found[0] if found else None
+
+        return await self.recorder.signal.wait_for(
+            probe, timeout, lambda: f"a gateway frame direction={direction} op={op} t={t}"
+        )
+
+    @property
+    def violations(self) -> list[Violation]:
+        return list(self.recorder.violations)
+
+    async def wait_for_violation(
+        self,
+        kind: str | None = None,
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> Violation:
+        """The first recorded violation (of ``kind``, if given); waits if there is none yet."""
+
+        def probe() -> Violation | None:
+            return next((v for v in self.recorder.violations if kind in (None, v.kind)), None)
+
+        return await self.recorder.signal.wait_for(probe, timeout, lambda: f"violation {kind}")
+
+    def assert_no_violations(self, *, ignore: Sequence[str] = ()) -> None:
+        """Fail with every broken rule listed, except kinds in ``ignore``."""
+        found = [v for v in self.recorder.violations if v.kind not in ignore]
+        if found:
+            listing = "\n".join(f"  - [{v.kind}] {v.message}" for v in found)
+            raise AssertionError(f"the bot broke {len(found)} Discord rule(s):\n{listing}")
+
+    def messages(
+        self,
+        channel_id: int | None = None,
+        *,
+        include_ephemeral: bool = True,
+        include_deleted: bool = False,
+    ) -> list[StoredMessage]:
+        """Stored messages (oldest first), in one channel or everywhere."""
+        return [
+            m
+            for m in self.state.messages.values()
+            if (channel_id is None or m.channel_id == channel_id)
+            and (include_ephemeral or not m.ephemeral)
+            and (include_deleted or not m.deleted)
+        ]
+
+    def message(self, message_id: int) -> StoredMessage:
+        try:
+            return self.state.messages[message_id]
+        except KeyError:
+            raise EmulatorUsageError(f"no message {message_id}") from None
+
+    def dm_messages(self, user: EmuUser) -> list[StoredMessage]:
+        channel = self.state.dm_channels.get(user.id)
+        return [] if channel is None else self.messages(channel.id)
+
+    async def wait_for_message(
+        self,
+        predicate: Callable[[StoredMessage], bool],
+        *,
+        channel_id: int | None = None,
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> StoredMessage:
+        """The first stored message (oldest first) that satisfies ``predicate``."""
+
+        def probe() -> StoredMessage | None:
+            return next((m for m in self.messages(channel_id) if predicate(m)), None)
+
+        return await self.recorder.signal.wait_for(probe, timeout, lambda: "a matching message")
+
+    def registered_commands(self, guild_id: int | None = None) -> list[JSON]:
+        """Commands as last synced: global ones, or those of ``guild_id``."""
+        scope = self.state.scopes.get(guild_id)
+        return [dict(c) for c in scope.commands] if scope else []

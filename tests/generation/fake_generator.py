@@ -1,0 +1,108 @@
+"""A deterministic, zero-cost stand-in for the diffusers engine, for worker and queue tests.
+
+It makes tiny valid PNGs whose colour depends only on the request (so reruns are bit-identical),
+reports progress every step, honours cancellation within a step, and can be told to fail, hang
+or crash its process for chosen prompts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import struct
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from generation.errors import JobCancelledError
+from generation.worker import ClaimedJobLike, JobControl, OutputImage, WorkResult
+
+
+def tiny_png(seed: bytes, size: int = 2) -> bytes:
+    """A valid ``size`` x ``size`` RGB PNG of one colour derived from ``seed``."""
+    r, g, b = hashlib.sha256(seed).digest()[:3]
+    row = b"\x00" + bytes((r, g, b)) * size
+    raw = row * size
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _key(request: Mapping[str, Any]) -> bytes:
+    return repr(sorted(request.items())).encode()
+
+
+@dataclass
+class FakeGenerator:
+    """``steps`` steps of ``step_seconds`` each (0: instant), four images and a grid.
+
+    ``errors`` maps a prompt to the exception its job raises; prompts in ``hang`` block until
+    ``gate`` is set or the job is cancelled; prompts in ``crash`` end the process (os._exit),
+    like a segfault in a GPU driver would.
+    """
+
+    steps: int = 3
+    step_seconds: float = 0.0
+    gpu_seconds: float = 0.0
+    errors: dict[str, BaseException] = field(default_factory=dict)
+    hang: set[str] = field(default_factory=set)
+    crash: set[str] = field(default_factory=set)
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    started: list[str] = field(default_factory=list)
+    batches: list[list[str]] = field(default_factory=list)
+
+    async def run(self, job: ClaimedJobLike, control: JobControl) -> WorkResult:
+        self.started.append(job.id)
+        prompt = str(job.request.get("prompt", ""))
+        if prompt in self.crash:
+            os._exit(3)
+        for step in range(1, self.steps + 1):
+            control.raise_if_cancelled()
+            if prompt in self.hang and step == 2:
+                await self._hang(control)
+            if self.step_seconds:
+                await asyncio.sleep(self.step_seconds)
+            preview = tiny_png(_key(job.request) + b"preview", 1)
+            control.report_progress(step, self.steps, preview if step % 2 == 1 else None)
+        control.raise_if_cancelled()
+        if prompt in self.errors:
+            raise self.errors[prompt]
+        images = [
+            OutputImage(f"{i}.png", tiny_png(_key(job.request) + bytes([i]))) for i in range(4)
+        ]
+        images.append(OutputImage("grid.png", tiny_png(_key(job.request) + b"grid", 4)))
+        return WorkResult(images=tuple(images), gpu_seconds=self.gpu_seconds)
+
+    async def _hang(self, control: JobControl) -> None:
+        gate = asyncio.create_task(self.gate.wait())
+        stop = asyncio.create_task(control.wait_cancelled())
+        try:
+            await asyncio.wait({gate, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (gate, stop):
+                task.cancel()
+        if control.cancelled:
+            raise JobCancelledError(f"job {control.job.id} cancelled")
+
+
+@dataclass
+class FakeBatchGenerator(FakeGenerator):
+    """The same, plus ``run_batch`` (one call for jobs with equal batch keys)."""
+
+    async def run_batch(
+        self, jobs: Sequence[ClaimedJobLike], controls: Sequence[JobControl]
+    ) -> Sequence[WorkResult]:
+        self.batches.append([job.id for job in jobs])
+        return [await self.run(job, control) for job, control in zip(jobs, controls, strict=True)]

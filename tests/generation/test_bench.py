@@ -1,0 +1,51 @@
+"""The benchmark: batched vs naive on a warm model; the GPU mode's random full-size SDXL."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from config.settings import Settings
+from generation.bench import bench_generation, build_random_sdxl
+from generation.engine import Engine
+from generation.errors import ModelLoadError
+from generation.pipelines import assemble_model
+from generation.presets import PRESETS
+from generation.tiny import UNET_CONFIG, VAE_CONFIG, build_vocab, text_encoder_config
+from tests.generation.conftest import make_request
+
+
+def test_bench_on_the_tiny_model(tiny_settings: Settings) -> None:
+    report = bench_generation(tiny_settings, gpu=False, compile=False, grids=1)
+    assert report.model == "tiny" and report.device == "cpu" and report.grids == 1
+    assert report.load_seconds > 0 and report.batched_seconds > 0 and report.naive_seconds > 0
+    table = report.to_table()
+    assert "batched (1 call/grid)" in table and "naive (4 calls/grid)" in table
+    assert f"{report.speedup:.2f}x" in table
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_gpu_bench_needs_cuda(tiny_settings: Settings) -> None:
+    with pytest.raises(ModelLoadError, match="needs a CUDA GPU"):
+        bench_generation(tiny_settings, gpu=True, compile=False, grids=1)
+
+
+def test_random_sdxl_builder_runs_with_small_configs(tiny_settings: Settings) -> None:
+    """The GPU benchmark's builder, exercised on the CPU with the tiny geometry."""
+    vocab, _ = build_vocab()
+    text = text_encoder_config(vocab)
+    pipe = build_random_sdxl(
+        torch.device("cpu"), torch.float32, UNET_CONFIG, VAE_CONFIG, (text, text)
+    )
+    preset = PRESETS["tiny"]
+    model = assemble_model(preset, pipe, tiny_settings.generation, tiny_settings.data_dir)
+    engine = Engine.with_model(tiny_settings, model)
+    assert len(engine.generate(make_request(steps=2)).images) == 4
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_bench_full_size(tiny_settings: Settings) -> None:
+    report = bench_generation(tiny_settings, gpu=True, compile=False, grids=1)
+    assert (report.width, report.height, report.dtype) == (1024, 1024, "bfloat16")
+    print(report.to_table())

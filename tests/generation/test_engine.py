@@ -1,0 +1,441 @@
+"""The engine on the tiny model: one call per grid, seeds, modes, follow-ups, stop, tile, chaos,
+cancellation, out-of-memory and validation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from config.settings import Settings
+from generation.engine import Engine, img2img_steps
+from generation.errors import (
+    JobCancelledError,
+    OptionError,
+    OutOfMemoryError,
+    PromptTooLongError,
+)
+from generation.request import Mode, Operation, SourceImage
+from generation.results import Progress
+from generation.tiling import seamless
+from tests.generation.conftest import make_request
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def _hashes(images: tuple[Image.Image, ...]) -> list[str]:
+    return [hashlib.sha256(image.tobytes()).hexdigest() for image in images]
+
+
+@pytest.fixture
+def spy_calls(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    """Records the keyword arguments of every pipeline call (txt2img and img2img)."""
+    calls: list[dict[str, Any]] = []
+    for pipe in (engine.model.txt2img, engine.model.img2img):
+        cls = type(pipe)
+        original = cls.__call__
+
+        def spy(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            calls.append(kwargs)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "__call__", spy)
+    yield calls
+
+
+def _unet_forwards(engine: Engine) -> tuple[list[int], Any]:
+    counter: list[int] = []
+    handle = engine.model.txt2img.unet.register_forward_hook(lambda *_: counter.append(1))
+    return counter, handle
+
+
+# -- imagine ------------------------------------------------------------------------------------
+
+
+def test_grid_is_one_batched_call(engine: Engine, spy_calls: list[dict[str, Any]]) -> None:
+    before = engine.pipeline_calls
+    result = engine.generate(make_request())
+    assert engine.pipeline_calls - before == 1
+    assert len(spy_calls) == 1
+    assert spy_calls[0]["prompt_embeds"].shape[0] == 4
+    assert len(spy_calls[0]["generator"]) == 4
+    assert len(result.images) == 4
+    assert result.seeds == (1234, 1235, 1236, 1237)
+    assert len(set(_hashes(result.images))) == 4
+    assert result.gpu_seconds > 0
+    assert result.timings.total >= result.timings.denoise > 0
+
+
+def test_same_request_same_pixels(engine: Engine) -> None:
+    request = make_request(seed=99)
+    assert _hashes(engine.generate(request).images) == _hashes(engine.generate(request).images)
+    assert _hashes(engine.generate(request).images) != _hashes(
+        engine.generate(make_request(seed=100)).images
+    )
+
+
+def test_determinism_across_processes(engine: Engine, tiny_settings: Settings) -> None:
+    request = make_request(seed=4242, chaos=30)
+    script = (
+        "import hashlib, json, sys\n"
+        "from config.settings import Settings\n"
+        "from generation.engine import Engine\n"
+        "from generation.request import GenerationRequest\n"
+        "settings = Settings(data_dir=sys.argv[1], model='tiny')\n"
+        "request = GenerationRequest.from_json(json.loads(sys.argv[2]))\n"
+        "result = Engine(settings).generate(request)\n"
+        "print(json.dumps([hashlib.sha256(i.tobytes()).hexdigest() for i in result.images]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tiny_settings.data_dir), json.dumps(request.to_json())],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    theirs = json.loads(done.stdout.strip().splitlines()[-1])
+    assert theirs == _hashes(engine.generate(request).images)
+
+
+@pytest.mark.parametrize("chaos", [0, 60])
+def test_each_image_is_reproducible_alone(engine: Engine, chaos: int) -> None:
+    request = make_request(seed=777, chaos=chaos)
+    grid = engine.generate(request)
+    for index in (0, 3):
+        alone = engine.generate(request, only_index=index)
+        assert alone.seeds == (777 + index,)
+        assert len(alone.images) == 1
+        difference = np.abs(_pixels(alone.images[0]) - _pixels(grid.images[index]))
+        # Batched and single matmuls round differently in the last float bits; after 6 steps
+        # that moves a handful of pixels by one level, never more than a couple.
+        assert difference.max() <= 3
+        assert (difference > 0).mean() < 0.01
+    with pytest.raises(OptionError, match="out of range"):
+        engine.generate(request, only_index=4)
+
+
+@pytest.mark.parametrize(("width", "height"), [(128, 128), (176, 96), (96, 176), (144, 112)])
+def test_output_sizes(engine: Engine, width: int, height: int) -> None:
+    result = engine.generate(make_request(width=width, height=height, steps=2))
+    assert (result.width, result.height) == (width, height)
+    assert all(image.size == (width, height) for image in result.images)
+
+
+def test_chaos_pushes_each_image_away_from_the_prompt(
+    engine: Engine, spy_calls: list[dict[str, Any]]
+) -> None:
+    results = {chaos: engine.generate(make_request(chaos=chaos)) for chaos in (0, 30, 100)}
+    embeds = {chaos: call["prompt_embeds"] for chaos, call in zip(results, spy_calls, strict=True)}
+    literal = embeds[0][0]
+    assert all(torch.equal(literal, image) for image in embeds[0])  # chaos 0: the literal prompt
+
+    def drift(chaos: int) -> float:
+        return float((embeds[chaos] - literal).norm(dim=(1, 2)).mean())
+
+    def spread(chaos: int) -> float:
+        batch = embeds[chaos]
+        return float(torch.cdist(batch.flatten(1), batch.flatten(1)).mean())
+
+    assert 0 < drift(30) < drift(100)
+    assert 0 < spread(30) < spread(100)
+    pixels = {
+        chaos: [_pixels(image) for image in result.images] for chaos, result in results.items()
+    }
+
+    def change(chaos: int) -> float:
+        return float(
+            np.mean([np.abs(a - b).mean() for a, b in zip(pixels[0], pixels[chaos], strict=True)])
+        )
+
+    assert 0 < change(30) < change(100)
+
+
+def test_stop_runs_fewer_steps_and_decodes(engine: Engine) -> None:
+    progress: list[Progress] = []
+    forwards, handle = _unet_forwards(engine)
+    try:
+        stopped = engine.generate(make_request(steps=6, stop=50), on_progress=progress.append)
+    finally:
+        handle.remove()
+    assert len(forwards) == 3  # one UNet call per step (the guidance halves share a batch)
+    assert [p.step for p in progress] == [1, 2, 3]
+    assert {p.total for p in progress} == {3}
+    assert len(stopped.images) == 4
+    full = engine.generate(make_request(steps=6))
+    assert _hashes(stopped.images) != _hashes(full.images)
+    # The interrupt flag does not leak into the next call.
+    assert _hashes(engine.generate(make_request(steps=6)).images) == _hashes(full.images)
+
+
+def test_tile_changes_images_and_restores_padding(engine: Engine) -> None:
+    plain = engine.generate(make_request(seed=5))
+    tiled = engine.generate(make_request(seed=5, tile=True))
+    assert _hashes(plain.images) != _hashes(tiled.images)
+    modules = (engine.model.txt2img.unet, engine.model.txt2img.vae)
+    convs = [m for module in modules for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(conv.padding_mode == "zeros" for conv in convs)
+    assert _hashes(engine.generate(make_request(seed=5)).images) == _hashes(plain.images)
+
+
+def test_seamless_unet_and_vae_wrap_around(engine: Engine) -> None:
+    """With circular padding, shifting the latents shifts the output: edges are neighbours."""
+    pipe = engine.model.txt2img
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn((1, 4, 16, 16), generator=generator)
+    text = torch.randn((1, 77, 64), generator=generator)
+    added = {"text_embeds": torch.randn((1, 32), generator=generator),
+             "time_ids": torch.tensor([[128.0, 128.0, 0.0, 0.0, 128.0, 128.0]])}  # fmt: skip
+    shifted = torch.roll(latents, shifts=(6, 4), dims=(2, 3))  # even: the UNet halves once
+
+    def unet(x: torch.Tensor) -> torch.Tensor:
+        return pipe.unet(x, 500, encoder_hidden_states=text, added_cond_kwargs=added).sample
+
+    def decode(x: torch.Tensor) -> torch.Tensor:
+        return pipe.vae.decode(x).sample
+
+    with torch.no_grad(), seamless(pipe.unet, pipe.vae):
+        assert torch.allclose(torch.roll(unet(latents), (6, 4), (2, 3)), unet(shifted), atol=1e-4)
+        assert torch.allclose(
+            torch.roll(decode(latents), (48, 32), (2, 3)), decode(shifted), atol=1e-4
+        )
+    with torch.no_grad():  # zero padding: the picture has edges
+        assert not torch.allclose(
+            torch.roll(decode(latents), (48, 32), (2, 3)), decode(shifted), atol=1e-2
+        )
+
+
+def test_progress_with_previews(engine: Engine) -> None:
+    progress: list[Progress] = []
+    engine.generate(make_request(steps=5), on_progress=progress.append)
+    assert [p.step for p in progress] == [1, 2, 3, 4, 5]
+    assert all(p.total == 5 for p in progress)
+    with_preview = [p.step for p in progress if p.preview is not None]
+    assert with_preview == [2, 4, 5]  # every preview_every (2) steps, and the last
+    preview = progress[-1].preview
+    assert preview is not None and preview.size == (32, 32)  # 2x2 latents of 16x16
+
+
+# -- fast mode ----------------------------------------------------------------------------------
+
+
+def test_fast_mode_applies_the_lora(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = engine.model
+    assert model.fast_available
+    assert model.lora_module_count() > 0
+    assert "fast" in model.txt2img.get_list_adapters().get("unet", [])
+    fast_request = make_request(mode=Mode.FAST, steps=4, guidance=1.0)
+    quality_before = engine.generate(make_request())
+    loads = engine.pipeline_calls
+    fast = engine.generate(fast_request)
+    assert type(model.txt2img.scheduler).__name__ == "LCMScheduler"
+    quality_after = engine.generate(make_request())
+    assert type(model.txt2img.scheduler).__name__ == "EulerDiscreteScheduler"
+    assert engine.pipeline_calls - loads == 2  # switching modes loaded nothing
+    assert _hashes(quality_before.images) == _hashes(quality_after.images)
+    assert _hashes(fast.images) != _hashes(quality_after.images)
+    # The same LCM call with the adapter held off: the LoRA is what changes the pixels.
+    monkeypatch.setattr(type(model.txt2img.unet), "enable_lora", lambda self: None)
+    without_lora = engine.generate(fast_request)
+    assert _hashes(without_lora.images) != _hashes(fast.images)
+
+
+# -- follow-ups ---------------------------------------------------------------------------------
+
+
+def _follow_up(operation: Operation, strength: float, **overrides: Any) -> Any:
+    return make_request(
+        operation=operation,
+        source=SourceImage(job_id="job-1", index=2),
+        strength=strength,
+        **overrides,
+    )
+
+
+def test_variation_makes_four_new_images_in_one_call(engine: Engine) -> None:
+    source = engine.generate(make_request()).images[1]
+    before = engine.pipeline_calls
+    result = engine.generate(_follow_up(Operation.VARY_STRONG, 0.7), source_image=source)
+    assert engine.pipeline_calls - before == 1
+    assert len(result.images) == 4
+    assert all(image.size == source.size for image in result.images)
+    assert len(set(_hashes(result.images))) == 4
+    assert _hashes(result.images)[0] != _hashes((source,))[0]
+
+
+def test_upscale_is_exactly_twice_the_source(engine: Engine, tiny_settings: Settings) -> None:
+    source = engine.generate(make_request(width=144, height=112)).images[0]
+    result = engine.generate(_follow_up(Operation.UPSCALE_SUBTLE, 0.2), source_image=source)
+    assert len(result.images) == 1 and result.seeds == (1234,)
+    assert result.images[0].size == (288, 224)
+    odd = Image.new("RGB", (100, 60), (120, 30, 200))  # not a multiple of the UNet's step
+    result = engine.generate(_follow_up(Operation.UPSCALE_CREATIVE, 0.45), source_image=odd)
+    assert result.images[0].size == (200, 120)
+
+
+def test_upscale_uses_vae_tiling_above_the_threshold(tiny_settings: Settings) -> None:
+    settings = tiny_settings.model_copy(
+        update={
+            "generation": tiny_settings.generation.model_copy(update={"vae_tiling_pixels": 40_000})
+        }
+    )
+    engine = Engine(settings)
+    vae = engine.model.txt2img.vae
+    seen: list[bool] = []
+    handle = vae.decoder.register_forward_pre_hook(lambda *_: seen.append(vae.use_tiling))
+    try:
+        source = Image.new("RGB", (128, 128), (10, 200, 90))
+        result = engine.generate(_follow_up(Operation.UPSCALE_SUBTLE, 0.5), source_image=source)
+    finally:
+        handle.remove()
+    assert result.images[0].size == (256, 256)
+    assert seen and all(seen)  # 256x256 > 40,000 pixels: decoded tile by tile
+    assert vae.use_tiling is False  # and switched off again
+
+
+def test_img2img_steps_always_run_at_least_one() -> None:
+    assert img2img_steps(4, 0.2) == (5, 1)
+    assert img2img_steps(30, 0.35) == (30, 10)
+    assert img2img_steps(8, 1.0) == (8, 8)
+
+
+def test_select_needs_no_model(tiny_settings: Settings) -> None:
+    engine = Engine(tiny_settings)
+    source = Image.new("RGB", (64, 48), (1, 2, 3))
+    select = make_request(operation=Operation.SELECT, source=SourceImage(job_id="j", index=1))
+    result = engine.generate(select, source_image=source)
+    assert result.images == (source,)
+    assert not engine.loaded and engine.pipeline_calls == 0 and result.gpu_seconds == 0
+    with pytest.raises(OptionError, match="needs the source image"):
+        engine.generate(select)
+
+
+# -- batching -----------------------------------------------------------------------------------
+
+
+def test_batch_of_jobs_is_one_call(engine: Engine) -> None:
+    first = make_request(prompt="a red house", seed=10)
+    second = make_request(prompt="a blue lake", seed=20, chaos=40, negative_prompt="blurry")
+    progress: list[Progress] = []
+    before = engine.pipeline_calls
+    results = engine.generate_batch([first, second], on_progress=progress.append)
+    assert engine.pipeline_calls - before == 1
+    assert [r.request for r in results] == [first, second]
+    assert [r.seeds for r in results] == [(10, 11, 12, 13), (20, 21, 22, 23)]
+    assert {p.batch_index for p in progress} == {0, 1}
+    alone = engine.generate(second)
+    for batched, single in zip(results[1].images, alone.images, strict=True):
+        assert np.abs(_pixels(batched) - _pixels(single)).max() <= 3
+    with pytest.raises(ValueError, match="batch_key"):
+        engine.generate_batch([first, make_request(steps=3)])
+
+
+# -- cancellation and failures ------------------------------------------------------------------
+
+
+def test_cancel_stops_within_one_step(engine: Engine) -> None:
+    cancel = threading.Event()
+    steps: list[int] = []
+
+    def on_progress(progress: Progress) -> None:
+        steps.append(progress.step)
+        if progress.step == 2:
+            cancel.set()
+
+    forwards, handle = _unet_forwards(engine)
+    try:
+        with pytest.raises(JobCancelledError):
+            engine.generate(make_request(steps=6), on_progress=on_progress, cancel=cancel)
+    finally:
+        handle.remove()
+    assert steps == [1, 2]
+    assert len(forwards) == 3  # the step under way when the flag was seen, no more
+    before = engine.pipeline_calls
+    with pytest.raises(JobCancelledError):
+        engine.generate(make_request(), cancel=cancel)  # already cancelled: never starts
+    assert engine.pipeline_calls == before
+    assert len(engine.generate(make_request()).images) == 4  # and the engine is fine
+
+
+def test_out_of_memory_is_retryable_and_the_engine_survives(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def exhausted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(type(engine.model.txt2img), "__call__", exhausted)
+        patch.setattr(type(engine.model.img2img), "__call__", exhausted)
+        with pytest.raises(OutOfMemoryError) as caught:
+            engine.generate(make_request(tile=True))
+        assert caught.value.retryable
+        assert "ran out of memory" in str(caught.value)
+        with pytest.raises(OutOfMemoryError):
+            engine.generate(
+                _follow_up(Operation.VARY_SUBTLE, 0.35), source_image=Image.new("RGB", (128, 128))
+            )
+    convs = [m for m in engine.model.txt2img.unet.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(conv.padding_mode == "zeros" for conv in convs)  # tiling undone
+    assert len(engine.generate(make_request()).images) == 4
+
+
+# -- validation ---------------------------------------------------------------------------------
+
+
+def test_prompt_too_long_names_count_and_limit(engine: Engine) -> None:
+    words = " ".join(["castle"] * 80)
+    with pytest.raises(PromptTooLongError) as caught:
+        engine.validate(make_request(prompt=words))
+    assert "82 tokens" in str(caught.value) and "limit is 77" in str(caught.value)
+    with pytest.raises(PromptTooLongError, match="negative prompt"):
+        engine.validate(make_request(negative_prompt=words))
+    # Each :: part has its own 77-token window.
+    half = " ".join(["castle"] * 60)
+    engine.validate(make_request(prompt=f"{half}::1 {half}::2"))
+    with pytest.raises(PromptTooLongError, match="one `::` part"):
+        engine.validate(make_request(prompt=f"{words}::1 a cat::2"))
+
+
+def test_validation_errors(engine: Engine) -> None:
+    with pytest.raises(OptionError, match="multiples of 16"):
+        engine.validate(make_request(width=120))
+    with pytest.raises(OptionError, match="runs model 'tiny'"):
+        engine.validate(make_request(model="sdxl"))
+    with pytest.raises(OptionError, match="unbalanced"):
+        engine.validate(make_request(prompt="a (cat"))
+    with pytest.raises(OptionError, match="no source image"):
+        engine.generate(make_request(), source_image=Image.new("RGB", (128, 128)))
+    with pytest.raises(OptionError, match="needs the source image"):
+        engine.generate(_follow_up(Operation.VARY_SUBTLE, 0.35))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compiled_unet_on_gpu_switches_modes(tiny_settings: Settings) -> None:
+    """torch.compile wraps the UNet; quality mode must still switch the LoRA off."""
+    settings = tiny_settings.model_copy(
+        update={
+            "generation": tiny_settings.generation.model_copy(
+                update={"device": "cuda", "compile": True}
+            )
+        }
+    )
+    engine = Engine(settings)
+    quality = engine.generate(make_request())
+    fast = engine.generate(make_request(mode=Mode.FAST, steps=4, guidance=1.0))
+    again = engine.generate(make_request())
+    assert engine.model.device.type == "cuda"
+    assert _hashes(fast.images) != _hashes(quality.images)
+    for first, second in zip(quality.images, again.images, strict=True):
+        assert np.abs(_pixels(first) - _pixels(second)).max() <= 1

@@ -1,0 +1,72 @@
+"""One crash-test worker process: the real worker loop, the real queue, the fake generator.
+
+The crash test starts several of these against one database and kills, freezes and restarts
+them. ``unsafe`` builds the queue with ``_unsafe_skip_lease_check`` so the test can show that its
+invariant checker catches a queue that accepts completions from workers whose lease is gone.
+
+Run by the test through a multiprocessing fork server (so restarts cost milliseconds, not a fresh
+interpreter), or by hand: ``python -m tests.storage.crash_worker '<config json>'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from config.settings import QueueSettings, QuotaSettings
+from generation.worker import Worker
+from storage import Database, FileImageStore, JobQueue, LeaseLost, QuotaService
+from tests.generation.fake_generator import FakeGenerator
+
+
+class PacedGenerator(FakeGenerator):
+    """The fake generator with a per-job step time derived from the job id (deterministic)."""
+
+    def __init__(self, base_step: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.base_step = base_step
+
+    async def run(self, job: Any, control: Any) -> Any:
+        self.step_seconds = self.base_step * (0.5 + (sum(job.id.encode()) % 10) / 10)
+        return await super().run(job, control)
+
+
+async def serve(config: dict[str, Any]) -> None:
+    settings = QueueSettings(**config["queue"])
+    db = Database(config["url"], pool_size=3)
+    quota = QuotaService(db, QuotaSettings(user_daily_gpu_seconds=1e9))
+    queue = JobQueue(db, settings, quota, _unsafe_skip_lease_check=config.get("unsafe", False))
+    generator = PacedGenerator(
+        config["step_seconds"], steps=3, gpu_seconds=config["gpu_seconds"], crash={"crash"}
+    )
+    worker = Worker(
+        queue,
+        FileImageStore(Path(config["images"])),
+        generator,
+        settings,
+        worker_id=config["worker_id"],
+        lease_lost_errors=(LeaseLost,),
+    )
+    worker.install_signal_handlers()
+    try:
+        await worker.run()
+    finally:
+        await db.dispose()
+
+
+def main(config: dict[str, Any]) -> None:
+    """Process entry point: log to the given file, then run the worker until SIGTERM."""
+    logging.basicConfig(
+        filename=config["log"],
+        level=logging.WARNING,
+        format=f"%(asctime)s {config['worker_id']} %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]))
