@@ -54,6 +54,7 @@ class AtelierBot(discord.Client):
         self.publisher = publisher
         self.tree = app_commands.CommandTree(self)
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: list[tuple[str, Callable[[], Awaitable[None]], Callable[[], None]]] = []
         register_commands(self.tree, service, publisher, settings)
         install_error_handler(self.tree)
 
@@ -63,6 +64,15 @@ class AtelierBot(discord.Client):
         await self.sync_commands_if_changed()
         self.publisher.bind(self)
         self.start_task("publisher", self.publisher.run)
+        for name, factory, _ in self._background:
+            self.start_task(name, factory)
+
+    def add_background(
+        self, name: str, factory: Callable[[], Awaitable[None]], *, stop: Callable[[], None]
+    ) -> None:
+        """Run ``factory`` beside the bot (e.g. the in-process worker); ``stop`` asks it to end
+        gracefully when the bot closes."""
+        self._background.append((name, factory, stop))
 
     def start_task(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
         """Run an owned background task: referenced, logged on failure, cancelled on close."""
@@ -79,6 +89,12 @@ class AtelierBot(discord.Client):
         self._tasks.append(asyncio.create_task(runner(), name=name))
 
     async def close(self) -> None:
+        for _, _, stop in self._background:
+            stop()  # the worker finishes or releases its job within its grace period
+        grace = self.settings.queue.shutdown_grace_seconds + 5
+        graceful = [task for task in self._tasks if task.get_name() != "publisher"]
+        if graceful:
+            await asyncio.wait(graceful, timeout=grace)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

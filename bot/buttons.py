@@ -45,7 +45,7 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(?P<r
         return cls(label, ref, raw)
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        bot: AtelierBot = interaction.client  # type: ignore[assignment]
+        bot: AtelierBot = interaction.client
         if self.ref is None:
             await reply_error(interaction, CustomIdError("this button is not one of Atelier's"))
             return

@@ -1,16 +1,35 @@
 """The ``atelier`` command: the one composition root that wires config, storage, generation and bot.
 
-Heavy modules are imported inside each subcommand so ``atelier --help`` and worker hosts stay light.
+Heavy modules are imported inside each subcommand so ``atelier --help`` stays instant and a worker
+host never imports discord.py. Only this module may join storage and generation.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from bot.app import AtelierBot
+    from generation.runner import EngineRunner
+    from generation.worker import Worker
+    from storage.db import Database
+    from storage.delivery import DeliveryLedger
+    from storage.images import FileImageStore
+    from storage.preferences import PreferenceStore
+    from storage.queue import JobQueue
+
+log = logging.getLogger("atelier")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -23,6 +42,37 @@ def _build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_sub.add_parser("upgrade", help="apply all migrations")
+
+    imagine = sub.add_parser("imagine", help="generate a 2x2 grid locally, no Discord")
+    imagine.add_argument("prompt", help='prompt with --options, e.g. "a lighthouse --ar 3:2"')
+    imagine.add_argument("--out", type=Path, default=Path("grid.png"), help="output file")
+
+    for name, flag, flag_help in (
+        ("upscale", "--creative", "Upscale (Creative) instead of (Subtle)"),
+        ("vary", "--strong", "Vary (Strong) instead of (Subtle)"),
+    ):
+        follow = sub.add_parser(name, help=f"{name} one image of a grid made by `imagine`")
+        follow.add_argument("grid", type=Path, help="a grid file written by atelier imagine")
+        follow.add_argument("--index", type=int, required=True, help="image 1-4 of the grid")
+        follow.add_argument(flag, action="store_true", help=flag_help)
+        follow.add_argument("--out", type=Path, default=None, help="output file")
+
+    bench = sub.add_parser("bench", help="benchmarks (ratios against the naive way)")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
+    gen = bench_sub.add_parser("generation", help="batched grids vs four single calls; load time")
+    gen.add_argument("--gpu", action="store_true", help="full-size SDXL geometry on CUDA")
+    gen.add_argument("--compile", action="store_true", help="torch.compile the UNet (with --gpu)")
+    gen.add_argument("--grids", type=int, default=5)
+    queue = bench_sub.add_parser("queue", help="queue overhead and jobs/s, 1 vs 4 workers")
+    queue.add_argument("--url", action="append", help="database URL (repeatable); default: "
+                       "a scratch SQLite file, plus ATELIER_BENCH_POSTGRES_URL if set")
+    queue.add_argument("--jobs", type=int, default=400)
+    batching = bench_sub.add_parser("batching", help="tiny-model grids/s, cross-job batching on/off")
+    batching.add_argument("--jobs", type=int, default=16)
+    bot = bench_sub.add_parser("bot", help="/imagine acknowledgement latency against the emulator")
+    bot.add_argument("--interactions", type=int, default=1000)
+    bot.add_argument("--users", type=int, default=50)
+    bot.add_argument("--seconds", type=float, default=60.0)
     return parser
 
 
@@ -37,12 +87,283 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return _dispatch(args, settings, parser)
+    from generation.errors import GenerationError
+    from storage.errors import StorageError
+
+    try:
+        return _dispatch(args, settings)
+    except (GenerationError, StorageError, ConfigError) as exc:
+        print(f"atelier: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
-def _dispatch(args: argparse.Namespace, settings: Settings, parser: argparse.ArgumentParser) -> int:
-    parser.error(f"command {args.command!r} is not available yet")
-    return 2
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    command = args.command
+    if command == "db":
+        from storage.migrate import upgrade
+
+        revision = asyncio.run(upgrade(settings.resolved_database_url))
+        print(f"database at revision {revision}")
+        return 0
+    if command == "imagine":
+        return _imagine(settings, args.prompt, args.out)
+    if command in ("upscale", "vary"):
+        return _follow_up(settings, args)
+    if command == "bench":
+        return _bench(settings, args)
+    if command == "worker":
+        asyncio.run(run_worker(settings))
+        return 0
+    if command == "run":
+        asyncio.run(run_bot(settings))
+        return 0
+    raise AssertionError(command)
+
+
+# -- local generation ---------------------------------------------------------------------------
+
+
+def _imagine(settings: Settings, prompt: str, out: Path) -> int:
+    from generation.commands import imagine_to_file
+    from generation.engine import Engine
+    from generation.options import parse_prompt
+
+    requests = parse_prompt(prompt, settings=settings.generation, model=settings.model)
+    engine = Engine(settings, model=requests[0].model)
+    for request in requests:
+        engine.validate(request)
+    for output in imagine_to_file(settings, requests, out, engine=engine):
+        _print_output(output)
+    return 0
+
+
+def _follow_up(settings: Settings, args: argparse.Namespace) -> int:
+    from generation.commands import upscale_from_file, vary_from_file
+
+    if args.command == "upscale":
+        output = upscale_from_file(settings, args.grid, args.index, args.creative, args.out)
+    else:
+        output = vary_from_file(settings, args.grid, args.index, args.strong, args.out)
+    _print_output(output)
+    return 0
+
+
+def _print_output(output: Any) -> None:
+    r = output.request
+    print(f"wrote {output.path} ({output.width}x{output.height} per image)")
+    print(
+        f"  prompt: {r.prompt!r}  negative: {r.negative_prompt!r}  operation: {r.operation.value}"
+    )
+    print(
+        f"  model {r.model}, {r.mode.value}, {r.steps} steps, cfg {r.guidance:g}, "
+        f"chaos {r.chaos}, stop {r.stop}, tile {r.tile}, aspect {r.aspect}"
+    )
+    print(f"  seeds: {', '.join(str(seed) for seed in output.seeds)}")
+    print(f"  time: {output.timings.total:.2f} s (gpu {output.gpu_seconds:.2f} s)")
+
+
+# -- the ledger and the worker ------------------------------------------------------------------
+
+
+@dataclass
+class Ledger:
+    """Storage services over one database."""
+
+    db: Database
+    queue: JobQueue
+    delivery: DeliveryLedger
+    prefs: PreferenceStore
+    images: FileImageStore
+
+
+@contextlib.asynccontextmanager
+async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
+    """Migrate, then open the storage services; the worker and the bot both start here."""
+    from storage.db import Database
+    from storage.delivery import DeliveryLedger
+    from storage.images import FileImageStore
+    from storage.migrate import upgrade
+    from storage.preferences import PreferenceStore
+    from storage.queue import JobQueue
+    from storage.quota import QuotaService
+
+    url = settings.resolved_database_url
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    await upgrade(url)
+    db = Database(url)
+    try:
+        quota = QuotaService(db, settings.quota)
+        queue = JobQueue(db, settings.queue, quota)
+        yield Ledger(
+            db=db,
+            queue=queue,
+            delivery=DeliveryLedger(db),
+            prefs=PreferenceStore(db),
+            images=FileImageStore(settings.data_dir / "images"),
+        )
+    finally:
+        await db.dispose()
+
+
+@contextlib.asynccontextmanager
+async def open_worker(settings: Settings, ledger: Ledger) -> AsyncIterator[Worker]:
+    """A worker running the configured model on the ledger; the model is loaded once, here."""
+    from generation.engine import Engine
+    from generation.jobs import EngineGenerator
+    from generation.runner import EngineRunner
+    from generation.worker import Worker
+    from storage.errors import LeaseLost
+
+    runner = EngineRunner(Engine(settings))
+    try:
+        seconds = await runner.load()
+        log.info("model %s loaded in %.1f s", settings.model, seconds)
+
+        async def source_refs(job_id: str) -> Sequence[str]:
+            return (await ledger.queue.require(job_id)).result_refs
+
+        generator = EngineGenerator(runner, ledger.images, source_refs, settings.generation)
+        worker = Worker(
+            ledger.queue,
+            ledger.images,
+            generator,
+            settings.queue,
+            lease_lost_errors=(LeaseLost,),
+        )
+        ledger.queue.on_new_work = worker.notify
+        yield worker
+    finally:
+        await runner.close()
+
+
+def prompt_checker(runner: EngineRunner) -> Any:
+    """The bot's token-count check, on the loaded engine's tokenizer (pure CPU, fast)."""
+
+    class _Checker:
+        def check(self, request: Any) -> None:
+            runner.engine.validate(request)
+
+    return _Checker()
+
+
+async def run_worker(settings: Settings) -> None:
+    """`atelier worker`: claim and run jobs until SIGTERM/SIGINT. Needs no Discord token."""
+    async with open_ledger(settings) as ledger, open_worker(settings, ledger) as worker:
+        worker.install_signal_handlers()
+        await worker.run()
+
+
+@dataclass
+class Runtime:
+    """A wired bot: what tests and ``atelier run`` drive."""
+
+    bot: AtelierBot
+    ledger: Ledger
+    worker: Worker | None
+
+
+@contextlib.asynccontextmanager
+async def atelier_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    """The bot over the ledger, plus one worker in this process unless configured off.
+
+    The worker starts with the bot (setup_hook) and is stopped gracefully when it closes.
+    """
+    from bot.app import AtelierBot
+    from bot.delivery import Publisher
+    from bot.service import BotService
+
+    async with open_ledger(settings) as ledger, contextlib.AsyncExitStack() as stack:
+        worker = None
+        checker = None
+        if settings.queue.run_worker_in_process:
+            worker = await stack.enter_async_context(open_worker(settings, ledger))
+            checker = prompt_checker(worker.generator.runner)  # type: ignore[attr-defined]
+        service = BotService(
+            settings, ledger.queue, ledger.delivery, ledger.prefs, ledger.images, checker
+        )
+        publisher = Publisher(service, settings.bot.progress_interval_seconds)
+        bot = AtelierBot(settings, service, publisher)
+        if worker is not None:
+            bot.add_background("worker", worker.run, stop=worker.stop)
+        try:
+            yield Runtime(bot=bot, ledger=ledger, worker=worker)
+        finally:
+            await bot.close()
+
+
+def discord_token(settings: Settings) -> str:
+    token = settings.discord.token
+    if token is None or not token.get_secret_value().strip():
+        raise ConfigError(
+            "setting discord.token (ATELIER_DISCORD_TOKEN) is required to run the bot; "
+            "see the README's 'Create the Discord application'"
+        )
+    return token.get_secret_value()
+
+
+async def run_bot(settings: Settings) -> None:
+    """`atelier run`: the bot until SIGINT/SIGTERM, then a graceful stop."""
+    token = discord_token(settings)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with atelier_runtime(settings) as runtime:
+        connection = asyncio.create_task(runtime.bot.start(token), name="discord")
+        stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+        done, _ = await asyncio.wait({connection, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        await runtime.bot.close()
+        if connection in done:
+            connection.result()
+        else:
+            with contextlib.suppress(asyncio.CancelledError):
+                await connection
+
+
+# -- benchmarks -------------------------------------------------------------------------------
+
+
+def _bench(settings: Settings, args: argparse.Namespace) -> int:
+    what = args.bench_command
+    if what == "generation":
+        from generation.bench import bench_generation
+
+        print(bench_generation(settings, args.gpu, args.compile, args.grids).to_table())
+        return 0
+    if what == "queue":
+        return _bench_queue(settings, args)
+    if what == "batching":
+        from bot.benchmarks import bench_batching
+
+        print(asyncio.run(bench_batching(settings, args.jobs)))
+        return 0
+    if what == "bot":
+        from bot.benchmarks import bench_bot
+
+        print(asyncio.run(bench_bot(settings, args.interactions, args.users, args.seconds)))
+        return 0
+    raise AssertionError(what)
+
+
+def _bench_queue(settings: Settings, args: argparse.Namespace) -> int:
+    import os
+    import tempfile
+
+    from storage.bench import bench_queue
+
+    urls = list(args.url or [])
+    with tempfile.TemporaryDirectory() as scratch:
+        if not urls:
+            urls.append(f"sqlite+aiosqlite:///{scratch}/bench.db")
+            if os.environ.get("ATELIER_BENCH_POSTGRES_URL"):
+                urls.append(os.environ["ATELIER_BENCH_POSTGRES_URL"])
+        for url in urls:
+            print(asyncio.run(bench_queue(url, jobs=args.jobs)).table())
+    return 0
 
 
 if __name__ == "__main__":

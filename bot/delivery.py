@@ -123,7 +123,7 @@ class Publisher:
     ) -> None:
         expires = interaction.created_at + TOKEN_LIFETIME
         self._live[job_id] = _Live(interaction.followup, message_id, expires)
-        await self.service.attach_message(job_id, message_id, limit)
+        await self.service.attach_message(job_id, message_id, limit, expires)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -206,7 +206,7 @@ class Publisher:
         try:
             channel = self._client().get_partial_messageable(delivery.channel_id)
             message = await channel.send(
-                content, files=files, view=view, allowed_mentions=_NONE, nonce=_nonce(delivery)
+                content, files=files, allowed_mentions=_NONE, nonce=_nonce(delivery), **_view(view)
             )
             return message.id
         except (discord.Forbidden, discord.NotFound):
@@ -252,9 +252,9 @@ class Publisher:
         message = await channel.send(
             note + content,
             files=files,
-            view=view,
             allowed_mentions=_NONE,
             nonce=_nonce(delivery, "dm"),
+            **_view(view),
         )
         return message.id
 
@@ -262,6 +262,10 @@ class Publisher:
         if self._bot is None:
             raise RuntimeError("Publisher used before bind()")
         return self._bot
+
+
+def _view(view: discord.ui.View | None) -> dict[str, Any]:
+    return {} if view is None else {"view": view}
 
 
 def _nonce(delivery: Delivery, salt: str = "post") -> str:

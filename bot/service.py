@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from bot.customid import Action, ButtonRef
@@ -18,8 +19,12 @@ from generation.followups import followup_request, reroll_request
 from generation.options import PromptDefaults, SeedSource, aspect_size, parse_prompt, random_seed
 from generation.presets import resolve_preset
 from generation.request import GenerationRequest, Mode, Operation
+from storage.delivery import DeliveryLedger
 from storage.images import ImageStore
-from storage.queue import JobQueue, JobView, NewJob, Owner
+from storage.preferences import PreferenceStore
+from storage.queue import JobQueue
+from storage.quota_policy import estimate_seconds
+from storage.types import JobView, NewJob, Owner
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "blocked", "dead"})
 GRID_ACTIONS = {
@@ -96,12 +101,16 @@ class BotService:
         self,
         settings: Settings,
         queue: JobQueue,
+        delivery: DeliveryLedger,
+        prefs: PreferenceStore,
         images: ImageStore,
         checker: PromptChecker | None = None,
         seed_source: SeedSource = random_seed,
     ) -> None:
         self.settings = settings
         self.queue = queue
+        self.delivery = delivery
+        self.prefs = prefs
         self.images = images
         self.checker = checker
         self.seed_source = seed_source
@@ -136,7 +145,7 @@ class BotService:
         return await self._enqueue(requester, requests, parent=None, kind="imagine")
 
     async def _defaults(self, user_id: int) -> PromptDefaults:
-        stored = await self.queue.get_user_settings(user_id)
+        stored = await self.prefs.get_user_settings(user_id)
         mode = stored.get("mode")
         return PromptDefaults(mode=Mode(mode) if mode else None, aspect=stored.get("aspect"))
 
@@ -156,26 +165,12 @@ class BotService:
                 request=request.to_json(),
                 mode=request.mode.value,
                 batch_key=request.batch_key(),
-                priority=1 if request.operation in (Operation.SELECT, *UPSCALES) else 0,
-                estimated_cost=self.estimate(request),
+                estimated_cost=estimate_seconds(self.settings.quota, kind, request.mode.value),
             )
             for request in requests
         ]
         views = await self.queue.enqueue_many(owner, jobs, role_ids=requester.role_ids)
         return [Ticket(view.id, await self.card(view)) for view in views]
-
-    def estimate(self, request: GenerationRequest) -> float:
-        """GPU-seconds reserved for a job, settled with the measured cost at the end."""
-        quota = self.settings.quota
-        if request.operation is Operation.SELECT:
-            return 0.0
-        if request.operation.is_upscale:
-            return quota.estimate_followup_seconds * 4
-        return (
-            quota.estimate_fast_seconds
-            if request.mode is Mode.FAST
-            else quota.estimate_quality_seconds
-        )
 
     # -- buttons ------------------------------------------------------------------------
 
@@ -193,7 +188,7 @@ class BotService:
             return (await self._enqueue(requester, [new], parent=parent.id, kind="reroll"))[0]
         operation = GRID_ACTIONS.get(ref.action)
         if operation is None:  # V1-V4 follow the clicker's variation setting
-            stored = await self.queue.get_user_settings(requester.user_id)
+            stored = await self.prefs.get_user_settings(requester.user_id)
             strong = stored.get("variation", "strong") == "strong"
             operation = Operation.VARY_STRONG if strong else Operation.VARY_SUBTLE
         new = followup_request(
@@ -210,7 +205,7 @@ class BotService:
     async def _check_may_click(self, requester: Requester, parent: JobView) -> None:
         if requester.user_id == parent.owner_id or requester.is_admin:
             return
-        guild = await self.queue.get_guild_settings(requester.guild_id or 0)
+        guild = await self.prefs.get_guild_settings(requester.guild_id or 0)
         owner_only = guild.get("owner_only_buttons", self.settings.bot.owner_only_buttons)
         if owner_only:
             raise UserFacingError(
@@ -254,9 +249,10 @@ class BotService:
         lines = [f"Queue: {stats.queued} waiting, {stats.running} running."]
         for job in jobs:
             if job.status == "queued":
-                position = await self.queue.position(job.id)
-                eta = await self.queue.eta_seconds(job.id)
-                lines.append(f"- `{job.id}` position {position}, about {eta:.0f} s")
+                place = await self.queue.place(job.id)
+                lines.append(
+                    f"- `{job.id}` position {place.position}, about {place.eta_seconds:.0f} s"
+                )
             else:
                 lines.append(f"- `{job.id}` running")
         if not jobs:
@@ -293,22 +289,22 @@ class BotService:
             if value is not None
         }
         if changes:
-            await self.queue.update_user_settings(requester.user_id, changes)
+            await self.prefs.update_user_settings(requester.user_id, changes)
         if buttons is not None:
             if not requester.is_admin or requester.guild_id is None:
                 raise UserFacingError("only server admins (Manage Server) may change who clicks")
-            await self.queue.update_guild_settings(
+            await self.prefs.update_guild_settings(
                 requester.guild_id, {"owner_only_buttons": buttons == "owner"}
             )
-        current = await self.queue.get_user_settings(requester.user_id)
+        current = await self.prefs.get_user_settings(requester.user_id)
         shown = ", ".join(f"{k}: {v}" for k, v in sorted(current.items())) or "defaults"
         return f"Your settings: {shown}."
 
     async def get_meta(self, key: str) -> str | None:
-        return await self.queue.get_meta(key)
+        return await self.prefs.get_meta(key)
 
     async def set_meta(self, key: str, value: str) -> None:
-        await self.queue.set_meta(key, value)
+        await self.prefs.set_meta(key, value)
 
     # -- what the publisher asks --------------------------------------------------------
 
@@ -316,8 +312,8 @@ class BotService:
         request = GenerationRequest.from_json(job.request)
         position = eta = None
         if job.status == "queued":
-            position = await self.queue.position(job.id)
-            eta = await self.queue.eta_seconds(job.id)
+            place = await self.queue.place(job.id)
+            position, eta = place.position, place.eta_seconds
         label = LABELS[request.operation].format(
             index=request.source.index if request.source else 0
         )
@@ -343,19 +339,26 @@ class BotService:
             error=job.error,
         )
 
-    async def attach_message(self, job_id: str, message_id: int, attachment_limit: int) -> None:
-        await self.queue.attach_message(job_id, message_id, attachment_limit)
+    async def attach_message(
+        self, job_id: str, message_id: int, attachment_limit: int, token_expires_at: datetime
+    ) -> None:
+        await self.delivery.attach_message(
+            job_id,
+            message_id,
+            attachment_limit=attachment_limit,
+            interaction_expires_at=token_expires_at,
+        )
 
     async def pending_deliveries(self) -> list[Delivery]:
         deliveries = []
-        for job in await self.queue.list_undelivered():
+        for job in await self.delivery.list_undelivered():
             request = GenerationRequest.from_json(job.request)
             single = request.operation.image_count == 1
             deliveries.append(
                 Delivery(
                     job_id=job.id,
                     owner_id=job.owner_id,
-                    channel_id=job.channel_id,
+                    channel_id=job.channel_id or 0,
                     message_id=job.message_id,
                     attachment_limit=job.attachment_limit
                     or self.settings.generation.attachment_limit_bytes,
@@ -370,13 +373,13 @@ class BotService:
         return deliveries
 
     async def claim_delivery(self, job_id: str) -> bool:
-        return await self.queue.claim_delivery(job_id)
+        return await self.delivery.claim(job_id)
 
     async def release_delivery(self, job_id: str, error: str) -> None:
-        await self.queue.release_delivery(job_id, error)
+        await self.delivery.release(job_id, error)
 
     async def mark_posted(self, job_id: str, message_id: int) -> None:
-        await self.queue.mark_posted(job_id, message_id)
+        await self.delivery.mark_posted(job_id, message_id)
 
     async def result_files(self, delivery: Delivery) -> list[tuple[str, bytes]]:
         """The one attachment of a finished job: the grid, or the single image."""
@@ -391,5 +394,3 @@ class BotService:
             return None
         return await self.images.get(delivery.preview_ref)
 
-
-UPSCALES = (Operation.UPSCALE_SUBTLE, Operation.UPSCALE_CREATIVE)

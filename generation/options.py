@@ -152,7 +152,9 @@ def _matching_brace(text: str, start: int) -> int:
 
 
 def _split_top_level(inner: str) -> list[str]:
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for ch in inner:
         if ch == "," and depth == 0:
             parts.append("".join(current).strip())

@@ -12,8 +12,6 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -25,7 +23,7 @@ from config.settings import GenerationSettings
 from generation.errors import ModelLoadError
 from generation.presets import PRESETS, TINY, ModelPreset
 from generation.request import Mode
-from generation.tiny import build_tiny_model, tiny_lora_path
+from generation.tiny import build_tiny_model, quiet_progress_bars, tiny_lora_path
 
 log = logging.getLogger(__name__)
 
@@ -191,21 +189,6 @@ def count_lora_modules(module: torch.nn.Module, adapter: str) -> int:
     return sum(1 for m in module.modules() if adapter in getattr(m, "lora_A", {}))
 
 
-@contextmanager
-def _quiet_loading() -> Iterator[None]:
-    # diffusers and transformers draw tqdm bars while loading; in a bot's log they are noise.
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        diffusers_logging.enable_progress_bar()
-        transformers_logging.enable_progress_bar()
-
-
 def load_model(preset: ModelPreset, settings: GenerationSettings, data_dir: Path) -> LoadedModel:
     """Load ``preset`` onto the configured device, with its fast-mode LoRA, and keep it warm.
 
@@ -221,7 +204,7 @@ def load_model(preset: ModelPreset, settings: GenerationSettings, data_dir: Path
             f"{CPU_DEMO_HINT}, or set ATELIER_GENERATION_ALLOW_LARGE_ON_CPU=true to load it "
             "anyway (minutes per image)"
         )
-    with _quiet_loading():
+    with quiet_progress_bars():
         try:
             txt2img = _load_pipeline(preset, kind, device, dtype, data_dir)
             return assemble_model(preset, txt2img, settings, data_dir, started=started)

@@ -21,6 +21,8 @@ import os
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +230,24 @@ def tiny_lora_path(path: Path) -> Path:
     return path / LORA_DIR
 
 
+@contextmanager
+def quiet_progress_bars() -> Iterator[None]:
+    """Silence diffusers' and transformers' tqdm bars (loading, saving) for the block.
+
+    In a bot's log, or around the CLI's own output, they are noise.
+    """
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        diffusers_logging.enable_progress_bar()
+        transformers_logging.enable_progress_bar()
+
+
 def is_built(path: Path) -> bool:
     """True when ``path`` holds a complete build of the current tiny model."""
     try:
@@ -249,7 +269,10 @@ def build_tiny_model(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=path.parent))
     try:
-        _build_into(staging)
+        with quiet_progress_bars():
+            _build_into(staging)
+        # mkdtemp makes the directory private (0700); the model is not a secret.
+        staging.chmod(0o755)
         if path.exists():
             if is_built(path):  # another process finished first
                 return path

@@ -122,6 +122,10 @@ class Database:
         write_engine = self.engine.execution_options(**{_WRITE_OPTION: True})
         self._reads = async_sessionmaker(self.engine, expire_on_commit=False)
         self._writes = async_sessionmaker(write_engine, expire_on_commit=False)
+        # SQLite runs one writer at a time anyway. Queueing this process's writers here (FIFO)
+        # instead of in SQLite's busy handler, which sleeps with growing backoff, keeps the
+        # worst-case wait of a write short when the bot and a worker share a process.
+        self._write_turn = asyncio.Lock() if self.is_sqlite else None
 
     @property
     def url(self) -> URL:
@@ -133,7 +137,10 @@ class Database:
 
     async def write(self, fn: Work[T]) -> T:
         """Run ``fn`` in one write transaction, committing on return, retrying on conflicts."""
-        return await self._run(self._writes, fn)
+        if self._write_turn is None:
+            return await self._run(self._writes, fn)
+        async with self._write_turn:
+            return await self._run(self._writes, fn)
 
     async def read(self, fn: Work[T]) -> T:
         """Run ``fn`` in one read transaction (it must not write)."""

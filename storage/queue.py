@@ -22,22 +22,28 @@ clocks (NTP), which the lease lengths (tens of seconds) make an easy requirement
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, insert, select, true, update
+from sqlalchemy import ColumnElement, and_, func, insert, select, true, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.settings import QueueSettings
 from storage.db import Database
 from storage.errors import IllegalTransition, JobNotFound, LeaseLost, QueueFullError
-from storage.models import DELIVERIES, JOBS, MODE_STATS, USER_ACCOUNTS
+from storage.estimates import (
+    active_workers,
+    jobs_ahead,
+    mode_averages,
+    record_throughput,
+    waiting_groups,
+)
+from storage.models import DELIVERIES, JOBS
 from storage.quota import QuotaService
-from storage.scheduler import candidate_query, lock_owner_and_count_running
-from storage.sql import lock_user, upsert, utc_now
+from storage.scheduler import claim_one
+from storage.sql import lock_user, utc_now
 from storage.types import (
     ACTIVE_STATUSES,
     ClaimedJob,
@@ -59,22 +65,11 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
-#: Weight of the newest sample in the per-mode moving average of GPU-seconds.
-EMA_ALPHA = 0.2
 #: Retries back off exponentially from ``retry_delay_seconds`` up to this.
 MAX_RETRY_DELAY = timedelta(minutes=10)
 #: How long place()/eta estimates reuse the per-mode averages and worker count.
 ESTIMATE_CACHE_SECONDS = 5.0
 MAX_ERROR_CHARS = 2000
-
-
-def _turn_key(last_started_at: datetime | None, head_seq: int) -> tuple[bool, datetime, int]:
-    """A user's place in the round robin: never-started first, then oldest last start."""
-    return (
-        last_started_at is not None,
-        last_started_at or datetime.min.replace(tzinfo=UTC),
-        head_seq,
-    )
 
 
 class JobQueue:
@@ -233,52 +228,15 @@ class JobQueue:
     async def _claim_one(
         self, session: AsyncSession, worker_id: str, now: datetime, batch_key: str | None
     ) -> ClaimedJob | None:
-        cap = self.settings.max_running_per_user
-        stale: set[int] = set()
-        # Each pass either claims, or excludes one owner whose count turned out stale; a handful
-        # of passes only happens under heavy PostgreSQL contention.
-        for _ in range(8):
-            query = candidate_query(now, cap, batch_key=batch_key, exclude_users=stale)
-            candidate = (await session.execute(query)).mappings().first()
-            if candidate is None:
-                return None
-            owner_id = candidate["owner_id"]
-            if await lock_owner_and_count_running(session, owner_id) >= cap:
-                stale.add(owner_id)
-                continue
-            token = secrets.token_hex(16)
-            row = (
-                (
-                    await session.execute(
-                        update(JOBS)
-                        .where(JOBS.c.id == candidate["id"], JOBS.c.status == JobStatus.QUEUED)
-                        .values(
-                            status=JobStatus.RUNNING,
-                            lease_token=token,
-                            lease_expires_at=now + self._lease,
-                            worker_id=worker_id,
-                            attempts=JOBS.c.attempts + 1,
-                            started_at=now,
-                            progress_step=None,
-                            progress_total=None,
-                            preview_ref=None,
-                            progress_at=None,
-                        )
-                        .returning(*JOBS.c)
-                    )
-                )
-                .mappings()
-                .first()
-            )
-            if row is None:  # cancelled between the lookup and the update; look again
-                continue
-            await session.execute(
-                update(USER_ACCOUNTS)
-                .where(USER_ACCOUNTS.c.user_id == owner_id)
-                .values(last_started_at=now)
-            )
-            return claimed_job(row)
-        return None
+        row = await claim_one(
+            session,
+            worker_id=worker_id,
+            now=now,
+            lease=self._lease,
+            max_running=self.settings.max_running_per_user,
+            batch_key=batch_key,
+        )
+        return None if row is None else claimed_job(row)
 
     # -- the lease holder's calls ---------------------------------------------------------------
 
@@ -363,7 +321,7 @@ class JobQueue:
                     charged_ms=charged,
                     result_refs=list(result_refs),
                 )
-                await self._record_throughput(session, job["mode"], gpu_seconds, now)
+                await record_throughput(session, job["mode"], gpu_seconds, now)
             return await self._view(session, job_id)
 
         return await self.db.write(work)
@@ -570,10 +528,8 @@ class JobQueue:
         """The job's position (1 = starts next, 0 = started or finished) and an ETA in seconds.
 
         Cheap enough for every progress update: one indexed lookup and one grouped count over
-        the queued jobs (per-mode throughput and the worker count are cached for a few seconds).
-        The position follows the fair order: with round-robin between users, a job that is
-        ``r``-th among its owner's waiting jobs waits for ``r`` of its owner's jobs, all
-        higher-priority jobs, and up to ``r + 1`` jobs of every other waiting user.
+        the waiting jobs (see ``storage.estimates``); per-mode throughput and the worker count
+        are cached for a few seconds.
         """
 
         async def work(session: AsyncSession) -> QueuePlace:
@@ -603,7 +559,8 @@ class JobQueue:
                 return QueuePlace(job_id, job["status"], 0, max(0.0, per_job - elapsed))
             if job["status"] != JobStatus.QUEUED:
                 return QueuePlace(job_id, job["status"], 0, 0.0)
-            ahead = await self._ahead(session, job)
+            groups = await waiting_groups(session, job["priority"], job["seq"])
+            ahead = jobs_ahead(groups, job["owner_id"], job["priority"], job["seq"])
             eta = (ahead + 1) * per_job / max(1, workers)
             return QueuePlace(job_id, job["status"], ahead + 1, eta)
 
@@ -617,57 +574,14 @@ class JobQueue:
         """See ``place``: seconds until the job should be done, from measured throughput."""
         return (await self.place(job_id)).eta_seconds
 
-    async def _ahead(self, session: AsyncSession, job: RowMapping) -> int:
-        me, priority = job["owner_id"], job["priority"]
-        mine_before = func.sum(
-            case((and_(JOBS.c.priority == priority, JOBS.c.seq < job["seq"]), 1), else_=0)
-        )
-        rows = await session.execute(
-            select(
-                JOBS.c.owner_id,
-                JOBS.c.priority,
-                func.count(),
-                mine_before,
-                func.min(JOBS.c.seq),
-                USER_ACCOUNTS.c.last_started_at,
-            )
-            .select_from(JOBS.join(USER_ACCOUNTS, USER_ACCOUNTS.c.user_id == JOBS.c.owner_id))
-            .where(JOBS.c.status == JobStatus.QUEUED, JOBS.c.priority >= priority)
-            .group_by(JOBS.c.owner_id, JOBS.c.priority, USER_ACCOUNTS.c.last_started_at)
-        )
-        groups = [
-            (owner, prio, int(n), int(before or 0), _turn_key(last, head))
-            for owner, prio, n, before, head, last in rows
-        ]
-        mine = [g for g in groups if g[0] == me and g[1] == priority]
-        rank, my_turn = (mine[0][3], mine[0][4]) if mine else (0, _turn_key(None, job["seq"]))
-        ahead = rank
-        for owner, prio, n, _, turn in groups:
-            if prio > priority:
-                ahead += n
-            elif owner != me:
-                # Users whose turn comes before ours in the rotation get one more start.
-                ahead += min(n, rank + 1 if turn < my_turn else rank)
-        return ahead
-
     async def _estimates_cached(self, session: AsyncSession) -> tuple[dict[str, float], int]:
         now = self.clock().timestamp()
         if self._estimates is not None and now - self._estimates[0] < ESTIMATE_CACHE_SECONDS:
             return self._estimates[1], self._estimates[2]
-        averages = await self._averages(session)
-        workers = await self._active_workers(session)
+        averages = await mode_averages(session)
+        workers = await active_workers(session)
         self._estimates = (now, averages, workers)
         return averages, workers
-
-    async def _averages(self, session: AsyncSession) -> dict[str, float]:
-        rows = await session.execute(select(MODE_STATS.c.mode, MODE_STATS.c.avg_gpu_seconds))
-        return {mode: float(avg) for mode, avg in rows.all()}
-
-    async def _active_workers(self, session: AsyncSession) -> int:
-        stmt = select(func.count(JOBS.c.worker_id.distinct())).where(
-            JOBS.c.status == JobStatus.RUNNING
-        )
-        return int((await session.execute(stmt)).scalar_one())
 
     async def stats(self) -> QueueStats:
         """Counts per status, workers holding leases now, and GPU-seconds per job per mode."""
@@ -688,8 +602,8 @@ class JobQueue:
             ).scalar()
             return QueueStats(
                 counts=counts,
-                active_workers=await self._active_workers(session),
-                avg_gpu_seconds=await self._averages(session),
+                active_workers=await active_workers(session),
+                avg_gpu_seconds=await mode_averages(session),
                 oldest_queued_at=oldest,
             )
 
@@ -778,23 +692,6 @@ class JobQueue:
             .where(JOBS.c.id == job["id"], JOBS.c.status == JobStatus.RUNNING)
             .values(**values)
         )
-
-    async def _record_throughput(
-        self, session: AsyncSession, mode: str, gpu_seconds: float, now: datetime
-    ) -> None:
-        stmt = upsert(
-            session,
-            MODE_STATS,
-            {"mode": mode, "avg_gpu_seconds": gpu_seconds, "samples": 1, "updated_at": now},
-            ["mode"],
-            {
-                "avg_gpu_seconds": MODE_STATS.c.avg_gpu_seconds * (1 - EMA_ALPHA)
-                + gpu_seconds * EMA_ALPHA,
-                "samples": MODE_STATS.c.samples + 1,
-                "updated_at": now,
-            },
-        )
-        await session.execute(stmt)
 
     async def _view(self, session: AsyncSession, job_id: str) -> JobView:
         row = (await session.execute(job_view_select().where(JOBS.c.id == job_id))).mappings()

@@ -11,11 +11,13 @@ Order, most important first:
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Collection
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import JOBS, USER_ACCOUNTS
@@ -87,3 +89,54 @@ async def lock_owner_and_count_running(session: AsyncSession, user_id: int) -> i
         JOBS.c.owner_id == user_id, JOBS.c.status == JobStatus.RUNNING
     )
     return int((await session.execute(stmt)).scalar_one())
+
+
+async def claim_one(
+    session: AsyncSession,
+    *,
+    worker_id: str,
+    now: datetime,
+    lease: timedelta,
+    max_running: int,
+    batch_key: str | None = None,
+) -> RowMapping | None:
+    """Move the next claimable job to running under a new lease; its row, or None."""
+    stale: set[int] = set()
+    # Each pass either claims, or excludes one owner whose count turned out stale; more than one
+    # pass only happens under PostgreSQL contention.
+    for _ in range(8):
+        query = candidate_query(now, max_running, batch_key=batch_key, exclude_users=stale)
+        candidate = (await session.execute(query)).mappings().first()
+        if candidate is None:
+            return None
+        owner_id = candidate["owner_id"]
+        if await lock_owner_and_count_running(session, owner_id) >= max_running:
+            stale.add(owner_id)
+            continue
+        claimed = await session.execute(
+            update(JOBS)
+            .where(JOBS.c.id == candidate["id"], JOBS.c.status == JobStatus.QUEUED)
+            .values(
+                status=JobStatus.RUNNING,
+                lease_token=secrets.token_hex(16),
+                lease_expires_at=now + lease,
+                worker_id=worker_id,
+                attempts=JOBS.c.attempts + 1,
+                started_at=now,
+                progress_step=None,
+                progress_total=None,
+                preview_ref=None,
+                progress_at=None,
+            )
+            .returning(*JOBS.c)
+        )
+        row = claimed.mappings().first()
+        if row is None:  # cancelled between the lookup and the update; look again
+            continue
+        await session.execute(
+            update(USER_ACCOUNTS)
+            .where(USER_ACCOUNTS.c.user_id == owner_id)
+            .values(last_started_at=now)
+        )
+        return row
+    return None

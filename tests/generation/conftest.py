@@ -13,16 +13,6 @@ from generation.request import GenerationRequest
 
 
 @pytest.fixture(scope="session")
-def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data dir whose models/tiny holds the built tiny model and its LoRA."""
-    from generation.tiny import build_tiny_model
-
-    data_dir = tmp_path_factory.mktemp("atelier-data")
-    build_tiny_model(data_dir / "models" / "tiny")
-    return data_dir
-
-
-@pytest.fixture(scope="session")
 def tiny_settings(tiny_data_dir: Path) -> Settings:
     return Settings(data_dir=tiny_data_dir, model="tiny", generation=GenerationSettings())
 

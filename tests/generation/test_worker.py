@@ -100,10 +100,10 @@ async def running(worker: Worker) -> AsyncIterator[asyncio.Task[None]]:
 
 
 async def until(
-    check: Callable[[], Awaitable[bool]], *, timeout: float = 30.0, what: str = "condition"
+    check: Callable[[], Awaitable[bool]], *, within: float = 30.0, what: str = "condition"
 ) -> None:
-    """Poll ``check`` until it holds; fail after ``timeout`` seconds (a deadline, not a delay)."""
-    deadline = time.monotonic() + timeout
+    """Poll ``check`` until it holds; fail after ``within`` seconds (a deadline, not a delay)."""
+    deadline = time.monotonic() + within
     while not await check():
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
@@ -149,7 +149,7 @@ async def test_enqueue_in_process_wakes_an_idle_worker(db_url: str, tmp_path: Pa
 
             await until(idle, what="an idle worker")
             job = await r.queue.enqueue(owner(), new_job())
-            await until(lambda: status_is(r.queue, job.id, "succeeded"), timeout=20, what="wake")
+            await until(lambda: status_is(r.queue, job.id, "succeeded"), within=20, what="wake")
 
 
 async def test_progress_is_recorded_with_a_preview(db_url: str, tmp_path: Path) -> None:

@@ -55,7 +55,9 @@ class ChaosConfig:
     stale_freezes: int = 4
     cancels: int = 8
     crash_jobs: int = 2
-    step_seconds: float = 0.02
+    #: One step: a frozen worker wakes with its generator done and goes straight to complete.
+    steps: int = 1
+    step_seconds: float = 0.06
     lease_seconds: float = 1.0
     heartbeat_seconds: float = 0.15
     reclaim_interval_seconds: float = 0.25
@@ -109,6 +111,8 @@ class Fleet:
             "worker_id": name,
             "images": str(self.workdir / "images"),
             "log": str(self.workdir / f"{name}.log"),
+            "state": str(self.state_file(slot)),
+            "steps": self.cfg.steps,
             "unsafe": self.cfg.unsafe,
             "step_seconds": self.cfg.step_seconds,
             "gpu_seconds": GPU_SECONDS,
@@ -128,6 +132,16 @@ class Fleet:
         proc.start()
         self.procs[slot] = proc
         self.names[slot] = name
+
+    def state_file(self, slot: int) -> Path:
+        return self.workdir / f"slot{slot}.state"
+
+    def generating(self, slot: int) -> str:
+        """The job the slot's worker is generating right now ("" when none)."""
+        try:
+            return self.state_file(slot).read_text()
+        except FileNotFoundError:
+            return ""
 
     def slot_of(self, worker_id: str | None) -> int | None:
         for slot, name in self.names.items():
@@ -166,9 +180,9 @@ class Fleet:
                 proc.join(5)
 
 
-async def _poll(check: Callable[[], Awaitable[bool]], timeout: float, step: float = 0.02) -> bool:
-    """Poll ``check`` until it holds or ``timeout`` passes; returns whether it held."""
-    deadline = time.monotonic() + timeout
+async def _poll(check: Callable[[], Awaitable[bool]], within: float, step: float = 0.02) -> bool:
+    """Poll ``check`` until it holds or ``within`` seconds pass; returns whether it held."""
+    deadline = time.monotonic() + within
     while not await check():
         if time.monotonic() > deadline:
             return False
@@ -189,6 +203,7 @@ class Scenario:
         self.report = ChaosReport()
         self.enqueued = 0
         self.crash_ids: set[str] = set()
+        self.thawed_at = 0.0
         self.feeding_done = asyncio.Event()
 
     # -- database views -------------------------------------------------------------------------
@@ -223,7 +238,7 @@ class Scenario:
 
     async def wait_for_completions(self, count: int) -> None:
         target = await self.finished() + count
-        await _poll(lambda: self._at_least(target), timeout=20)
+        await _poll(lambda: self._at_least(target), within=20)
 
     async def _at_least(self, target: int) -> bool:
         return await self.finished() >= target or (
@@ -276,19 +291,17 @@ class Scenario:
         while self.report.stale < self.cfg.stale_freezes and attempts < 6 * self.cfg.stale_freezes:
             attempts += 1
             await self.wait_for_completions(self.rng.randint(1, 4))
-            # A worker holding a job spends most of its time inside the generator, so this
-            # rarely freezes one mid-transaction (which would only delay the test, on SQLite).
+            # Freeze a worker inside its generator, not in the middle of a transaction (which,
+            # on SQLite, would stall every process until the thaw).
             jobs = [
-                job
+                (job, slot)
                 for job in await self.running_jobs()
-                if self.fleet.slot_of(job["worker_id"]) is not None
+                if (slot := self.fleet.slot_of(job["worker_id"])) is not None
+                and self.fleet.generating(slot) == job["id"]
             ]
             if not jobs:
                 continue
-            job = self.rng.choice(jobs)
-            slot = self.fleet.slot_of(job["worker_id"])
-            if slot is None:
-                continue
+            job, slot = self.rng.choice(jobs)
             self.fleet.frozen.add(slot)
             self.fleet.signal(slot, signal.SIGSTOP)
             self.report.freezes += 1
@@ -302,10 +315,11 @@ class Scenario:
                 )
 
             wait = self.cfg.lease_seconds + self.cfg.reclaim_interval_seconds + 3.0
-            if await _poll(taken_over, timeout=wait):
+            if await _poll(taken_over, within=wait):
                 self.report.stale += 1
             self.fleet.signal(slot, signal.SIGCONT)
             self.fleet.frozen.discard(slot)
+            self.thawed_at = time.monotonic()
 
     async def cancel(self) -> None:
         for _ in range(self.cfg.cancels):
@@ -329,7 +343,9 @@ class Scenario:
         limit = timedelta(seconds=self.cfg.reclaim_interval_seconds + self.cfg.stuck_slack_seconds)
         while not stop.is_set():
             self.fleet.restart_dead()
-            if not self.fleet.frozen:
+            # A frozen worker may stall others (a lock it held, on PostgreSQL a row it had
+            # locked); leases that ran out meanwhile get the usual allowance after the thaw.
+            if not self.fleet.frozen and time.monotonic() - self.thawed_at > limit.total_seconds():
                 stuck = await self._rows(
                     select(JOBS.c.id, JOBS.c.lease_expires_at).where(
                         JOBS.c.status == JobStatus.RUNNING,
@@ -353,7 +369,7 @@ class Scenario:
         watcher = asyncio.create_task(self.watch(stop))
         try:
             await asyncio.gather(self.feed(), self.kill(), self.freeze(), self.cancel())
-            done = await _poll(lambda: self._at_least(self.cfg.jobs), timeout=60, step=0.05)
+            done = await _poll(lambda: self._at_least(self.cfg.jobs), within=60, step=0.05)
             if not done:
                 self.report.violations.append("not every job reached a terminal state in time")
         finally:

@@ -24,15 +24,24 @@ from tests.generation.fake_generator import FakeGenerator
 
 
 class PacedGenerator(FakeGenerator):
-    """The fake generator with a per-job step time derived from the job id (deterministic)."""
+    """The fake generator with a per-job step time derived from the job id (deterministic).
 
-    def __init__(self, base_step: float, **kwargs: Any) -> None:
+    While it runs a job it names the job in ``state_file``, so the test can freeze this process
+    while it is inside the generator (and not in the middle of a database transaction).
+    """
+
+    def __init__(self, base_step: float, state_file: Path, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.base_step = base_step
+        self.state_file = state_file
 
     async def run(self, job: Any, control: Any) -> Any:
         self.step_seconds = self.base_step * (0.5 + (sum(job.id.encode()) % 10) / 10)
-        return await super().run(job, control)
+        self.state_file.write_text(job.id)
+        try:
+            return await super().run(job, control)
+        finally:
+            self.state_file.write_text("")
 
 
 async def serve(config: dict[str, Any]) -> None:
@@ -41,7 +50,11 @@ async def serve(config: dict[str, Any]) -> None:
     quota = QuotaService(db, QuotaSettings(user_daily_gpu_seconds=1e9))
     queue = JobQueue(db, settings, quota, _unsafe_skip_lease_check=config.get("unsafe", False))
     generator = PacedGenerator(
-        config["step_seconds"], steps=3, gpu_seconds=config["gpu_seconds"], crash={"crash"}
+        config["step_seconds"],
+        Path(config["state"]),
+        steps=config["steps"],
+        gpu_seconds=config["gpu_seconds"],
+        crash={"crash"},
     )
     worker = Worker(
         queue,

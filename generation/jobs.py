@@ -1,0 +1,169 @@
+"""The worker's generator: ledger jobs (request JSON) in, encoded images out, on the warm engine.
+
+Satisfies ``generation.worker.BatchGenerator``. Each job's individual images are stored losslessly
+(``0.png``..``3.png``, what follow-ups start from) and, for a grid, ``grid`` comes last: it is what
+gets posted, encoded to fit Discord's attachment limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from PIL import Image
+
+from config.settings import GenerationSettings
+from generation.commands import grid_metadata
+from generation.errors import GenerationError, OptionError
+from generation.grid import compose_grid, encode_image
+from generation.request import GenerationRequest
+from generation.results import GenerationResult, Progress
+from generation.runner import EngineRunner
+from generation.worker import ClaimedJobLike, ImageSink, JobControl, OutputImage, WorkResult
+
+#: The refs a finished job recorded, by job id (the ledger's ``result_refs``).
+SourceRefs = Callable[[str], Awaitable[Sequence[str]]]
+PREVIEW_LIMIT = 256 * 1024
+
+
+class EngineGenerator:
+    """Runs ledger jobs on an :class:`EngineRunner`."""
+
+    def __init__(
+        self,
+        runner: EngineRunner,
+        images: ImageSink,
+        source_refs: SourceRefs,
+        settings: GenerationSettings,
+    ) -> None:
+        self.runner = runner
+        self.images = images
+        self.source_refs = source_refs
+        self.settings = settings
+
+    async def run(self, job: ClaimedJobLike, control: JobControl) -> WorkResult:
+        request = _request(job)
+        await self.runner.validate(request)
+        source = await self._source_image(request)
+        cancel = threading.Event()
+        async with _linked(control, cancel):
+            result = await self.runner.generate(
+                request, source, on_progress=_progress_to(control), cancel=cancel
+            )
+        return await asyncio.to_thread(self._encode, result, job.kind)
+
+    async def run_batch(
+        self, jobs: Sequence[ClaimedJobLike], controls: Sequence[JobControl]
+    ) -> Sequence[WorkResult]:
+        requests = [_request(job) for job in jobs]
+        for request in requests:
+            await self.runner.validate(request)
+        cancel = threading.Event()
+        reporters = [_progress_to(control) for control in controls]
+
+        def on_progress(progress: Progress) -> None:
+            reporters[progress.batch_index](progress)
+
+        # One call serves them all, so the batch stops only when every job in it was cancelled.
+        async with _linked_all(controls, cancel):
+            results = await self.runner.generate_batch(requests, on_progress, cancel)
+        return [
+            await asyncio.to_thread(self._encode, result, job.kind)
+            for result, job in zip(results, jobs, strict=True)
+        ]
+
+    async def _source_image(self, request: GenerationRequest) -> Image.Image | None:
+        if request.source is None:
+            return None
+        refs = await self.source_refs(request.source.job_id)
+        index = request.source.index
+        if index > len(refs):
+            raise OptionError(
+                f"job {request.source.job_id} has no image {index} to work from"
+            )
+        data = await self.images.get(refs[index - 1])
+        return await asyncio.to_thread(_decode, data)
+
+    def _encode(self, result: GenerationResult, kind: str) -> WorkResult:
+        metadata = grid_metadata(result, kind)
+        outputs = []
+        for number, image in enumerate(result.images):
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG", optimize=False)
+            outputs.append(OutputImage(f"{number}.png", buffer.getvalue()))
+        if len(result.images) > 1:
+            grid = encode_image(
+                compose_grid(result.images),
+                self.settings.attachment_limit_bytes,
+                metadata,
+                stem="grid",
+            )
+            outputs.append(OutputImage(grid.filename, grid.data))
+        else:
+            single = encode_image(
+                result.images[0], self.settings.attachment_limit_bytes, metadata, stem="image"
+            )
+            outputs[-1] = OutputImage(single.filename, single.data)
+        return WorkResult(images=tuple(outputs), gpu_seconds=result.gpu_seconds)
+
+
+def _request(job: ClaimedJobLike) -> GenerationRequest:
+    try:
+        return GenerationRequest.from_json(dict(job.request))
+    except ValueError as exc:
+        raise OptionError(f"job {job.id} carries an invalid request: {exc}") from None
+
+
+def _decode(data: bytes) -> Image.Image:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.convert("RGB")
+    except OSError as exc:
+        raise GenerationError(f"the source image cannot be read: {exc}") from None
+
+
+def _progress_to(control: JobControl) -> Callable[[Progress], None]:
+    def report(progress: Progress) -> None:
+        preview = None
+        if progress.preview is not None:
+            preview = encode_image(progress.preview, PREVIEW_LIMIT, {}, stem="preview").data
+        control.report_progress(progress.step, progress.total, preview)
+
+    return report
+
+
+class _linked:
+    """While open, a cancel of ``control`` sets the engine's ``cancel`` event."""
+
+    def __init__(self, control: JobControl, cancel: threading.Event) -> None:
+        self._controls = [control]
+        self._cancel = cancel
+        self._task: asyncio.Task[None] | None = None
+
+    async def _watch(self) -> None:
+        await asyncio.gather(*(control.wait_cancelled() for control in self._controls))
+        self._cancel.set()
+
+    async def __aenter__(self) -> None:
+        if all(control.cancelled for control in self._controls):
+            self._cancel.set()
+        self._task = asyncio.create_task(self._watch(), name="cancel-link")
+
+    async def __aexit__(self, *exc: Any) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+
+
+class _linked_all(_linked):
+    def __init__(self, controls: Sequence[JobControl], cancel: threading.Event) -> None:
+        super().__init__(controls[0], cancel)
+        self._controls = list(controls)

@@ -1,0 +1,115 @@
+"""Queue positions and ETAs: where a waiting job stands in the fair order, and how long it takes.
+
+The position follows ``storage.scheduler``'s order without simulating it: all waiting jobs of a
+higher priority go first; within the job's priority, users take turns, so a job that is ``r``-th
+among its owner's waiting jobs waits for those ``r``, and for up to ``r`` jobs of every other
+waiting user, one more for users whose turn comes before its owner's. Throughput is a moving
+average of measured GPU-seconds per job, per mode, updated by every completion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import and_, case, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import JOBS, MODE_STATS, USER_ACCOUNTS
+from storage.sql import upsert
+from storage.types import JobStatus
+
+#: Weight of the newest sample in the per-mode moving average of GPU-seconds.
+EMA_ALPHA = 0.2
+
+TurnKey = tuple[bool, datetime, int]
+
+
+def turn_key(last_started_at: datetime | None, head_seq: int) -> TurnKey:
+    """A user's place in the rotation: never-started first, then oldest last start, then the
+    oldest waiting job (the scheduler's tiebreak)."""
+    return (
+        last_started_at is not None,
+        last_started_at or datetime.min.replace(tzinfo=UTC),
+        head_seq,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingGroup:
+    """One user's waiting jobs of one priority, as seen from the job being placed."""
+
+    owner_id: int
+    priority: int
+    count: int
+    #: How many of them were queued before the job being placed (used for its own owner).
+    before: int
+    turn: TurnKey
+
+
+def jobs_ahead(groups: Sequence[WaitingGroup], owner_id: int, priority: int, seq: int) -> int:
+    """How many waiting jobs should start before the job (``owner_id``, ``priority``, ``seq``)."""
+    mine = [g for g in groups if g.owner_id == owner_id and g.priority == priority]
+    rank, my_turn = (mine[0].before, mine[0].turn) if mine else (0, turn_key(None, seq))
+    ahead = rank
+    for group in groups:
+        if group.priority > priority:
+            ahead += group.count
+        elif group.owner_id != owner_id:
+            ahead += min(group.count, rank + 1 if group.turn < my_turn else rank)
+    return ahead
+
+
+async def waiting_groups(session: AsyncSession, priority: int, seq: int) -> list[WaitingGroup]:
+    """One grouped count over the waiting jobs of ``priority`` and above (indexed by status,
+    priority)."""
+    before = func.sum(case((and_(JOBS.c.priority == priority, JOBS.c.seq < seq), 1), else_=0))
+    rows = await session.execute(
+        select(
+            JOBS.c.owner_id,
+            JOBS.c.priority,
+            func.count(),
+            before,
+            func.min(JOBS.c.seq),
+            USER_ACCOUNTS.c.last_started_at,
+        )
+        .select_from(JOBS.join(USER_ACCOUNTS, USER_ACCOUNTS.c.user_id == JOBS.c.owner_id))
+        .where(JOBS.c.status == JobStatus.QUEUED, JOBS.c.priority >= priority)
+        .group_by(JOBS.c.owner_id, JOBS.c.priority, USER_ACCOUNTS.c.last_started_at)
+    )
+    return [
+        WaitingGroup(owner, prio, int(n), int(earlier or 0), turn_key(last, head))
+        for owner, prio, n, earlier, head, last in rows
+    ]
+
+
+async def mode_averages(session: AsyncSession) -> dict[str, float]:
+    """Moving average of GPU-seconds per job, per mode."""
+    rows = await session.execute(select(MODE_STATS.c.mode, MODE_STATS.c.avg_gpu_seconds))
+    return {mode: float(avg) for mode, avg in rows.all()}
+
+
+async def active_workers(session: AsyncSession) -> int:
+    """Workers holding a lease right now."""
+    stmt = select(func.count(JOBS.c.worker_id.distinct())).where(JOBS.c.status == JobStatus.RUNNING)
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def record_throughput(
+    session: AsyncSession, mode: str, gpu_seconds: float, now: datetime
+) -> None:
+    """Fold one measured job into its mode's moving average (one upsert, no read first)."""
+    stmt = upsert(
+        session,
+        MODE_STATS,
+        {"mode": mode, "avg_gpu_seconds": gpu_seconds, "samples": 1, "updated_at": now},
+        ["mode"],
+        {
+            "avg_gpu_seconds": MODE_STATS.c.avg_gpu_seconds * (1 - EMA_ALPHA)
+            + gpu_seconds * EMA_ALPHA,
+            "samples": MODE_STATS.c.samples + 1,
+            "updated_at": now,
+        },
+    )
+    await session.execute(stmt)
