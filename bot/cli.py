@@ -283,7 +283,11 @@ async def atelier_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         service = BotService(
             settings, ledger.queue, ledger.delivery, ledger.prefs, ledger.images, checker
         )
-        publisher = Publisher(service, settings.bot.progress_interval_seconds)
+        publisher = Publisher(
+            service,
+            progress_interval=settings.bot.progress_interval_seconds,
+            retry_seconds=settings.bot.delivery_retry_seconds,
+        )
         bot = AtelierBot(settings, service, publisher)
         if worker is not None:
             bot.add_background("worker", worker.run, stop=worker.stop)

@@ -7,8 +7,8 @@ from typing import Any, Literal
 import discord
 from discord import app_commands
 
-from bot.delivery import Publisher
-from bot.errors import reply_error, user_message
+from bot.delivery import Publisher, refuse
+from bot.errors import reply_error
 from bot.render import shorten
 from bot.service import BotService, Requester
 from config.settings import Settings
@@ -80,14 +80,14 @@ def register_commands(
         except Exception as exc:  # noqa: BLE001 - reply_error logs what is not a user error
             await reply_error(interaction, exc)
             return
-        await interaction.response.defer(thinking=True)
-        requester = requester_of(interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
         try:
-            tickets = await service.imagine(requester, prompt, options)
-        except Exception as exc:  # noqa: BLE001
-            await _retract(interaction, exc)
+            tickets = await service.imagine(requester_of(interaction), prompt, options)
+        except Exception as exc:  # noqa: BLE001 - refuse() logs what is not a user error
+            await refuse(interaction, exc)
             return
-        await publisher.announce(interaction, tickets)
+        ids = ", ".join(f"`{ticket.job_id}`" for ticket in tickets)
+        await publisher.announce(interaction, tickets, f"Queued: job {ids}.")
 
     @tree.command(name="info", description="Your quota and your jobs")
     async def info(interaction: discord.Interaction) -> None:
@@ -110,13 +110,13 @@ def register_commands(
     @tree.command(name="show", description="Post a job again, with working buttons")
     @app_commands.describe(job="The job id shown under every result")
     async def show(interaction: discord.Interaction, job: app_commands.Range[str, 1, 40]) -> None:
-        await interaction.response.defer(thinking=True)
+        await interaction.response.defer(ephemeral=True, thinking=True)
         try:
             ticket = await service.show(requester_of(interaction), job.strip().lower())
         except Exception as exc:  # noqa: BLE001
-            await _retract(interaction, exc)
+            await refuse(interaction, exc)
             return
-        await publisher.announce(interaction, [ticket])
+        await publisher.show(interaction, ticket)
 
     @tree.command(name="settings", description="Your defaults (and, for admins, the server's)")
     @app_commands.describe(
@@ -144,13 +144,3 @@ def register_commands(
             buttons=buttons,
         )
         await interaction.followup.send(text, ephemeral=True)
-
-
-async def _retract(interaction: discord.Interaction, error: BaseException) -> None:
-    """Replace a public 'thinking' message with an ephemeral refusal."""
-    if user_message(error) is not None:
-        try:
-            await interaction.delete_original_response()
-        except discord.HTTPException:
-            pass
-    await reply_error(interaction, error)

@@ -19,6 +19,7 @@ import hashlib
 import io
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 #: Stop using an interaction token this long before Discord expires it.
 TOKEN_MARGIN = timedelta(seconds=60)
 TOKEN_LIFETIME = timedelta(minutes=15)
+INVALID_WEBHOOK_TOKEN = 50027
 _NONE = discord.AllowedMentions.none()
 
 
@@ -62,12 +64,16 @@ class Publisher:
 
     service: BotService
     progress_interval: float
+    retry_seconds: float = 5.0
     poll_seconds: float = 0.5
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _bot: AtelierBot | None = None
     _live: dict[str, _Live] = field(default_factory=dict)
     _shown: dict[str, _Shown] = field(default_factory=dict)
     _backoff: dict[str, float] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _posted: dict[str, int] = field(default_factory=dict)
+    _posted_changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     def bind(self, bot: AtelierBot) -> None:
         self._bot = bot
@@ -78,21 +84,35 @@ class Publisher:
 
     # -- the moment a job is accepted -----------------------------------------------------
 
-    async def announce(self, interaction: discord.Interaction, tickets: list[Ticket]) -> None:
-        """Show accepted jobs: the first in the deferred response, the rest as follow-ups."""
-        limit = interaction.filesize_limit
-        for number, ticket in enumerate(tickets):
-            content = render_card(ticket.card)
-            if number == 0:
-                message: discord.Message = await interaction.edit_original_response(
-                    content=content, allowed_mentions=_NONE
-                )
-            else:
-                message = await interaction.followup.send(
-                    content, wait=True, allowed_mentions=_NONE
-                )
-            await self._remember(interaction, ticket.job_id, message.id, limit)
+    async def announce(
+        self, interaction: discord.Interaction, tickets: list[Ticket], note: str
+    ) -> None:
+        """Show accepted jobs, each as a public message, after an ephemeral note to the user.
+
+        The interaction was deferred ephemerally. Its 'thinking' message is edited first:
+        Discord turns the first follow-up after a defer into an edit of the deferred message
+        (ephemeral, here), and each job needs a new public message.
+        """
+        await interaction.edit_original_response(content=note)
+        for ticket in tickets:
+            message = await interaction.followup.send(
+                render_card(ticket.card), wait=True, allowed_mentions=_NONE
+            )
+            await self._remember(interaction, ticket.job_id, message.id)
         self.wake()
+
+    async def show(self, interaction: discord.Interaction, ticket: Ticket) -> None:
+        """Post a finished job again (/show), with its result and working buttons."""
+        delivery = await self.service.delivery_of(ticket.job_id)
+        files = [
+            discord.File(io.BytesIO(data), filename=name)
+            for name, data in await self.service.result_files(delivery)
+        ]
+        view = build_view(delivery.buttons) if files else discord.utils.MISSING
+        await interaction.edit_original_response(content=f"Job `{ticket.job_id}` is below.")
+        await interaction.followup.send(
+            render_card(ticket.card), files=files, allowed_mentions=_NONE, view=view
+        )
 
     async def handle_click(self, interaction: discord.Interaction, ref: ButtonRef) -> None:
         """A U/V/re-roll/upscale/vary click: a new job with its own public message."""
@@ -102,28 +122,24 @@ class Publisher:
         try:
             ticket = await self.service.click(requester_of(interaction), ref)
         except Exception as exc:  # noqa: BLE001 - reply_error logs what is unexpected
-            if user_message(exc) is not None:
-                await interaction.edit_original_response(content=user_message(exc))
-            else:
-                await reply_error(interaction, exc)
+            await refuse(interaction, exc)
             return
-        # Edit the ephemeral 'thinking' first: Discord turns the first follow-up after a defer
-        # into an edit of the deferred message, and ours must be a new public message.
-        await interaction.edit_original_response(
-            content=f"{_action_text(ref)}: job `{ticket.job_id}` is below."
-        )
-        message = await interaction.followup.send(
-            render_card(ticket.card), wait=True, allowed_mentions=_NONE
-        )
-        await self._remember(interaction, ticket.job_id, message.id, interaction.filesize_limit)
-        self.wake()
+        await self.announce(interaction, [ticket], f"{_action_text(ref)}: job `{ticket.job_id}`.")
 
     async def _remember(
-        self, interaction: discord.Interaction, job_id: str, message_id: int, limit: int
+        self, interaction: discord.Interaction, job_id: str, message_id: int
     ) -> None:
         expires = interaction.created_at + TOKEN_LIFETIME
         self._live[job_id] = _Live(interaction.followup, message_id, expires)
-        await self.service.attach_message(job_id, message_id, limit, expires)
+        await self.service.attach_message(
+            job_id, message_id, interaction.filesize_limit, expires
+        )
+
+    async def wait_posted(self, job_id: str) -> int:
+        """The message id once this process has posted ``job_id``'s result (for tests, benches)."""
+        async with self._posted_changed:
+            await self._posted_changed.wait_for(lambda: job_id in self._posted)
+            return self._posted[job_id]
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -144,7 +160,7 @@ class Publisher:
                 raise
             except Exception:
                 log.exception("delivering job %s failed; will retry", delivery.job_id)
-                self._backoff[delivery.job_id] = time.monotonic() + 5.0
+                self._backoff[delivery.job_id] = time.monotonic() + self.retry_seconds
 
     async def _update(self, delivery: Delivery) -> None:
         now = time.monotonic()
@@ -182,6 +198,9 @@ class Publisher:
             await self.service.release_delivery(delivery.job_id, f"HTTP {exc.status}")
             raise
         await self.service.mark_posted(delivery.job_id, message_id)
+        async with self._posted_changed:
+            self._posted[delivery.job_id] = message_id
+            self._posted_changed.notify_all()
         self._live.pop(delivery.job_id, None)
         self._shown.pop(delivery.job_id, None)
         self._backoff.pop(delivery.job_id, None)
@@ -231,9 +250,18 @@ class Publisher:
         if view is not None:
             extra["view"] = view
         live = self._live.get(delivery.job_id)
-        if live is not None and datetime.now(UTC) < live.expires_at - TOKEN_MARGIN:
-            await live.webhook.edit_message(live.message_id, content=content, **extra)
-            return
+        if live is not None and self.clock() < live.expires_at - TOKEN_MARGIN:
+            try:
+                await live.webhook.edit_message(live.message_id, content=content, **extra)
+                return
+            except discord.HTTPException as exc:
+                # Discord's clock decides: a token it calls expired (50027) is dropped and the
+                # channel route takes over; anything else is a real failure.
+                if exc.code != INVALID_WEBHOOK_TOKEN:
+                    raise
+                log.info("interaction token of job %s expired; editing via channel", delivery.job_id)
+                for file in extra.get("attachments", []):
+                    file.reset()
         self._live.pop(delivery.job_id, None)
         channel = self._client().get_partial_messageable(delivery.channel_id)
         await channel.get_partial_message(delivery.message_id).edit(content=content, **extra)
@@ -262,6 +290,15 @@ class Publisher:
         if self._bot is None:
             raise RuntimeError("Publisher used before bind()")
         return self._bot
+
+
+async def refuse(interaction: discord.Interaction, error: BaseException) -> None:
+    """Turn an ephemerally deferred interaction into a refusal (user errors) or an apology."""
+    text = user_message(error)
+    if text is None:
+        await reply_error(interaction, error)
+    else:
+        await interaction.edit_original_response(content=text)
 
 
 def _view(view: discord.ui.View | None) -> dict[str, Any]:

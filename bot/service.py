@@ -6,6 +6,7 @@ ledger) and cards (render), and answers the ledger questions the publisher asks.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +17,7 @@ from bot.errors import UserFacingError
 from bot.render import JobCard, grid_buttons, options_summary, single_buttons
 from config.settings import Settings
 from generation.followups import followup_request, reroll_request
+from generation.grid import reencode
 from generation.options import PromptDefaults, SeedSource, aspect_size, parse_prompt, random_seed
 from generation.presets import resolve_preset
 from generation.request import GenerationRequest, Mode, Operation
@@ -350,27 +352,28 @@ class BotService:
         )
 
     async def pending_deliveries(self) -> list[Delivery]:
-        deliveries = []
-        for job in await self.delivery.list_undelivered():
-            request = GenerationRequest.from_json(job.request)
-            single = request.operation.image_count == 1
-            deliveries.append(
-                Delivery(
-                    job_id=job.id,
-                    owner_id=job.owner_id,
-                    channel_id=job.channel_id or 0,
-                    message_id=job.message_id,
-                    attachment_limit=job.attachment_limit
-                    or self.settings.generation.attachment_limit_bytes,
-                    terminal=job.status in TERMINAL,
-                    card=await self.card(job),
-                    buttons=single_buttons(job.id) if single else grid_buttons(job.id),
-                    image_refs=tuple(job.result_refs),
-                    preview_ref=job.preview_ref,
-                    operation=request.operation,
-                )
-            )
-        return deliveries
+        return [await self._delivery(job) for job in await self.delivery.list_undelivered()]
+
+    async def delivery_of(self, job_id: str) -> Delivery:
+        return await self._delivery(await self.queue.require(job_id))
+
+    async def _delivery(self, job: JobView) -> Delivery:
+        request = GenerationRequest.from_json(job.request)
+        single = request.operation.image_count == 1
+        return Delivery(
+            job_id=job.id,
+            owner_id=job.owner_id,
+            channel_id=job.channel_id or 0,
+            message_id=job.message_id,
+            attachment_limit=job.attachment_limit
+            or self.settings.generation.attachment_limit_bytes,
+            terminal=job.status in TERMINAL,
+            card=await self.card(job),
+            buttons=single_buttons(job.id) if single else grid_buttons(job.id),
+            image_refs=tuple(job.result_refs),
+            preview_ref=job.preview_ref,
+            operation=request.operation,
+        )
 
     async def claim_delivery(self, job_id: str) -> bool:
         return await self.delivery.claim(job_id)
@@ -382,12 +385,19 @@ class BotService:
         await self.delivery.mark_posted(job_id, message_id)
 
     async def result_files(self, delivery: Delivery) -> list[tuple[str, bytes]]:
-        """The one attachment of a finished job: the grid, or the single image."""
+        """The one attachment of a finished job (the grid, or the single image), re-encoded
+        if it is bigger than the attachment limit the job's interaction reported."""
         if not delivery.image_refs:
             return []
         ref = delivery.image_refs[-1]  # by convention the last ref is what gets posted
+        name = ref.rsplit("/", 1)[-1]
         data = await self.images.get(ref)
-        return [(ref.rsplit("/", 1)[-1], data)]
+        if len(data) > delivery.attachment_limit:
+            encoded = await asyncio.to_thread(
+                reencode, data, delivery.attachment_limit, name.rsplit(".", 1)[0]
+            )
+            return [(encoded.filename, encoded.data)]
+        return [(name, data)]
 
     async def preview(self, delivery: Delivery) -> bytes | None:
         if delivery.preview_ref is None:

@@ -150,7 +150,12 @@ class QuotaSettings(_Section):
 class BotSettings(_Section):
     """Discord-facing behaviour."""
 
-    progress_interval_seconds: float = Field(default=2.0, gt=0)
+    progress_interval_seconds: float = Field(
+        default=2.0, gt=0, description="Edit a running job's message at most this often."
+    )
+    delivery_retry_seconds: float = Field(
+        default=5.0, gt=0, description="Wait before retrying a post that Discord refused (5xx)."
+    )
     owner_only_buttons: bool = Field(
         default=True, description="Default for guilds that have not chosen who may click."
     )

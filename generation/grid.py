@@ -128,3 +128,10 @@ def _webp(image: Image.Image, text: str, quality: int) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="WEBP", quality=quality, method=4, exif=exif.tobytes())
     return buffer.getvalue()
+
+
+def reencode(data: bytes, limit_bytes: int, stem: str = "atelier") -> EncodedImage:
+    """Re-encode an already encoded image (metadata kept) to fit a smaller ``limit_bytes``."""
+    metadata = read_metadata(data) or {}
+    with Image.open(io.BytesIO(data)) as image:
+        return encode_image(image.convert("RGB"), limit_bytes, metadata, stem=stem)

@@ -27,6 +27,7 @@ from storage.migrate import current_revision, head_revision, upgrade, upgrade_sy
 from storage.preferences import PreferenceStore
 from storage.queue import JobQueue
 from storage.quota import QuotaService
+from storage.quota_policy import estimate_seconds
 from storage.types import (
     AuditReport,
     ClaimedJob,
@@ -77,6 +78,7 @@ __all__ = [
     "StorageError",
     "audit",
     "current_revision",
+    "estimate_seconds",
     "head_revision",
     "upgrade",
     "upgrade_sync",

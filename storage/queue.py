@@ -98,8 +98,11 @@ class JobQueue:
         self.clock = clock
         self.on_new_work = on_new_work
         self._unsafe_skip_lease_check = _unsafe_skip_lease_check
-        self._lease = timedelta(seconds=settings.lease_seconds)
         self._estimates: tuple[float, dict[str, float], int] | None = None
+
+    @property
+    def _lease(self) -> timedelta:
+        return timedelta(seconds=self.settings.lease_seconds)
 
     # -- enqueue ----------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from bot.cli import Runtime, atelier_runtime
+from bot.cli import Runtime, atelier_runtime, open_worker
 from config.settings import (
     BotSettings,
     DiscordSettings,
@@ -73,7 +73,7 @@ class Atelier:
                 guild_id=GUILD_ID,
             ),
             "queue": QueueSettings(poll_seconds=0.2, lease_seconds=30, heartbeat_seconds=1),
-            "bot": BotSettings(progress_interval_seconds=0.2),
+            "bot": BotSettings(progress_interval_seconds=0.2, delivery_retry_seconds=0.2),
             "quota": QuotaSettings(),
         }
         values.update(self.overrides)
@@ -101,6 +101,18 @@ class Atelier:
             stack, self._stack, self.runtime = self._stack, None, None
             await stack.aclose()
 
+    @contextlib.asynccontextmanager
+    async def worker(self, **extra: Any) -> AsyncIterator[None]:
+        """A worker in this process beside a bot started with its own worker off."""
+        assert self.runtime is not None
+        async with open_worker(self.settings(**extra), self.runtime.ledger) as worker:
+            task = asyncio.create_task(worker.run(), name="test-worker")
+            try:
+                yield
+            finally:
+                worker.stop()
+                await asyncio.wait_for(task, timeout=30)
+
     async def restart(self, **extra: Any) -> Runtime:
         await self.stop()
         await self.emu.disconnect_clients()
@@ -127,10 +139,14 @@ def labels(message: StoredMessage) -> list[str]:
 async def wait_final(
     emu: DiscordEmulator, predicate: Callable[[StoredMessage], bool], timeout: float = 30.0
 ) -> StoredMessage:
-    """The first message that matches ``predicate`` and carries an attachment."""
+    """The first finished job message (its result attached) that matches ``predicate``."""
     return await emu.wait_for_message(
-        lambda m: bool(m.attachments) and predicate(m), timeout=timeout
+        lambda m: bool(m.attachments) and m.content.endswith(" - done") and predicate(m),
+        timeout=timeout,
     )
 
 
-__all__ = ["shutil"]
+def job_id_of(message: StoredMessage) -> str:
+    match = re.search(r"job `([0-9a-z]+)`", message.content)
+    assert match, message.content
+    return match.group(1)

@@ -1,20 +1,332 @@
 """End to end: users drive the real bot through the Discord API emulator; we assert on what
-Discord (the emulator) recorded."""
+Discord (the emulator) recorded and on the ledger."""
 
 from __future__ import annotations
 
-from tests.bot.conftest import CHANNEL_ID, Atelier, custom_ids, labels, wait_final
+import asyncio
+import io
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from PIL import Image
+
+from config.settings import QueueSettings, QuotaSettings
+from tests.bot.conftest import (
+    CHANNEL_ID,
+    GUILD_ID,
+    Atelier,
+    custom_ids,
+    job_id_of,
+    labels,
+    wait_final,
+)
 from tests.discord_emulator import DiscordEmulator
+from tests.discord_emulator.models import StoredMessage
+
+GRID_LABELS = ["U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4", "\U0001f504"]
+SINGLE_LABELS = ["Upscale (Subtle)", "Upscale (Creative)", "Vary (Subtle)", "Vary (Strong)"]
+NO_WORKER: dict[str, Any] = {
+    "queue": QueueSettings(poll_seconds=0.2, heartbeat_seconds=1, run_worker_in_process=False)
+}
+
+
+def image_size(message: StoredMessage) -> tuple[int, int]:
+    with Image.open(io.BytesIO(message.attachments[0].data)) as image:
+        return image.size
+
+
+def button(message: StoredMessage, label: str) -> str:
+    for component in message.walk_components():
+        if component.get("label") == label:
+            return str(component["custom_id"])
+    raise AssertionError(f"no button {label!r} on {message.id}")
+
+
+async def imagine_grid(emu: DiscordEmulator, prompt: str = "a lighthouse at dusk") -> StoredMessage:
+    handle = await emu.send_slash_command("imagine", {"prompt": prompt})
+    assert await handle.wait_for_ack() == 5
+    text = prompt.split(" --")[0]
+    return await wait_final(emu, lambda m: text in m.content and "U1" in labels(m))
+
+
+def posted_with(emu: DiscordEmulator, job_id: str) -> list[StoredMessage]:
+    return [m for m in emu.messages(include_ephemeral=False) if f"job `{job_id}`" in m.content]
 
 
 async def test_imagine_posts_one_grid_with_buttons(atelier: Atelier, emu: DiscordEmulator) -> None:
     await atelier.start()
-    handle = await emu.send_slash_command("imagine", {"prompt": "a lighthouse at dusk --ar 3:2"})
-    assert await handle.wait_for_ack() == 5  # deferred at once, before any database work
-    final = await wait_final(emu, lambda m: "U1" in labels(m))
+    final = await imagine_grid(emu, "a lighthouse at dusk --ar 3:2")
     assert final.channel_id == CHANNEL_ID and not final.ephemeral
-    assert len(final.attachments) == 1
-    assert labels(final) == ["U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4", "\U0001f504"]
+    assert len(final.attachments) == 1 and final.attachments[0].size <= 10 * 1024 * 1024
+    assert labels(final) == GRID_LABELS
     assert all(len(cid) <= 100 for cid in custom_ids(final))
     assert "a lighthouse at dusk" in final.content and "done" in final.content
+    # progress: the same message went through queued/running states before the grid
+    assert len(final.versions) >= 1
+    emu.assert_no_violations()
+
+
+async def test_u2_posts_the_single_image_with_its_buttons(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    runtime = await atelier.start()
+    grid = await imagine_grid(emu)
+    handle = await emu.click_button(grid.id, button(grid, "U2"))
+    assert await handle.wait_for_ack() == 5
+    single = await wait_final(emu, lambda m: "Image 2" in m.content and bool(labels(m)))
+    assert labels(single) == SINGLE_LABELS and not single.ephemeral
+    job = await runtime.ledger.queue.require(job_id_of(single))
+    assert job.kind == "select" and job.parent_id == job_id_of(grid)
+    assert image_size(single) == (image_size(grid)[0] // 2, image_size(grid)[1] // 2)
+    emu.assert_no_violations()
+
+
+async def test_v3_gives_a_new_grid_linked_to_its_parent(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    runtime = await atelier.start()
+    grid = await imagine_grid(emu)
+    await emu.click_button(grid.id, button(grid, "V3"))
+    varied = await wait_final(emu, lambda m: "of image 3" in m.content and "U1" in labels(m))
+    job = await runtime.ledger.queue.require(job_id_of(varied))
+    assert job.kind == "variation" and job.parent_id == job_id_of(grid)
+    assert job.request["source"] == {"job_id": job_id_of(grid), "index": 3}
+    emu.assert_no_violations()
+
+
+async def test_reroll_uses_a_new_seed(atelier: Atelier, emu: DiscordEmulator) -> None:
+    runtime = await atelier.start()
+    grid = await imagine_grid(emu)
+    await emu.click_button(grid.id, button(grid, "\U0001f504"))
+    rerolled = await wait_final(
+        emu, lambda m: "U1" in labels(m) and job_id_of(m) != job_id_of(grid)
+    )
+    old = await runtime.ledger.queue.require(job_id_of(grid))
+    new = await runtime.ledger.queue.require(job_id_of(rerolled))
+    assert new.kind == "reroll" and new.parent_id == old.id
+    assert new.request["seed"] != old.request["seed"]
+    assert {**new.request, "seed": 0} == {**old.request, "seed": 0}
+
+
+async def test_buttons_work_after_a_restart_and_commands_are_not_resynced(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    await atelier.start()
+    grid = await imagine_grid(emu)
+    syncs = len(emu.requests("bulk_overwrite_guild_commands"))
+    assert syncs == 1
+    await atelier.restart()
+    assert len(emu.requests("bulk_overwrite_guild_commands")) == syncs  # hash unchanged
+    await emu.click_button(grid.id, button(grid, "U4"))
+    single = await wait_final(emu, lambda m: "Image 4" in m.content and bool(labels(m)))
+    assert labels(single) == SINGLE_LABELS
+    emu.assert_no_violations()
+
+
+async def test_restart_between_click_and_result_posts_once(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    await atelier.start()
+    grid = await imagine_grid(emu)
+    await atelier.restart(**NO_WORKER)
+    handle = await emu.click_button(grid.id, button(grid, "U1"))
+    await handle.wait_for_followups(1)
+    pending = handle.followups[0]
+    job_id = job_id_of(pending)
+    assert "queued" in pending.content and not pending.attachments
+    runtime = await atelier.restart()  # the new process has no interaction token
+    final = await wait_final(emu, lambda m: m.id == pending.id)
+    await asyncio.wait_for(runtime.bot.publisher.wait_posted(job_id), timeout=10)
+    assert labels(final) == SINGLE_LABELS
+    assert [m.id for m in posted_with(emu, job_id)] == [pending.id]  # edited, never re-posted
+    job = await runtime.ledger.queue.require(job_id)
+    assert job.posted_at is not None and job.attempts == 1
+    assert emu.requests("edit_message", method="PATCH")  # through the channel, not the token
+    emu.assert_no_violations()
+
+
+async def test_result_after_token_expiry_goes_through_the_channel(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    runtime = await atelier.start(**NO_WORKER)
+    handle = await emu.send_slash_command("imagine", {"prompt": "a slow castle"})
+    original = (await handle.wait_for_followups(1))[0]
+    assert "queued" in original.content
+    emu.advance_time(16 * 60)
+    later = datetime.now(UTC) + timedelta(minutes=16)
+    runtime.bot.publisher.clock = lambda: later
+    mark = emu.mark()
+    async with atelier.worker():
+        final = await wait_final(emu, lambda m: m.id == original.id)
+    assert labels(final) == GRID_LABELS
+    assert emu.requests("edit_message", since=mark, status=200)  # the channel endpoint
+    assert not emu.requests("edit_original_response", since=mark)  # never the dead token
+    emu.assert_no_violations()
+
+
+async def test_token_rejected_by_discord_falls_back_to_the_channel(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    # Discord's clock, not ours, decides: if it calls the token expired, use the channel.
+    await atelier.start(**NO_WORKER)
+    handle = await emu.send_slash_command("imagine", {"prompt": "a slow tower"})
+    original = (await handle.wait_for_followups(1))[0]
+    assert "queued" in original.content
+    emu.advance_time(16 * 60)
+    mark = emu.mark()
+    async with atelier.worker():
+        final = await wait_final(emu, lambda m: m.id == original.id)
+    assert labels(final) == GRID_LABELS
+    assert len(emu.requests("edit_original_response", since=mark, status=401)) <= 1
+    assert emu.requests("edit_message", since=mark, status=200)
+    emu.assert_no_violations(ignore=["expired_interaction_token"])
+
+
+def final_post(request: Any) -> bool:
+    """The request that carries a finished job's buttons (not a progress edit)."""
+    return bool(request.json and request.json.get("components"))
+
+
+async def test_rest_429_and_500_are_retried_without_regenerating(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    runtime = await atelier.start()
+    emu.inject_failures("edit_followup_message", status=429, count=2, predicate=final_post)
+    emu.inject_failures("edit_followup_message", status=500, count=1, predicate=final_post)
+    grid = await imagine_grid(emu)
+    await asyncio.wait_for(runtime.bot.publisher.wait_posted(job_id_of(grid)), timeout=10)
+    job = await runtime.ledger.queue.require(job_id_of(grid))
+    assert job.attempts == 1 and job.posted_at is not None
+    assert runtime.worker is not None and runtime.worker.stats.succeeded == 1
+    assert len(posted_with(emu, job.id)) == 1
+    statuses = [r.status for r in emu.requests("edit_followup_message") if final_post(r)]
+    assert statuses == [429, 429, 500, 200]
+    emu.assert_no_violations()
+
+
+async def test_5xx_on_channel_edit_is_retried_by_the_publisher(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    await atelier.start(**NO_WORKER)
+    handle = await emu.send_slash_command("imagine", {"prompt": "a stormy sea"})
+    original = (await handle.wait_for_followups(1))[0]
+    assert "queued" in original.content
+    runtime = await atelier.restart()  # no token: the result goes through the channel
+    # discord.py itself does not retry a 503 on the bot route: the publisher must.
+    emu.inject_failures("edit_message", status=503, count=2, predicate=final_post)
+    final = await wait_final(emu, lambda m: m.id == original.id)
+    job_id = job_id_of(final)
+    await asyncio.wait_for(runtime.bot.publisher.wait_posted(job_id), timeout=10)
+    statuses = [r.status for r in emu.requests("edit_message") if final_post(r)]
+    assert statuses == [503, 503, 200]
+    job = await runtime.ledger.queue.require(job_id)
+    assert job.attempts == 1 and runtime.worker is not None
+    assert runtime.worker.stats.succeeded == 1  # posted three times, generated once
+    emu.assert_no_violations()
+
+
+async def test_bad_options_are_ephemeral_and_queue_nothing(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    runtime = await atelier.start()
+    for prompt, fragment in [
+        ("a cat --ar 99:1", "--ar 99:1 is too extreme"),
+        ("a cat --steps 500", "--steps must be from 1 to 60"),
+        ("a cat --frobnicate", "unknown option --frobnicate"),
+    ]:
+        handle = await emu.send_slash_command("imagine", {"prompt": prompt})
+        assert await handle.wait_for_ack() == 4
+        reply = await handle.wait_for_original()
+        assert reply.ephemeral and fragment in reply.content
+    assert await runtime.ledger.queue.list_for_user(emu.default_user.id) == []
+    assert (await runtime.ledger.queue.quota_readout(emu.default_user.id)).used == 0
+    emu.assert_no_violations()
+
+
+async def refusal_of(handle: Any) -> StoredMessage:
+    reply = await handle.wait_for_original(lambda m: not m.loading)
+    assert reply.ephemeral and not handle.followups
+    return reply
+
+
+async def test_quota_exceeded_and_queue_cap(atelier: Atelier, emu: DiscordEmulator) -> None:
+    runtime = await atelier.start(
+        queue=QueueSettings(run_worker_in_process=False, max_queued_per_user=2),
+        quota=QuotaSettings(user_daily_gpu_seconds=25, estimate_quality_seconds=10),
+    )
+    for _ in range(2):
+        handle = await emu.send_slash_command("imagine", {"prompt": "a cat"})
+        await handle.wait_for_followups(1)
+    # Third: the queue cap (2 waiting) refuses before the quota does.
+    handle = await emu.send_slash_command("imagine", {"prompt": "a third cat"})
+    refusal = await refusal_of(handle)
+    assert "2" in refusal.content and "queue" in refusal.content.lower()
+    await runtime.ledger.queue.cancel_for_user(emu.default_user.id)  # refunds both
+    runtime = await atelier.restart(
+        queue=QueueSettings(run_worker_in_process=False),
+        quota=QuotaSettings(user_daily_gpu_seconds=15, estimate_quality_seconds=10),
+    )
+    handle = await emu.send_slash_command("imagine", {"prompt": "a fourth cat"})
+    await handle.wait_for_followups(1)  # reserves 10 of 15 GPU-seconds
+    handle = await emu.send_slash_command("imagine", {"prompt": "a fifth cat"})
+    refusal = await refusal_of(handle)
+    assert "quota" in refusal.content.lower()
+    readout = await runtime.ledger.queue.quota_readout(emu.default_user.id)
+    assert (readout.reserved, readout.used) == (10, 0)
+    jobs = await runtime.ledger.queue.list_for_user(emu.default_user.id)
+    assert not any("fifth" in job.request["prompt"] for job in jobs)
+    emu.assert_no_violations()
+
+
+async def test_non_owner_click_refused_when_guild_allows_only_owners(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    runtime = await atelier.start()
+    grid = await imagine_grid(emu)
+    stranger = emu.make_user(name="stranger")
+    handle = await emu.click_button(grid.id, button(grid, "U1"), user=stranger)
+    reply = await handle.wait_for_original(lambda m: not m.loading)
+    assert reply.ephemeral and "only the person who made this job" in reply.content
+    assert not handle.followups
+    assert await runtime.ledger.queue.list_for_user(stranger.id) == []
+    emu.assert_no_violations()
+
+
+async def test_forged_button_gets_an_ephemeral_explanation(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    runtime = await atelier.start()
+    forged = emu.post_message(
+        CHANNEL_ID,
+        content="looks like a grid",
+        author=emu.bot_user,
+        components=[
+            {
+                "type": 1,
+                "components": [
+                    {"type": 2, "style": 2, "label": "U1", "custom_id": "atl:1:u:zzzzzzzzzzzz:1"},
+                    {"type": 2, "style": 2, "label": "X", "custom_id": "evil:payload"},
+                ],
+            }
+        ],
+    )
+    for custom_id in ("atl:1:u:zzzzzzzzzzzz:1", "evil:payload"):
+        handle = await emu.click_button(forged.id, custom_id)
+        reply = await handle.wait_for_original(lambda m: not m.loading)
+        assert reply.ephemeral and reply.content
+    assert await runtime.ledger.queue.list_for_user(emu.default_user.id) == []
+    emu.assert_no_violations()
+
+
+async def test_prompt_cannot_ping_everyone(atelier: Atelier, emu: DiscordEmulator) -> None:
+    await atelier.start()
+    handle = await emu.send_slash_command("imagine", {"prompt": "hello @everyone and @here"})
+    job_message = (await handle.wait_for_followups(1))[0]
+    final = await wait_final(emu, lambda m: m.id == job_message.id)
+    assert "hello" in final.content
+    assert "@everyone" not in final.content and "@here" not in final.content
+    bodies = [r for r in emu.requests() if isinstance(r.json, dict) and r.json.get("content")]
+    assert bodies
+    for request in bodies:
+        assert request.json.get("allowed_mentions", {}).get("parse") == [], request.route
     emu.assert_no_violations()

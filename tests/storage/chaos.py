@@ -252,12 +252,8 @@ class Scenario:
             self.cfg.jobs * (i + 1) // (self.cfg.crash_jobs + 2) for i in range(self.cfg.crash_jobs)
         }
         while self.enqueued < self.cfg.jobs:
-            queued = await self._scalar(
-                select(func.count()).where(JOBS.c.status == JobStatus.QUEUED)
-            )
-            if queued >= 30:
-                await asyncio.sleep(0.02)
-                continue
+            # Keep about a screenful waiting: a stream, not one big batch.
+            await _poll(self._room_to_feed, within=30)
             batch = min(20, self.cfg.jobs - self.enqueued)
             for _ in range(batch):
                 n = self.enqueued
@@ -273,6 +269,10 @@ class Scenario:
                     self.crash_ids.add(view.id)
                 self.enqueued += 1
         self.feeding_done.set()
+
+    async def _room_to_feed(self) -> bool:
+        queued = await self._scalar(select(func.count()).where(JOBS.c.status == JobStatus.QUEUED))
+        return int(queued) < 30
 
     async def kill(self) -> None:
         for _ in range(self.cfg.kills):
