@@ -64,10 +64,16 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--compile", action="store_true", help="torch.compile the UNet (with --gpu)")
     gen.add_argument("--grids", type=int, default=5)
     queue = bench_sub.add_parser("queue", help="queue overhead and jobs/s, 1 vs 4 workers")
-    queue.add_argument("--url", action="append", help="database URL (repeatable); default: "
-                       "a scratch SQLite file, plus ATELIER_BENCH_POSTGRES_URL if set")
+    queue.add_argument(
+        "--url",
+        action="append",
+        help="database URL (repeatable); default: "
+        "a scratch SQLite file, plus ATELIER_BENCH_POSTGRES_URL if set",
+    )
     queue.add_argument("--jobs", type=int, default=400)
-    batching = bench_sub.add_parser("batching", help="tiny-model grids/s, cross-job batching on/off")
+    batching = bench_sub.add_parser(
+        "batching", help="tiny-model grids/s, cross-job batching on/off"
+    )
     batching.add_argument("--jobs", type=int, default=16)
     bot = bench_sub.add_parser("bot", help="/imagine acknowledgement latency against the emulator")
     bot.add_argument("--interactions", type=int, default=1000)

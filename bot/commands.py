@@ -1,4 +1,4 @@
-"""Slash commands. Each handler: interaction -> validated input, one service call, a rendered reply."""
+"""Slash commands. Each handler: interaction -> validated input, one service call, a reply."""
 
 from __future__ import annotations
 

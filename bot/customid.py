@@ -14,7 +14,9 @@ from enum import StrEnum
 PREFIX = "atl"
 VERSION = 1
 #: Matches every custom_id of ours, for discord.ui.DynamicItem's template.
-TEMPLATE = r"atl:(?P<version>\d{1,3}):(?P<action>[a-z]{1,3}):(?P<job>[A-Za-z0-9]{1,32}):(?P<index>\d)"
+TEMPLATE = (
+    r"atl:(?P<version>\d{1,3}):(?P<action>[a-z]{1,3}):(?P<job>[A-Za-z0-9]{1,32}):(?P<index>\d)"
+)
 _STRICT = re.compile(
     rf"^{PREFIX}:{VERSION}:(?P<action>[a-z]{{1,3}}):(?P<job>[a-z0-9]{{6,32}}):(?P<index>[0-4])$"
 )

@@ -131,9 +131,7 @@ class Publisher:
     ) -> None:
         expires = interaction.created_at + TOKEN_LIFETIME
         self._live[job_id] = _Live(interaction.followup, message_id, expires)
-        await self.service.attach_message(
-            job_id, message_id, interaction.filesize_limit, expires
-        )
+        await self.service.attach_message(job_id, message_id, interaction.filesize_limit, expires)
 
     async def wait_posted(self, job_id: str) -> int:
         """The message id once this process has posted ``job_id``'s result (for tests, benches)."""
@@ -259,7 +257,9 @@ class Publisher:
                 # channel route takes over; anything else is a real failure.
                 if exc.code != INVALID_WEBHOOK_TOKEN:
                     raise
-                log.info("interaction token of job %s expired; editing via channel", delivery.job_id)
+                log.info(
+                    "interaction token of job %s expired; editing via channel", delivery.job_id
+                )
                 for file in extra.get("attachments", []):
                     file.reset()
         self._live.pop(delivery.job_id, None)

@@ -232,13 +232,18 @@ class BotService:
             f"**Quota** (GPU-seconds per {self.settings.quota.window_seconds / 3600:g} h): "
             f"used {readout.used:.1f}, reserved {readout.reserved:.1f}, "
             f"remaining {readout.remaining:.1f} of {readout.allowance:.1f}"
-            + (f", next reset <t:{int(readout.resets_at.timestamp())}:R>" if readout.resets_at else ""),
+            + (
+                f", next reset <t:{int(readout.resets_at.timestamp())}:R>"
+                if readout.resets_at
+                else ""
+            ),
         ]
         if not jobs:
             lines.append("No queued or running jobs.")
         for job in jobs:
             link = (
-                f"https://discord.com/channels/{job.guild_id or '@me'}/{job.channel_id}/{job.message_id}"
+                f"https://discord.com/channels/{job.guild_id or '@me'}/{job.channel_id}/"
+                f"{job.message_id}"
                 if job.message_id
                 else "(message pending)"
             )
@@ -403,4 +408,3 @@ class BotService:
         if delivery.preview_ref is None:
             return None
         return await self.images.get(delivery.preview_ref)
-

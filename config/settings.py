@@ -1,9 +1,9 @@
 """Atelier's one settings tree.
 
 Every value comes from, in order of precedence: explicit keyword arguments, environment variables
-prefixed ``ATELIER_`` (sections are joined with one underscore: ``ATELIER_QUEUE_MAX_RUNNING_PER_USER``
-sets ``queue.max_running_per_user``), an optional TOML file named by ``ATELIER_CONFIG``, and the
-defaults below.
+prefixed ``ATELIER_`` (sections are joined with one underscore:
+``ATELIER_QUEUE_MAX_RUNNING_PER_USER`` sets ``queue.max_running_per_user``), an optional TOML
+file named by ``ATELIER_CONFIG``, and the defaults below.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class GenerationSettings(_Section):
     )
     enabled_models: list[str] = Field(
         default_factory=list,
-        description="Extra models users may pick per request (--model); the default is always allowed.",
+        description="Extra models users may pick with --model; the default is always allowed.",
     )
     fast_lora: str | None = Field(
         default=None,
@@ -129,7 +129,8 @@ class QueueSettings(_Section):
     batching: bool = Field(default=False, description="Batch compatible queued jobs in one call.")
     max_batch: int = Field(default=4, ge=1)
     run_worker_in_process: bool = Field(
-        default=True, description="`atelier run` also runs one worker; off when workers run elsewhere."
+        default=True,
+        description="`atelier run` also runs one worker; off when workers run elsewhere.",
     )
 
 
@@ -142,7 +143,9 @@ class QuotaSettings(_Section):
     role_multipliers: dict[str, float] = Field(
         default_factory=dict, description='Discord role id -> multiplier, e.g. {"123": 3.0}.'
     )
-    estimate_fast_seconds: float = Field(default=2.0, gt=0, description="Cost reserved per fast job.")
+    estimate_fast_seconds: float = Field(
+        default=2.0, gt=0, description="Cost reserved per fast job."
+    )
     estimate_quality_seconds: float = Field(default=10.0, gt=0)
     estimate_followup_seconds: float = Field(default=1.0, ge=0)
 
@@ -177,7 +180,8 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy URL; default sqlite+aiosqlite in the data dir."
     )
     model: str = Field(
-        default="sdxl", description="Preset (sdxl, sdxl-lcm, tiny), hub id, directory or .safetensors."
+        default="sdxl",
+        description="Preset (sdxl, sdxl-lcm, tiny), hub id, directory or .safetensors.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     discord: DiscordSettings = DiscordSettings()

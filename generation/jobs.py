@@ -81,9 +81,7 @@ class EngineGenerator:
         refs = await self.source_refs(request.source.job_id)
         index = request.source.index
         if index > len(refs):
-            raise OptionError(
-                f"job {request.source.job_id} has no image {index} to work from"
-            )
+            raise OptionError(f"job {request.source.job_id} has no image {index} to work from")
         data = await self.images.get(refs[index - 1])
         return await asyncio.to_thread(_decode, data)
 

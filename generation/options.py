@@ -83,8 +83,8 @@ def parse_prompt(
 
     ``model`` is the operator's default model; ``--model`` may pick one of
     ``settings.enabled_models``. ``extra_options`` are the slash command's native options
-    (names as the flags: ``ar``, ``no``, ``seed``, ``steps``, ``cfg``, ``chaos``, ``fast``...); giving
-    the same option both ways is an error.
+    (named like the flags: ``ar``, ``no``, ``seed``, ``steps``, ``cfg``, ``chaos``,
+    ``fast``...); giving the same option both ways is an error.
     """
     if len(text) > settings.max_prompt_chars:
         raise OptionError(
@@ -252,7 +252,9 @@ def _parse_one(
         "aspect": aspect_text,
         "width": width,
         "height": height,
-        "steps": steps if steps is not None else (preset.fast_steps if fast else preset.quality_steps),
+        "steps": steps
+        if steps is not None
+        else (preset.fast_steps if fast else preset.quality_steps),
         "guidance": guidance
         if guidance is not None
         else (preset.fast_guidance if fast else preset.quality_guidance),
@@ -305,9 +307,7 @@ def aspect_size(aspect: str, preset: ModelPreset, max_ratio: float) -> tuple[int
     """Width and height for ``W:H`` at the preset's native pixel count, snapped to its multiple."""
     match = _ASPECT.match(aspect.strip())
     if not match:
-        raise OptionError(
-            f"--ar must be two whole numbers like 3:2 or 16:9; got '{aspect}'"
-        )
+        raise OptionError(f"--ar must be two whole numbers like 3:2 or 16:9; got '{aspect}'")
     w, h = int(match.group(1)), int(match.group(2))
     if w == 0 or h == 0:
         raise OptionError(f"--ar sides must be at least 1; got '{aspect}'")

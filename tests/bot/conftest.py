@@ -137,7 +137,9 @@ def labels(message: StoredMessage) -> list[str]:
 
 
 async def wait_final(
-    emu: DiscordEmulator, predicate: Callable[[StoredMessage], bool], timeout: float = 30.0
+    emu: DiscordEmulator,
+    predicate: Callable[[StoredMessage], bool],
+    timeout: float = 30.0,  # noqa: ASYNC109 - passed on to the emulator's wait
 ) -> StoredMessage:
     """The first finished job message (its result attached) that matches ``predicate``."""
     return await emu.wait_for_message(

@@ -13,7 +13,6 @@ from PIL import Image
 from config.settings import QueueSettings, QuotaSettings
 from tests.bot.conftest import (
     CHANNEL_ID,
-    GUILD_ID,
     Atelier,
     custom_ids,
     job_id_of,

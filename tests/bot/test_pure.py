@@ -61,8 +61,13 @@ def test_everyone_cannot_ping() -> None:
 
 
 def test_cards_for_every_status() -> None:
-    base = dict(job_id="abc123def456", owner_id=42, prompt="a cat @everyone", label="imagine",
-                options="--ar 3:2 --seed 7")
+    base = dict(
+        job_id="abc123def456",
+        owner_id=42,
+        prompt="a cat @everyone",
+        label="imagine",
+        options="--ar 3:2 --seed 7",
+    )
     queued = render_card(JobCard(**base, status="queued", position=3, eta_seconds=40))
     assert "position 3" in queued and "about 40 s" in queued and "<@42>" in queued
     assert "@everyone" not in queued

@@ -65,7 +65,9 @@ def test_bad_value_names_setting_and_allowed(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_bad_number_and_unknown_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("ATELIER_QUEUE_MAX_RUNNING_PER_USER", "0")
-    with pytest.raises(ConfigError, match=r"queue\.max_running_per_user.*greater than or equal to 1"):
+    with pytest.raises(
+        ConfigError, match=r"queue\.max_running_per_user.*greater than or equal to 1"
+    ):
         load_settings()
     monkeypatch.delenv("ATELIER_QUEUE_MAX_RUNNING_PER_USER")
     path = tmp_path / "bad.toml"
