@@ -30,7 +30,7 @@ from bot.buttons import build_view
 from bot.customid import Action, ButtonRef
 from bot.errors import reply_error, user_message
 from bot.render import render_card
-from bot.service import BotService, Delivery, Ticket
+from bot.service import BotService, Delivery, Requester, Ticket
 
 if TYPE_CHECKING:
     from bot.app import AtelierBot
@@ -115,16 +115,43 @@ class Publisher:
         )
 
     async def handle_click(self, interaction: discord.Interaction, ref: ButtonRef) -> None:
-        """A U/V/re-roll/upscale/vary click: a new job with its own public message."""
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        """A U/V/re-roll/upscale/vary click: a new job with its own public message.
+
+        A variation click by a user who turned remix on first opens an editor with the prompt.
+        """
         from bot.commands import requester_of  # late: commands imports this module
 
+        if ref.action in REMIX_ACTIONS:
+            prompt = await self._remix_prompt(interaction.user.id, ref)
+            if prompt is not None:
+                await interaction.response.send_modal(RemixModal(self, ref, prompt))
+                return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await self.start_followup(interaction, requester_of(interaction), ref, None)
+
+    async def start_followup(
+        self,
+        interaction: discord.Interaction,
+        requester: Requester,
+        ref: ButtonRef,
+        prompt: str | None,
+    ) -> None:
         try:
-            ticket = await self.service.click(requester_of(interaction), ref)
-        except Exception as exc:  # noqa: BLE001 - reply_error logs what is unexpected
+            ticket = await self.service.click(requester, ref, prompt=prompt)
+        except Exception as exc:  # noqa: BLE001 - refuse() logs what is unexpected
             await refuse(interaction, exc)
             return
         await self.announce(interaction, [ticket], f"{_action_text(ref)}: job `{ticket.job_id}`.")
+
+    async def _remix_prompt(self, user_id: int, ref: ButtonRef) -> str | None:
+        """The prompt to edit when remix is on, else None. A modal must be the first answer, so
+        this database read happens before any acknowledgement: it gets one second, and a slow
+        database means no editor rather than a failed interaction."""
+        try:
+            return await asyncio.wait_for(self.service.remix_prompt(user_id, ref), timeout=1.0)
+        except TimeoutError:
+            log.warning("remix lookup for user %s took too long; skipping the editor", user_id)
+            return None
 
     async def _remember(
         self, interaction: discord.Interaction, job_id: str, message_id: int
@@ -303,6 +330,33 @@ async def refuse(interaction: discord.Interaction, error: BaseException) -> None
 
 def _view(view: discord.ui.View | None) -> dict[str, Any]:
     return {} if view is None else {"view": view}
+
+
+REMIX_ACTIONS = frozenset({Action.VARY, Action.VARY_SUBTLE, Action.VARY_STRONG})
+
+
+class RemixModal(discord.ui.Modal, title="Remix"):
+    """Edit the prompt before a variation runs."""
+
+    def __init__(self, publisher: Publisher, ref: ButtonRef, prompt: str) -> None:
+        super().__init__(timeout=600)
+        self.publisher = publisher
+        self.ref = ref
+        self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
+            label="Prompt",
+            style=discord.TextStyle.paragraph,
+            default=prompt[:1500],
+            max_length=1500,
+        )
+        self.add_item(self.prompt)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        from bot.commands import requester_of
+
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await self.publisher.start_followup(
+            interaction, requester_of(interaction), self.ref, self.prompt.value
+        )
 
 
 def _nonce(delivery: Delivery, salt: str = "post") -> str:

@@ -16,11 +16,13 @@ from bot.customid import Action, ButtonRef
 from bot.errors import UserFacingError
 from bot.render import JobCard, grid_buttons, options_summary, single_buttons
 from config.settings import Settings
+from generation.errors import OptionError
 from generation.followups import followup_request, reroll_request
 from generation.grid import reencode
 from generation.options import PromptDefaults, SeedSource, aspect_size, parse_prompt, random_seed
 from generation.presets import resolve_preset
 from generation.request import GenerationRequest, Mode, Operation
+from generation.weights import check_prompt_syntax
 from storage.delivery import DeliveryLedger
 from storage.images import ImageStore
 from storage.preferences import PreferenceStore
@@ -176,8 +178,19 @@ class BotService:
 
     # -- buttons ------------------------------------------------------------------------
 
-    async def click(self, requester: Requester, ref: ButtonRef) -> Ticket:
-        """A new job from a button, after checking the job, the guild and the clicker."""
+    async def remix_prompt(self, user_id: int, ref: ButtonRef) -> str | None:
+        """The parent's prompt when ``user_id`` has remix on, else None."""
+        if not (await self.prefs.get_user_settings(user_id)).get("remix"):
+            return None
+        parent = await self.queue.get(ref.job_id)
+        return None if parent is None else str(parent.request.get("prompt", ""))
+
+    async def click(
+        self, requester: Requester, ref: ButtonRef, prompt: str | None = None
+    ) -> Ticket:
+        """A new job from a button, after checking the job, the guild and the clicker.
+
+        ``prompt`` replaces the parent's prompt (the remix editor)."""
         parent = await self.queue.get(ref.job_id)
         if parent is None or parent.guild_id != requester.guild_id:
             raise UserFacingError("this button belongs to a job I do not know here")
@@ -201,8 +214,25 @@ class BotService:
             settings=self.settings.generation,
             seed=self.seed_source(),
         )
+        if prompt is not None and prompt.strip() != new.prompt:
+            new = self._remixed(new, prompt)
         kind = KIND_OF[operation]
         return (await self._enqueue(requester, [new], parent=parent.id, kind=kind))[0]
+
+    def _remixed(self, request: GenerationRequest, prompt: str) -> GenerationRequest:
+        text = " ".join(prompt.split())
+        if not text:
+            raise OptionError("the remixed prompt is empty; describe the image")
+        if len(text) > self.settings.generation.max_prompt_chars:
+            raise OptionError(
+                f"the remixed prompt is {len(text)} characters long; at most "
+                f"{self.settings.generation.max_prompt_chars} are allowed"
+            )
+        check_prompt_syntax(text)
+        remixed = GenerationRequest.model_validate({**request.to_json(), "prompt": text})
+        if self.checker is not None:
+            self.checker.check(remixed)
+        return remixed
 
     async def _check_may_click(self, requester: Requester, parent: JobView) -> None:
         if requester.user_id == parent.owner_id or requester.is_admin:

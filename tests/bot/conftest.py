@@ -72,7 +72,12 @@ class Atelier:
                 gateway_url=self.emu.gateway_url,
                 guild_id=GUILD_ID,
             ),
-            "queue": QueueSettings(poll_seconds=0.2, lease_seconds=30, heartbeat_seconds=1),
+            "queue": QueueSettings(
+                poll_seconds=0.2,
+                lease_seconds=30,
+                heartbeat_seconds=1,
+                progress_interval_seconds=0.05,
+            ),
             "bot": BotSettings(progress_interval_seconds=0.2, delivery_retry_seconds=0.2),
             "quota": QuotaSettings(),
         }

@@ -1,0 +1,110 @@
+"""End to end: progress, /info, /queue, /cancel, /show, /settings and the remix editor."""
+
+from __future__ import annotations
+
+import asyncio
+
+from config.settings import QueueSettings
+from tests.bot.conftest import Atelier, job_id_of, labels, wait_final
+from tests.bot.test_e2e import GRID_LABELS, NO_WORKER, button, imagine_grid
+from tests.discord_emulator import DiscordEmulator
+
+
+async def test_progress_edits_show_percent_and_a_preview(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    await atelier.start()
+    handle = await emu.send_slash_command("imagine", {"prompt": "a long walk --steps 40"})
+    message = (await handle.wait_for_followups(1))[0]
+    final = await wait_final(emu, lambda m: m.id == message.id)
+    running = [v for v in final.versions if "running (" in v.content]
+    assert running, [v.content for v in final.versions]
+    assert any(v.attachment_ids for v in running)  # the latent preview
+    assert "%" in running[-1].content
+    emu.assert_no_violations()
+
+
+async def test_info_queue_and_cancel(atelier: Atelier, emu: DiscordEmulator) -> None:
+    runtime = await atelier.start(**NO_WORKER)
+    handle = await emu.send_slash_command("imagine", {"prompt": "a cat --repeat 2"})
+    jobs = await handle.wait_for_followups(2)
+    ids = [job_id_of(m) for m in jobs]
+
+    info = await emu.send_slash_command("info")
+    text = (await info.wait_for_followups(1))[0]
+    assert text.ephemeral and "Quota" in text.content and "reserved 20.0" in text.content
+    assert all(job_id in text.content for job_id in ids)
+
+    queue = await emu.send_slash_command("queue")
+    text = (await queue.wait_for_followups(1))[0]
+    assert "2 waiting" in text.content and "position 1" in text.content
+
+    cancel = await emu.send_slash_command("cancel")
+    text = (await cancel.wait_for_followups(1))[0]
+    assert "Cancelled 2 job(s)" in text.content
+    for job_id in ids:
+        job = await runtime.ledger.queue.require(job_id)
+        assert job.status == "cancelled"
+        await asyncio.wait_for(runtime.bot.publisher.wait_posted(job_id), timeout=10)
+    readout = await runtime.ledger.queue.quota_readout(emu.default_user.id)
+    assert (readout.used, readout.reserved) == (0, 0)
+    assert all("cancelled" in emu.message(m.id).content for m in jobs)
+    emu.assert_no_violations()
+
+
+async def test_show_reposts_a_job_with_working_buttons(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    await atelier.start()
+    grid = await imagine_grid(emu)
+    handle = await emu.send_slash_command("show", {"job": job_id_of(grid)})
+    shown = (await handle.wait_for_followups(1))[0]
+    assert labels(shown) == GRID_LABELS and shown.attachments and not shown.ephemeral
+    await emu.click_button(shown.id, button(shown, "U3"))
+    await wait_final(emu, lambda m: "Image 3" in m.content)
+    missing = await emu.send_slash_command("show", {"job": "nosuchjob123"})
+    reply = await missing.wait_for_original(lambda m: not m.loading)
+    assert reply.ephemeral and "no job" in reply.content
+    emu.assert_no_violations()
+
+
+async def test_settings_defaults_apply_and_guild_click_setting(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    runtime = await atelier.start(queue=QueueSettings(run_worker_in_process=False))
+    handle = await emu.send_slash_command("settings", {"mode": "fast", "aspect": "2:3"})
+    reply = (await handle.wait_for_followups(1))[0]
+    assert "mode: fast" in reply.content and "aspect: 2:3" in reply.content
+    handle = await emu.send_slash_command("imagine", {"prompt": "a tall tree"})
+    job_id = job_id_of((await handle.wait_for_followups(1))[0])
+    request = (await runtime.ledger.queue.require(job_id)).request
+    assert (request["mode"], request["aspect"]) == ("fast", "2:3")
+    assert request["height"] > request["width"]
+
+    bad = await emu.send_slash_command("settings", {"aspect": "9:1"})
+    assert "too extreme" in (await bad.wait_for_original(lambda m: not m.loading)).content
+
+    # Who may click is for admins only.
+    denied = await emu.send_slash_command("settings", {"buttons": "anyone"})
+    text = (await denied.wait_for_followups(1))[0].content
+    assert "only server admins" in text
+    emu.assert_no_violations()
+
+
+async def test_remix_opens_an_editor_and_uses_the_new_prompt(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    runtime = await atelier.start()
+    await (await emu.send_slash_command("settings", {"remix": True})).wait_for_followups(1)
+    grid = await imagine_grid(emu, "a red fox")
+    click = await emu.click_button(grid.id, button(grid, "V2"))
+    assert await click.wait_for_ack() == 9  # a modal, not a deferral
+    assert click.modal is not None
+    field = click.modal["components"][0]["components"][0]
+    assert field["value"] == "a red fox"
+    submit = await emu.submit_modal(click, {field["custom_id"]: "a blue fox"})
+    message = (await submit.wait_for_followups(1))[0]
+    job = await runtime.ledger.queue.require(job_id_of(message))
+    assert job.request["prompt"] == "a blue fox" and job.kind == "variation"
+    await wait_final(emu, lambda m: m.id == message.id)
+    emu.assert_no_violations()
