@@ -46,5 +46,24 @@ def reference_markdown() -> str:
     return "\n".join(lines)
 
 
+START = "<!-- config-reference:start"
+END = "<!-- config-reference:end -->"
+
+
+def with_reference(readme: str) -> str:
+    """``readme`` with the table between the config-reference markers regenerated."""
+    head, _, rest = readme.partition(START)
+    marker_line, _, _ = rest.partition("\n")
+    _, _, tail = rest.partition(END)
+    return f"{head}{START}{marker_line}\n{reference_markdown()}\n{END}{tail}"
+
+
 if __name__ == "__main__":
-    print(reference_markdown())  # noqa: T201
+    import sys
+    from pathlib import Path
+
+    if sys.argv[1:2] == ["--write"]:
+        target = Path(sys.argv[2] if len(sys.argv) > 2 else "README.md")
+        target.write_text(with_reference(target.read_text()))
+    else:
+        print(reference_markdown())  # noqa: T201

@@ -66,10 +66,10 @@ class GenerationSettings(_Section):
     default_mode: Literal["fast", "quality"] | None = Field(
         default=None, description="Mode when a request names none; default: the model preset's."
     )
-    min_steps: int = Field(default=1, ge=1)
-    max_steps: int = Field(default=60, ge=1)
-    min_guidance: float = Field(default=0.0, ge=0.0)
-    max_guidance: float = Field(default=20.0, ge=0.0)
+    min_steps: int = Field(default=1, ge=1, description="Smallest --steps.")
+    max_steps: int = Field(default=60, ge=1, description="Largest --steps.")
+    min_guidance: float = Field(default=0.0, ge=0.0, description="Smallest --cfg.")
+    max_guidance: float = Field(default=20.0, ge=0.0, description="Largest --cfg.")
     max_aspect_ratio: float = Field(
         default=4.0, ge=1.0, description="Largest allowed long side / short side for --ar."
     )
@@ -77,11 +77,21 @@ class GenerationSettings(_Section):
         default=4, ge=1, description="Most jobs one prompt makes through {a, b} and --repeat."
     )
     max_repeat: int = Field(default=4, ge=1, description="Largest --repeat.")
-    max_prompt_chars: int = Field(default=1500, ge=1)
-    vary_subtle_strength: float = Field(default=0.35, gt=0.0, le=1.0)
-    vary_strong_strength: float = Field(default=0.7, gt=0.0, le=1.0)
-    upscale_subtle_strength: float = Field(default=0.2, gt=0.0, le=1.0)
-    upscale_creative_strength: float = Field(default=0.45, gt=0.0, le=1.0)
+    max_prompt_chars: int = Field(
+        default=1500, ge=1, description="Longest prompt text, options included."
+    )
+    vary_subtle_strength: float = Field(
+        default=0.35, gt=0.0, le=1.0, description="img2img strength of Vary (Subtle)."
+    )
+    vary_strong_strength: float = Field(
+        default=0.7, gt=0.0, le=1.0, description="img2img strength of Vary (Strong) and V1-V4."
+    )
+    upscale_subtle_strength: float = Field(
+        default=0.2, gt=0.0, le=1.0, description="img2img strength of Upscale (Subtle), at 2x."
+    )
+    upscale_creative_strength: float = Field(
+        default=0.45, gt=0.0, le=1.0, description="img2img strength of Upscale (Creative), at 2x."
+    )
     max_output_pixels: int = Field(
         default=2048 * 2048, ge=1, description="Largest image an upscale may produce."
     )
@@ -108,11 +118,21 @@ class GenerationSettings(_Section):
 class QueueSettings(_Section):
     """The job ledger's scheduling, leases and worker behaviour."""
 
-    max_running_per_user: int = Field(default=2, ge=1)
-    max_queued_per_user: int = Field(default=10, ge=1)
-    lease_seconds: float = Field(default=60.0, gt=0)
-    heartbeat_seconds: float = Field(default=10.0, gt=0)
-    reclaim_interval_seconds: float = Field(default=15.0, gt=0)
+    max_running_per_user: int = Field(
+        default=2, ge=1, description="Jobs of one user running at once."
+    )
+    max_queued_per_user: int = Field(
+        default=10, ge=1, description="Jobs of one user waiting; more are refused, uncharged."
+    )
+    lease_seconds: float = Field(
+        default=60.0, gt=0, description="A claimed job returns to the queue if not renewed in this."
+    )
+    heartbeat_seconds: float = Field(
+        default=10.0, gt=0, description="How often a worker renews its lease."
+    )
+    reclaim_interval_seconds: float = Field(
+        default=15.0, gt=0, description="How often workers put expired leases back in the queue."
+    )
     poll_seconds: float = Field(default=1.0, gt=0, description="Idle worker's longest wait.")
     max_attempts: int = Field(
         default=3, ge=1, description="Attempts (failures or lost workers) before a job is dead."
@@ -125,9 +145,11 @@ class QueueSettings(_Section):
     progress_interval_seconds: float = Field(
         default=2.0, gt=0, description="A worker writes progress at most this often."
     )
-    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    shutdown_grace_seconds: float = Field(
+        default=30.0, ge=0, description="On SIGTERM, time to finish the current job before release."
+    )
     batching: bool = Field(default=False, description="Batch compatible queued jobs in one call.")
-    max_batch: int = Field(default=4, ge=1)
+    max_batch: int = Field(default=4, ge=1, description="Most jobs in one batched call.")
     run_worker_in_process: bool = Field(
         default=True,
         description="`atelier run` also runs one worker; off when workers run elsewhere.",
@@ -137,17 +159,27 @@ class QueueSettings(_Section):
 class QuotaSettings(_Section):
     """GPU-second allowances over a rolling day."""
 
-    user_daily_gpu_seconds: float = Field(default=600.0, ge=0)
-    guild_daily_gpu_seconds: float | None = Field(default=None, ge=0)
-    window_seconds: float = Field(default=86_400.0, gt=0)
+    user_daily_gpu_seconds: float = Field(
+        default=600.0, ge=0, description="GPU-seconds per user per rolling window."
+    )
+    guild_daily_gpu_seconds: float | None = Field(
+        default=None, ge=0, description="Optional GPU-seconds per guild per rolling window."
+    )
+    window_seconds: float = Field(
+        default=86_400.0, gt=0, description="Length of the rolling quota window."
+    )
     role_multipliers: dict[str, float] = Field(
         default_factory=dict, description='Discord role id -> multiplier, e.g. {"123": 3.0}.'
     )
     estimate_fast_seconds: float = Field(
         default=2.0, gt=0, description="Cost reserved per fast job."
     )
-    estimate_quality_seconds: float = Field(default=10.0, gt=0)
-    estimate_followup_seconds: float = Field(default=1.0, ge=0)
+    estimate_quality_seconds: float = Field(
+        default=10.0, gt=0, description="Cost reserved per quality job."
+    )
+    estimate_followup_seconds: float = Field(
+        default=1.0, ge=0, description="Cost reserved per upscale."
+    )
 
 
 class BotSettings(_Section):
@@ -183,7 +215,9 @@ class Settings(BaseSettings):
         default="sdxl",
         description="Preset (sdxl, sdxl-lcm, tiny), hub id, directory or .safetensors.",
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log verbosity. The token is never logged at any level."
+    )
     discord: DiscordSettings = DiscordSettings()
     generation: GenerationSettings = GenerationSettings()
     queue: QueueSettings = QueueSettings()

@@ -89,3 +89,12 @@ def test_token_never_echoed_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings()
     assert "xxxxx" not in str(info.value)
+
+
+def test_readme_configuration_reference_is_current() -> None:
+    from config.reference import reference_rows, with_reference
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert with_reference(readme) == readme, "run: python -m config.reference --write README.md"
+    for env, _, meaning in reference_rows():
+        assert meaning, f"{env} needs a description"
