@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.customid import ButtonRef, CustomIdError, decode
-from bot.errors import reply_error, user_message
+from bot.errors import reply_error
 
 if TYPE_CHECKING:
     from bot.app import AtelierBot
@@ -63,4 +63,4 @@ def build_view(rows: list[list[tuple[str, ButtonRef]]]) -> discord.ui.View:
     return view
 
 
-__all__ = ["JobButton", "build_view", "user_message"]
+__all__ = ["JobButton", "build_view"]

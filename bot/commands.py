@@ -23,7 +23,9 @@ def requester_of(interaction: discord.Interaction) -> Requester:
     admin = False
     if isinstance(user, discord.Member):
         roles = tuple(role.id for role in user.roles)
-        admin = user.guild_permissions.manage_guild
+        # Discord resolves the member's permissions into the interaction itself; the role
+        # cache may be cold (no members intent), so this is the value to trust.
+        admin = interaction.permissions.manage_guild
     return Requester(
         user_id=user.id,
         guild_id=interaction.guild_id,
@@ -117,6 +119,22 @@ def register_commands(
             await refuse(interaction, exc)
             return
         await publisher.show(interaction, ticket)
+
+    @tree.command(name="quota", description="Admins: set or clear a member's GPU-second allowance")
+    @app_commands.default_permissions(manage_guild=True)
+    @app_commands.guild_only()
+    @app_commands.describe(
+        member="Whose allowance to change",
+        gpu_seconds="Allowance per rolling window; leave out to go back to the default",
+    )
+    async def quota(
+        interaction: discord.Interaction,
+        member: discord.Member,
+        gpu_seconds: app_commands.Range[float, 0, 10_000_000] | None = None,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        text = await service.set_quota_override(requester_of(interaction), member.id, gpu_seconds)
+        await interaction.followup.send(text, ephemeral=True)
 
     @tree.command(name="settings", description="Your defaults (and, for admins, the server's)")
     @app_commands.describe(

@@ -337,6 +337,21 @@ class BotService:
         shown = ", ".join(f"{k}: {v}" for k, v in sorted(current.items())) or "defaults"
         return f"Your settings: {shown}."
 
+    async def set_quota_override(
+        self, requester: Requester, user_id: int, seconds: float | None
+    ) -> str:
+        """An admin's per-user allowance (None restores the settings and role tiers)."""
+        if not requester.is_admin:
+            raise UserFacingError("only server admins (Manage Server) may change quotas")
+        quota = self.queue.quota
+        if seconds is None:
+            await quota.clear_override(user_id)
+            return f"<@{user_id}> is back on the default allowance."
+        await quota.set_override(
+            user_id, seconds, set_by=requester.user_id, reason="set with /quota"
+        )
+        return f"<@{user_id}> now has {seconds:g} GPU-seconds per rolling window."
+
     async def get_meta(self, key: str) -> str | None:
         return await self.prefs.get_meta(key)
 

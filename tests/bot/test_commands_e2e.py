@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from config.settings import QueueSettings
-from tests.bot.conftest import Atelier, job_id_of, labels, wait_final
+from tests.bot.conftest import GUILD_ID, Atelier, job_id_of, labels, wait_final
 from tests.bot.test_e2e import GRID_LABELS, NO_WORKER, button, imagine_grid
 from tests.discord_emulator import DiscordEmulator
 
@@ -107,4 +107,32 @@ async def test_remix_opens_an_editor_and_uses_the_new_prompt(
     job = await runtime.ledger.queue.require(job_id_of(message))
     assert job.request["prompt"] == "a blue fox" and job.kind == "variation"
     await wait_final(emu, lambda m: m.id == message.id)
+    emu.assert_no_violations()
+
+
+async def test_admins_set_quota_overrides_and_click_rules(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    runtime = await atelier.start(**NO_WORKER)
+    admin_role = emu.make_role("mods", permissions=1 << 5)  # Manage Server
+    admin = emu.make_user(name="admin", roles=[admin_role])
+    member = emu.make_user(name="member")
+
+    refused = await emu.send_slash_command("quota", {"member": admin}, user=member)
+    assert "only server admins" in (await refused.wait_for_followups(1))[0].content
+
+    handle = await emu.send_slash_command(
+        "quota", {"member": member, "gpu_seconds": 5.0}, user=admin
+    )
+    assert "5 GPU-seconds" in (await handle.wait_for_followups(1))[0].content
+    readout = await runtime.ledger.queue.quota_readout(member.id)
+    assert readout.allowance == 5
+    refusal = await emu.send_slash_command("imagine", {"prompt": "a dog"}, user=member)
+    reply = await refusal.wait_for_original(lambda m: not m.loading)
+    assert "quota" in reply.content.lower() and not refusal.followups
+
+    opened = await emu.send_slash_command("settings", {"buttons": "anyone"}, user=admin)
+    assert "Your settings" in (await opened.wait_for_followups(1))[0].content
+    guild = await runtime.ledger.prefs.get_guild_settings(GUILD_ID)
+    assert guild == {"owner_only_buttons": False}
     emu.assert_no_violations()
