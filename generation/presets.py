@@ -5,7 +5,7 @@ Torch-free, so the option parser (and the bot) can use the geometry without load
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from generation.errors import ModelLoadError
 
@@ -36,31 +36,23 @@ class ModelPreset:
     full_size: bool = True
 
 
+_SDXL = ModelPreset(
+    name="sdxl",
+    source=SDXL_BASE,
+    native_resolution=1024,
+    size_multiple=64,
+    quality_steps=30,
+    quality_guidance=7.0,
+    fast_steps=4,
+    fast_guidance=1.0,
+    fast_lora=LCM_LORA_SDXL,
+    default_mode="quality",
+)
+
 PRESETS: dict[str, ModelPreset] = {
-    "sdxl": ModelPreset(
-        name="sdxl",
-        source=SDXL_BASE,
-        native_resolution=1024,
-        size_multiple=64,
-        quality_steps=30,
-        quality_guidance=7.0,
-        fast_steps=4,
-        fast_guidance=1.0,
-        fast_lora=LCM_LORA_SDXL,
-        default_mode="quality",
-    ),
-    "sdxl-lcm": ModelPreset(
-        name="sdxl-lcm",
-        source=SDXL_BASE,
-        native_resolution=1024,
-        size_multiple=64,
-        quality_steps=30,
-        quality_guidance=7.0,
-        fast_steps=4,
-        fast_guidance=1.0,
-        fast_lora=LCM_LORA_SDXL,
-        default_mode="fast",
-    ),
+    "sdxl": _SDXL,
+    # The same weights, fast drafts by default.
+    "sdxl-lcm": replace(_SDXL, name="sdxl-lcm", default_mode="fast"),
     "tiny": ModelPreset(
         name="tiny",
         source=TINY,
@@ -91,19 +83,7 @@ def resolve_preset(model: str, fast_lora: str | None = None) -> ModelPreset:
         )
     preset = PRESETS.get(name)
     if preset is None:
-        base = PRESETS["sdxl"]
-        preset = ModelPreset(
-            name=name,
-            source=name,
-            native_resolution=base.native_resolution,
-            size_multiple=base.size_multiple,
-            quality_steps=base.quality_steps,
-            quality_guidance=base.quality_guidance,
-            fast_steps=base.fast_steps,
-            fast_guidance=base.fast_guidance,
-            fast_lora=base.fast_lora,
-            default_mode=base.default_mode,
-        )
+        preset = replace(_SDXL, name=name, source=name)
     if fast_lora is not None:
-        preset = ModelPreset(**{**preset.__dict__, "fast_lora": fast_lora})
+        preset = replace(preset, fast_lora=fast_lora)
     return preset
