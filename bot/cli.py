@@ -216,21 +216,18 @@ async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
 @contextlib.asynccontextmanager
 async def open_worker(settings: Settings, ledger: Ledger) -> AsyncIterator[Worker]:
     """A worker running the configured model on the ledger; the model is loaded once, here."""
-    from generation.engine import Engine
-    from generation.jobs import EngineGenerator
-    from generation.runner import EngineRunner
+    from generation.jobs import EngineGenerator, ModelPool
     from generation.worker import Worker
     from storage.errors import LeaseLost
 
-    runner = EngineRunner(Engine(settings))
+    models = ModelPool(settings)
     try:
-        seconds = await runner.load()
-        log.info("model %s loaded in %.1f s", settings.model, seconds)
+        await models.runner(settings.model)  # load the default model before taking jobs
 
         async def source_refs(job_id: str) -> Sequence[str]:
             return (await ledger.queue.require(job_id)).result_refs
 
-        generator = EngineGenerator(runner, ledger.images, source_refs, settings.generation)
+        generator = EngineGenerator(models, ledger.images, source_refs, settings.generation)
         worker = Worker(
             ledger.queue,
             ledger.images,
@@ -241,15 +238,17 @@ async def open_worker(settings: Settings, ledger: Ledger) -> AsyncIterator[Worke
         ledger.queue.on_new_work = worker.notify
         yield worker
     finally:
-        await runner.close()
+        await models.close()
 
 
 def prompt_checker(runner: EngineRunner) -> Any:
-    """The bot's token-count check, on the loaded engine's tokenizer (pure CPU, fast)."""
+    """The bot's token-count check on the default model's tokenizer (CPU, microseconds).
+    Requests for other models are checked by the worker that runs them."""
 
     class _Checker:
         def check(self, request: Any) -> None:
-            runner.engine.validate(request)
+            if request.model == runner.engine.preset.name:
+                runner.engine.validate(request)
 
     return _Checker()
 
@@ -285,7 +284,7 @@ async def atelier_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         checker = None
         if settings.queue.run_worker_in_process:
             worker = await stack.enter_async_context(open_worker(settings, ledger))
-            checker = prompt_checker(worker.generator.runner)  # type: ignore[attr-defined]
+            checker = prompt_checker(worker.generator.models.default)  # type: ignore[attr-defined]
         service = BotService(
             settings, ledger.queue, ledger.delivery, ledger.prefs, ledger.images, checker
         )

@@ -15,8 +15,9 @@ from typing import Any
 
 from PIL import Image
 
-from config.settings import GenerationSettings
+from config.settings import GenerationSettings, Settings
 from generation.commands import grid_metadata
+from generation.engine import Engine
 from generation.errors import GenerationError, OptionError
 from generation.grid import compose_grid, encode_image
 from generation.request import GenerationRequest
@@ -29,28 +30,61 @@ SourceRefs = Callable[[str], Awaitable[Sequence[str]]]
 PREVIEW_LIMIT = 256 * 1024
 
 
+class ModelPool:
+    """One warm runner per model name: the default one loaded at start, others (enabled with
+    ``ATELIER_GENERATION_ENABLED_MODELS``) loaded when a job first asks for them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._runners: dict[str, EngineRunner] = {}
+        self._lock = asyncio.Lock()
+
+    @property
+    def default(self) -> EngineRunner:
+        return self._runners[self.settings.model]
+
+    async def runner(self, model: str) -> EngineRunner:
+        async with self._lock:
+            runner = self._runners.get(model)
+            if runner is None:
+                runner = EngineRunner(Engine(self.settings, model=model))
+                try:
+                    await runner.load()
+                except BaseException:
+                    await runner.close()
+                    raise
+                self._runners[model] = runner
+            return runner
+
+    async def close(self) -> None:
+        for runner in self._runners.values():
+            await runner.close()
+        self._runners.clear()
+
+
 class EngineGenerator:
-    """Runs ledger jobs on an :class:`EngineRunner`."""
+    """Runs ledger jobs on the warm engine of the model each job names."""
 
     def __init__(
         self,
-        runner: EngineRunner,
+        models: ModelPool,
         images: ImageSink,
         source_refs: SourceRefs,
         settings: GenerationSettings,
     ) -> None:
-        self.runner = runner
+        self.models = models
         self.images = images
         self.source_refs = source_refs
         self.settings = settings
 
     async def run(self, job: ClaimedJobLike, control: JobControl) -> WorkResult:
         request = _request(job)
-        await self.runner.validate(request)
+        runner = await self.models.runner(request.model)
+        await runner.validate(request)
         source = await self._source_image(request)
         cancel = threading.Event()
         async with _linked(control, cancel):
-            result = await self.runner.generate(
+            result = await runner.generate(
                 request, source, on_progress=_progress_to(control), cancel=cancel
             )
         return await asyncio.to_thread(self._encode, result, job.kind)
@@ -59,8 +93,9 @@ class EngineGenerator:
         self, jobs: Sequence[ClaimedJobLike], controls: Sequence[JobControl]
     ) -> Sequence[WorkResult]:
         requests = [_request(job) for job in jobs]
+        runner = await self.models.runner(requests[0].model)  # one batch key, one model
         for request in requests:
-            await self.runner.validate(request)
+            await runner.validate(request)
         cancel = threading.Event()
         reporters = [_progress_to(control) for control in controls]
 
@@ -69,7 +104,7 @@ class EngineGenerator:
 
         # One call serves them all, so the batch stops only when every job in it was cancelled.
         async with _linked_all(controls, cancel):
-            results = await self.runner.generate_batch(requests, on_progress, cancel)
+            results = await runner.generate_batch(requests, on_progress, cancel)
         return [
             await asyncio.to_thread(self._encode, result, job.kind)
             for result, job in zip(results, jobs, strict=True)

@@ -136,3 +136,24 @@ async def test_admins_set_quota_overrides_and_click_rules(
     guild = await runtime.ledger.prefs.get_guild_settings(GUILD_ID)
     assert guild == {"owner_only_buttons": False}
     emu.assert_no_violations()
+
+
+async def test_a_model_that_cannot_load_fails_its_job_clearly_and_refunds(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    from config.settings import GenerationSettings
+
+    runtime = await atelier.start(generation=GenerationSettings(enabled_models=["sdxl"]))
+    handle = await emu.send_slash_command("imagine", {"prompt": "a cat --model sdxl"})
+    message = (await handle.wait_for_followups(1))[0]
+    failed = await emu.wait_for_message(
+        lambda m: m.id == message.id and "failed" in m.content, timeout=30
+    )
+    assert "sdxl" in failed.content and "nothing was charged" in failed.content
+    job = await runtime.ledger.queue.require(job_id_of(message))
+    assert job.status in ("failed", "dead")
+    readout = await runtime.ledger.queue.quota_readout(emu.default_user.id)
+    assert (readout.used, readout.reserved) == (0, 0)
+    # The default model keeps serving.
+    grid = await imagine_grid(emu, "a dog")
+    assert labels(grid) == GRID_LABELS
