@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from config.settings import QueueSettings
 from tests.bot.conftest import GUILD_ID, Atelier, job_id_of, labels, wait_final
@@ -157,3 +158,54 @@ async def test_a_model_that_cannot_load_fails_its_job_clearly_and_refunds(
     # The default model keeps serving.
     grid = await imagine_grid(emu, "a dog")
     assert labels(grid) == GRID_LABELS
+
+
+async def test_attachments_fit_the_limit_the_interaction_reports(data_dir: Path) -> None:
+    from tests.bot.conftest import APP_ID, CHANNEL_ID, TOKEN
+    from tests.discord_emulator import Limits
+
+    limit = 12_000
+    async with DiscordEmulator(
+        token=TOKEN,
+        application_id=APP_ID,
+        guild_id=GUILD_ID,
+        channel_ids=[CHANNEL_ID],
+        limits=Limits(attachment_size=limit),
+    ) as small:
+        harness = Atelier(emu=small, data_dir=data_dir, overrides={})
+        try:
+            runtime = await harness.start()
+            grid = await imagine_grid(small, "a noisy meadow")
+            assert grid.attachments[0].size <= limit
+            assert grid.attachments[0].filename.endswith(".webp")
+            job = await runtime.ledger.queue.require(job_id_of(grid))
+            stored = await runtime.ledger.images.get(job.result_refs[-1])
+            assert len(stored) > limit  # re-encoded for this interaction, not at generation
+            small.assert_no_violations()
+        finally:
+            await harness.stop()
+
+
+async def test_acknowledged_while_the_database_is_locked(
+    atelier: Atelier, emu: DiscordEmulator, data_dir: Path
+) -> None:
+    import sqlite3
+
+    runtime = await atelier.start()
+    grid = await imagine_grid(emu, "a first light")
+    blocker = sqlite3.connect(data_dir / "atelier.db", timeout=30)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # another process holds SQLite's write lock
+        handle = await emu.send_slash_command("imagine", {"prompt": "a patient heron"})
+        assert await handle.wait_for_ack() == 5
+        click = await emu.click_button(grid.id, button(grid, "U1"))
+        assert await click.wait_for_ack() == 5
+        assert not handle.followups  # nothing could be queued yet
+    finally:
+        blocker.rollback()
+        blocker.close()
+    message = (await handle.wait_for_followups(1))[0]
+    await wait_final(emu, lambda m: m.id == message.id)
+    await click.wait_for_followups(1)
+    assert runtime.worker is not None
+    emu.assert_no_violations()
