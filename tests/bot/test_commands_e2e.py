@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from config.settings import QueueSettings
 from tests.bot.conftest import GUILD_ID, Atelier, job_id_of, labels, wait_final
 from tests.bot.test_e2e import GRID_LABELS, NO_WORKER, button, imagine_grid
@@ -209,3 +211,23 @@ async def test_acknowledged_while_the_database_is_locked(
     await click.wait_for_followups(1)
     assert runtime.worker is not None
     emu.assert_no_violations()
+
+
+async def test_the_token_never_reaches_logs_or_the_database(
+    atelier: Atelier, emu: DiscordEmulator, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from tests.bot.conftest import TOKEN
+
+    caplog.set_level(logging.DEBUG)
+    await atelier.start()
+    grid = await imagine_grid(emu, "a secret garden")
+    await emu.click_button(grid.id, button(grid, "U1"))
+    await wait_final(emu, lambda m: "Image 1" in m.content)
+    await atelier.stop()
+    assert caplog.records, "DEBUG logging was captured"
+    for record in caplog.records:
+        assert TOKEN not in record.getMessage()
+    for path in data_dir.glob("atelier.db*"):
+        assert TOKEN.encode() not in path.read_bytes()
