@@ -231,3 +231,26 @@ async def test_the_token_never_reaches_logs_or_the_database(
         assert TOKEN not in record.getMessage()
     for path in data_dir.glob("atelier.db*"):
         assert TOKEN.encode() not in path.read_bytes()
+
+
+async def test_cancel_stops_a_running_job_and_the_worker_carries_on(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    runtime = await atelier.start(
+        queue=QueueSettings(poll_seconds=0.2, heartbeat_seconds=0.1, progress_interval_seconds=0.05)
+    )
+    handle = await emu.send_slash_command("imagine", {"prompt": "a very long road --steps 60"})
+    message = (await handle.wait_for_followups(1))[0]
+    await emu.wait_for_message(lambda m: m.id == message.id and "running (" in m.content)
+    cancel = await emu.send_slash_command("cancel")
+    assert "Cancelled 1 job(s)" in (await cancel.wait_for_followups(1))[0].content
+    job_id = job_id_of(message)
+    await asyncio.wait_for(runtime.bot.publisher.wait_posted(job_id), timeout=30)
+    job = await runtime.ledger.queue.require(job_id)
+    assert job.status == "cancelled" and not job.result_refs
+    assert "cancelled" in emu.message(message.id).content
+    readout = await runtime.ledger.queue.quota_readout(emu.default_user.id)
+    assert (readout.used, readout.reserved) == (0, 0)
+    grid = await imagine_grid(emu, "a short road")  # the engine is free again
+    assert labels(grid) == GRID_LABELS
+    emu.assert_no_violations()
