@@ -329,3 +329,21 @@ async def test_prompt_cannot_ping_everyone(atelier: Atelier, emu: DiscordEmulato
     for request in bodies:
         assert request.json.get("allowed_mentions", {}).get("parse") == [], request.route
     emu.assert_no_violations()
+
+
+async def test_owner_gets_a_dm_when_the_channel_is_closed_to_the_bot(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    await atelier.start(**NO_WORKER)
+    handle = await emu.send_slash_command("imagine", {"prompt": "a locked room"})
+    pending = (await handle.wait_for_followups(1))[0]
+    emu.state.delete_message(emu.message(pending.id))  # a moderator removed it
+    emu.deny_channel(CHANNEL_ID)  # and the bot may no longer post there
+    runtime = await atelier.restart()  # no live token: the channel route is the only one left
+    job_id = job_id_of(pending)
+    await asyncio.wait_for(runtime.bot.publisher.wait_posted(job_id), timeout=30)
+    dms = emu.dm_messages(emu.default_user)
+    assert len(dms) == 1 and f"job `{job_id}`" in dms[0].content
+    assert dms[0].attachments and labels(dms[0]) == GRID_LABELS
+    assert "could not post in the channel" in dms[0].content
+    emu.assert_no_violations(ignore=["missing_permissions", "unknown_message"])
