@@ -204,7 +204,11 @@ class Publisher:
         if delivery.card.status == "running" and delivery.card.step != shown.step:
             preview = await self.service.preview(delivery)
         files = [discord.File(io.BytesIO(preview), filename="preview.webp")] if preview else []
-        await self._edit(delivery, content=content, files=files, view=None, keep=not files)
+        try:
+            await self._edit(delivery, content=content, files=files, view=None, keep=not files)
+        except (discord.NotFound, discord.Forbidden) as exc:
+            # Progress is best effort; the final result finds another way (new message, DM).
+            log.info("progress of job %s not shown: %s", delivery.job_id, exc)
         shown.content, shown.at, shown.step = content, now, delivery.card.step
 
     async def _deliver_final(self, delivery: Delivery) -> None:

@@ -30,7 +30,6 @@ from storage.queue import JobQueue
 from storage.quota_policy import estimate_seconds
 from storage.types import JobView, NewJob, Owner
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled", "blocked", "dead"})
 GRID_ACTIONS = {
     Action.SELECT: Operation.SELECT,
     Action.UPSCALE_SUBTLE: Operation.UPSCALE_SUBTLE,
@@ -95,7 +94,6 @@ class Delivery:
     buttons: list[list[tuple[str, ButtonRef]]]
     image_refs: tuple[str, ...]
     preview_ref: str | None
-    operation: Operation
 
 
 class BotService:
@@ -417,12 +415,11 @@ class BotService:
             message_id=job.message_id,
             attachment_limit=job.attachment_limit
             or self.settings.generation.attachment_limit_bytes,
-            terminal=job.status in TERMINAL,
+            terminal=job.terminal,
             card=await self.card(job),
             buttons=single_buttons(job.id) if single else grid_buttons(job.id),
             image_refs=tuple(job.result_refs),
             preview_ref=job.preview_ref,
-            operation=request.operation,
         )
 
     async def claim_delivery(self, job_id: str) -> bool:
