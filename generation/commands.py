@@ -19,8 +19,9 @@ from PIL import Image
 from config.settings import Settings
 from generation.engine import Engine
 from generation.errors import OptionError
+from generation.followups import followup_request
 from generation.grid import compose_grid, crop_cell, encode_image, read_metadata
-from generation.request import GenerationRequest, Operation
+from generation.request import MAX_SEED, GenerationRequest, Operation
 from generation.results import GenerationResult, Timings
 
 #: Version of the metadata layout written into image files.
@@ -81,12 +82,7 @@ def upscale_from_file(
 ) -> CommandOutput:
     """Upscale image ``index`` (1-4, U1..U4) of a grid file 2x; write it with its metadata."""
     operation = Operation.UPSCALE_CREATIVE if creative else Operation.UPSCALE_SUBTLE
-    strength = (
-        settings.generation.upscale_creative_strength
-        if creative
-        else settings.generation.upscale_subtle_strength
-    )
-    return _follow_up(settings, grid_path, index, operation, strength, out, engine)
+    return _follow_up(settings, grid_path, index, operation, out, engine)
 
 
 def vary_from_file(
@@ -99,12 +95,7 @@ def vary_from_file(
 ) -> CommandOutput:
     """Make four variations of image ``index`` (1-4, V1..V4) of a grid file; write a new grid."""
     operation = Operation.VARY_STRONG if strong else Operation.VARY_SUBTLE
-    strength = (
-        settings.generation.vary_strong_strength
-        if strong
-        else settings.generation.vary_subtle_strength
-    )
-    return _follow_up(settings, grid_path, index, operation, strength, out, engine)
+    return _follow_up(settings, grid_path, index, operation, out, engine)
 
 
 def _follow_up(
@@ -112,7 +103,6 @@ def _follow_up(
     grid_path: Path,
     index: int,
     operation: Operation,
-    strength: float,
     out: Path,
     engine: Engine | None,
 ) -> CommandOutput:
@@ -122,33 +112,23 @@ def _follow_up(
             f"{grid_path} carries no Atelier parameters; use a grid written by `atelier imagine`"
         )
     parent = GenerationRequest.from_json(metadata["request"])
-    seeds = [int(seed) for seed in metadata.get("seeds", parent.image_seeds)]
+    # The same derivation the bot's buttons use (strengths, sizes, bounds). A variation from the
+    # command line takes the chosen image's own seed, so running it twice gives the same images.
+    request = followup_request(
+        parent,
+        operation,
+        index,
+        parent_job_id=LOCAL_JOB_ID,
+        settings=settings.generation,
+        seed=(parent.seed + index - 1) % (MAX_SEED + 1),
+    )
     with Image.open(grid_path) as opened:
         picture = opened.convert("RGB")
-    if metadata.get("kind") == "grid":
+    if parent.operation.image_count > 1:
         width, height = metadata.get("cell", (parent.width, parent.height))
-        if not 1 <= index <= len(seeds):
-            raise OptionError(
-                f"image index {index} is out of range: this grid has 1 to {len(seeds)}"
-            )
         source = crop_cell(picture, index, (int(width), int(height)))
     else:
-        if index != 1:
-            raise OptionError(f"{grid_path} holds a single image; use index 1")
         source = picture
-    target = (source.width * 2, source.height * 2) if operation.is_upscale else source.size
-    request = GenerationRequest.model_validate(
-        {
-            **parent.to_json(),
-            "operation": operation.value,
-            "source": {"job_id": LOCAL_JOB_ID, "index": index},
-            "strength": strength,
-            # The chosen image's own seed: an upscale refines exactly that image's noise.
-            "seed": seeds[index - 1],
-            "width": target[0],
-            "height": target[1],
-        }
-    )
     engine = engine or Engine(settings, model=request.model)
     result = engine.generate(request, source_image=source)
     kind = "grid" if len(result.images) > 1 else "image"

@@ -33,6 +33,8 @@ def followup_request(
     """
     count = parent.operation.image_count
     if not 1 <= index <= count:
+        if count == 1:
+            raise OptionError(f"image {index} does not exist: this is a single image; use 1")
         raise OptionError(f"image {index} does not exist; this job has images 1 to {count}")
     if operation is Operation.IMAGINE:
         raise OptionError("imagine is not a follow-up; use reroll_request")
