@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -22,7 +22,7 @@ from config.settings import Settings
 from generation.engine import Engine
 from generation.errors import ModelLoadError
 from generation.pipelines import assemble_model
-from generation.presets import TINY, ModelPreset
+from generation.presets import PRESETS, TINY
 from generation.request import GenerationRequest, Mode
 from generation.tiny import (
     BOS,
@@ -99,17 +99,8 @@ SDXL_TEXT_ENCODER_2_CONFIG: dict[str, Any] = {
     "projection_dim": 1280,
 }
 
-RANDOM_SDXL_PRESET = ModelPreset(
-    name="sdxl-random",
-    source="sdxl-random",
-    native_resolution=1024,
-    size_multiple=64,
-    quality_steps=30,
-    quality_guidance=7.0,
-    fast_steps=4,
-    fast_guidance=1.0,
-    fast_lora=None,
-    default_mode="quality",
+RANDOM_SDXL_PRESET = replace(
+    PRESETS["sdxl"], name="sdxl-random", source="sdxl-random", fast_lora=None
 )
 
 
