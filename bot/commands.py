@@ -20,18 +20,20 @@ def requester_of(interaction: discord.Interaction) -> Requester:
     """Who is asking, from where, with which roles."""
     user = interaction.user
     roles: tuple[int, ...] = ()
-    admin = False
+    admin = moderator = False
     if isinstance(user, discord.Member):
         roles = tuple(role.id for role in user.roles)
         # Discord resolves the member's permissions into the interaction itself; the role
         # cache may be cold (no members intent), so this is the value to trust.
         admin = interaction.permissions.manage_guild
+        moderator = admin or interaction.permissions.manage_messages
     return Requester(
         user_id=user.id,
         guild_id=interaction.guild_id,
         channel_id=interaction.channel_id or 0,
         role_ids=roles,
         is_admin=admin,
+        is_moderator=moderator,
     )
 
 
@@ -119,6 +121,24 @@ def register_commands(
             await refuse(interaction, exc)
             return
         await publisher.show(interaction, ticket)
+
+    @tree.command(name="block", description="Moderators: stop a queued or running job")
+    @app_commands.default_permissions(manage_messages=True)
+    @app_commands.guild_only()
+    @app_commands.describe(job="The job id shown under the job", reason="Shown in its message")
+    async def block(
+        interaction: discord.Interaction,
+        job: app_commands.Range[str, 1, 40],
+        reason: app_commands.Range[str, 1, 200] = "blocked by a moderator",
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            text = await service.block(requester_of(interaction), job.strip().lower(), reason)
+        except Exception as exc:  # noqa: BLE001 - refuse() logs what is not a user error
+            await refuse(interaction, exc)
+            return
+        publisher.wake()
+        await interaction.edit_original_response(content=text)
 
     @tree.command(name="quota", description="Admins: set or clear a member's GPU-second allowance")
     @app_commands.default_permissions(manage_guild=True)

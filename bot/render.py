@@ -73,7 +73,8 @@ def render_card(card: JobCard) -> str:
     elif card.status == "cancelled":
         tail = "cancelled; nothing was charged"
     elif card.status == "blocked":
-        tail = "blocked by moderation; nothing was charged"
+        reason = escape(shorten(card.error or "blocked by moderation", 300))
+        tail = f"{reason}; nothing was charged"
     else:
         reason = f": {escape(shorten(card.error or 'unknown error', 300))}" if card.error else ""
         tail = f"failed{reason}; nothing was charged"

@@ -24,6 +24,7 @@ from generation.presets import resolve_preset
 from generation.request import GenerationRequest, Mode, Operation
 from generation.weights import check_prompt_syntax
 from storage.delivery import DeliveryLedger
+from storage.errors import IllegalTransition
 from storage.images import ImageStore
 from storage.preferences import PreferenceStore
 from storage.queue import JobQueue
@@ -70,6 +71,7 @@ class Requester:
     channel_id: int
     role_ids: tuple[int, ...] = ()
     is_admin: bool = False
+    is_moderator: bool = False
 
 
 @dataclass(frozen=True)
@@ -334,6 +336,23 @@ class BotService:
         current = await self.prefs.get_user_settings(requester.user_id)
         shown = ", ".join(f"{k}: {v}" for k, v in sorted(current.items())) or "defaults"
         return f"Your settings: {shown}."
+
+    async def block(self, requester: Requester, job_id: str, reason: str) -> str:
+        """Moderation: stop a queued or running job of this server; its cost is refunded."""
+        if not requester.is_moderator:
+            raise UserFacingError("only moderators (Manage Messages) may block jobs")
+        job = await self.queue.get(job_id)
+        if job is None or job.guild_id != requester.guild_id:
+            raise UserFacingError(f"there is no job `{job_id}` in this server")
+        if job.terminal:
+            raise UserFacingError(
+                f"job `{job_id}` has already ended ({job.status}); delete its message instead"
+            )
+        try:
+            await self.queue.block(job_id, f"blocked by moderation: {reason}")
+        except IllegalTransition:
+            raise UserFacingError(f"job `{job_id}` ended before it could be blocked") from None
+        return f"Blocked job `{job_id}`; its owner was not charged."
 
     async def set_quota_override(
         self, requester: Requester, user_id: int, seconds: float | None

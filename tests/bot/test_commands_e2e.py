@@ -254,3 +254,33 @@ async def test_cancel_stops_a_running_job_and_the_worker_carries_on(
     grid = await imagine_grid(emu, "a short road")  # the engine is free again
     assert labels(grid) == GRID_LABELS
     emu.assert_no_violations()
+
+
+async def test_moderators_block_jobs_and_their_owners_are_refunded(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    runtime = await atelier.start(**NO_WORKER)
+    moderator = emu.make_user(name="mod", roles=[emu.make_role("mods", permissions=1 << 13)])
+    handle = await emu.send_slash_command("imagine", {"prompt": "something unwelcome"})
+    message = (await handle.wait_for_followups(1))[0]
+    job_id = job_id_of(message)
+
+    denied = await emu.send_slash_command("block", {"job": job_id})
+    reply = await denied.wait_for_original(lambda m: not m.loading)
+    assert "only moderators" in reply.content
+
+    blocked = await emu.send_slash_command(
+        "block", {"job": job_id, "reason": "off-topic"}, user=moderator
+    )
+    reply = await blocked.wait_for_original(lambda m: not m.loading)
+    assert reply.ephemeral and f"Blocked job `{job_id}`" in reply.content
+    await asyncio.wait_for(runtime.bot.publisher.wait_posted(job_id), timeout=10)
+    shown = emu.message(message.id).content
+    assert "off\\-topic" in shown and "nothing was charged" in shown
+    job = await runtime.ledger.queue.require(job_id)
+    assert job.status == "blocked"
+    readout = await runtime.ledger.queue.quota_readout(emu.default_user.id)
+    assert (readout.used, readout.reserved) == (0, 0)
+    again = await emu.send_slash_command("block", {"job": job_id}, user=moderator)
+    assert "already ended" in (await again.wait_for_original(lambda m: not m.loading)).content
+    emu.assert_no_violations()
