@@ -31,6 +31,7 @@ from bot.customid import Action, ButtonRef
 from bot.errors import reply_error, user_message
 from bot.render import render_card
 from bot.service import BotService, Delivery, Requester, Ticket
+from storage.types import JobView
 
 if TYPE_CHECKING:
     from bot.app import AtelierBot
@@ -177,28 +178,35 @@ class Publisher:
             await self.pass_once()
 
     async def pass_once(self) -> None:
-        """One sweep over every job whose message is not final yet."""
-        for delivery in await self.service.pending_deliveries():
+        """One sweep over every job whose message is not final yet.
+
+        The job list is one query; a job's card (which asks the queue for its position) is only
+        built when its message is due: finished, or not edited for ``progress_interval``.
+        """
+        for job in await self.service.undelivered_jobs():
             try:
-                await self._update(delivery)
+                await self._update(job)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("delivering job %s failed; will retry", delivery.job_id)
-                self._backoff[delivery.job_id] = time.monotonic() + self.retry_seconds
+                log.exception("delivering job %s failed; will retry", job.id)
+                self._backoff[job.id] = time.monotonic() + self.retry_seconds
 
-    async def _update(self, delivery: Delivery) -> None:
+    async def _update(self, job: JobView) -> None:
         now = time.monotonic()
-        if self._backoff.get(delivery.job_id, 0.0) > now:
+        if self._backoff.get(job.id, 0.0) > now:
             return
-        if delivery.terminal:
-            await self._deliver_final(delivery)
+        if job.terminal:
+            await self._deliver_final(await self.service.delivery_for(job))
             return
-        if delivery.message_id is None:
+        if job.message_id is None:
             return  # announced by another path that has not attached yet, or lost: wait for end
-        shown = self._shown.setdefault(delivery.job_id, _Shown())
+        shown = self._shown.setdefault(job.id, _Shown())
+        if now - shown.at < self.progress_interval:
+            return
+        delivery = await self.service.delivery_for(job)
         content = render_card(delivery.card)
-        if content == shown.content or now - shown.at < self.progress_interval:
+        if content == shown.content:
             return
         preview = None
         if delivery.card.status == "running" and delivery.card.step != shown.step:

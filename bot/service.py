@@ -418,13 +418,17 @@ class BotService:
             interaction_expires_at=token_expires_at,
         )
 
-    async def pending_deliveries(self) -> list[Delivery]:
-        return [await self._delivery(job) for job in await self.delivery.list_undelivered()]
+    async def undelivered_jobs(self) -> list[JobView]:
+        """Jobs whose message is not final: finished ones first (so a long queue never holds a
+        result back), then queued and running ones, oldest first."""
+        finished = await self.delivery.list_undelivered(terminal_only=True)
+        active = [job for job in await self.delivery.list_undelivered() if not job.terminal]
+        return [*finished, *active]
 
     async def delivery_of(self, job_id: str) -> Delivery:
-        return await self._delivery(await self.queue.require(job_id))
+        return await self.delivery_for(await self.queue.require(job_id))
 
-    async def _delivery(self, job: JobView) -> Delivery:
+    async def delivery_for(self, job: JobView) -> Delivery:
         request = GenerationRequest.from_json(job.request)
         single = request.operation.image_count == 1
         return Delivery(
