@@ -9,7 +9,7 @@ from discord import app_commands
 
 from bot.delivery import Publisher, refuse
 from bot.errors import reply_error
-from bot.render import shorten
+from bot.render import render_help, shorten
 from bot.service import BotService, Requester
 from config.settings import Settings
 
@@ -92,6 +92,12 @@ def register_commands(
             return
         ids = ", ".join(f"`{ticket.job_id}`" for ticket in tickets)
         await publisher.announce(interaction, tickets, f"Queued: job {ids}.")
+
+    @tree.command(name="help", description="How to use Atelier: options and buttons")
+    async def help_command(interaction: discord.Interaction) -> None:
+        await interaction.response.send_message(
+            shorten(render_help(settings.generation), 2000), ephemeral=True
+        )
 
     @tree.command(name="info", description="Your quota and your jobs")
     async def info(interaction: discord.Interaction) -> None:

@@ -19,6 +19,7 @@ import hashlib
 import io
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 TOKEN_MARGIN = timedelta(seconds=60)
 TOKEN_LIFETIME = timedelta(minutes=15)
 INVALID_WEBHOOK_TOKEN = 50027
+POSTED_MEMORY = 10_000
 _NONE = discord.AllowedMentions.none()
 
 
@@ -73,7 +75,8 @@ class Publisher:
     _shown: dict[str, _Shown] = field(default_factory=dict)
     _backoff: dict[str, float] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
-    _posted: dict[str, int] = field(default_factory=dict)
+    #: Recently posted results (job id -> message id), for ``wait_posted``; bounded.
+    _posted: OrderedDict[str, int] = field(default_factory=OrderedDict)
     _posted_changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     def bind(self, bot: AtelierBot) -> None:
@@ -237,6 +240,8 @@ class Publisher:
         await self.service.mark_posted(delivery.job_id, message_id)
         async with self._posted_changed:
             self._posted[delivery.job_id] = message_id
+            while len(self._posted) > POSTED_MEMORY:
+                self._posted.popitem(last=False)
             self._posted_changed.notify_all()
         self._live.pop(delivery.job_id, None)
         self._shown.pop(delivery.job_id, None)

@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 
 from bot.customid import Action, ButtonRef
+from config.settings import GenerationSettings
+from generation.options import options_help
 
 CONTENT_LIMIT = 2000
 _MARKDOWN = re.compile(r"([\\*_~`|>\[\]()#:-])")
@@ -99,6 +101,19 @@ def single_buttons(job_id: str) -> list[list[tuple[str, ButtonRef]]]:
             ("Vary (Strong)", ButtonRef(Action.VARY_STRONG, job_id, 1)),
         ]
     ]
+
+
+def render_help(settings: GenerationSettings) -> str:
+    """The /help text: options with this server's bounds, then what the buttons do."""
+    return "\n".join(
+        [
+            "**/imagine** `prompt` followed by any of:",
+            *(f"- {line}" for line in options_help(settings)),
+            "**Buttons**: U1-U4 post one image (then Upscale/Vary it), V1-V4 make four "
+            "variations, \U0001f504 re-rolls with a new seed.",
+            "**Also**: /info (quota), /queue, /cancel, /show job, /settings.",
+        ]
+    )
 
 
 def options_summary(

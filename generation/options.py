@@ -56,6 +56,32 @@ _BY_NAME = {opt.name: opt for opt in _OPTIONS}
 _ALIASES = {"aspect": "ar", "guidance": "cfg", "c": "chaos", "r": "repeat", "s": "seed"}
 ALLOWED_FLAGS = ", ".join(f"--{opt.name}" for opt in _OPTIONS)
 
+
+def options_help(settings: GenerationSettings) -> list[str]:
+    """One line per option, with the bounds these settings allow (for /help)."""
+    bounds = {
+        "ar": f"long side at most {settings.max_aspect_ratio:g}x the short side",
+        "steps": f"{settings.min_steps}..{settings.max_steps}",
+        "cfg": f"{settings.min_guidance:g}..{settings.max_guidance:g}",
+        "repeat": f"1..{settings.max_repeat}",
+        "model": ", ".join(settings.enabled_models) or "only the default",
+    }
+    aliases: dict[str, list[str]] = {}
+    for alias, name in _ALIASES.items():
+        aliases.setdefault(name, []).append(f"--{alias}")
+    lines = []
+    for option in _OPTIONS:
+        spelled = " ".join([f"--{option.name}", *aliases.get(option.name, [])])
+        extra = f" ({bounds[option.name]})" if option.name in bounds else ""
+        lines.append(f"`{spelled}`: {option.help}{extra}")
+    lines.append(
+        f"`{{a, b}}`: one job per alternative; at most {settings.max_jobs_per_prompt} jobs "
+        "per prompt"
+    )
+    lines.append("`a::2 b::1`, `(word:1.3)`: prompt weights")
+    return lines
+
+
 # Phones turn "--" into an em or en dash; accept those where an option starts.
 _DASHES = re.compile(r"(?:(?<=\s)|^)(?:\u2014|\u2013|--)(?=[A-Za-z])")
 _FLAG = re.compile(r"(?:(?<=\s)|^)--([A-Za-z][A-Za-z0-9_-]*)")

@@ -284,3 +284,16 @@ async def test_moderators_block_jobs_and_their_owners_are_refunded(
     again = await emu.send_slash_command("block", {"job": job_id}, user=moderator)
     assert "already ended" in (await again.wait_for_original(lambda m: not m.loading)).content
     emu.assert_no_violations()
+
+
+async def test_help_lists_options_with_this_servers_bounds(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    from config.settings import GenerationSettings
+
+    await atelier.start(generation=GenerationSettings(max_steps=25))
+    handle = await emu.send_slash_command("help")
+    assert await handle.wait_for_ack() == 4
+    reply = await handle.wait_for_original()
+    assert reply.ephemeral and "--steps" in reply.content and "(1..25)" in reply.content
+    emu.assert_no_violations()
