@@ -9,10 +9,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from PIL import Image
+from pydantic import SecretStr
 
 from config.settings import QueueSettings, QuotaSettings
 from tests.bot.conftest import (
     CHANNEL_ID,
+    GUILD_ID,
     Atelier,
     custom_ids,
     job_id_of,
@@ -347,3 +349,26 @@ async def test_owner_gets_a_dm_when_the_channel_is_closed_to_the_bot(
     assert dms[0].attachments and labels(dms[0]) == GRID_LABELS
     assert "could not post in the channel" in dms[0].content
     emu.assert_no_violations(ignore=["missing_permissions", "unknown_message"])
+
+
+async def test_commands_resync_only_when_changed_and_go_global_without_a_guild(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    from bot.app import COMMANDS_HASH_KEY
+    from config.settings import DiscordSettings
+    from tests.bot.conftest import TOKEN
+
+    runtime = await atelier.start()
+    assert len(emu.requests("bulk_overwrite_guild_commands")) == 1
+    names = {command["name"] for command in emu.registered_commands(GUILD_ID)}
+    assert {"imagine", "info", "queue", "cancel", "show", "settings", "help"} <= names
+    await runtime.ledger.prefs.set_meta(COMMANDS_HASH_KEY, "an older command set")
+    await atelier.restart()
+    assert len(emu.requests("bulk_overwrite_guild_commands")) == 2  # changed: synced again
+    await atelier.restart(
+        discord=DiscordSettings(
+            token=SecretStr(TOKEN), api_base_url=emu.api_base_url, gateway_url=emu.gateway_url
+        )
+    )
+    assert len(emu.requests("bulk_overwrite_global_commands")) == 1  # new target: global
+    assert len(emu.requests("bulk_overwrite_guild_commands")) == 2
