@@ -29,9 +29,10 @@ import discord
 
 from bot.buttons import build_view
 from bot.customid import Action, ButtonRef
+from bot.deliveries import Delivery
 from bot.errors import reply_error, user_message
 from bot.render import render_card
-from bot.service import BotService, Delivery, Requester, Ticket
+from bot.service import BotService, Requester, Ticket
 from storage.types import JobView
 
 if TYPE_CHECKING:
@@ -107,10 +108,10 @@ class Publisher:
 
     async def show(self, interaction: discord.Interaction, ticket: Ticket) -> None:
         """Post a finished job again (/show), with its result and working buttons."""
-        delivery = await self.service.delivery_of(ticket.job_id)
+        delivery = await self.service.deliveries.delivery_of(ticket.job_id)
         files = [
             discord.File(io.BytesIO(data), filename=name)
-            for name, data in await self.service.result_files(delivery)
+            for name, data in await self.service.deliveries.result_files(delivery)
         ]
         view = build_view(delivery.buttons) if files else discord.utils.MISSING
         await interaction.edit_original_response(content=f"Job `{ticket.job_id}` is below.")
@@ -162,7 +163,9 @@ class Publisher:
     ) -> None:
         expires = interaction.created_at + TOKEN_LIFETIME
         self._live[job_id] = _Live(interaction.followup, message_id, expires)
-        await self.service.attach_message(job_id, message_id, interaction.filesize_limit, expires)
+        await self.service.deliveries.attach_message(
+            job_id, message_id, interaction.filesize_limit, expires
+        )
 
     async def wait_posted(self, job_id: str) -> int:
         """The message id once this process has posted ``job_id``'s result (for tests, benches)."""
@@ -186,7 +189,7 @@ class Publisher:
         The job list is one query; a job's card (which asks the queue for its position) is only
         built when its message is due: finished, or not edited for ``progress_interval``.
         """
-        for job in await self.service.undelivered_jobs():
+        for job in await self.service.deliveries.undelivered_jobs():
             try:
                 await self._update(job)
             except asyncio.CancelledError:
@@ -200,20 +203,20 @@ class Publisher:
         if self._backoff.get(job.id, 0.0) > now:
             return
         if job.terminal:
-            await self._deliver_final(await self.service.delivery_for(job))
+            await self._deliver_final(await self.service.deliveries.delivery_for(job))
             return
         if job.message_id is None:
             return  # announced by another path that has not attached yet, or lost: wait for end
         shown = self._shown.setdefault(job.id, _Shown())
         if now - shown.at < self.progress_interval:
             return
-        delivery = await self.service.delivery_for(job)
+        delivery = await self.service.deliveries.delivery_for(job)
         content = render_card(delivery.card)
         if content == shown.content:
             return
         preview = None
         if delivery.card.status == "running" and delivery.card.step != shown.step:
-            preview = await self.service.preview(delivery)
+            preview = await self.service.deliveries.preview(delivery)
         files = [discord.File(io.BytesIO(preview), filename="preview.webp")] if preview else []
         try:
             await self._edit(delivery, content=content, files=files, view=None, keep=not files)
@@ -223,21 +226,21 @@ class Publisher:
         shown.content, shown.at, shown.step = content, now, delivery.card.step
 
     async def _deliver_final(self, delivery: Delivery) -> None:
-        if not await self.service.claim_delivery(delivery.job_id):
+        if not await self.service.deliveries.claim(delivery.job_id):
             return  # another bot process is posting it, or it already was
         content = render_card(delivery.card)
         files = []
         view: discord.ui.View | None = None
         if delivery.card.status == "succeeded":
-            for name, data in await self.service.result_files(delivery):
+            for name, data in await self.service.deliveries.result_files(delivery):
                 files.append(discord.File(io.BytesIO(data), filename=name))
             view = build_view(delivery.buttons)
         try:
             message_id = await self._edit_or_post(delivery, content, files, view)
         except discord.HTTPException as exc:
-            await self.service.release_delivery(delivery.job_id, f"HTTP {exc.status}")
+            await self.service.deliveries.release(delivery.job_id, f"HTTP {exc.status}")
             raise
-        await self.service.mark_posted(delivery.job_id, message_id)
+        await self.service.deliveries.mark_posted(delivery.job_id, message_id)
         async with self._posted_changed:
             self._posted[delivery.job_id] = message_id
             while len(self._posted) > POSTED_MEMORY:
