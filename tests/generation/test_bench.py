@@ -49,3 +49,23 @@ def test_gpu_bench_full_size(tiny_settings: Settings) -> None:
     report = bench_generation(tiny_settings, gpu=True, compile=False, grids=1)
     assert (report.width, report.height, report.dtype) == (1024, 1024, "bfloat16")
     print(report.to_table())
+
+
+def test_random_sdxl_has_sdxl_base_geometry() -> None:
+    """The --gpu bench must cost what SDXL costs: same parameter counts, checked on the meta
+    device (no memory, no GPU)."""
+    import torch
+
+    from generation.bench import build_random_sdxl
+
+    pipe = build_random_sdxl(torch.device("meta"), torch.bfloat16)
+
+    def millions(module: object) -> int:
+        return round(sum(p.numel() for p in module.parameters()) / 1e6)  # type: ignore[attr-defined]
+
+    assert millions(pipe.unet) == 2567  # SDXL base UNet: 2.567 B parameters
+    assert millions(pipe.vae) == 84
+    assert millions(pipe.text_encoder) == 123  # CLIP ViT-L
+    assert millions(pipe.text_encoder_2) == 695  # OpenCLIP ViT-bigG
+    assert pipe.vae_scale_factor == 8
+    assert pipe.unet.config.addition_embed_type == "text_time"
