@@ -245,10 +245,13 @@ def prompt_checker(runner: EngineRunner) -> Any:
     """The bot's token-count check on the default model's tokenizer (CPU, microseconds).
     Requests for other models are checked by the worker that runs them."""
 
+    engine = runner.engine
+    counter = engine.token_counter()  # its own tokenizer: the engine thread uses the other
+
     class _Checker:
         def check(self, request: Any) -> None:
-            if request.model == runner.engine.preset.name:
-                runner.engine.validate(request)
+            if request.model == engine.preset.name:
+                engine.validate(request, counter=counter)
 
     return _Checker()
 

@@ -30,7 +30,7 @@ from generation.errors import JobCancelledError, OptionError, OutOfMemoryError
 from generation.pipelines import LoadedModel, free_memory, load_model
 from generation.presets import ModelPreset, resolve_preset
 from generation.preview import latents_preview
-from generation.prompts import PromptEmbeddings, PromptEncoder
+from generation.prompts import PromptEmbeddings, PromptEncoder, TokenCounter
 from generation.request import MAX_SEED, GenerationRequest, Mode, Operation
 from generation.results import GenerationResult, Progress, Timings
 from generation.tiling import seamless, vae_tiling
@@ -124,8 +124,11 @@ class Engine:
 
     # -- validation --------------------------------------------------------------------------
 
-    def validate(self, request: GenerationRequest) -> None:
-        """Raise OptionError (or PromptTooLongError) if this model cannot serve ``request``."""
+    def validate(self, request: GenerationRequest, counter: TokenCounter | None = None) -> None:
+        """Raise OptionError (or PromptTooLongError) if this model cannot serve ``request``.
+
+        ``counter`` lets a thread other than the engine's check token counts on its own
+        tokenizer copy (see :meth:`token_counter`)."""
         if request.operation is Operation.SELECT:
             return
         if request.model != self.preset.name:
@@ -146,10 +149,10 @@ class Engine:
         model = self.model
         if request.mode is Mode.FAST and model.fast_unavailable is not None:
             raise OptionError(model.fast_unavailable)
-        encoder = self._prompt_encoder()
-        encoder.check_length(request.prompt)
+        checker = counter or self._prompt_encoder()
+        checker.check_length(request.prompt)
         if request.negative_prompt:
-            encoder.check_length(request.negative_prompt, what="negative prompt")
+            checker.check_length(request.negative_prompt, what="negative prompt")
 
     # -- jobs --------------------------------------------------------------------------------
 
@@ -349,6 +352,10 @@ class Engine:
         return self._result(share, images, clock, load_seconds, 1)
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def token_counter(self) -> TokenCounter:
+        """A token counter with its own tokenizer, safe to use beside a running job."""
+        return TokenCounter.copy_of(self.model.txt2img.tokenizer)
 
     def _prompt_encoder(self) -> PromptEncoder:
         self.load()

@@ -9,6 +9,7 @@ same normalised weights.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,29 +27,20 @@ class PromptEmbeddings:
     pooled: torch.Tensor
 
 
-class PromptEncoder:
-    """Encodes prompts with a pipeline's two tokenizers and text encoders."""
+class TokenCounter:
+    """Counts a prompt's tokens the way the encoders will see them, and enforces the window.
 
-    def __init__(self, pipe: Any, device: torch.device, dtype: torch.dtype) -> None:
-        from compel import Compel, ReturnedEmbeddingsType
+    A tokenizer carries per-call state, so a thread other than the engine's (the bot's prompt
+    check) gets its own counter over its own copy (``TokenCounter.copy_of``).
+    """
 
-        # SDXL conditions on the penultimate hidden states, un-normalised, of both encoders.
-        def common(tokenizer: Any, encoder: Any) -> Any:
-            return Compel(
-                tokenizer=tokenizer,
-                text_encoder=encoder,
-                returned_embeddings_type=ReturnedEmbeddingsType.PENULTIMATE_HIDDEN_STATES_NON_NORMALIZED,
-                # Validation already refused over-long parts; truncating keeps shapes fixed.
-                truncate_long_prompts=True,
-                dtype_for_device_getter=lambda _device: dtype,
-                device=str(device),
-            )
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+        self.max_tokens = int(tokenizer.model_max_length)
 
-        self._compel_1 = common(pipe.tokenizer, pipe.text_encoder)
-        self._compel_2 = common(pipe.tokenizer_2, pipe.text_encoder_2)
-        self._tokenizer = pipe.tokenizer
-        self._force_zeros_for_empty = bool(pipe.config.get("force_zeros_for_empty_prompt", True))
-        self.max_tokens = int(self._tokenizer.model_max_length)
+    @classmethod
+    def copy_of(cls, tokenizer: Any) -> TokenCounter:
+        return cls(copy.deepcopy(tokenizer))
 
     def token_counts(self, prompt: str) -> list[int]:
         """Tokens per ``::`` part, start and end markers included, as the encoders see them."""
@@ -72,6 +64,30 @@ class PromptEncoder:
                 f"{where} is {worst} tokens long; the limit is {self.max_tokens} tokens "
                 "(start and end markers included). Shorten it or split it into `::` parts."
             )
+
+
+class PromptEncoder(TokenCounter):
+    """Encodes prompts with a pipeline's two tokenizers and text encoders."""
+
+    def __init__(self, pipe: Any, device: torch.device, dtype: torch.dtype) -> None:
+        from compel import Compel, ReturnedEmbeddingsType
+
+        # SDXL conditions on the penultimate hidden states, un-normalised, of both encoders.
+        def common(tokenizer: Any, encoder: Any) -> Any:
+            return Compel(
+                tokenizer=tokenizer,
+                text_encoder=encoder,
+                returned_embeddings_type=ReturnedEmbeddingsType.PENULTIMATE_HIDDEN_STATES_NON_NORMALIZED,
+                # Validation already refused over-long parts; truncating keeps shapes fixed.
+                truncate_long_prompts=True,
+                dtype_for_device_getter=lambda _device: dtype,
+                device=str(device),
+            )
+
+        self._compel_1 = common(pipe.tokenizer, pipe.text_encoder)
+        self._compel_2 = common(pipe.tokenizer_2, pipe.text_encoder_2)
+        super().__init__(pipe.tokenizer)
+        self._force_zeros_for_empty = bool(pipe.config.get("force_zeros_for_empty_prompt", True))
 
     def encode(self, prompt: str) -> PromptEmbeddings:
         """Hidden states of both encoders side by side, and the blended pooled embedding."""

@@ -234,6 +234,7 @@ async def test_bad_options_are_ephemeral_and_queue_nothing(
         ("a cat --ar 99:1", "--ar 99:1 is too extreme"),
         ("a cat --steps 500", "--steps must be from 1 to 60"),
         ("a cat --frobnicate", "unknown option --frobnicate"),
+        (" ".join(["castle"] * 90), "tokens long; the limit is 77 tokens"),
     ]:
         handle = await emu.send_slash_command("imagine", {"prompt": prompt})
         assert await handle.wait_for_ack() == 4

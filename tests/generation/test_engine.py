@@ -439,3 +439,14 @@ def test_compiled_unet_on_gpu_switches_modes(tiny_settings: Settings) -> None:
     assert _hashes(fast.images) != _hashes(quality.images)
     for first, second in zip(quality.images, again.images, strict=True):
         assert np.abs(_pixels(first) - _pixels(second)).max() <= 1
+
+
+def test_token_counter_copy_matches_the_engine(engine: Any) -> None:
+    from generation.errors import PromptTooLongError
+
+    counter = engine.token_counter()
+    prompt = "a castle on a hill::2 at sunset, oil painting::1"
+    assert counter.token_counts(prompt) == engine._prompt_encoder().token_counts(prompt)
+    long_request = make_request(prompt=" ".join(["castle"] * 90))
+    with pytest.raises(PromptTooLongError, match="the limit is 77 tokens"):
+        engine.validate(long_request, counter=counter)
