@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import ColumnElement, and_, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import Database
@@ -46,6 +46,14 @@ class DeliveryLedger:
         self.claimer_id = claimer_id or f"bot-{secrets.token_hex(6)}"
         self.claim_length = timedelta(seconds=claim_seconds)
         self.clock = clock
+
+    def _claimable(self, now: datetime) -> ColumnElement[bool]:
+        """Unclaimed, claimed by this process, or claimed by one whose claim has lapsed."""
+        return or_(
+            DELIVERIES.c.claimed_by.is_(None),
+            DELIVERIES.c.claimed_by == self.claimer_id,
+            DELIVERIES.c.claim_expires_at < now,
+        )
 
     async def attach_message(
         self,
@@ -90,11 +98,7 @@ class DeliveryLedger:
             if terminal_only:
                 stmt = stmt.where(
                     JOBS.c.status.in_(TERMINAL_STATUSES),
-                    or_(
-                        DELIVERIES.c.claimed_by.is_(None),
-                        DELIVERIES.c.claimed_by == self.claimer_id,
-                        DELIVERIES.c.claim_expires_at < now,
-                    ),
+                    self._claimable(now),
                 )
             return [job_view(row) for row in (await session.execute(stmt)).mappings()]
 
@@ -112,11 +116,7 @@ class DeliveryLedger:
                 .where(
                     DELIVERIES.c.job_id == job_id,
                     DELIVERIES.c.posted_at.is_(None),
-                    or_(
-                        DELIVERIES.c.claimed_by.is_(None),
-                        DELIVERIES.c.claimed_by == self.claimer_id,
-                        DELIVERIES.c.claim_expires_at < now,
-                    ),
+                    self._claimable(now),
                     finished,
                 )
                 .values(

@@ -311,8 +311,7 @@ class JobQueue:
                     return await self._view(session, job_id)
                 raise await self._lease_error(session, job_id, lease_token)
             if job["cancel_requested"]:
-                await self.quota.refund(session, job, now, "cancelled while running")
-                await self._finish(session, job, JobStatus.CANCELLED, now, gpu_ms=measured)
+                await self._cancel_running(session, job, now, gpu_ms=measured)
             else:
                 charged = await self.quota.settle(session, job, measured, now)
                 await self._finish(
@@ -340,8 +339,7 @@ class JobQueue:
             if job is None:
                 raise await self._lease_error(session, job_id, lease_token)
             if job["cancel_requested"]:
-                await self.quota.refund(session, job, now, "cancelled while running")
-                await self._finish(session, job, JobStatus.CANCELLED, now, error=error)
+                await self._cancel_running(session, job, now, error=error)
             elif retryable and job["attempts"] < job["max_attempts"]:
                 delay = timedelta(seconds=self.settings.retry_delay_seconds)
                 delay = min(delay * 2 ** (job["attempts"] - 1), MAX_RETRY_DELAY)
@@ -366,8 +364,7 @@ class JobQueue:
             if job is None:
                 raise await self._lease_error(session, job_id, lease_token)
             if job["cancel_requested"]:
-                await self.quota.refund(session, job, now, "cancelled while running")
-                await self._finish(session, job, JobStatus.CANCELLED, now)
+                await self._cancel_running(session, job, now)
             else:
                 await self._requeue(session, job, now, attempts=job["attempts"] - 1)
             return await self._view(session, job_id)
@@ -647,6 +644,14 @@ class JobQueue:
         if row.status != JobStatus.RUNNING:
             return LeaseLost(job_id, f"the job is {row.status}")
         return LeaseLost(job_id, f"the lease now belongs to worker {row.worker_id}")
+
+    async def _cancel_running(
+        self, session: AsyncSession, job: RowMapping, now: datetime, **finish: Any
+    ) -> None:
+        """A running job whose owner cancelled it ends cancelled, whatever its worker reports,
+        and is refunded in full."""
+        await self.quota.refund(session, job, now, "cancelled while running")
+        await self._finish(session, job, JobStatus.CANCELLED, now, **finish)
 
     async def _finish(
         self,
