@@ -63,6 +63,10 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--gpu", action="store_true", help="full-size SDXL geometry on CUDA")
     gen.add_argument("--compile", action="store_true", help="torch.compile the UNet (with --gpu)")
     gen.add_argument("--grids", type=int, default=5)
+    upscale = bench_sub.add_parser("upscale", help="2x upscale, VAE tiled vs whole: time, memory")
+    upscale.add_argument("--gpu", action="store_true", help="full-size SDXL geometry on CUDA")
+    upscale.add_argument("--size", type=int, default=None, help="source side (default: native)")
+    upscale.add_argument("--runs", type=int, default=3)
     queue = bench_sub.add_parser("queue", help="queue overhead and jobs/s, 1 vs 4 workers")
     queue.add_argument(
         "--url",
@@ -93,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Alembic lists its plugins at INFO on every start: noise next to the migrations it runs.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     from generation.errors import GenerationError
     from storage.errors import StorageError
 
@@ -345,6 +351,11 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
         from generation.bench import bench_generation
 
         print(bench_generation(settings, args.gpu, args.compile, args.grids).to_table())
+        return 0
+    if what == "upscale":
+        from generation.bench import bench_upscale
+
+        print(bench_upscale(settings, args.gpu, args.size, args.runs).to_table())
         return 0
     if what == "queue":
         return _bench_queue(settings, args)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import torch
@@ -21,9 +22,11 @@ import torch
 from config.settings import Settings
 from generation.engine import Engine
 from generation.errors import ModelLoadError
+from generation.followups import followup_request
+from generation.memory import PeakMemory, mebibytes
 from generation.pipelines import assemble_model
 from generation.presets import PRESETS, TINY
-from generation.request import GenerationRequest, Mode
+from generation.request import GenerationRequest, Mode, Operation
 from generation.tiny import (
     BOS,
     EOS,
@@ -119,6 +122,9 @@ class BenchReport:
     load_seconds: float
     batched_seconds: float
     naive_seconds: float
+    #: Peak memory beyond the warm model's, per method (None where it cannot be measured).
+    batched_peak_bytes: int | None = None
+    naive_peak_bytes: int | None = None
 
     @property
     def batched_grids_per_second(self) -> float:
@@ -137,63 +143,51 @@ class BenchReport:
         """A plain-text report for the terminal."""
         compiled = ", torch.compile" if self.compiled else ""
         rows = [
-            ("batched (1 call/grid)", self.batched_seconds, self.batched_grids_per_second),
-            ("naive (4 calls/grid)", self.naive_seconds, self.naive_grids_per_second),
+            ("batched (1 call/grid)", self.batched_seconds, self.batched_peak_bytes),
+            ("naive (4 calls/grid)", self.naive_seconds, self.naive_peak_bytes),
         ]
         lines = [
             f"model {self.model} on {self.device} ({self.dtype}{compiled}), "
             f"{self.width}x{self.height}, {self.steps} steps, {self.grids} grid(s) each way",
             f"cold start (load): {self.load_seconds:.2f} s",
             "",
-            f"{'method':<24}{'seconds':>10}{'grids/s':>10}{'s/grid':>10}",
+            f"{'method':<24}{'seconds':>10}{'grids/s':>10}{'s/grid':>10}{'peak MiB':>10}",
         ]
-        for name, seconds, rate in rows:
-            lines.append(f"{name:<24}{seconds:>10.2f}{rate:>10.2f}{seconds / self.grids:>10.3f}")
+        for name, seconds, peak in rows:
+            lines.append(
+                f"{name:<24}{seconds:>10.2f}{self.grids / seconds:>10.2f}"
+                f"{seconds / self.grids:>10.3f}{mebibytes(peak):>10}"
+            )
         lines.append("")
         lines.append(f"batched / naive throughput: {self.speedup:.2f}x")
+        lines.append(
+            f"batched / naive peak memory: {_ratio(self.batched_peak_bytes, self.naive_peak_bytes)}"
+        )
         return "\n".join(lines)
 
 
 def bench_generation(settings: Settings, gpu: bool, compile: bool, grids: int) -> BenchReport:
-    """Measure grids/second batched vs naive, and cold start, on one warm model.
+    """Measure grids/second and peak memory, batched vs naive, and cold start, on one warm model.
 
     Without ``gpu`` the configured model (``settings.model``) is used, e.g. ``tiny`` on a CPU.
     Cold start is the model load in a process that has already imported torch and diffusers.
     """
     if grids < 1:
         raise ValueError("grids must be at least 1")
-    settings = settings.model_copy(
-        update={"generation": settings.generation.model_copy(update={"compile": compile})}
-    )
-    if gpu:
-        engine, load_seconds = _random_sdxl_engine(settings)
-    else:
-        engine = Engine(settings)
-        if engine.preset.source == TINY:
-            # Building the tiny model is a one-off, not part of starting a worker.
-            build_tiny_model(settings.data_dir / "models" / TINY)
-        load_seconds = engine.load()
+    engine, load_seconds = _bench_engine(settings, gpu, compile)
     preset = engine.preset
-    request = GenerationRequest(
-        prompt=BENCH_PROMPT,
-        width=preset.native_resolution,
-        height=preset.native_resolution,
-        seed=BENCH_SEED,
-        steps=preset.quality_steps,
-        guidance=preset.quality_guidance,
-        mode=Mode.QUALITY,
-        model=preset.name,
-    )
+    request = _bench_request(engine, preset.native_resolution)
     # One warm-up each: first calls pay for allocator growth, kernel selection and compilation.
     _batched(engine, request)
     _naive(engine, request)
-    batched = _timed(lambda: _grids(_batched, engine, request, grids))
-    naive = _timed(lambda: _grids(_naive, engine, request, grids))
+    device = engine.model.device
+    batched, batched_peak = _measured(device, lambda: _grids(_batched, engine, request, grids))
+    naive, naive_peak = _measured(device, lambda: _grids(_naive, engine, request, grids))
     model = engine.model
     return BenchReport(
         model=preset.name,
         device=str(model.device),
-        dtype=str(model.dtype).removeprefix("torch."),
+        dtype=_dtype_name(model.dtype),
         compiled=compile and model.device.type == "cuda",
         width=request.width,
         height=request.height,
@@ -202,6 +196,125 @@ def bench_generation(settings: Settings, gpu: bool, compile: bool, grids: int) -
         load_seconds=load_seconds,
         batched_seconds=batched,
         naive_seconds=naive,
+        batched_peak_bytes=batched_peak,
+        naive_peak_bytes=naive_peak,
+    )
+
+
+@dataclass(frozen=True)
+class UpscaleReport:
+    """A 2x upscale with VAE tiling against the naive whole-image VAE, on one warm model."""
+
+    model: str
+    device: str
+    dtype: str
+    source_size: int
+    runs: int
+    untiled_seconds: float
+    tiled_seconds: float
+    untiled_peak_bytes: int | None
+    tiled_peak_bytes: int | None
+
+    def to_table(self) -> str:
+        """A plain-text report for the terminal."""
+        out = self.source_size * 2
+        lines = [
+            f"model {self.model} on {self.device} ({self.dtype}), 2x upscale "
+            f"{self.source_size}x{self.source_size} -> {out}x{out}, {self.runs} run(s) each way",
+            "",
+            f"{'VAE':<24}{'s/upscale':>10}{'peak MiB':>10}",
+        ]
+        for name, seconds, peak in (
+            ("whole image (naive)", self.untiled_seconds, self.untiled_peak_bytes),
+            ("tiled", self.tiled_seconds, self.tiled_peak_bytes),
+        ):
+            lines.append(f"{name:<24}{seconds / self.runs:>10.3f}{mebibytes(peak):>10}")
+        lines.append("")
+        lines.append(
+            f"tiled / whole peak memory: {_ratio(self.tiled_peak_bytes, self.untiled_peak_bytes)}"
+        )
+        lines.append(f"tiled / whole time: {self.tiled_seconds / self.untiled_seconds:.2f}x")
+        return "\n".join(lines)
+
+
+def bench_upscale(settings: Settings, gpu: bool, size: int | None, runs: int) -> UpscaleReport:
+    """Time and peak memory of a 2x upscale of a ``size`` square image, VAE tiled vs whole.
+
+    ``ATELIER_GENERATION_VAE_TILING_PIXELS`` decides which one a worker uses; this shows what the
+    threshold trades. The source is a real image of the model, made first and not timed.
+    """
+    if runs < 1:
+        raise ValueError("runs must be at least 1")
+    engine, _ = _bench_engine(settings, gpu, compile=False)
+    preset = engine.preset
+    size = size or preset.native_resolution
+    if size < preset.size_multiple or size % preset.size_multiple:
+        raise ValueError(
+            f"--size {size} must be a positive multiple of {preset.size_multiple} "
+            f"for model {preset.name}"
+        )
+    parent = _bench_request(engine, size)
+    source = engine.generate(parent, only_index=0).images[0]
+    request = followup_request(
+        parent,
+        Operation.UPSCALE_SUBTLE,
+        1,
+        parent_job_id="bench",
+        settings=settings.generation,
+        seed=BENCH_SEED,
+    )
+
+    def engine_with_tiling_above(pixels: int) -> Engine:
+        generation = settings.generation.model_copy(update={"vae_tiling_pixels": pixels})
+        return Engine.with_model(
+            settings.model_copy(update={"generation": generation}), engine.model
+        )
+
+    device = engine.model.device
+    timings: list[tuple[float, int | None]] = []
+    for variant in (engine_with_tiling_above(2**62), engine_with_tiling_above(1)):
+        variant.generate(request, source)  # warm-up
+        upscales = partial(_repeat, variant.generate, runs, request, source)
+        timings.append(_measured(device, upscales))
+    (untiled, untiled_peak), (tiled, tiled_peak) = timings
+    return UpscaleReport(
+        model=preset.name,
+        device=str(device),
+        dtype=_dtype_name(engine.model.dtype),
+        source_size=size,
+        runs=runs,
+        untiled_seconds=untiled,
+        tiled_seconds=tiled,
+        untiled_peak_bytes=untiled_peak,
+        tiled_peak_bytes=tiled_peak,
+    )
+
+
+def _bench_engine(settings: Settings, gpu: bool, compile: bool) -> tuple[Engine, float]:
+    """A loaded engine and its load time: random full-size SDXL on CUDA, or the configured model."""
+    settings = settings.model_copy(
+        update={"generation": settings.generation.model_copy(update={"compile": compile})}
+    )
+    if gpu:
+        return _random_sdxl_engine(settings)
+    engine = Engine(settings)
+    if engine.preset.source == TINY:
+        # Building the tiny model is a one-off, not part of starting a worker.
+        build_tiny_model(settings.data_dir / "models" / TINY)
+    return engine, engine.load()
+
+
+def _bench_request(engine: Engine, size: int) -> GenerationRequest:
+    preset = engine.preset
+    return GenerationRequest(
+        prompt=BENCH_PROMPT,
+        width=size,
+        height=size,
+        seed=BENCH_SEED,
+        steps=preset.quality_steps,
+        guidance=preset.quality_guidance,
+        mode=Mode.QUALITY,
+        model=preset.name,
     )
 
 
@@ -230,17 +343,35 @@ def _naive(engine: Engine, request: GenerationRequest) -> None:
     _synchronize()
 
 
-def _timed(work: Callable[[], None]) -> float:
+def _measured(device: torch.device, work: Callable[[], object]) -> tuple[float, int | None]:
+    """Seconds and peak memory (beyond what was in use before) of ``work``."""
     _synchronize()
-    started = time.perf_counter()
-    work()
-    _synchronize()
-    return time.perf_counter() - started
+    with PeakMemory(device) as peak:
+        started = time.perf_counter()
+        work()
+        _synchronize()
+        seconds = time.perf_counter() - started
+    return seconds, peak.bytes
+
+
+def _repeat(work: Callable[..., object], times: int, *args: object) -> None:
+    for _ in range(times):
+        work(*args)
 
 
 def _synchronize() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _ratio(numerator: int | None, denominator: int | None) -> str:
+    if numerator is None or not denominator:
+        return "n/a"
+    return f"{numerator / denominator:.2f}x"
 
 
 def _random_sdxl_engine(settings: Settings) -> tuple[Engine, float]:

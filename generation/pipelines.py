@@ -29,20 +29,30 @@ log = logging.getLogger(__name__)
 
 
 class _KnownNoise(logging.Filter):
-    """Drops two diffusers warnings that fire on every normal load or job and mean nothing here.
+    """Drops library warnings that fire on every normal load or job and mean nothing here.
 
     diffusers 0.42 warns about "modules that should be kept in float32: []" on every ``.to(dtype)``
     (the img2img pipeline upcasts its VAE per call), and a UNet-only LoRA such as LCM-LoRA warns
-    that the text encoders got no LoRA keys.
+    that the text encoders got no LoRA keys. transformers 5 warns that CLIP's image processor
+    falls back to PIL without torchvision; SDXL never uses an image processor.
     """
 
-    _PREFIXES = ("There are modules in ", "No LoRA keys associated to ")
+    _FRAGMENTS = (
+        "There are modules in ",
+        "No LoRA keys associated to ",
+        "requires torchvision (not installed)",
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(self._PREFIXES)
+        message = record.getMessage()
+        return not any(fragment in message for fragment in self._FRAGMENTS)
 
 
-for _name in ("diffusers.models.modeling_utils", "diffusers.loaders.lora_base"):
+for _name in (
+    "diffusers.models.modeling_utils",
+    "diffusers.loaders.lora_base",
+    "transformers.utils.import_utils",
+):
     logging.getLogger(_name).addFilter(_KnownNoise())
 
 #: The peft adapter name fast mode's LoRA is loaded under.

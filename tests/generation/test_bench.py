@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from config.settings import Settings
-from generation.bench import bench_generation, build_random_sdxl
+from generation.bench import bench_generation, bench_upscale, build_random_sdxl
 from generation.engine import Engine
 from generation.errors import ModelLoadError
+from generation.memory import PeakMemory, mebibytes
 from generation.pipelines import assemble_model
 from generation.presets import PRESETS
 from generation.tiny import UNET_CONFIG, VAE_CONFIG, build_vocab, text_encoder_config
@@ -22,6 +25,7 @@ def test_bench_on_the_tiny_model(tiny_settings: Settings) -> None:
     table = report.to_table()
     assert "batched (1 call/grid)" in table and "naive (4 calls/grid)" in table
     assert f"{report.speedup:.2f}x" in table
+    assert "peak MiB" in table and "batched / naive peak memory" in table
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
@@ -69,3 +73,33 @@ def test_random_sdxl_has_sdxl_base_geometry() -> None:
     assert millions(pipe.text_encoder_2) == 695  # OpenCLIP ViT-bigG
     assert pipe.vae_scale_factor == 8
     assert pipe.unet.config.addition_embed_type == "text_time"
+
+
+def test_bench_upscale_compares_tiled_with_whole_image_decoding(tiny_settings: Settings) -> None:
+    report = bench_upscale(tiny_settings, gpu=False, size=64, runs=1)
+    assert (report.model, report.source_size, report.runs) == ("tiny", 64, 1)
+    assert report.tiled_seconds > 0 and report.untiled_seconds > 0
+    table = report.to_table()
+    assert "64x64 -> 128x128" in table
+    assert "whole image (naive)" in table and "tiled" in table
+
+
+def test_bench_upscale_rejects_a_size_the_model_cannot_make(tiny_settings: Settings) -> None:
+    with pytest.raises(ValueError, match="--size 100 must be a positive multiple of 16"):
+        bench_upscale(tiny_settings, gpu=False, size=100, runs=1)
+
+
+def test_peak_memory_sees_a_large_allocation_on_the_cpu() -> None:
+    with PeakMemory(torch.device("cpu")) as peak:
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB of float32, touched
+        del block
+    if peak.bytes is None:
+        pytest.skip("this kernel does not expose a resettable peak RSS")
+    assert peak.bytes >= 60 * 2**20
+
+
+def test_peak_memory_is_unknown_without_proc(tmp_path: Path) -> None:
+    with PeakMemory(torch.device("cpu"), proc=tmp_path / "missing") as peak:
+        torch.ones(1024)
+    assert peak.bytes is None
+    assert mebibytes(peak.bytes) == "n/a" and mebibytes(3 * 2**20) == "3"
