@@ -253,7 +253,9 @@ def assemble_model(
     device = txt2img.unet.device
     if settings.compile:
         _compile_unet(txt2img, device)
-    img2img = StableDiffusionXLImg2ImgPipeline.from_pipe(txt2img)
+    # from_pipe casts the modules it shares to its own dtype argument, float32 unless told:
+    # without this, a float16 or bfloat16 model silently becomes float32 (twice the memory).
+    img2img = StableDiffusionXLImg2ImgPipeline.from_pipe(txt2img, dtype=txt2img.unet.dtype)
     img2img.set_progress_bar_config(disable=True)
     return LoadedModel(
         preset=preset,
