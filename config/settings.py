@@ -63,6 +63,13 @@ class GenerationSettings(_Section):
         default=None,
         description="LoRA for fast mode; default is the preset's (LCM-LoRA for SDXL).",
     )
+    single_file_config: str | None = Field(
+        default=None,
+        description=(
+            "Diffusers config (local directory or hub id) for a single-file checkpoint; "
+            "default: SDXL base's, from the hub cache."
+        ),
+    )
     default_mode: Literal["fast", "quality"] | None = Field(
         default=None, description="Mode when a request names none; default: the model preset's."
     )

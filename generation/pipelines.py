@@ -8,6 +8,7 @@ and how to fix it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -21,7 +22,7 @@ import torch
 
 from config.settings import GenerationSettings
 from generation.errors import ModelLoadError
-from generation.presets import PRESETS, TINY, ModelPreset
+from generation.presets import PRESETS, SDXL_BASE, TINY, ModelPreset
 from generation.request import Mode
 from generation.tiny import build_tiny_model, quiet_progress_bars, tiny_lora_path
 
@@ -60,6 +61,12 @@ FAST_ADAPTER = "fast"
 CPU_DEMO_HINT = "set ATELIER_MODEL=tiny for a CPU demo"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+#: What diffusers' SDXL conversion cannot do without: the UNet's text_time embedding and the
+#: second (OpenCLIP) text encoder. SD 1.x/2.x checkpoints and LoRA files have neither.
+_SDXL_SINGLE_FILE_KEYS = (
+    "model.diffusion_model.label_emb.0.0.weight",
+    "conditioner.embedders.1.model.positional_embedding",
+)
 
 
 class SourceKind(Enum):
@@ -216,7 +223,7 @@ def load_model(preset: ModelPreset, settings: GenerationSettings, data_dir: Path
         )
     with quiet_progress_bars():
         try:
-            txt2img = _load_pipeline(preset, kind, device, dtype, data_dir)
+            txt2img = _load_pipeline(preset, kind, device, dtype, data_dir, settings)
             return assemble_model(preset, txt2img, settings, data_dir, started=started)
         except ModelLoadError:
             raise
@@ -229,7 +236,9 @@ def load_model(preset: ModelPreset, settings: GenerationSettings, data_dir: Path
         except Exception as exc:
             # Every library error (missing files, no network, bad checkpoint) ends here, so
             # the operator sees one sentence instead of a stack trace from deep in the hub.
-            raise ModelLoadError(_describe_load_failure(preset, kind, exc)) from exc
+            raise ModelLoadError(
+                _describe_load_failure(preset, kind, exc, settings.single_file_config)
+            ) from exc
 
 
 def assemble_model(
@@ -271,14 +280,23 @@ def assemble_model(
 
 
 def _load_pipeline(
-    preset: ModelPreset, kind: SourceKind, device: torch.device, dtype: torch.dtype, data_dir: Path
+    preset: ModelPreset,
+    kind: SourceKind,
+    device: torch.device,
+    dtype: torch.dtype,
+    data_dir: Path,
+    settings: GenerationSettings,
 ) -> Any:
     from diffusers import StableDiffusionXLPipeline
 
     if kind is SourceKind.SINGLE_FILE:
-        pipe = StableDiffusionXLPipeline.from_single_file(
-            str(Path(preset.source).expanduser()), dtype=dtype
-        )
+        path = Path(preset.source).expanduser()
+        _check_sdxl_single_file(path)
+        options: dict[str, Any] = {"dtype": dtype}
+        if settings.single_file_config is not None:
+            options["config"] = _single_file_config(settings.single_file_config)
+        pipe = StableDiffusionXLPipeline.from_single_file(str(path), **options)
+        _check_all_weights_loaded(pipe, path)
         return pipe.to(device)
     source = preset.source
     if kind is SourceKind.TINY:
@@ -300,8 +318,83 @@ def _load_pipeline(
     return pipe.to(device)
 
 
-def _describe_load_failure(preset: ModelPreset, kind: SourceKind, exc: Exception) -> str:
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+def _check_sdxl_single_file(path: Path) -> None:
+    """Refuse a ``.safetensors`` file that is unreadable or no original-layout SDXL checkpoint.
+
+    Reads only the file's header. Without this check an SD 1.x checkpoint or a LoRA file fails
+    deep in diffusers' converters with a bare ``KeyError``, and a truncated file with a message
+    that hides safetensors' reason. A ``.ckpt`` is a pickle, so it is left to diffusers.
+    """
+    if path.suffix != ".safetensors":
+        return
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as checkpoint:
+            keys = set(checkpoint.keys())
+    except (SafetensorError, OSError) as exc:
+        raise ModelLoadError(
+            f"model file {str(path)!r} is not a readable .safetensors file ({_first_line(exc)}); "
+            f"download it again, or {CPU_DEMO_HINT}"
+        ) from exc
+    missing = next((key for key in _SDXL_SINGLE_FILE_KEYS if key not in keys), None)
+    if missing is not None:
+        raise ModelLoadError(
+            f"model file {str(path)!r} is not an SDXL checkpoint in the original single-file "
+            f"layout (it has no {missing!r}; SD 1.x/2.x checkpoints, refiners and LoRA files "
+            f"cannot be the model): point ATELIER_MODEL at an SDXL checkpoint, or {CPU_DEMO_HINT}"
+        )
+
+
+def _check_all_weights_loaded(pipe: Any, path: Path) -> None:
+    """Name the first weight a single file lacked.
+
+    diffusers builds each module on the meta device and fills in what the file holds, so a
+    missing weight stays behind silently and only ``.to(device)`` fails, with "Cannot copy out
+    of meta tensor".
+    """
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        module = getattr(pipe, name, None)
+        if module is None:
+            continue
+        tensors = itertools.chain(module.named_parameters(), module.named_buffers())
+        missing = [key for key, tensor in tensors if tensor.is_meta]
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise ModelLoadError(
+                f"model file {str(path)!r} is not a complete SDXL checkpoint: its {name} lacks "
+                f"{missing[0]}{more}; download it again, or {CPU_DEMO_HINT}"
+            )
+
+
+def _single_file_config(value: str) -> str:
+    """ATELIER_GENERATION_SINGLE_FILE_CONFIG as from_single_file takes it: a directory or hub id."""
+    path = Path(value).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ModelLoadError(
+                f"ATELIER_GENERATION_SINGLE_FILE_CONFIG={value!r} is not a diffusers pipeline "
+                "directory (it has no model_index.json)"
+            )
+        return str(path)
+    if not _HUB_ID.match(value):
+        raise ModelLoadError(
+            f"ATELIER_GENERATION_SINGLE_FILE_CONFIG={value!r} is neither an existing directory "
+            "nor a hub id (owner/name)"
+        )
+    return value
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, without a closing full stop (messages add their own)."""
+    text = str(exc).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
+
+
+def _describe_load_failure(
+    preset: ModelPreset, kind: SourceKind, exc: Exception, single_file_config: str | None = None
+) -> str:
+    reason = _first_line(exc)
     if kind is SourceKind.HUB:
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
         why = "the hub is offline (HF_HUB_OFFLINE)" if offline else "it could not be downloaded"
@@ -310,11 +403,21 @@ def _describe_load_failure(preset: ModelPreset, kind: SourceKind, exc: Exception
             f"{why}: {reason}. Download it once with `huggingface-cli download {preset.source}`, "
             f"point ATELIER_MODEL at a local directory or .safetensors file, or {CPU_DEMO_HINT}"
         )
-    if kind is SourceKind.SINGLE_FILE:
+    if kind is SourceKind.SINGLE_FILE and single_file_config is not None:
         return (
-            f"cannot load single-file model {preset.source!r}: {reason}. Single files need the "
-            "SDXL config from the hub cache once (or convert the file to a diffusers "
-            f"directory); or {CPU_DEMO_HINT}"
+            f"cannot load single-file model {preset.source!r} with the configs of "
+            f"ATELIER_GENERATION_SINGLE_FILE_CONFIG={single_file_config!r}: {reason}. That must be "
+            f"a diffusers pipeline of the file's architecture (SDXL); or {CPU_DEMO_HINT}"
+        )
+    if kind is SourceKind.SINGLE_FILE:
+        # A single file holds only weights: diffusers takes every config (and the tokenizers)
+        # from the matching hub repository, which offline must already be in the cache.
+        return (
+            f"cannot load single-file model {preset.source!r}: {reason}. A single file needs "
+            f"the configs of {SDXL_BASE}: set ATELIER_GENERATION_SINGLE_FILE_CONFIG to a local "
+            "diffusers SDXL directory to load it offline, or fetch them into the hub cache once "
+            f"with `huggingface-cli download {SDXL_BASE} --include '*.json' '*.txt'`; or "
+            f"{CPU_DEMO_HINT}"
         )
     return f"cannot load model {preset.name!r} from {preset.source!r}: {reason}; {CPU_DEMO_HINT}"
 
@@ -364,9 +467,16 @@ def _compile_unet(pipe: Any, device: torch.device) -> None:
     if device.type != "cuda":
         log.info("ATELIER_GENERATION_COMPILE is ignored without a CUDA GPU")
         return
-    # CUDA graphs ("reduce-overhead") remove the per-layer launch cost that dominates small
-    # batches. Not fullgraph: peft's enable/disable of the fast LoRA is a Python branch.
-    pipe.unet = torch.compile(pipe.unet, mode="reduce-overhead", fullgraph=False)
+    pipe.unet = compile_unet(pipe.unet)
+
+
+def compile_unet(unet: Any, **options: Any) -> Any:
+    """``torch.compile`` the UNet; ``options`` override the defaults (tests use backend eager).
+
+    CUDA graphs ("reduce-overhead") remove the per-layer launch cost that dominates small
+    batches. Not fullgraph: peft's enable/disable of the fast LoRA is a Python branch.
+    """
+    return torch.compile(unet, **{"mode": "reduce-overhead", "fullgraph": False, **options})
 
 
 def free_memory() -> None:

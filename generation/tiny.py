@@ -138,18 +138,25 @@ def build_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return vocab, merges
 
 
-def text_encoder_config(vocab: dict[str, int]) -> dict[str, Any]:
-    """The tiny CLIP text encoders' config (both encoders share it) for ``vocab``."""
+#: Widths of the two text encoders. They differ, as SDXL's do (768 and 1280): diffusers tells the
+#: encoders of a single-file checkpoint apart by width.
+TEXT_ENCODER_WIDTHS = (32, 48)
+
+
+def text_encoder_config(
+    vocab: dict[str, int], width: int = TEXT_ENCODER_WIDTHS[0]
+) -> dict[str, Any]:
+    """A tiny CLIP text encoder's config for ``vocab``, ``width`` features wide."""
     return {
         "vocab_size": len(vocab),
-        "hidden_size": 32,
-        "intermediate_size": 64,
+        "hidden_size": width,
+        "intermediate_size": 2 * width,
         "num_hidden_layers": 3,
         "num_attention_heads": 4,
         "max_position_embeddings": MODEL_MAX_LENGTH,
         "hidden_act": "gelu",
         "layer_norm_eps": 1e-5,
-        "projection_dim": 32,
+        "projection_dim": width,
         "bos_token_id": vocab[BOS],
         "eos_token_id": vocab[EOS],
         "pad_token_id": vocab[EOS],
@@ -169,12 +176,12 @@ UNET_CONFIG: dict[str, Any] = {
     "transformer_layers_per_block": (1, 1),
     "use_linear_projection": True,
     "norm_num_groups": 8,
-    # SDXL conditioning: both encoders' hidden states side by side (32 + 32), and the pooled
-    # projection (32) plus six micro-conditioning numbers of 8 features each.
-    "cross_attention_dim": 64,
+    # SDXL conditioning: both encoders' hidden states side by side (32 + 48), and the second
+    # encoder's pooled projection (48) plus six micro-conditioning numbers of 8 features each.
+    "cross_attention_dim": sum(TEXT_ENCODER_WIDTHS),
     "addition_embed_type": "text_time",
     "addition_time_embed_dim": 8,
-    "projection_class_embeddings_input_dim": 6 * 8 + 32,
+    "projection_class_embeddings_input_dim": 6 * 8 + TEXT_ENCODER_WIDTHS[1],
 }
 
 #: Four levels like SDXL's VAE, so the VAE scale factor is 8.
@@ -218,7 +225,16 @@ def make_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]]) -> Any:
 
 def _fingerprint() -> str:
     blob = json.dumps(
-        [TINY_FORMAT, UNET_CONFIG, VAE_CONFIG, SCHEDULER_CONFIG, _WORDS, LORA_RANK, LORA_TARGETS],
+        [
+            TINY_FORMAT,
+            TEXT_ENCODER_WIDTHS,
+            UNET_CONFIG,
+            VAE_CONFIG,
+            SCHEDULER_CONFIG,
+            _WORDS,
+            LORA_RANK,
+            LORA_TARGETS,
+        ],
         sort_keys=True,
         default=str,
     )
@@ -312,11 +328,11 @@ def _build_into(target: Path) -> None:
 
     # A fixed seed before each component, like diffusers' get_dummy_components, so each part's
     # weights do not depend on how the others were built.
-    text_config = CLIPTextConfig(**text_encoder_config(vocab))
+    first, second = (CLIPTextConfig(**text_encoder_config(vocab, w)) for w in TEXT_ENCODER_WIDTHS)
     torch.manual_seed(0)
-    text_encoder = CLIPTextModel(text_config)
+    text_encoder = CLIPTextModel(first)
     torch.manual_seed(1)
-    text_encoder_2 = CLIPTextModelWithProjection(text_config)
+    text_encoder_2 = CLIPTextModelWithProjection(second)
     torch.manual_seed(2)
     unet: Any = UNet2DConditionModel(**UNET_CONFIG)
     torch.manual_seed(3)

@@ -14,7 +14,13 @@ from generation.errors import ModelLoadError
 from generation.memory import PeakMemory, mebibytes
 from generation.pipelines import assemble_model
 from generation.presets import PRESETS
-from generation.tiny import UNET_CONFIG, VAE_CONFIG, build_vocab, text_encoder_config
+from generation.tiny import (
+    TEXT_ENCODER_WIDTHS,
+    UNET_CONFIG,
+    VAE_CONFIG,
+    build_vocab,
+    text_encoder_config,
+)
 from tests.generation.conftest import make_request
 
 
@@ -37,9 +43,9 @@ def test_gpu_bench_needs_cuda(tiny_settings: Settings) -> None:
 def test_random_sdxl_builder_runs_with_small_configs(tiny_settings: Settings) -> None:
     """The GPU benchmark's builder, exercised on the CPU with the tiny geometry."""
     vocab, _ = build_vocab()
-    text = text_encoder_config(vocab)
+    first, second = (text_encoder_config(vocab, width) for width in TEXT_ENCODER_WIDTHS)
     pipe = build_random_sdxl(
-        torch.device("cpu"), torch.float32, UNET_CONFIG, VAE_CONFIG, (text, text)
+        torch.device("cpu"), torch.float32, UNET_CONFIG, VAE_CONFIG, (first, second)
     )
     preset = PRESETS["tiny"]
     model = assemble_model(preset, pipe, tiny_settings.generation, tiny_settings.data_dir)

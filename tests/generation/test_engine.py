@@ -194,8 +194,10 @@ def test_seamless_unet_and_vae_wrap_around(engine: Engine) -> None:
     pipe = engine.model.txt2img
     generator = torch.Generator().manual_seed(0)
     latents = torch.randn((1, 4, 16, 16), generator=generator)
-    text = torch.randn((1, 77, 64), generator=generator)
-    added = {"text_embeds": torch.randn((1, 32), generator=generator),
+    config = pipe.unet.config
+    text = torch.randn((1, 77, config.cross_attention_dim), generator=generator)
+    pooled = config.projection_class_embeddings_input_dim - 6 * config.addition_time_embed_dim
+    added = {"text_embeds": torch.randn((1, pooled), generator=generator),
              "time_ids": torch.tensor([[128.0, 128.0, 0.0, 0.0, 128.0, 128.0]])}  # fmt: skip
     shifted = torch.roll(latents, shifts=(6, 4), dims=(2, 3))  # even: the UNet halves once
 
@@ -439,6 +441,35 @@ def test_compiled_unet_on_gpu_switches_modes(tiny_settings: Settings) -> None:
     assert _hashes(fast.images) != _hashes(quality.images)
     for first, second in zip(quality.images, again.images, strict=True):
         assert np.abs(_pixels(first) - _pixels(second)).max() <= 1
+
+
+def test_compiled_unet_switches_modes_on_the_cpu(
+    engine: Engine, tiny_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compiled path without a GPU: torch.compile with the eager backend wraps the UNet
+    before img2img is derived from it, and both modes and follow-ups still work through it."""
+    from generation import pipelines
+
+    def compile_eagerly(pipe: Any, device: torch.device) -> None:
+        pipe.unet = pipelines.compile_unet(pipe.unet, backend="eager", mode=None)
+
+    monkeypatch.setattr(pipelines, "_compile_unet", compile_eagerly)
+    settings = tiny_settings.model_copy(
+        update={"generation": tiny_settings.generation.model_copy(update={"compile": True})}
+    )
+    compiled = Engine(settings)
+    compiled.load()
+    assert isinstance(compiled.model.txt2img.unet, torch._dynamo.eval_frame.OptimizedModule)
+    assert compiled.model.img2img.unet is compiled.model.txt2img.unet
+    for request in (make_request(steps=2), make_request(mode=Mode.FAST, steps=2, guidance=1.0)):
+        expected = engine.generate(request)
+        actual = compiled.generate(request)
+        for got, want in zip(actual.images, expected.images, strict=True):
+            assert np.abs(_pixels(got) - _pixels(want)).max() <= 1
+    source = expected.images[0]
+    upscale = _follow_up(Operation.UPSCALE_SUBTLE, 0.2)
+    assert compiled.generate(upscale, source).images[0].size == (256, 256)
+    compiled.close()
 
 
 def test_token_counter_copy_matches_the_engine(engine: Any) -> None:
