@@ -41,3 +41,15 @@ def make_request(**overrides: Any) -> GenerationRequest:
     }
     fields.update(overrides)
     return GenerationRequest.model_validate(fields)
+
+
+def load_error(settings: Settings) -> str:
+    """The message of the ModelLoadError that loading ``settings.model`` raises: one line."""
+    from generation.engine import Engine
+    from generation.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError) as caught:
+        Engine(settings).load()
+    message = str(caught.value)
+    assert "\n" not in message and "Traceback" not in message
+    return message

@@ -15,38 +15,30 @@ from generation.pipelines import load_model, resolve_device
 from generation.presets import resolve_preset
 from generation.request import Mode
 from generation.tiny import tiny_lora_path
-from tests.generation.conftest import make_request
+from tests.generation.conftest import load_error, make_request
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU behaviour")
 
 
-def _load_error(settings: Settings) -> str:
-    with pytest.raises(ModelLoadError) as caught:
-        Engine(settings).load()
-    message = str(caught.value)
-    assert "\n" not in message and "Traceback" not in message
-    return message
-
-
 def test_unknown_model(tmp_path: Path) -> None:
-    message = _load_error(Settings(data_dir=tmp_path, model="definitely-not-a-model"))
+    message = load_error(Settings(data_dir=tmp_path, model="definitely-not-a-model"))
     assert "unknown model 'definitely-not-a-model'" in message
     assert "sdxl, sdxl-lcm, tiny" in message
 
 
 def test_missing_local_directory_and_file(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "model"
-    assert "does not exist" in _load_error(Settings(data_dir=tmp_path, model=str(missing)))
+    assert "does not exist" in load_error(Settings(data_dir=tmp_path, model=str(missing)))
     file = tmp_path / "missing.safetensors"
-    assert "does not exist" in _load_error(Settings(data_dir=tmp_path, model=str(file)))
+    assert "does not exist" in load_error(Settings(data_dir=tmp_path, model=str(file)))
     (tmp_path / "empty").mkdir()
-    message = _load_error(Settings(data_dir=tmp_path, model=str(tmp_path / "empty")))
+    message = load_error(Settings(data_dir=tmp_path, model=str(tmp_path / "empty")))
     assert "not a diffusers pipeline" in message
 
 
 @no_cuda
 def test_full_size_model_is_refused_without_a_gpu(tmp_path: Path) -> None:
-    message = _load_error(Settings(data_dir=tmp_path, model="sdxl"))
+    message = load_error(Settings(data_dir=tmp_path, model="sdxl"))
     assert "'sdxl' is a full-size model" in message
     assert "ATELIER_MODEL=tiny" in message
     assert "ATELIER_GENERATION_ALLOW_LARGE_ON_CPU=true" in message
@@ -58,7 +50,7 @@ def test_offline_hub_model_says_how_to_download(tmp_path: Path) -> None:
         model="atelier-tests/not-in-the-cache",
         generation=GenerationSettings(allow_large_on_cpu=True),
     )
-    message = _load_error(settings)
+    message = load_error(settings)
     assert "not in the local Hugging Face cache" in message
     assert "huggingface-cli download atelier-tests/not-in-the-cache" in message
     assert "ATELIER_MODEL=tiny" in message
@@ -122,5 +114,5 @@ def test_out_of_memory_while_loading(tiny_data_dir: Path, monkeypatch: pytest.Mo
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 5.00 GiB")
 
     monkeypatch.setattr(StableDiffusionXLPipeline, "from_pretrained", exhausted)
-    message = _load_error(Settings(data_dir=tiny_data_dir, model="tiny"))
+    message = load_error(Settings(data_dir=tiny_data_dir, model="tiny"))
     assert "out of memory loading model 'tiny'" in message

@@ -15,11 +15,10 @@ import torch
 
 from config.settings import GenerationSettings, Settings
 from generation.engine import Engine
-from generation.errors import ModelLoadError
 from generation.pipelines import load_model
 from generation.presets import resolve_preset
 from generation.tiny import LORA_WEIGHT_NAME, tiny_lora_path
-from tests.generation.conftest import make_request
+from tests.generation.conftest import load_error, make_request
 from tests.generation.single_file import export_sdxl_single_file
 
 COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
@@ -40,12 +39,11 @@ def tiny_file(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_sdxl_single_file(pipe, target)
 
 
-def _load_error(settings: Settings) -> str:
-    with pytest.raises(ModelLoadError) as caught:
-        Engine(settings).load()
-    message = str(caught.value)
-    assert "\n" not in message and "Traceback" not in message
-    return message
+def _forced_on_cpu(data_dir: Path, model: Path) -> Settings:
+    """Settings that load ``model`` (SDXL-sized as far as presets know) on this CPU."""
+    return Settings(
+        data_dir=data_dir, model=str(model), generation=GenerationSettings(allow_large_on_cpu=True)
+    )
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -101,12 +99,7 @@ def test_without_a_local_config_offline_names_the_setting(
     # an empty hub cache, whatever this machine has downloaded.
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    settings = Settings(
-        data_dir=tmp_path,
-        model=str(tiny_file),
-        generation=GenerationSettings(allow_large_on_cpu=True),
-    )
-    message = _load_error(settings)
+    message = load_error(_forced_on_cpu(tmp_path, tiny_file))
     assert f"cannot load single-file model {str(tiny_file)!r}" in message
     assert (
         "set ATELIER_GENERATION_SINGLE_FILE_CONFIG to a local diffusers SDXL directory" in message
@@ -118,21 +111,13 @@ def test_a_broken_file_is_one_clear_error(tiny_file: Path, tmp_path: Path, damag
     broken = tmp_path / "broken.safetensors"
     data = tiny_file.read_bytes()
     broken.write_bytes(b"not a checkpoint" * 8 if damage == "garbage" else data[: len(data) // 2])
-    settings = Settings(
-        data_dir=tmp_path,
-        model=str(broken),
-        generation=GenerationSettings(allow_large_on_cpu=True),
-    )
-    message = _load_error(settings)
+    message = load_error(_forced_on_cpu(tmp_path, broken))
     assert f"model file {str(broken)!r} is not a readable .safetensors file" in message
 
 
 def test_a_file_that_is_no_sdxl_checkpoint_is_refused(tiny_dir: Path, tmp_path: Path) -> None:
     lora = tiny_lora_path(tiny_dir) / LORA_WEIGHT_NAME
-    settings = Settings(
-        data_dir=tmp_path, model=str(lora), generation=GenerationSettings(allow_large_on_cpu=True)
-    )
-    message = _load_error(settings)
+    message = load_error(_forced_on_cpu(tmp_path, lora))
     assert "is not an SDXL checkpoint in the original single-file layout" in message
     assert "model.diffusion_model.label_emb.0.0.weight" in message
 
@@ -144,7 +129,7 @@ def test_a_bad_config_setting_is_named(tiny_file: Path, tmp_path: Path) -> None:
         (str(tmp_path / "nowhere" / "config"), "is neither an existing directory nor a hub id"),
     ]:
         generation = GenerationSettings(allow_large_on_cpu=True, single_file_config=value)
-        message = _load_error(
+        message = load_error(
             Settings(data_dir=tmp_path, model=str(tiny_file), generation=generation)
         )
         assert f"ATELIER_GENERATION_SINGLE_FILE_CONFIG={value!r} {problem}" in message
