@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import discord
@@ -139,12 +140,41 @@ def register_commands(
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
-            text = await service.block(requester_of(interaction), job.strip().lower(), reason)
+            text = await service.moderation.block(
+                requester_of(interaction), job.strip().lower(), reason
+            )
         except Exception as exc:  # noqa: BLE001 - refuse() logs what is not a user error
             await refuse(interaction, exc)
             return
         publisher.wake()
         await interaction.edit_original_response(content=text)
+
+    terms = app_commands.Group(
+        name="filter",
+        description="Moderators: terms this server refuses in prompts",
+        default_permissions=discord.Permissions(manage_messages=True),
+        guild_only=True,
+    )
+
+    @terms.command(name="add", description="Refuse prompts containing a word or phrase")
+    @app_commands.describe(term="A word or phrase; end it with * to match words it starts")
+    async def filter_add(
+        interaction: discord.Interaction, term: app_commands.Range[str, 1, 100]
+    ) -> None:
+        await _moderate(interaction, service.moderation.add_banned_term, term)
+
+    @terms.command(name="remove", description="Allow a refused term again")
+    @app_commands.describe(term="The term as /filter list shows it")
+    async def filter_remove(
+        interaction: discord.Interaction, term: app_commands.Range[str, 1, 100]
+    ) -> None:
+        await _moderate(interaction, service.moderation.remove_banned_term, term)
+
+    @terms.command(name="list", description="The terms this server refuses")
+    async def filter_list(interaction: discord.Interaction) -> None:
+        await _moderate(interaction, service.moderation.banned_terms)
+
+    tree.add_command(terms)
 
     @tree.command(name="quota", description="Admins: set or clear a member's GPU-second allowance")
     @app_commands.default_permissions(manage_guild=True)
@@ -188,3 +218,18 @@ def register_commands(
             buttons=buttons,
         )
         await interaction.followup.send(text, ephemeral=True)
+
+
+async def _moderate(
+    interaction: discord.Interaction,
+    action: Callable[..., Awaitable[str]],
+    *args: str,
+) -> None:
+    """Defer ephemerally, run one moderation call, reply with its text or its refusal."""
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    try:
+        text = await action(requester_of(interaction), *args)
+    except Exception as exc:  # noqa: BLE001 - refuse() logs what is not a user error
+        await refuse(interaction, exc)
+        return
+    await interaction.followup.send(shorten(text, 2000), ephemeral=True)

@@ -13,7 +13,9 @@ from typing import Any, Protocol
 from bot.customid import Action, ButtonRef
 from bot.deliveries import Deliveries
 from bot.errors import UserFacingError
+from bot.moderation import Moderation
 from bot.render import JobCard
+from bot.requester import Requester
 from config.settings import Settings
 from generation.errors import OptionError
 from generation.followups import followup_request, reroll_request
@@ -22,7 +24,6 @@ from generation.presets import resolve_preset
 from generation.request import GenerationRequest, Mode, Operation
 from generation.weights import check_prompt_syntax
 from storage.delivery import DeliveryLedger
-from storage.errors import IllegalTransition
 from storage.images import ImageStore
 from storage.preferences import PreferenceStore
 from storage.queue import JobQueue
@@ -53,18 +54,6 @@ class PromptChecker(Protocol):
 
 
 @dataclass(frozen=True)
-class Requester:
-    """Who clicked or typed, where, and with which roles."""
-
-    user_id: int
-    guild_id: int | None
-    channel_id: int
-    role_ids: tuple[int, ...] = ()
-    is_admin: bool = False
-    is_moderator: bool = False
-
-
-@dataclass(frozen=True)
 class Ticket:
     """An accepted (or re-shown) job and how its message should look now."""
 
@@ -92,6 +81,7 @@ class BotService:
         self.images = images
         self.checker = checker
         self.seed_source = seed_source
+        self.moderation = Moderation(settings, queue, prefs)
 
     # -- /imagine -----------------------------------------------------------------------
 
@@ -135,6 +125,7 @@ class BotService:
         parent: str | None,
         kind: str,
     ) -> list[Ticket]:
+        await self.moderation.refuse_banned_terms(requester, requests)
         owner = Owner(requester.user_id, requester.guild_id, requester.channel_id)
         jobs = [
             NewJob(
@@ -310,23 +301,6 @@ class BotService:
         current = await self.prefs.get_user_settings(requester.user_id)
         shown = ", ".join(f"{k}: {v}" for k, v in sorted(current.items())) or "defaults"
         return f"Your settings: {shown}."
-
-    async def block(self, requester: Requester, job_id: str, reason: str) -> str:
-        """Moderation: stop a queued or running job of this server; its cost is refunded."""
-        if not requester.is_moderator:
-            raise UserFacingError("only moderators (Manage Messages) may block jobs")
-        job = await self.queue.get(job_id)
-        if job is None or job.guild_id != requester.guild_id:
-            raise UserFacingError(f"there is no job `{job_id}` in this server")
-        if job.terminal:
-            raise UserFacingError(
-                f"job `{job_id}` has already ended ({job.status}); delete its message instead"
-            )
-        try:
-            await self.queue.block(job_id, f"blocked by moderation: {reason}")
-        except IllegalTransition:
-            raise UserFacingError(f"job `{job_id}` ended before it could be blocked") from None
-        return f"Blocked job `{job_id}`; its owner was not charged."
 
     async def set_quota_override(
         self, requester: Requester, user_id: int, seconds: float | None

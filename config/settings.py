@@ -201,6 +201,16 @@ class BotSettings(_Section):
     owner_only_buttons: bool = Field(
         default=True, description="Default for guilds that have not chosen who may click."
     )
+    banned_terms: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Terms refused in prompts in every server (JSON list); moderators add their own "
+            "with /filter."
+        ),
+    )
+    max_banned_terms: int = Field(
+        default=200, ge=0, description="Most terms one server's moderators may add with /filter."
+    )
 
 
 class Settings(BaseSettings):

@@ -44,6 +44,16 @@ class PreferenceStore:
     ) -> dict[str, Any]:
         return await self._merge(GUILD_SETTINGS, "guild_id", guild_id, changes)
 
+    async def edit_guild_settings(
+        self, guild_id: int, edit: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Replace the guild's settings with ``edit(current)``, atomically.
+
+        For values that must be read to be changed (a list of terms): two concurrent edits are
+        serialised, so neither is lost. ``edit`` may raise to abandon the change.
+        """
+        return await self._edit(GUILD_SETTINGS, "guild_id", guild_id, edit)
+
     async def get_meta(self, key: str) -> str | None:
         async def work(session: AsyncSession) -> str | None:
             stmt = select(META.c.value).where(META.c.key == key)
@@ -76,10 +86,22 @@ class PreferenceStore:
     async def _merge(
         self, table: Table, key: str, subject: int, changes: Mapping[str, Any]
     ) -> dict[str, Any]:
+        def merge(current: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in {**current, **changes}.items() if v is not None}
+
+        return await self._edit(table, key, subject, merge)
+
+    async def _edit(
+        self,
+        table: Table,
+        key: str,
+        subject: int,
+        edit: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> dict[str, Any]:
         now = self.clock()
 
         async def work(session: AsyncSession) -> dict[str, Any]:
-            # Create, then lock (PostgreSQL) the row: the read-merge-write below is then
+            # Create, then lock (PostgreSQL) the row: the read-edit-write below is then
             # serialised with any concurrent update of the same subject.
             await session.execute(
                 insert_ignore(session, table, {key: subject, "data": {}, "updated_at": now}, [key])
@@ -89,10 +111,10 @@ class PreferenceStore:
                     select(table.c.data).where(table.c[key] == subject).with_for_update()
                 )
             ).scalar_one()
-            merged = {k: v for k, v in {**current, **changes}.items() if v is not None}
+            edited = edit(dict(current))
             await session.execute(
-                update(table).where(table.c[key] == subject).values(data=merged, updated_at=now)
+                update(table).where(table.c[key] == subject).values(data=edited, updated_at=now)
             )
-            return merged
+            return edited
 
         return await self.db.write(work)

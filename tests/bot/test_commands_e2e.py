@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -296,4 +297,49 @@ async def test_help_lists_options_with_this_servers_bounds(
     assert await handle.wait_for_ack() == 4
     reply = await handle.wait_for_original()
     assert reply.ephemeral and "--steps" in reply.content and "(1..25)" in reply.content
+    emu.assert_no_violations()
+
+
+async def test_moderators_refuse_terms_and_nothing_with_them_is_queued(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    bot = atelier.settings().bot.model_copy(update={"banned_terms": ["Gore"]})
+    runtime = await atelier.start(bot=bot)
+    moderator = emu.make_user(name="mod", roles=[emu.make_role("mods", permissions=1 << 13)])
+    grid = await imagine_grid(emu, "a red fox in the snow")
+
+    async def say(command: str, options: dict[str, Any], user: Any = None) -> str:
+        handle = await emu.send_slash_command(command, options, user=user)
+        reply = await handle.wait_for_original(lambda m: not m.loading)
+        assert reply.ephemeral
+        return reply.content
+
+    assert "only moderators" in await say("filter add", {"term": "fox"})
+    assert "now refused" in await say("filter add", {"term": "Red  FOX"}, moderator)
+    assert "already refused" in await say("filter add", {"term": "red fox"}, moderator)
+    assert "no letters or digits" in await say("filter add", {"term": "!!"}, moderator)
+    listed = await say("filter list", {}, moderator)
+    assert "`red fox`" in listed and "operator: `gore`" in listed
+
+    before = await runtime.ledger.queue.stats()
+    for prompt in ["a (RED fox:1.3) at night --ar 3:2", "gore, a castle"]:
+        refused = await say("imagine", {"prompt": prompt})
+        assert "a term this server does not allow" in refused and "nothing was queued" in refused
+    # What to leave out may name a refused term: that is the point of --no.
+    allowed = await emu.send_slash_command("imagine", {"prompt": "a castle", "negative": "gore"})
+    await allowed.wait_for_followups(1)
+    # An older job's prompt is refused too: its buttons make new jobs from it.
+    click = await emu.click_button(grid.id, button(grid, "V1"))
+    reply = await click.wait_for_original(lambda m: not m.loading)
+    assert reply.ephemeral and "`red fox`" in reply.content
+
+    assert "allowed again" in await say("filter remove", {"term": "red fox"}, moderator)
+    assert "not on this server's list" in await say("filter remove", {"term": "red fox"}, moderator)
+    await emu.click_button(grid.id, button(grid, "V1"))
+    await wait_final(emu, lambda m: "of image 1" in m.content and "U1" in labels(m))
+    after = await runtime.ledger.queue.stats()
+    # The castle and, once the term was removed, the variation: nothing refused was queued.
+    assert sum(after.counts.values()) == sum(before.counts.values()) + 2
+    readout = await runtime.ledger.queue.quota_readout(emu.default_user.id)
+    assert readout.reserved == 0
     emu.assert_no_violations()

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
 
 from tests.storage.dbfixtures import Services
 
@@ -37,3 +41,28 @@ async def test_meta(services: Services) -> None:
     assert await p.get_meta("commands_hash") == "def"
     assert await p.delete_meta("commands_hash")
     assert not await p.delete_meta("commands_hash")
+
+
+async def test_concurrent_edits_of_one_list_lose_nothing(services: Services) -> None:
+    p = services.prefs
+
+    def adding(term: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        def edit(current: dict[str, Any]) -> dict[str, Any]:
+            return {**current, "terms": sorted([*current.get("terms", []), term])}
+
+        return edit
+
+    await asyncio.gather(*(p.edit_guild_settings(5, adding(f"t{i}")) for i in range(10)))
+    assert (await p.get_guild_settings(5))["terms"] == sorted(f"t{i}" for i in range(10))
+
+
+async def test_an_edit_that_raises_changes_nothing(services: Services) -> None:
+    p = services.prefs
+    await p.update_guild_settings(5, {"terms": ["a"]})
+
+    def refuse(current: dict[str, Any]) -> dict[str, Any]:
+        raise LookupError("no")
+
+    with pytest.raises(LookupError):
+        await p.edit_guild_settings(5, refuse)
+    assert await p.get_guild_settings(5) == {"terms": ["a"]}

@@ -1,0 +1,142 @@
+"""Moderation: refused terms in prompts (the operator's and each server's) and /block.
+
+Every new job passes :meth:`Moderation.refuse_banned_terms` before it is queued, whichever way it
+comes (/imagine, a button, the remix editor), so a refused prompt is never queued or charged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bot.errors import UserFacingError
+from bot.prompt_filter import TermError, TermFilter, parse_term
+from bot.requester import Requester
+from config import ConfigError
+from config.settings import Settings
+from generation.request import GenerationRequest
+from storage.errors import IllegalTransition
+from storage.preferences import PreferenceStore
+from storage.queue import JobQueue
+
+log = logging.getLogger(__name__)
+
+#: Where a guild's refused terms live in its settings document.
+BANNED_TERMS_KEY = "banned_terms"
+
+
+class Moderation:
+    """What moderators (Manage Messages) can do, and the prompt check it implies."""
+
+    def __init__(self, settings: Settings, queue: JobQueue, prefs: PreferenceStore) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.prefs = prefs
+        try:
+            self._operator_terms = tuple(parse_term(term) for term in settings.bot.banned_terms)
+        except TermError as exc:
+            raise ConfigError(f"ATELIER_BOT_BANNED_TERMS: {exc}") from None
+
+    async def refuse_banned_terms(
+        self, requester: Requester, requests: list[GenerationRequest]
+    ) -> None:
+        """Every new job passes here: a prompt with a refused term queues nothing."""
+        server_terms: list[str] = []
+        if requester.guild_id is not None:
+            guild = await self.prefs.get_guild_settings(requester.guild_id)
+            server_terms = guild.get(BANNED_TERMS_KEY, [])
+        terms = TermFilter.of(self._operator_terms, server_terms)
+        for request in requests:
+            term = terms.find(request.prompt)
+            if term is not None:
+                log.info(
+                    "refused a prompt of user %s in guild %s: it contains a banned term",
+                    requester.user_id,
+                    requester.guild_id,
+                )
+                raise UserFacingError(
+                    f"the prompt contains `{term}`, a term this server does not allow; "
+                    "nothing was queued or charged"
+                )
+
+    async def block(self, requester: Requester, job_id: str, reason: str) -> str:
+        """Moderation: stop a queued or running job of this server; its cost is refunded."""
+        if not requester.is_moderator:
+            raise UserFacingError("only moderators (Manage Messages) may block jobs")
+        job = await self.queue.get(job_id)
+        if job is None or job.guild_id != requester.guild_id:
+            raise UserFacingError(f"there is no job `{job_id}` in this server")
+        if job.terminal:
+            raise UserFacingError(
+                f"job `{job_id}` has already ended ({job.status}); delete its message instead"
+            )
+        try:
+            await self.queue.block(job_id, f"blocked by moderation: {reason}")
+        except IllegalTransition:
+            raise UserFacingError(f"job `{job_id}` ended before it could be blocked") from None
+        return f"Blocked job `{job_id}`; its owner was not charged."
+
+    async def add_banned_term(self, requester: Requester, raw: str) -> str:
+        """Moderation: refuse prompts with ``raw`` in this server from now on."""
+        guild_id = self._moderator_guild(requester)
+        term = _parsed(raw)
+        limit = self.settings.bot.max_banned_terms
+
+        def add(current: dict[str, Any]) -> dict[str, Any]:
+            terms: list[str] = current.get(BANNED_TERMS_KEY, [])
+            if term in terms:
+                raise UserFacingError(f"`{term}` is already refused in this server")
+            if len(terms) >= limit:
+                raise UserFacingError(
+                    f"this server already refuses {len(terms)} terms, the most allowed "
+                    f"({limit}); remove one with /filter remove first"
+                )
+            return {**current, BANNED_TERMS_KEY: sorted([*terms, term])}
+
+        await self.prefs.edit_guild_settings(guild_id, add)
+        return f"Prompts containing `{term}` are now refused in this server."
+
+    async def remove_banned_term(self, requester: Requester, raw: str) -> str:
+        """Moderation: allow ``raw`` again in this server."""
+        guild_id = self._moderator_guild(requester)
+        term = _parsed(raw)
+
+        def remove(current: dict[str, Any]) -> dict[str, Any]:
+            terms: list[str] = current.get(BANNED_TERMS_KEY, [])
+            if term not in terms:
+                raise UserFacingError(
+                    f"`{term}` is not on this server's list; /filter list shows the list"
+                )
+            return {**current, BANNED_TERMS_KEY: [t for t in terms if t != term]}
+
+        await self.prefs.edit_guild_settings(guild_id, remove)
+        return f"`{term}` is allowed again in this server."
+
+    async def banned_terms(self, requester: Requester) -> str:
+        """Moderation: the terms refused in this server, the operator's included."""
+        guild_id = self._moderator_guild(requester)
+        guild = await self.prefs.get_guild_settings(guild_id)
+        server = guild.get(BANNED_TERMS_KEY, [])
+        lines = [
+            f"This server refuses {len(server)} term(s) of at most "
+            f"{self.settings.bot.max_banned_terms}: "
+            + (", ".join(f"`{t}`" for t in server) or "none")
+        ]
+        if self._operator_terms:
+            listed = ", ".join(f"`{t}`" for t in self._operator_terms)
+            lines.append(f"Refused everywhere by the bot's operator: {listed}")
+        return "\n".join(lines)
+
+    def _moderator_guild(self, requester: Requester) -> int:
+        if requester.guild_id is None:
+            raise UserFacingError("refused terms belong to a server; use /filter in one")
+        if not requester.is_moderator:
+            raise UserFacingError("only moderators (Manage Messages) may see or change /filter")
+        return requester.guild_id
+
+
+def _parsed(raw: str) -> str:
+    try:
+        return parse_term(raw)
+    except TermError as exc:
+        raise UserFacingError(str(exc)) from None
