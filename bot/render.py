@@ -111,7 +111,8 @@ def render_help(settings: GenerationSettings) -> str:
             *(f"- {line}" for line in options_help(settings)),
             "**Buttons**: U1-U4 post one image (then Upscale/Vary it), V1-V4 make four "
             "variations, \U0001f504 re-rolls with a new seed.",
-            "**Also**: /info (quota), /queue, /cancel, /show job, /settings.",
+            "**Also**: /info (quota), /queue, /cancel, /show job, /settings. "
+            "Moderators: /block job, /filter (terms this server refuses in prompts).",
         ]
     )
 
