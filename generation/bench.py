@@ -21,7 +21,7 @@ import torch
 
 from config.settings import Settings
 from generation.engine import Engine
-from generation.errors import ModelLoadError
+from generation.errors import ModelLoadError, OptionError
 from generation.followups import followup_request
 from generation.memory import PeakMemory, mebibytes
 from generation.pipelines import assemble_model
@@ -173,7 +173,7 @@ def bench_generation(settings: Settings, gpu: bool, compile: bool, grids: int) -
     Cold start is the model load in a process that has already imported torch and diffusers.
     """
     if grids < 1:
-        raise ValueError("grids must be at least 1")
+        raise OptionError("--grids must be at least 1")
     engine, load_seconds = _bench_engine(settings, gpu, compile)
     preset = engine.preset
     request = _bench_request(engine, preset.native_resolution)
@@ -244,12 +244,12 @@ def bench_upscale(settings: Settings, gpu: bool, size: int | None, runs: int) ->
     threshold trades. The source is a real image of the model, made first and not timed.
     """
     if runs < 1:
-        raise ValueError("runs must be at least 1")
+        raise OptionError("--runs must be at least 1")
     engine, _ = _bench_engine(settings, gpu, compile=False)
     preset = engine.preset
     size = size or preset.native_resolution
     if size < preset.size_multiple or size % preset.size_multiple:
-        raise ValueError(
+        raise OptionError(
             f"--size {size} must be a positive multiple of {preset.size_multiple} "
             f"for model {preset.name}"
         )

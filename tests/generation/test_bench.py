@@ -10,7 +10,7 @@ import torch
 from config.settings import Settings
 from generation.bench import bench_generation, bench_upscale, build_random_sdxl
 from generation.engine import Engine
-from generation.errors import ModelLoadError
+from generation.errors import ModelLoadError, OptionError
 from generation.memory import PeakMemory, mebibytes
 from generation.pipelines import assemble_model
 from generation.presets import PRESETS
@@ -91,7 +91,7 @@ def test_bench_upscale_compares_tiled_with_whole_image_decoding(tiny_settings: S
 
 
 def test_bench_upscale_rejects_a_size_the_model_cannot_make(tiny_settings: Settings) -> None:
-    with pytest.raises(ValueError, match="--size 100 must be a positive multiple of 16"):
+    with pytest.raises(OptionError, match="--size 100 must be a positive multiple of 16"):
         bench_upscale(tiny_settings, gpu=False, size=100, runs=1)
 
 
