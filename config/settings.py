@@ -59,6 +59,14 @@ class GenerationSettings(_Section):
         default_factory=list,
         description="Extra models users may pick with --model; the default is always allowed.",
     )
+    max_loaded_models: int = Field(
+        default=2,
+        ge=1,
+        description=(
+            "Most models a worker keeps loaded; the least recently used one other than the "
+            "default model is unloaded to make room."
+        ),
+    )
     fast_lora: str | None = Field(
         default=None,
         description="LoRA for fast mode; default is the preset's (LCM-LoRA for SDXL).",

@@ -24,6 +24,11 @@ class PromptTooLongError(OptionError):
 class ModelLoadError(GenerationError):
     """The model cannot be loaded: missing weights, no network, unknown name, or no room."""
 
+    def __init__(self, message: str, *, out_of_memory: bool = False) -> None:
+        super().__init__(message)
+        #: The device had no room: unloading other models may let it load.
+        self.out_of_memory = out_of_memory
+
 
 class OutOfMemoryError(GenerationError):
     """The device ran out of memory for this job; the worker stays healthy and may retry."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -18,12 +20,14 @@ from PIL import Image
 from config.settings import GenerationSettings, Settings
 from generation.commands import grid_metadata
 from generation.engine import Engine
-from generation.errors import GenerationError, OptionError
+from generation.errors import GenerationError, ModelLoadError, OptionError
 from generation.grid import compose_grid, encode_image
 from generation.request import GenerationRequest
 from generation.results import GenerationResult, Progress
 from generation.runner import EngineRunner
 from generation.worker import ClaimedJobLike, ImageSink, JobControl, OutputImage, WorkResult
+
+log = logging.getLogger(__name__)
 
 #: The refs a finished job recorded, by job id (the ledger's ``result_refs``).
 SourceRefs = Callable[[str], Awaitable[Sequence[str]]]
@@ -32,34 +36,72 @@ PREVIEW_LIMIT = 256 * 1024
 
 class ModelPool:
     """One warm runner per model name: the default one loaded at start, others (enabled with
-    ``ATELIER_GENERATION_ENABLED_MODELS``) loaded when a job first asks for them."""
+    ``ATELIER_GENERATION_ENABLED_MODELS``) loaded when a job first asks for them.
+
+    At most ``max_loaded_models`` stay loaded: before another is loaded, the least recently used
+    models other than the default are unloaded. The default always stays (the bot checks prompts
+    with its tokenizer). If a load still runs out of memory, every other model is unloaded and
+    the load tried once more. A worker runs one job (or batch) at a time, so a model being
+    unloaded is never one that a job is using.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._runners: dict[str, EngineRunner] = {}
+        #: Least recently used first.
+        self._runners: OrderedDict[str, EngineRunner] = OrderedDict()
         self._lock = asyncio.Lock()
 
     @property
     def default(self) -> EngineRunner:
         return self._runners[self.settings.model]
 
+    @property
+    def loaded(self) -> list[str]:
+        """The loaded models' names, least recently used first."""
+        return list(self._runners)
+
     async def runner(self, model: str) -> EngineRunner:
         async with self._lock:
             runner = self._runners.get(model)
-            if runner is None:
-                runner = EngineRunner(Engine(self.settings, model=model))
-                try:
-                    await runner.load()
-                except BaseException:
-                    await runner.close()
+            if runner is not None:
+                self._runners.move_to_end(model)
+                return runner
+            await self._unload_until(self.settings.generation.max_loaded_models - 1)
+            try:
+                runner = await self._load(model)
+            except ModelLoadError as exc:
+                if not (exc.out_of_memory and self._unloadable()):
                     raise
-                self._runners[model] = runner
+                log.warning("out of memory loading model %s; unloading the others, retrying", model)
+                await self._unload_until(0)
+                runner = await self._load(model)
+            self._runners[model] = runner
             return runner
 
     async def close(self) -> None:
         for runner in self._runners.values():
             await runner.close()
         self._runners.clear()
+
+    async def _load(self, model: str) -> EngineRunner:
+        runner = EngineRunner(Engine(self.settings, model=model))
+        try:
+            await runner.load()
+        except BaseException:
+            await runner.close()
+            raise
+        return runner
+
+    def _unloadable(self) -> list[str]:
+        return [name for name in self._runners if name != self.settings.model]
+
+    async def _unload_until(self, count: int) -> None:
+        """Unload least recently used models (never the default) until ``count`` are left."""
+        for name in self._unloadable():
+            if len(self._runners) <= count:
+                return
+            await self._runners.pop(name).close()
+            log.info("unloaded model %s to make room for another", name)
 
 
 class EngineGenerator:

@@ -231,7 +231,8 @@ def load_model(preset: ModelPreset, settings: GenerationSettings, data_dir: Path
             free_memory()
             raise ModelLoadError(
                 f"out of memory loading model {preset.name!r} onto {device} in {dtype}: free "
-                f"memory or use a smaller model; {CPU_DEMO_HINT}"
+                f"memory or use a smaller model; {CPU_DEMO_HINT}",
+                out_of_memory=True,
             ) from exc
         except Exception as exc:
             # Every library error (missing files, no network, bad checkpoint) ends here, so
