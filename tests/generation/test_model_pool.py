@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,19 @@ def copies(tiny_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> lis
     return names
 
 
-def _pool(tiny_settings: Settings, max_loaded: int) -> ModelPool:
-    generation = GenerationSettings(max_loaded_models=max_loaded, allow_large_on_cpu=True)
-    return ModelPool(tiny_settings.model_copy(update={"generation": generation}))
+@pytest.fixture
+async def pools(tiny_settings: Settings) -> AsyncIterator[Callable[[int], ModelPool]]:
+    """Makes pools with room for N models, and closes them after the test."""
+    made: list[ModelPool] = []
+
+    def make(max_loaded: int) -> ModelPool:
+        generation = GenerationSettings(max_loaded_models=max_loaded, allow_large_on_cpu=True)
+        made.append(ModelPool(tiny_settings.model_copy(update={"generation": generation})))
+        return made[-1]
+
+    yield make
+    for pool in made:
+        await pool.close()
 
 
 @pytest.fixture
@@ -46,44 +57,38 @@ def loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 async def test_least_recently_used_other_model_is_unloaded(
-    tiny_settings: Settings, copies: list[str], loads: list[str]
+    pools: Callable[[int], ModelPool], copies: list[str], loads: list[str]
 ) -> None:
     second, third = copies
-    pool = _pool(tiny_settings, max_loaded=2)
-    try:
-        default = await pool.runner("tiny")
-        assert await pool.runner(second) is await pool.runner(second)  # warm: loaded once
-        await pool.runner("tiny")  # the default is now the most recently used
-        await pool.runner(third)  # room for it: the other model goes, never the default
-        assert pool.loaded == ["tiny", third]
-        assert pool.default is default and default.engine.loaded
-        await pool.runner(second)
-        assert pool.loaded == ["tiny", second]
-        assert loads == ["tiny", second, third, second]
-    finally:
-        await pool.close()
+    pool = pools(2)
+    default = await pool.runner("tiny")
+    assert await pool.runner(second) is await pool.runner(second)  # warm: loaded once
+    await pool.runner("tiny")  # the default is now the most recently used
+    await pool.runner(third)  # room for it: the other model goes, never the default
+    assert pool.loaded == ["tiny", third]
+    assert pool.default is default and default.engine.loaded
+    await pool.runner(second)
+    assert pool.loaded == ["tiny", second]
+    assert loads == ["tiny", second, third, second]
 
 
 async def test_with_room_for_one_the_default_stays_and_others_take_turns(
-    tiny_settings: Settings, copies: list[str], loads: list[str]
+    pools: Callable[[int], ModelPool], copies: list[str], loads: list[str]
 ) -> None:
     second, third = copies
-    pool = _pool(tiny_settings, max_loaded=1)
-    try:
-        await pool.runner("tiny")
-        await pool.runner(second)
-        assert pool.loaded == ["tiny", second]
-        await pool.runner(third)
-        assert pool.loaded == ["tiny", third]
-    finally:
-        await pool.close()
+    pool = pools(1)
+    await pool.runner("tiny")
+    await pool.runner(second)
+    assert pool.loaded == ["tiny", second]
+    await pool.runner(third)
+    assert pool.loaded == ["tiny", third]
 
 
 async def test_out_of_memory_unloads_the_others_and_tries_again(
-    tiny_settings: Settings, copies: list[str], monkeypatch: pytest.MonkeyPatch
+    pools: Callable[[int], ModelPool], copies: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     second, third = copies
-    pool = _pool(tiny_settings, max_loaded=3)
+    pool = pools(3)
     await pool.runner("tiny")
     await pool.runner(second)
     original = Engine.load
@@ -97,30 +102,24 @@ async def test_out_of_memory_unloads_the_others_and_tries_again(
         return original(self)
 
     monkeypatch.setattr(Engine, "load", load)
-    try:
-        runner = await pool.runner(third)
-        assert failures == [third] and runner.engine.loaded
-        assert pool.loaded == ["tiny", third]
-    finally:
-        await pool.close()
+    runner = await pool.runner(third)
+    assert failures == [third] and runner.engine.loaded
+    assert pool.loaded == ["tiny", third]
 
 
 async def test_other_load_errors_are_not_retried(
-    tiny_settings: Settings, copies: list[str], monkeypatch: pytest.MonkeyPatch
+    pools: Callable[[int], ModelPool], copies: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     second, _ = copies
-    pool = _pool(tiny_settings, max_loaded=3)
+    pool = pools(3)
     await pool.runner("tiny")
-    try:
-        with pytest.raises(ModelLoadError, match="does not exist"):
-            await pool.runner(second + "-missing")
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        await pool.runner(second + "-missing")
 
-        def no_room(self: Engine) -> float:
-            raise ModelLoadError("out of memory", out_of_memory=True)
+    def no_room(self: Engine) -> float:
+        raise ModelLoadError("out of memory", out_of_memory=True)
 
-        monkeypatch.setattr(Engine, "load", no_room)
-        with pytest.raises(ModelLoadError, match="out of memory"):
-            await pool.runner(second)  # nothing else to unload: the error stands
-        assert pool.loaded == ["tiny"]
-    finally:
-        await pool.close()
+    monkeypatch.setattr(Engine, "load", no_room)
+    with pytest.raises(ModelLoadError, match="out of memory"):
+        await pool.runner(second)  # nothing else to unload: the error stands
+    assert pool.loaded == ["tiny"]
