@@ -1,4 +1,5 @@
-"""The discord.py client: connection settings, command sync, buttons and owned background tasks."""
+"""The discord.py client: connection settings, features, command sync, the button router and
+owned background tasks."""
 
 from __future__ import annotations
 
@@ -7,23 +8,30 @@ import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import discord
 import yarl
 from discord import app_commands
 from discord.gateway import DiscordWebSocket
 
-from bot.buttons import JobButton
-from bot.commands import register_commands
-from bot.delivery import Publisher
 from bot.errors import install_error_handler
-from bot.service import BotService
+from bot.features.base import Feature
+from bot.publisher import Publisher
+from bot.router import ButtonRouter
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
 
 COMMANDS_HASH_KEY = "discord.commands_hash"
+
+
+class MetaStore(Protocol):
+    """Small key-value facts the bot keeps in the database (the last command sync's hash)."""
+
+    async def get_meta(self, key: str) -> str | None: ...
+
+    async def set_meta(self, key: str, value: str) -> None: ...
 
 
 def apply_discord_endpoints(settings: Settings) -> None:
@@ -37,9 +45,15 @@ def apply_discord_endpoints(settings: Settings) -> None:
 
 
 class AtelierBot(discord.Client):
-    """Slash commands and persistent buttons on top of one BotService."""
+    """The features' slash commands and persistent buttons, and the publisher's loop."""
 
-    def __init__(self, settings: Settings, service: BotService, publisher: Publisher) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        meta: MetaStore,
+        publisher: Publisher,
+        router: ButtonRouter,
+    ) -> None:
         apply_discord_endpoints(settings)
         intents = discord.Intents.none()
         intents.guilds = True  # no privileged intents
@@ -50,17 +64,21 @@ class AtelierBot(discord.Client):
             chunk_guilds_at_startup=False,
         )
         self.settings = settings
-        self.service = service
+        self.meta = meta
         self.publisher = publisher
-        self.tree = app_commands.CommandTree(self)
+        self.router = router
+        self.tree: app_commands.CommandTree[AtelierBot] = app_commands.CommandTree(self)
         self._tasks: list[asyncio.Task[None]] = []
         self._background: list[tuple[str, Callable[[], Awaitable[None]], Callable[[], None]]] = []
-        register_commands(self.tree, service, publisher, settings)
         install_error_handler(self.tree)
 
+    def add_feature(self, feature: Feature) -> None:
+        """Register a feature's slash commands and buttons (before the bot starts)."""
+        feature.register(self.tree, self.router)
+
     async def setup_hook(self) -> None:
-        # DynamicItems make every button we ever posted work again after a restart.
-        self.add_dynamic_items(JobButton)
+        # The router's one DynamicItem makes every button we ever posted work after a restart.
+        self.add_dynamic_items(self.router.item_class)
         await self.sync_commands_if_changed()
         self.publisher.bind(self)
         self.start_task("publisher", self.publisher.run)
@@ -126,10 +144,10 @@ class AtelierBot(discord.Client):
             self.tree.copy_global_to(guild=guild)
         payload = {"guild": guild.id if guild else None, "commands": self.command_payload()}
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-        if await self.service.get_meta(COMMANDS_HASH_KEY) == digest:
+        if await self.meta.get_meta(COMMANDS_HASH_KEY) == digest:
             log.info("slash commands unchanged; not syncing")
             return False
         await self.tree.sync(guild=guild)
-        await self.service.set_meta(COMMANDS_HASH_KEY, digest)
+        await self.meta.set_meta(COMMANDS_HASH_KEY, digest)
         log.info("slash commands synced to %s", f"guild {guild.id}" if guild else "all guilds")
         return True

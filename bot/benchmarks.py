@@ -123,10 +123,7 @@ async def bench_bot(
     settings: Settings, interactions: int = 1000, users: int = 50, seconds: float = 60.0
 ) -> str:
     """Fire ``interactions`` /imagine commands from ``users`` users spread over ``seconds``."""
-    from bot.app import AtelierBot
-    from bot.cli import open_ledger
-    from bot.delivery import Publisher
-    from bot.service import BotService
+    from bot.cli import open_ledger, wire_bot
 
     emulator = _emulator_module()
     token = "bench.bot.token"
@@ -154,6 +151,9 @@ async def bench_bot(
                         max_running_per_user=2, max_queued_per_user=interactions, poll_seconds=0.2
                     ),
                     "quota": QuotaSettings(user_daily_gpu_seconds=10**9),
+                    "bot": settings.bot.model_copy(
+                        update={"progress_interval_seconds": 2.0, "delivery_retry_seconds": 1.0}
+                    ),
                 }
             )
             report = await _drive(
@@ -165,9 +165,7 @@ async def bench_bot(
                 seconds,
                 token,
                 open_ledger,
-                BotService,
-                Publisher,
-                AtelierBot,
+                wire_bot,
             )
         finally:
             await thread.call(emu.__aexit__(None, None, None))
@@ -183,16 +181,13 @@ async def _drive(
     seconds: float,
     token: str,
     open_ledger: Any,
-    service_cls: Any,
-    publisher_cls: Any,
-    bot_cls: Any,
+    wire_bot: Any,
 ) -> BotBenchReport:
     async with open_ledger(settings) as ledger:
         worker = Worker(ledger.queue, ledger.images, ZeroCostGenerator(), settings.queue)
         ledger.queue.on_new_work = worker.notify
-        service = service_cls(settings, ledger.queue, ledger.delivery, ledger.prefs, ledger.images)
-        publisher = publisher_cls(service, progress_interval=2.0, retry_seconds=1.0)
-        bot = bot_cls(settings, service, publisher)
+        bot = wire_bot(settings, ledger, None)
+        publisher = bot.publisher
         bot.add_background("worker", worker.run, stop=worker.stop)
         people = [emu.make_user(name=f"user{i}") for i in range(users)]
         lag: list[float] = []
@@ -310,6 +305,9 @@ async def bench_batching(settings: Settings, jobs: int = 16) -> str:
                         poll_seconds=0.05,
                     ),
                     "quota": QuotaSettings(user_daily_gpu_seconds=10**9),
+                    "bot": settings.bot.model_copy(
+                        update={"progress_interval_seconds": 2.0, "delivery_retry_seconds": 1.0}
+                    ),
                 }
             )
             async with (

@@ -21,6 +21,9 @@ from config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
     from bot.app import AtelierBot
+    from bot.services.intake import PromptChecker
+    from generation.jobs import ModelPool
+    from generation.request import GenerationRequest
     from generation.runner import EngineRunner
     from generation.worker import Worker
     from storage.db import Database
@@ -99,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # Alembic lists its plugins at INFO on every start: noise next to the migrations it runs.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # aiosqlite logs every statement at DEBUG: hundreds of lines a second that drown the bot's.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
     from generation.errors import GenerationError
     from storage.errors import StorageError
 
@@ -220,15 +225,31 @@ async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
 
 
 @contextlib.asynccontextmanager
-async def open_worker(settings: Settings, ledger: Ledger) -> AsyncIterator[Worker]:
-    """A worker running the configured model on the ledger; the model is loaded once, here."""
-    from generation.jobs import EngineGenerator, ModelPool
-    from generation.worker import Worker
-    from storage.errors import LeaseLost
+async def open_models(settings: Settings) -> AsyncIterator[ModelPool]:
+    """The model pool, with the default model loaded before anything is served."""
+    from generation.jobs import ModelPool
 
     models = ModelPool(settings)
     try:
-        await models.runner(settings.model)  # load the default model before taking jobs
+        await models.runner(settings.model)
+        yield models
+    finally:
+        await models.close()
+
+
+@contextlib.asynccontextmanager
+async def open_worker(
+    settings: Settings, ledger: Ledger, models: ModelPool | None = None
+) -> AsyncIterator[Worker]:
+    """A worker running the configured models on the ledger; the default model is loaded once,
+    here, unless ``models`` (shared with the bot's prompt check) is given."""
+    from generation.jobs import EngineGenerator
+    from generation.worker import Worker
+    from storage.errors import LeaseLost
+
+    async with contextlib.AsyncExitStack() as stack:
+        if models is None:
+            models = await stack.enter_async_context(open_models(settings))
 
         async def source_refs(job_id: str) -> Sequence[str]:
             return (await ledger.queue.require(job_id)).result_refs
@@ -243,23 +264,21 @@ async def open_worker(settings: Settings, ledger: Ledger) -> AsyncIterator[Worke
         )
         ledger.queue.on_new_work = worker.notify
         yield worker
-    finally:
-        await models.close()
 
 
-def prompt_checker(runner: EngineRunner) -> Any:
+class TokenCountCheck:
     """The bot's token-count check on the default model's tokenizer (CPU, microseconds).
-    Requests for other models are checked by the worker that runs them."""
 
-    engine = runner.engine
-    counter = engine.token_counter()  # its own tokenizer: the engine thread uses the other
+    It has its own tokenizer copy, since the engine thread uses the engine's. Requests for other
+    models are checked by the worker that runs them."""
 
-    class _Checker:
-        def check(self, request: Any) -> None:
-            if request.model == engine.preset.name:
-                engine.validate(request, counter=counter)
+    def __init__(self, runner: EngineRunner) -> None:
+        self._engine = runner.engine
+        self._counter = runner.engine.token_counter()
 
-    return _Checker()
+    def check(self, request: GenerationRequest) -> None:
+        if request.model == self._engine.preset.name:
+            self._engine.validate(request, counter=self._counter)
 
 
 async def run_worker(settings: Settings) -> None:
@@ -278,31 +297,51 @@ class Runtime:
     worker: Worker | None
 
 
+def wire_bot(settings: Settings, ledger: Ledger, checker: PromptChecker | None) -> AtelierBot:
+    """The bot over the ledger, with every feature registered: one line per feature."""
+    from bot.app import AtelierBot
+    from bot.features.account import AccountFeature
+    from bot.features.imagine import ImageFeature
+    from bot.features.moderation import ModerationFeature
+    from bot.publisher import Publisher
+    from bot.router import ButtonRouter
+    from bot.services.account import AccountService
+    from bot.services.intake import JobIntake
+    from bot.services.job_cards import JobCards
+    from bot.services.moderation import Moderation
+
+    cards = JobCards(settings, ledger.queue, ledger.delivery, ledger.images)
+    moderation = Moderation(settings, ledger.queue, ledger.prefs)
+    intake = JobIntake(settings, ledger.queue, ledger.prefs, cards, moderation, checker)
+    account = AccountService(settings, ledger.queue, ledger.prefs, cards)
+    router = ButtonRouter()
+    publisher = Publisher(
+        cards,
+        router,
+        progress_interval=settings.bot.progress_interval_seconds,
+        retry_seconds=settings.bot.delivery_retry_seconds,
+    )
+    bot = AtelierBot(settings, ledger.prefs, publisher, router)
+    bot.add_feature(ImageFeature(intake, account, publisher))
+    bot.add_feature(AccountFeature(account, settings.generation))
+    bot.add_feature(ModerationFeature(moderation, publisher))
+    return bot
+
+
 @contextlib.asynccontextmanager
 async def atelier_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     """The bot over the ledger, plus one worker in this process unless configured off.
 
     The worker starts with the bot (setup_hook) and is stopped gracefully when it closes.
     """
-    from bot.app import AtelierBot
-    from bot.delivery import Publisher
-    from bot.service import BotService
-
     async with open_ledger(settings) as ledger, contextlib.AsyncExitStack() as stack:
         worker = None
         checker = None
         if settings.queue.run_worker_in_process:
-            worker = await stack.enter_async_context(open_worker(settings, ledger))
-            checker = prompt_checker(worker.generator.models.default)  # type: ignore[attr-defined]
-        service = BotService(
-            settings, ledger.queue, ledger.delivery, ledger.prefs, ledger.images, checker
-        )
-        publisher = Publisher(
-            service,
-            progress_interval=settings.bot.progress_interval_seconds,
-            retry_seconds=settings.bot.delivery_retry_seconds,
-        )
-        bot = AtelierBot(settings, service, publisher)
+            models = await stack.enter_async_context(open_models(settings))
+            worker = await stack.enter_async_context(open_worker(settings, ledger, models))
+            checker = TokenCountCheck(models.default)
+        bot = wire_bot(settings, ledger, checker)
         if worker is not None:
             bot.add_background("worker", worker.run, stop=worker.stop)
         try:

@@ -1,66 +1,81 @@
-"""Button custom_ids: short, versioned, strictly parsed.
+"""Custom_ids: short, versioned, strictly parsed. Pure.
 
-Format: ``atl:1:<action>:<job id>:<image index>``. A custom_id comes back from Discord as
-untrusted input, so parsing accepts exactly what ``encode`` produces and nothing else; whether the
-job exists, belongs to the guild and may be used by the clicker is checked against the database.
+Every component Atelier posts has a custom_id ``atl:<version>:<code>:<payload>``. The router
+dispatches on ``<code>`` (see :mod:`bot.router`); each feature parses its own payload. A custom_id
+comes back from Discord as untrusted input, so parsing accepts exactly what encoding produces and
+nothing else; whether the job exists, belongs to the guild and may be used by the clicker is
+checked against the database.
+
+Job buttons: ``atl:1:<action code>:<job id>:<image index>`` (see :mod:`bot.actions`).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import StrEnum
+
+from bot.actions import Action
 
 PREFIX = "atl"
 VERSION = 1
-#: Matches every custom_id of ours, for discord.ui.DynamicItem's template.
-TEMPLATE = (
-    r"atl:(?P<version>\d{1,3}):(?P<action>[a-z]{1,3}):(?P<job>[A-Za-z0-9]{1,32}):(?P<index>\d)"
-)
-_STRICT = re.compile(
-    rf"^{PREFIX}:{VERSION}:(?P<action>[a-z]{{1,3}}):(?P<job>[a-z0-9]{{6,32}}):(?P<index>[0-4])$"
-)
+MAX_LENGTH = 100  # Discord's limit for a custom_id
 
-
-class Action(StrEnum):
-    """What a button asks for."""
-
-    SELECT = "u"  # U1-U4: post one image alone
-    VARY = "v"  # V1-V4: variations, strength from the clicker's settings
-    REROLL = "r"
-    UPSCALE_SUBTLE = "us"
-    UPSCALE_CREATIVE = "uc"
-    VARY_SUBTLE = "vs"
-    VARY_STRONG = "vg"
+_HEAD = re.compile(rf"{PREFIX}:(?P<version>[0-9]{{1,3}}):(?P<code>[a-z]{{1,3}}):(?P<payload>.*)")
+_CODE = re.compile(r"[a-z]{1,3}")
+_JOB_PAYLOAD = re.compile(r"(?P<job>[a-z0-9]{6,32}):(?P<index>[0-9])")
 
 
 class CustomIdError(ValueError):
     """The custom_id was not made by this version of Atelier."""
 
 
+def split(custom_id: str) -> tuple[str, str]:
+    """``(code, payload)`` of one of our custom_ids, or CustomIdError."""
+    match = _HEAD.fullmatch(custom_id) if len(custom_id) <= MAX_LENGTH else None
+    if not match or match.group("version") != str(VERSION):
+        raise CustomIdError("this button was not made by this version of Atelier")
+    return match.group("code"), match.group("payload")
+
+
+def join(code: str, payload: str) -> str:
+    """The custom_id for ``code`` and ``payload``; refuses what :func:`split` would not return."""
+    value = f"{PREFIX}:{VERSION}:{code}:{payload}"
+    if not _CODE.fullmatch(code) or len(value) > MAX_LENGTH or "\n" in payload:
+        raise CustomIdError(f"cannot encode a custom_id for {code!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class ButtonRef:
+    """A job button: which action, on which job, on which of its images (0 for the whole)."""
+
     action: Action
     job_id: str
     index: int
 
     def encode(self) -> str:
-        value = f"{PREFIX}:{VERSION}:{self.action.value}:{self.job_id}:{self.index}"
-        if not _STRICT.match(value):
+        value = join(self.action.code, f"{self.job_id}:{self.index}")
+        if decode(value) != self:
             raise CustomIdError(f"cannot encode button {self!r}")
         return value
 
 
 def decode(custom_id: str) -> ButtonRef:
-    """Parse a custom_id, raising CustomIdError for anything ``encode`` would not produce."""
-    match = _STRICT.match(custom_id)
+    """Parse a job button's custom_id, raising CustomIdError for anything ``encode`` would not
+    produce."""
+    code, payload = split(custom_id)
+    return decode_job_payload(code, payload)
+
+
+def decode_job_payload(code: str, payload: str) -> ButtonRef:
+    """The job button ``code`` + ``payload`` name, checked against the action table."""
+    action = Action.by_code(code)
+    if action is None:
+        raise CustomIdError("this button asks for an action Atelier does not know")
+    match = _JOB_PAYLOAD.fullmatch(payload)
     if not match:
         raise CustomIdError("this button was not made by this version of Atelier")
-    try:
-        action = Action(match.group("action"))
-    except ValueError:
-        raise CustomIdError("this button asks for an action Atelier does not know") from None
     index = int(match.group("index"))
-    if (action is Action.REROLL) != (index == 0):
+    if index not in action.indexes:
         raise CustomIdError("this button names an image that does not fit its action")
     return ButtonRef(action=action, job_id=match.group("job"), index=index)

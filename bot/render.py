@@ -1,21 +1,37 @@
-"""Message text and button layouts for a job, from plain values. No I/O.
+"""Message text and button layouts, from plain values. No I/O.
 
-Everything a user typed is escaped before it is echoed, and every message is sent with
-``allowed_mentions`` set to none, so a prompt can never ping anyone.
+All Discord markup lives here: mentions, relative timestamps, message links, escaping. Everything a
+user typed is escaped before it is echoed, and every message is sent with ``allowed_mentions`` set
+to none, so a prompt can never ping anyone.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
-from bot.customid import Action, ButtonRef
+from bot.actions import Action, Layout
+from bot.customid import ButtonRef
 from config.settings import GenerationSettings
 from generation.options import options_help
+from generation.request import Operation
+from storage.types import JobKind, JobStatus, QuotaReadout
 
 CONTENT_LIMIT = 2000
 _MARKDOWN = re.compile(r"([\\*_~`|>\[\]()#:-])")
 _MENTION = re.compile(r"@(everyone|here|[!&]?[0-9]{15,21})")
+
+#: What a job is called on its card, by the operation it runs ("imagine" shows no title).
+OPERATION_TITLES = {
+    Operation.IMAGINE: "imagine",
+    Operation.SELECT: "Image {index}",
+    Operation.UPSCALE_SUBTLE: "Upscale (Subtle)",
+    Operation.UPSCALE_CREATIVE: "Upscale (Creative)",
+    Operation.VARY_SUBTLE: "Vary (Subtle) of image {index}",
+    Operation.VARY_STRONG: "Vary (Strong) of image {index}",
+}
 
 
 def escape(text: str) -> str:
@@ -25,8 +41,26 @@ def escape(text: str) -> str:
     return _MENTION.sub("@\u200b\\1", text)
 
 
-def shorten(text: str, limit: int) -> str:
+def shorten(text: str, limit: int = CONTENT_LIMIT) -> str:
     return text if len(text) <= limit else text[: max(0, limit - 1)] + "\u2026"
+
+
+def mention(user_id: int) -> str:
+    """A user mention; messages are sent with mentions disabled, so it never pings."""
+    return f"<@{user_id}>"
+
+
+def relative_time(moment: datetime) -> str:
+    """Discord's relative timestamp ("in 3 hours"), rendered by each reader's client."""
+    return f"<t:{int(moment.timestamp())}:R>"
+
+
+def message_link(guild_id: int | None, channel_id: int | None, message_id: int) -> str:
+    return f"https://discord.com/channels/{guild_id or '@me'}/{channel_id}/{message_id}"
+
+
+def operation_title(operation: Operation, index: int) -> str:
+    return OPERATION_TITLES[operation].format(index=index)
 
 
 @dataclass(frozen=True)
@@ -38,7 +72,7 @@ class JobCard:
     prompt: str
     label: str  # "imagine", "Upscale (Subtle) of image 2", ...
     options: str  # "--ar 3:2 --seed 7 --fast"
-    status: str  # queued, running, succeeded, failed, cancelled, blocked, dead
+    status: JobStatus
     position: int | None = None
     eta_seconds: float | None = None
     step: int | None = None
@@ -54,66 +88,67 @@ def _eta(seconds: float | None) -> str:
     return f", about {round(seconds / 60)} min"
 
 
+def _status_tail(card: JobCard) -> str:
+    status = JobStatus(card.status)
+    if status is JobStatus.QUEUED:
+        where = f"position {card.position}" if card.position else "next"
+        return f"queued ({where}{_eta(card.eta_seconds)})"
+    if status is JobStatus.RUNNING:
+        if card.step is not None and card.total_steps:
+            return f"running ({round(100 * card.step / card.total_steps)}%)"
+        return "running"
+    if status is JobStatus.SUCCEEDED:
+        return "done"
+    if status is JobStatus.CANCELLED:
+        return "cancelled; nothing was charged"
+    if status is JobStatus.BLOCKED:
+        return f"{escape(shorten(card.error or 'blocked by moderation', 300))}; nothing was charged"
+    reason = f": {escape(shorten(card.error or 'unknown error', 300))}" if card.error else ""
+    return f"failed{reason}; nothing was charged"
+
+
 def render_card(card: JobCard) -> str:
     """The content line of a job message for any status."""
     head = f"**{escape(shorten(card.prompt, 900))}** {escape(card.options)}".rstrip()
-    who = f"<@{card.owner_id}>"
-    job = f"job `{card.job_id}`"
-    if card.label != "imagine":
+    if card.label != OPERATION_TITLES[Operation.IMAGINE]:
         head = f"{card.label}: {head}"
-    if card.status == "queued":
-        where = f"position {card.position}" if card.position else "next"
-        tail = f"queued ({where}{_eta(card.eta_seconds)})"
-    elif card.status == "running":
-        if card.step is not None and card.total_steps:
-            percent = round(100 * card.step / card.total_steps)
-            tail = f"running ({percent}%)"
-        else:
-            tail = "running"
-    elif card.status == "succeeded":
-        tail = "done"
-    elif card.status == "cancelled":
-        tail = "cancelled; nothing was charged"
-    elif card.status == "blocked":
-        reason = escape(shorten(card.error or "blocked by moderation", 300))
-        tail = f"{reason}; nothing was charged"
-    else:
-        reason = f": {escape(shorten(card.error or 'unknown error', 300))}" if card.error else ""
-        tail = f"failed{reason}; nothing was charged"
-    return shorten(f"{head} - {who} - {job} - {tail}", CONTENT_LIMIT)
+    job = f"job `{card.job_id}`"
+    return shorten(f"{head} - {mention(card.owner_id)} - {job} - {_status_tail(card)}")
+
+
+def job_buttons(job_id: str, layout: Layout) -> list[list[tuple[str, ButtonRef]]]:
+    """A job message's buttons, row by row, in the action table's order."""
+    rows: dict[int, list[tuple[str, ButtonRef]]] = {}
+    for action in Action:
+        if action.spec.layout is layout:
+            row = rows.setdefault(action.spec.row, [])
+            row.extend((action.label(i), ButtonRef(action, job_id, i)) for i in action.indexes)
+    return [rows[row] for row in sorted(rows)]
 
 
 def grid_buttons(job_id: str) -> list[list[tuple[str, ButtonRef]]]:
     """U1-U4 on one row, V1-V4 and re-roll on the next."""
-    upscale = [(f"U{i}", ButtonRef(Action.SELECT, job_id, i)) for i in range(1, 5)]
-    vary = [(f"V{i}", ButtonRef(Action.VARY, job_id, i)) for i in range(1, 5)]
-    vary.append(("\U0001f504", ButtonRef(Action.REROLL, job_id, 0)))
-    return [upscale, vary]
+    return job_buttons(job_id, Layout.GRID)
 
 
 def single_buttons(job_id: str) -> list[list[tuple[str, ButtonRef]]]:
     """Under one image: upscale and vary, each subtle or not."""
-    return [
-        [
-            ("Upscale (Subtle)", ButtonRef(Action.UPSCALE_SUBTLE, job_id, 1)),
-            ("Upscale (Creative)", ButtonRef(Action.UPSCALE_CREATIVE, job_id, 1)),
-            ("Vary (Subtle)", ButtonRef(Action.VARY_SUBTLE, job_id, 1)),
-            ("Vary (Strong)", ButtonRef(Action.VARY_STRONG, job_id, 1)),
-        ]
-    ]
+    return job_buttons(job_id, Layout.SINGLE)
 
 
 def render_help(settings: GenerationSettings) -> str:
     """The /help text: options with this server's bounds, then what the buttons do."""
-    return "\n".join(
-        [
-            "**/imagine** `prompt` followed by any of:",
-            *(f"- {line}" for line in options_help(settings)),
-            "**Buttons**: U1-U4 post one image (then Upscale/Vary it), V1-V4 make four "
-            "variations, \U0001f504 re-rolls with a new seed.",
-            "**Also**: /info (quota), /queue, /cancel, /show job, /settings. "
-            "Moderators: /block job, /filter (terms this server refuses in prompts).",
-        ]
+    return shorten(
+        "\n".join(
+            [
+                "**/imagine** `prompt` followed by any of:",
+                *(f"- {line}" for line in options_help(settings)),
+                "**Buttons**: U1-U4 post one image (then Upscale/Vary it), V1-V4 make four "
+                "variations, \U0001f504 re-rolls with a new seed.",
+                "**Also**: /info (quota), /queue, /cancel, /show job, /settings. "
+                "Moderators: /block job, /filter (terms this server refuses in prompts).",
+            ]
+        )
     )
 
 
@@ -130,3 +165,70 @@ def options_summary(
     if chaos:
         parts.append(f"--chaos {chaos}")
     return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class JobLine:
+    """One of the user's jobs, as /info and /queue list it."""
+
+    job_id: str
+    kind: JobKind
+    status: JobStatus
+    guild_id: int | None
+    channel_id: int | None
+    message_id: int | None
+    position: int | None = None
+    eta_seconds: float | None = None
+
+
+def render_info(readout: QuotaReadout, jobs: Sequence[JobLine]) -> str:
+    """/info: the quota in the rolling window, then the user's queued and running jobs."""
+    reset = f", next reset {relative_time(readout.resets_at)}" if readout.resets_at else ""
+    lines = [
+        f"**Quota** (GPU-seconds per {readout.window_seconds / 3600:g} h): "
+        f"used {readout.used:.1f}, reserved {readout.reserved:.1f}, "
+        f"remaining {readout.remaining:.1f} of {readout.allowance:.1f}{reset}"
+    ]
+    if not jobs:
+        lines.append("No queued or running jobs.")
+    for job in jobs:
+        link = (
+            message_link(job.guild_id, job.channel_id, job.message_id)
+            if job.message_id
+            else "(message pending)"
+        )
+        lines.append(f"- `{job.job_id}` {job.kind} {job.status} {link}")
+    return shorten("\n".join(lines))
+
+
+def render_queue(counts: Mapping[JobStatus, int], jobs: Sequence[JobLine]) -> str:
+    """/queue: the queue's depth, then the user's positions and ETAs."""
+    queued, running = counts.get(JobStatus.QUEUED, 0), counts.get(JobStatus.RUNNING, 0)
+    lines = [f"Queue: {queued} waiting, {running} running."]
+    for job in jobs:
+        if job.status is JobStatus.QUEUED:
+            lines.append(
+                f"- `{job.job_id}` position {job.position}, about {job.eta_seconds or 0:.0f} s"
+            )
+        else:
+            lines.append(f"- `{job.job_id}` running")
+    if not jobs:
+        lines.append("You have no queued or running jobs.")
+    return shorten("\n".join(lines))
+
+
+def render_settings(current: Mapping[str, object]) -> str:
+    shown = ", ".join(f"{key}: {value}" for key, value in sorted(current.items())) or "defaults"
+    return f"Your settings: {shown}."
+
+
+def render_quota_override(user_id: int, seconds: float | None) -> str:
+    if seconds is None:
+        return f"{mention(user_id)} is back on the default allowance."
+    return f"{mention(user_id)} now has {seconds:g} GPU-seconds per rolling window."
+
+
+def render_cancelled(count: int) -> str:
+    if not count:
+        return "You have no queued or running jobs."
+    return f"Cancelled {count} job(s); nothing is charged for them."

@@ -66,7 +66,7 @@ def test_union_of_lists_and_an_empty_filter() -> None:
 def test_a_bad_operator_term_stops_the_start_naming_the_setting() -> None:
     from typing import Any, cast
 
-    from bot.moderation import Moderation
+    from bot.services.moderation import Moderation
     from config import ConfigError
     from config.settings import BotSettings, Settings
 

@@ -36,6 +36,9 @@ async def test_atelier_run_serves_and_stops_on_sigterm(data_dir: Path) -> None:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
+        assert process.stdout is not None
+        # Read the output while it runs: a full pipe would block the process's logging.
+        reader = asyncio.create_task(process.stdout.read())
         try:
             await emu.wait_until_connected(timeout=120)
             handle = await emu.send_slash_command("imagine", {"prompt": "a real process"})
@@ -43,11 +46,13 @@ async def test_atelier_run_serves_and_stops_on_sigterm(data_dir: Path) -> None:
             final = await wait_final(emu, lambda m: m.id == message.id, timeout=60)
             assert labels(final)[:4] == ["U1", "U2", "U3", "U4"]
             process.send_signal(signal.SIGTERM)
-            output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+            await asyncio.wait_for(process.wait(), timeout=60)
+            output = await reader
         finally:
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+            reader.cancel()
         assert process.returncode == 0, output.decode()[-3000:]
         assert TOKEN.encode() not in output  # DEBUG logs of a whole run
         emu.assert_no_violations()

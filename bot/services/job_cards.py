@@ -1,6 +1,8 @@
-"""The publisher's read model of the ledger: job cards, deliveries, result files. No discord.py.
+"""The publisher's read model of the ledger: job cards, job messages, result files. No discord.py.
 
-Split from BotService so the Discord handlers' service stays about requests and permissions.
+A job's message shows a :class:`JobCard` (prompt, options, status, position) and, once the job is
+finished, its result and buttons. :class:`JobCards` builds both from the ledger and walks the
+delivery steps (claim, release, mark posted) for the publisher.
 """
 
 from __future__ import annotations
@@ -9,28 +11,33 @@ import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 
+from bot.actions import layout_of
 from bot.customid import ButtonRef
-from bot.render import JobCard, grid_buttons, options_summary, single_buttons
+from bot.render import JobCard, job_buttons, operation_title, options_summary
 from config.settings import Settings
 from generation.grid import reencode
-from generation.request import GenerationRequest, Operation
+from generation.request import GenerationRequest
 from storage.delivery import DeliveryLedger
 from storage.images import ImageStore
 from storage.queue import JobQueue
-from storage.types import JobView
+from storage.types import JobStatus, JobView
 
-LABELS = {
-    Operation.IMAGINE: "imagine",
-    Operation.SELECT: "Image {index}",
-    Operation.UPSCALE_SUBTLE: "Upscale (Subtle)",
-    Operation.UPSCALE_CREATIVE: "Upscale (Creative)",
-    Operation.VARY_SUBTLE: "Vary (Subtle) of image {index}",
-    Operation.VARY_STRONG: "Vary (Strong) of image {index}",
-}
+
+def request_of(job: JobView) -> GenerationRequest:
+    """The job's typed request: the one place the bot decodes a stored request."""
+    return GenerationRequest.from_json(job.request)
 
 
 @dataclass(frozen=True)
-class Delivery:
+class Ticket:
+    """An accepted (or re-shown) job and how its message should look now."""
+
+    job_id: str
+    card: JobCard
+
+
+@dataclass(frozen=True)
+class JobMessage:
     """A job whose message is not final yet, as the publisher needs it."""
 
     job_id: str
@@ -45,7 +52,7 @@ class Delivery:
     preview_ref: str | None
 
 
-class Deliveries:
+class JobCards:
     """What a job's message shows, and the delivery steps, over the ledger and the images."""
 
     def __init__(
@@ -57,19 +64,17 @@ class Deliveries:
         self.images = images
 
     async def card(self, job: JobView) -> JobCard:
-        request = GenerationRequest.from_json(job.request)
+        """The card of ``job`` now; a queued job's card asks the queue for its position."""
+        request = request_of(job)
         position = eta = None
-        if job.status == "queued":
+        if job.status == JobStatus.QUEUED:
             place = await self.queue.place(job.id)
             position, eta = place.position, place.eta_seconds
-        label = LABELS[request.operation].format(
-            index=request.source.index if request.source else 0
-        )
         return JobCard(
             job_id=job.id,
             owner_id=job.owner_id,
             prompt=request.prompt,
-            label=label,
+            label=operation_title(request.operation, request.source.index if request.source else 0),
             options=options_summary(
                 request.aspect,
                 request.seed,
@@ -79,7 +84,7 @@ class Deliveries:
                 request.chaos,
                 request.negative_prompt,
             ),
-            status=job.status,
+            status=JobStatus(job.status),
             position=position,
             eta_seconds=eta,
             step=job.progress_step,
@@ -104,13 +109,11 @@ class Deliveries:
         active = [job for job in await self.ledger.list_undelivered() if not job.terminal]
         return [*finished, *active]
 
-    async def delivery_of(self, job_id: str) -> Delivery:
-        return await self.delivery_for(await self.queue.require(job_id))
+    async def message_of(self, job_id: str) -> JobMessage:
+        return await self.message_for(await self.queue.require(job_id))
 
-    async def delivery_for(self, job: JobView) -> Delivery:
-        request = GenerationRequest.from_json(job.request)
-        single = request.operation.image_count == 1
-        return Delivery(
+    async def message_for(self, job: JobView) -> JobMessage:
+        return JobMessage(
             job_id=job.id,
             owner_id=job.owner_id,
             channel_id=job.channel_id or 0,
@@ -119,7 +122,7 @@ class Deliveries:
             or self.settings.generation.attachment_limit_bytes,
             terminal=job.terminal,
             card=await self.card(job),
-            buttons=single_buttons(job.id) if single else grid_buttons(job.id),
+            buttons=job_buttons(job.id, layout_of(request_of(job).operation)),
             image_refs=tuple(job.result_refs),
             preview_ref=job.preview_ref,
         )
@@ -133,22 +136,22 @@ class Deliveries:
     async def mark_posted(self, job_id: str, message_id: int) -> None:
         await self.ledger.mark_posted(job_id, message_id)
 
-    async def result_files(self, delivery: Delivery) -> list[tuple[str, bytes]]:
+    async def result_files(self, message: JobMessage) -> list[tuple[str, bytes]]:
         """The one attachment of a finished job (the grid, or the single image), re-encoded
         if it is bigger than the attachment limit the job's interaction reported."""
-        if not delivery.image_refs:
+        if not message.image_refs:
             return []
-        ref = delivery.image_refs[-1]  # by convention the last ref is what gets posted
+        ref = message.image_refs[-1]  # by convention the last ref is what gets posted
         name = ref.rsplit("/", 1)[-1]
         data = await self.images.get(ref)
-        if len(data) > delivery.attachment_limit:
+        if len(data) > message.attachment_limit:
             encoded = await asyncio.to_thread(
-                reencode, data, delivery.attachment_limit, name.rsplit(".", 1)[0]
+                reencode, data, message.attachment_limit, name.rsplit(".", 1)[0]
             )
             return [(encoded.filename, encoded.data)]
         return [(name, data)]
 
-    async def preview(self, delivery: Delivery) -> bytes | None:
-        if delivery.preview_ref is None:
+    async def preview(self, message: JobMessage) -> bytes | None:
+        if message.preview_ref is None:
             return None
-        return await self.images.get(delivery.preview_ref)
+        return await self.images.get(message.preview_ref)

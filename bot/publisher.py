@@ -23,20 +23,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 
-from bot.buttons import build_view
-from bot.customid import Action, ButtonRef
-from bot.deliveries import Delivery
-from bot.errors import reply_error, user_message
 from bot.render import render_card
-from bot.service import BotService, Requester, Ticket
-from storage.types import JobView
-
-if TYPE_CHECKING:
-    from bot.app import AtelierBot
+from bot.router import ButtonRouter
+from bot.services.job_cards import JobCards, JobMessage, Ticket
+from storage.types import JobStatus, JobView
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +60,13 @@ class _Shown:
 class Publisher:
     """Owns the job messages: announce, progress, result, retries and restart recovery."""
 
-    service: BotService
+    cards: JobCards
+    router: ButtonRouter
     progress_interval: float
     retry_seconds: float = 5.0
     poll_seconds: float = 0.5
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-    _bot: AtelierBot | None = None
+    _client: discord.Client | None = None
     _live: dict[str, _Live] = field(default_factory=dict)
     _shown: dict[str, _Shown] = field(default_factory=dict)
     _backoff: dict[str, float] = field(default_factory=dict)
@@ -80,8 +75,9 @@ class Publisher:
     _posted: OrderedDict[str, int] = field(default_factory=OrderedDict)
     _posted_changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
-    def bind(self, bot: AtelierBot) -> None:
-        self._bot = bot
+    def bind(self, client: discord.Client) -> None:
+        """The connected client whose channels and DMs the publisher posts through."""
+        self._client = client
 
     def wake(self) -> None:
         """Look at the ledger now (a job changed in this process)."""
@@ -90,14 +86,17 @@ class Publisher:
     # -- the moment a job is accepted -----------------------------------------------------
 
     async def announce(
-        self, interaction: discord.Interaction, tickets: list[Ticket], note: str
+        self, interaction: discord.Interaction[Any], tickets: list[Ticket], note: str
     ) -> None:
-        """Show accepted jobs, each as a public message, after an ephemeral note to the user.
+        """Show accepted (already stored) jobs, each as a public message, after an ephemeral
+        note to the user.
 
-        The interaction was deferred ephemerally. Its 'thinking' message is edited first:
-        Discord turns the first follow-up after a defer into an edit of the deferred message
-        (ephemeral, here), and each job needs a new public message.
+        The interaction is deferred ephemerally, if the handler has not done so. Its 'thinking'
+        message is edited first: Discord turns the first follow-up after a defer into an edit of
+        the deferred message (ephemeral, here), and each job needs a new public message.
         """
+        if not interaction.response.is_done():
+            await interaction.response.defer(ephemeral=True, thinking=True)
         await interaction.edit_original_response(content=note)
         for ticket in tickets:
             message = await interaction.followup.send(
@@ -106,66 +105,25 @@ class Publisher:
             await self._remember(interaction, ticket.job_id, message.id)
         self.wake()
 
-    async def show(self, interaction: discord.Interaction, ticket: Ticket) -> None:
+    async def show(self, interaction: discord.Interaction[Any], ticket: Ticket) -> None:
         """Post a finished job again (/show), with its result and working buttons."""
-        delivery = await self.service.deliveries.delivery_of(ticket.job_id)
+        message = await self.cards.message_of(ticket.job_id)
         files = [
             discord.File(io.BytesIO(data), filename=name)
-            for name, data in await self.service.deliveries.result_files(delivery)
+            for name, data in await self.cards.result_files(message)
         ]
-        view = build_view(delivery.buttons) if files else discord.utils.MISSING
+        view = self._view_of(message) if files else discord.utils.MISSING
         await interaction.edit_original_response(content=f"Job `{ticket.job_id}` is below.")
         await interaction.followup.send(
             render_card(ticket.card), files=files, allowed_mentions=_NONE, view=view
         )
 
-    async def handle_click(self, interaction: discord.Interaction, ref: ButtonRef) -> None:
-        """A U/V/re-roll/upscale/vary click: a new job with its own public message.
-
-        A variation click by a user who turned remix on first opens an editor with the prompt.
-        """
-        from bot.commands import requester_of  # late: commands imports this module
-
-        if ref.action in REMIX_ACTIONS:
-            prompt = await self._remix_prompt(interaction.user.id, ref)
-            if prompt is not None:
-                await interaction.response.send_modal(RemixModal(self, ref, prompt))
-                return
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        await self.start_followup(interaction, requester_of(interaction), ref, None)
-
-    async def start_followup(
-        self,
-        interaction: discord.Interaction,
-        requester: Requester,
-        ref: ButtonRef,
-        prompt: str | None,
-    ) -> None:
-        try:
-            ticket = await self.service.click(requester, ref, prompt=prompt)
-        except Exception as exc:  # noqa: BLE001 - refuse() logs what is unexpected
-            await refuse(interaction, exc)
-            return
-        await self.announce(interaction, [ticket], f"{_action_text(ref)}: job `{ticket.job_id}`.")
-
-    async def _remix_prompt(self, user_id: int, ref: ButtonRef) -> str | None:
-        """The prompt to edit when remix is on, else None. A modal must be the first answer, so
-        this database read happens before any acknowledgement: it gets one second, and a slow
-        database means no editor rather than a failed interaction."""
-        try:
-            return await asyncio.wait_for(self.service.remix_prompt(user_id, ref), timeout=1.0)
-        except TimeoutError:
-            log.warning("remix lookup for user %s took too long; skipping the editor", user_id)
-            return None
-
     async def _remember(
-        self, interaction: discord.Interaction, job_id: str, message_id: int
+        self, interaction: discord.Interaction[Any], job_id: str, message_id: int
     ) -> None:
         expires = interaction.created_at + TOKEN_LIFETIME
         self._live[job_id] = _Live(interaction.followup, message_id, expires)
-        await self.service.deliveries.attach_message(
-            job_id, message_id, interaction.filesize_limit, expires
-        )
+        await self.cards.attach_message(job_id, message_id, interaction.filesize_limit, expires)
 
     async def wait_posted(self, job_id: str) -> int:
         """The message id once this process has posted ``job_id``'s result (for tests, benches)."""
@@ -189,7 +147,7 @@ class Publisher:
         The job list is one query; a job's card (which asks the queue for its position) is only
         built when its message is due: finished, or not edited for ``progress_interval``.
         """
-        for job in await self.service.deliveries.undelivered_jobs():
+        for job in await self.cards.undelivered_jobs():
             try:
                 await self._update(job)
             except asyncio.CancelledError:
@@ -203,20 +161,20 @@ class Publisher:
         if self._backoff.get(job.id, 0.0) > now:
             return
         if job.terminal:
-            await self._deliver_final(await self.service.deliveries.delivery_for(job))
+            await self._deliver_final(await self.cards.message_for(job))
             return
         if job.message_id is None:
             return  # announced by another path that has not attached yet, or lost: wait for end
         shown = self._shown.setdefault(job.id, _Shown())
         if now - shown.at < self.progress_interval:
             return
-        delivery = await self.service.deliveries.delivery_for(job)
+        delivery = await self.cards.message_for(job)
         content = render_card(delivery.card)
         if content == shown.content:
             return
         preview = None
-        if delivery.card.status == "running" and delivery.card.step != shown.step:
-            preview = await self.service.deliveries.preview(delivery)
+        if delivery.card.status is JobStatus.RUNNING and delivery.card.step != shown.step:
+            preview = await self.cards.preview(delivery)
         files = [discord.File(io.BytesIO(preview), filename="preview.webp")] if preview else []
         try:
             await self._edit(delivery, content=content, files=files, view=None, keep=not files)
@@ -225,22 +183,22 @@ class Publisher:
             log.info("progress of job %s not shown: %s", delivery.job_id, exc)
         shown.content, shown.at, shown.step = content, now, delivery.card.step
 
-    async def _deliver_final(self, delivery: Delivery) -> None:
-        if not await self.service.deliveries.claim(delivery.job_id):
+    async def _deliver_final(self, delivery: JobMessage) -> None:
+        if not await self.cards.claim(delivery.job_id):
             return  # another bot process is posting it, or it already was
         content = render_card(delivery.card)
         files = []
         view: discord.ui.View | None = None
-        if delivery.card.status == "succeeded":
-            for name, data in await self.service.deliveries.result_files(delivery):
+        if delivery.card.status is JobStatus.SUCCEEDED:
+            for name, data in await self.cards.result_files(delivery):
                 files.append(discord.File(io.BytesIO(data), filename=name))
-            view = build_view(delivery.buttons)
+            view = self._view_of(delivery)
         try:
             message_id = await self._edit_or_post(delivery, content, files, view)
         except discord.HTTPException as exc:
-            await self.service.deliveries.release(delivery.job_id, f"HTTP {exc.status}")
+            await self.cards.release(delivery.job_id, f"HTTP {exc.status}")
             raise
-        await self.service.deliveries.mark_posted(delivery.job_id, message_id)
+        await self.cards.mark_posted(delivery.job_id, message_id)
         async with self._posted_changed:
             self._posted[delivery.job_id] = message_id
             while len(self._posted) > POSTED_MEMORY:
@@ -252,7 +210,7 @@ class Publisher:
 
     async def _edit_or_post(
         self,
-        delivery: Delivery,
+        delivery: JobMessage,
         content: str,
         files: list[discord.File],
         view: discord.ui.View | None,
@@ -268,7 +226,7 @@ class Publisher:
             for file in files:
                 file.reset()
         try:
-            channel = self._client().get_partial_messageable(delivery.channel_id)
+            channel = self.client().get_partial_messageable(delivery.channel_id)
             message = await channel.send(
                 content, files=files, allowed_mentions=_NONE, nonce=_nonce(delivery), **_view(view)
             )
@@ -280,7 +238,7 @@ class Publisher:
 
     async def _edit(
         self,
-        delivery: Delivery,
+        delivery: JobMessage,
         *,
         content: str,
         files: list[discord.File],
@@ -310,17 +268,17 @@ class Publisher:
                 for file in extra.get("attachments", []):
                     file.reset()
         self._live.pop(delivery.job_id, None)
-        channel = self._client().get_partial_messageable(delivery.channel_id)
+        channel = self.client().get_partial_messageable(delivery.channel_id)
         await channel.get_partial_message(delivery.message_id).edit(content=content, **extra)
 
     async def _dm_owner(
         self,
-        delivery: Delivery,
+        delivery: JobMessage,
         content: str,
         files: list[discord.File],
         view: discord.ui.View | None,
     ) -> int:
-        client = self._client()
+        client = self.client()
         user = await client.fetch_user(delivery.owner_id)
         channel = await user.create_dm()
         note = "I could not post in the channel where you asked, so here is your result.\n"
@@ -333,66 +291,22 @@ class Publisher:
         )
         return message.id
 
-    def _client(self) -> AtelierBot:
-        if self._bot is None:
+    def _view_of(self, message: JobMessage) -> discord.ui.View:
+        return self.router.view(
+            [(label, ref.encode()) for label, ref in row] for row in message.buttons
+        )
+
+    def client(self) -> discord.Client:
+        if self._client is None:
             raise RuntimeError("Publisher used before bind()")
-        return self._bot
-
-
-async def refuse(interaction: discord.Interaction, error: BaseException) -> None:
-    """Turn an ephemerally deferred interaction into a refusal (user errors) or an apology."""
-    text = user_message(error)
-    if text is None:
-        await reply_error(interaction, error)
-    else:
-        await interaction.edit_original_response(content=text)
+        return self._client
 
 
 def _view(view: discord.ui.View | None) -> dict[str, Any]:
     return {} if view is None else {"view": view}
 
 
-REMIX_ACTIONS = frozenset({Action.VARY, Action.VARY_SUBTLE, Action.VARY_STRONG})
-
-
-class RemixModal(discord.ui.Modal, title="Remix"):
-    """Edit the prompt before a variation runs."""
-
-    def __init__(self, publisher: Publisher, ref: ButtonRef, prompt: str) -> None:
-        super().__init__(timeout=600)
-        self.publisher = publisher
-        self.ref = ref
-        self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
-            label="Prompt",
-            style=discord.TextStyle.paragraph,
-            default=prompt[:1500],
-            max_length=1500,
-        )
-        self.add_item(self.prompt)
-
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        from bot.commands import requester_of
-
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        await self.publisher.start_followup(
-            interaction, requester_of(interaction), self.ref, self.prompt.value
-        )
-
-
-def _nonce(delivery: Delivery, salt: str = "post") -> str:
+def _nonce(delivery: JobMessage, salt: str = "post") -> str:
     # Discord drops a second message with the same nonce (enforce_nonce), so a retry after a
     # crash between "sent" and "marked posted" does not post twice.
     return hashlib.sha256(f"{salt}:{delivery.job_id}".encode()).hexdigest()[:25]
-
-
-def _action_text(ref: ButtonRef) -> str:
-    names = {
-        Action.SELECT: f"Image {ref.index}",
-        Action.VARY: f"Variations of image {ref.index}",
-        Action.REROLL: "Re-roll",
-        Action.UPSCALE_SUBTLE: "Upscale (Subtle)",
-        Action.UPSCALE_CREATIVE: "Upscale (Creative)",
-        Action.VARY_SUBTLE: "Vary (Subtle)",
-        Action.VARY_STRONG: "Vary (Strong)",
-    }
-    return names[ref.action]

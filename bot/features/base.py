@@ -1,0 +1,83 @@
+"""What every feature shares: the Feature protocol, who is asking, and ephemeral replies."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol, TypeVar
+
+import discord
+from discord import app_commands
+
+from bot.render import shorten
+from bot.requester import Requester
+from bot.router import ButtonRouter
+
+Interaction = discord.Interaction[Any]
+T = TypeVar("T")
+
+#: How long a handler may work before it must acknowledge: Discord allows 3 s for the first
+#: response, and the network takes its share.
+ACK_BUDGET_SECONDS = 1.5
+
+
+class Feature(Protocol):
+    """A group of slash commands and buttons, registered once at start."""
+
+    def register(self, tree: app_commands.CommandTree[Any], router: ButtonRouter) -> None: ...
+
+
+def slash(
+    tree: app_commands.CommandTree[Any],
+    name: str,
+    description: str,
+    callback: Callable[..., Coroutine[Any, Any, None]],
+) -> None:
+    """Add a bound method as a top-level slash command. Its parameters (and decorators such as
+    ``app_commands.describe`` or ``default_permissions``) define the command's options."""
+    tree.add_command(app_commands.Command(name=name, description=description, callback=callback))
+
+
+def requester_of(interaction: Interaction) -> Requester:
+    """Who is asking, from where, with which roles."""
+    user = interaction.user
+    roles: tuple[int, ...] = ()
+    admin = moderator = False
+    if isinstance(user, discord.Member):
+        roles = tuple(role.id for role in user.roles)
+        # Discord resolves the member's permissions into the interaction itself; the role
+        # cache may be cold (no members intent), so this is the value to trust.
+        admin = interaction.permissions.manage_guild
+        moderator = admin or interaction.permissions.manage_messages
+    return Requester(
+        user_id=user.id,
+        guild_id=interaction.guild_id,
+        channel_id=interaction.channel_id or 0,
+        role_ids=roles,
+        is_admin=admin,
+        is_moderator=moderator,
+    )
+
+
+async def before_ack(interaction: Interaction, work: Awaitable[T]) -> T:
+    """Do ``work`` before acknowledging when it finishes within the budget, so a refusal is the
+    interaction's own ephemeral response and an acknowledgement means the job is stored. When the
+    database is slower, acknowledge privately ("thinking...") and finish the work after."""
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=ACK_BUDGET_SECONDS)
+        if not done:
+            await thinking(interaction)
+        return await task
+    finally:
+        task.cancel()  # a no-op once it is done; stops it when this handler is cancelled
+
+
+async def thinking(interaction: Interaction) -> None:
+    """Acknowledge privately ("thinking..."): the answer follows within 15 minutes."""
+    await interaction.response.defer(ephemeral=True, thinking=True)
+
+
+async def answer(interaction: Interaction, text: str) -> None:
+    """The private answer to a deferred interaction (it replaces "thinking...")."""
+    await interaction.followup.send(shorten(text), ephemeral=True)

@@ -1,0 +1,138 @@
+"""Image commands: /imagine, /show, the job buttons (U, V, re-roll, upscale, vary) and the remix
+editor."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Literal
+
+import discord
+from discord import app_commands
+
+from bot.actions import Action
+from bot.customid import ButtonRef, decode_job_payload
+from bot.errors import reply_error
+from bot.features.base import Interaction, before_ack, requester_of, slash, thinking
+from bot.publisher import Publisher
+from bot.requester import Requester
+from bot.router import ButtonRouter, Route
+from bot.services.account import AccountService
+from bot.services.intake import ImagineInput, JobIntake
+from generation.request import Mode
+
+log = logging.getLogger(__name__)
+
+#: A modal must be the first answer to a click, so the remix lookup runs before any
+#: acknowledgement; a slower database means no editor rather than a failed interaction.
+REMIX_LOOKUP_SECONDS = 1.0
+
+
+class ImageFeature:
+    """Making images: new grids, follow-ups from buttons, and reposting a job."""
+
+    def __init__(self, intake: JobIntake, account: AccountService, publisher: Publisher) -> None:
+        self.intake = intake
+        self.account = account
+        self.publisher = publisher
+
+    def register(self, tree: app_commands.CommandTree[Any], router: ButtonRouter) -> None:
+        slash(tree, "imagine", "Make a 2x2 grid of images from a prompt", self.imagine)
+        slash(tree, "show", "Post a job again, with working buttons", self.show)
+        router.add(Route(codes=Action.codes(), decode=decode_job_payload, handle=self.on_click))
+
+    @app_commands.describe(
+        prompt="What to draw; Midjourney-style --options may follow",
+        negative="What to leave out (like --no)",
+        aspect="Aspect ratio W:H, e.g. 3:2 (like --ar)",
+        seed="Seed 0..4294967295 (like --seed)",
+        mode="fast drafts or quality",
+        steps="Denoising steps (like --steps)",
+        guidance="Guidance scale (like --cfg)",
+        chaos="0..100: how different the four images are (like --chaos)",
+    )
+    async def imagine(
+        self,
+        interaction: Interaction,
+        prompt: app_commands.Range[str, 1, 1500],
+        negative: str | None = None,
+        aspect: str | None = None,
+        seed: app_commands.Range[int, 0, 4294967295] | None = None,
+        mode: Literal["fast", "quality"] | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        chaos: app_commands.Range[int, 0, 100] | None = None,
+    ) -> None:
+        command = ImagineInput(
+            prompt=prompt,
+            negative=negative,
+            aspect=aspect,
+            seed=seed,
+            mode=Mode(mode) if mode else None,
+            steps=steps,
+            guidance=guidance,
+            chaos=chaos,
+        )
+        tickets = await before_ack(
+            interaction, self.intake.imagine(requester_of(interaction), command)
+        )
+        ids = ", ".join(f"`{ticket.job_id}`" for ticket in tickets)
+        await self.publisher.announce(interaction, tickets, f"Queued: job {ids}.")
+
+    @app_commands.describe(job="The job id shown under every result")
+    async def show(self, interaction: Interaction, job: app_commands.Range[str, 1, 40]) -> None:
+        await thinking(interaction)
+        ticket = await self.account.show(requester_of(interaction), job.strip().lower())
+        await self.publisher.show(interaction, ticket)
+
+    async def on_click(self, interaction: Interaction, ref: ButtonRef) -> None:
+        """A job button: a new job with its own public message. A variation click by a user who
+        turned remix on first opens an editor with the prompt."""
+        if ref.action.spec.remix:
+            prompt = await self._remix_prompt(interaction.user.id, ref)
+            if prompt is not None:
+                await interaction.response.send_modal(RemixModal(self, ref, prompt))
+                return
+        await self.start_followup(interaction, requester_of(interaction), ref, None)
+
+    async def start_followup(
+        self, interaction: Interaction, requester: Requester, ref: ButtonRef, prompt: str | None
+    ) -> None:
+        ticket = await before_ack(interaction, self.intake.click(requester, ref, prompt=prompt))
+        note = f"{ref.action.announce(ref.index)}: job `{ticket.job_id}`."
+        await self.publisher.announce(interaction, [ticket], note)
+
+    async def _remix_prompt(self, user_id: int, ref: ButtonRef) -> str | None:
+        try:
+            return await asyncio.wait_for(
+                self.intake.remix_prompt(user_id, ref), timeout=REMIX_LOOKUP_SECONDS
+            )
+        except TimeoutError:
+            log.warning("remix lookup for user %s took too long; skipping the editor", user_id)
+            return None
+
+
+class RemixModal(discord.ui.Modal, title="Remix"):
+    """Edit the prompt before a variation runs."""
+
+    def __init__(self, feature: ImageFeature, ref: ButtonRef, prompt: str) -> None:
+        super().__init__(timeout=600)
+        self.feature = feature
+        self.ref = ref
+        self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
+            label="Prompt",
+            style=discord.TextStyle.paragraph,
+            default=prompt[:1500],
+            max_length=1500,
+        )
+        self.add_item(self.prompt)
+
+    async def on_submit(self, interaction: Interaction) -> None:
+        await self.feature.start_followup(
+            interaction, requester_of(interaction), self.ref, self.prompt.value
+        )
+
+    async def on_error(  # discord.py calls a modal's on_error without an item
+        self, interaction: Interaction, error: Exception, item: object = None, /
+    ) -> None:
+        await reply_error(interaction, error)

@@ -1,0 +1,128 @@
+"""Account and query commands: /info, /queue, /cancel, /show, /settings, /quota. No discord.py.
+
+Each method checks the requester's right to ask, reads or changes the ledger, and returns plain
+values; bot/render.py turns them into messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bot.errors import UserFacingError
+from bot.render import JobLine
+from bot.requester import Requester
+from bot.services.job_cards import JobCards, Ticket
+from config.settings import Settings
+from generation.options import aspect_size
+from generation.presets import resolve_preset
+from storage.preferences import PreferenceStore
+from storage.queue import JobQueue
+from storage.types import JobKind, JobStatus, JobView, QuotaReadout
+
+
+@dataclass(frozen=True)
+class SettingsChange:
+    """What /settings may change; None leaves a setting as it is."""
+
+    mode: str | None = None
+    aspect: str | None = None
+    variation: str | None = None
+    remix: bool | None = None
+    buttons: str | None = None  # server-wide, admins only: "owner" or "anyone"
+
+
+def _line(job: JobView, position: int | None = None, eta: float | None = None) -> JobLine:
+    return JobLine(
+        job_id=job.id,
+        kind=JobKind(job.kind),
+        status=JobStatus(job.status),
+        guild_id=job.guild_id,
+        channel_id=job.channel_id,
+        message_id=job.message_id,
+        position=position,
+        eta_seconds=eta,
+    )
+
+
+class AccountService:
+    """A member's view of their own quota, jobs and settings, and the admins' quota overrides."""
+
+    def __init__(
+        self, settings: Settings, queue: JobQueue, prefs: PreferenceStore, cards: JobCards
+    ) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.prefs = prefs
+        self.cards = cards
+
+    async def info(self, requester: Requester) -> tuple[QuotaReadout, list[JobLine]]:
+        """The requester's quota standing and their queued and running jobs."""
+        readout = await self.queue.quota_readout(
+            requester.user_id, requester.guild_id, requester.role_ids
+        )
+        jobs = await self.queue.list_for_user(requester.user_id, active_only=True)
+        return readout, [_line(job) for job in jobs]
+
+    async def queue_status(
+        self, requester: Requester
+    ) -> tuple[dict[JobStatus, int], list[JobLine]]:
+        """The queue's depth per status, and the requester's jobs with positions and ETAs."""
+        jobs = await self.queue.list_for_user(requester.user_id, active_only=True)
+        stats = await self.queue.stats()
+        lines = []
+        for job in jobs:
+            if job.status == JobStatus.QUEUED:
+                place = await self.queue.place(job.id)
+                lines.append(_line(job, place.position, place.eta_seconds))
+            else:
+                lines.append(_line(job))
+        counts = {JobStatus.QUEUED: stats.queued, JobStatus.RUNNING: stats.running}
+        return counts, lines
+
+    async def cancel_all(self, requester: Requester) -> int:
+        """Cancel the requester's queued and running jobs (refunded); how many there were."""
+        return await self.queue.cancel_for_user(requester.user_id)
+
+    async def show(self, requester: Requester, job_id: str) -> Ticket:
+        """Any job of the requester's server, to post again."""
+        job = await self.queue.get(job_id)
+        if job is None or job.guild_id != requester.guild_id:
+            raise UserFacingError(f"there is no job `{job_id}` in this server")
+        return Ticket(job.id, await self.cards.card(job))
+
+    async def update_settings(self, requester: Requester, change: SettingsChange) -> dict[str, Any]:
+        """Store the requester's own defaults (and, for admins, the server's button rule); the
+        requester's settings afterwards."""
+        if change.aspect is not None:
+            preset = resolve_preset(self.settings.model, self.settings.generation.fast_lora)
+            aspect_size(change.aspect, preset, self.settings.generation.max_aspect_ratio)
+        if change.buttons is not None and (not requester.is_admin or requester.guild_id is None):
+            raise UserFacingError("only server admins (Manage Server) may change who clicks")
+        own = {
+            "mode": change.mode,
+            "aspect": change.aspect,
+            "variation": change.variation,
+            "remix": change.remix,
+        }
+        changes = {key: value for key, value in own.items() if value is not None}
+        if changes:
+            await self.prefs.update_user_settings(requester.user_id, changes)
+        if change.buttons is not None and requester.guild_id is not None:
+            await self.prefs.update_guild_settings(
+                requester.guild_id, {"owner_only_buttons": change.buttons == "owner"}
+            )
+        return await self.prefs.get_user_settings(requester.user_id)
+
+    async def set_quota_override(
+        self, requester: Requester, user_id: int, seconds: float | None
+    ) -> None:
+        """An admin's per-user allowance (None restores the settings and role tiers)."""
+        if not requester.is_admin:
+            raise UserFacingError("only server admins (Manage Server) may change quotas")
+        if seconds is None:
+            await self.queue.quota.clear_override(user_id)
+            return
+        await self.queue.quota.set_override(
+            user_id, seconds, set_by=requester.user_id, reason="set with /quota"
+        )

@@ -1,0 +1,221 @@
+"""Intake: every new job, whichever way it comes (/imagine, a button, the remix editor). No
+discord.py.
+
+A new job is admitted in two steps. :meth:`JobIntake.prepare_imagine` (or the button path) turns
+the user's input into validated requests: the user's stored defaults come from the database, the
+prompt is parsed once, its token count and the refused terms are checked. Only then is anything
+acknowledged, and :meth:`JobIntake.submit` queues exactly those requests, with no second parse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bot.customid import ButtonRef
+from bot.errors import UserFacingError
+from bot.requester import Requester
+from bot.services.job_cards import JobCards, Ticket, request_of
+from bot.services.moderation import Moderation
+from config.settings import Settings
+from generation.errors import OptionError
+from generation.followups import followup_request, reroll_request
+from generation.options import PromptDefaults, SeedSource, parse_prompt, random_seed
+from generation.request import GenerationRequest, Mode, Operation
+from generation.weights import check_prompt_syntax
+from storage.preferences import PreferenceStore
+from storage.queue import JobQueue
+from storage.quota_policy import estimate_seconds
+from storage.types import JobKind, JobStatus, JobView, NewJob, Owner
+
+
+class PromptChecker(Protocol):
+    """Checks what only the model's tokenizer knows (the prompt's token count)."""
+
+    def check(self, request: GenerationRequest) -> None: ...
+
+
+@dataclass(frozen=True)
+class ImagineInput:
+    """The /imagine command's native options, typed as Discord delivered them."""
+
+    prompt: str
+    negative: str | None = None
+    aspect: str | None = None
+    seed: int | None = None
+    mode: Mode | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    chaos: int | None = None
+
+    def flags(self) -> dict[str, Any]:
+        """The options as the prompt parser names them (its flags)."""
+        return {
+            "no": self.negative,
+            "ar": self.aspect,
+            "seed": self.seed,
+            "steps": self.steps,
+            "cfg": self.guidance,
+            "chaos": self.chaos,
+            "fast": self.mode is Mode.FAST,
+            "quality": self.mode is Mode.QUALITY,
+        }
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """Requests that passed every check a new job needs; only the intake makes these."""
+
+    requests: tuple[GenerationRequest, ...]
+    kind: JobKind
+    parent_id: str | None = None
+
+
+class JobIntake:
+    """Turns a requester's input into admitted requests, and admitted requests into jobs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        queue: JobQueue,
+        prefs: PreferenceStore,
+        cards: JobCards,
+        moderation: Moderation,
+        checker: PromptChecker | None = None,
+        seed_source: SeedSource = random_seed,
+    ) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.prefs = prefs
+        self.cards = cards
+        self.moderation = moderation
+        self.checker = checker
+        self.seed_source = seed_source
+
+    # -- /imagine -----------------------------------------------------------------------
+
+    async def prepare_imagine(self, requester: Requester, command: ImagineInput) -> Admitted:
+        """Parse once, with the user's stored defaults, and check everything: nothing is
+        acknowledged or queued for a prompt that fails here."""
+        defaults = await self._defaults(requester.user_id)
+        requests = parse_prompt(
+            command.prompt,
+            settings=self.settings.generation,
+            model=self.settings.model,
+            extra_options=command.flags(),
+            defaults=defaults,
+            seed_source=self.seed_source,
+        )
+        return await self._admit(requester, requests, JobKind.IMAGINE, parent_id=None)
+
+    async def imagine(self, requester: Requester, command: ImagineInput) -> list[Ticket]:
+        """/imagine: prepare, then submit."""
+        return await self.submit(requester, await self.prepare_imagine(requester, command))
+
+    async def submit(self, requester: Requester, admitted: Admitted) -> list[Ticket]:
+        """Queue admitted requests (quota reserved in the same transaction)."""
+        owner = Owner(requester.user_id, requester.guild_id, requester.channel_id)
+        jobs = [
+            NewJob(
+                kind=admitted.kind,
+                parent_id=admitted.parent_id,
+                request=request.to_json(),
+                mode=request.mode.value,
+                batch_key=request.batch_key(),
+                estimated_cost=estimate_seconds(
+                    self.settings.quota, admitted.kind, request.mode.value
+                ),
+            )
+            for request in admitted.requests
+        ]
+        views = await self.queue.enqueue_many(owner, jobs, role_ids=requester.role_ids)
+        return [Ticket(view.id, await self.cards.card(view)) for view in views]
+
+    async def _defaults(self, user_id: int) -> PromptDefaults:
+        stored = await self.prefs.get_user_settings(user_id)
+        mode = stored.get("mode")
+        return PromptDefaults(mode=Mode(mode) if mode else None, aspect=stored.get("aspect"))
+
+    async def _admit(
+        self,
+        requester: Requester,
+        requests: list[GenerationRequest],
+        kind: JobKind,
+        parent_id: str | None,
+    ) -> Admitted:
+        """The checks every new job passes: token count, then the refused terms."""
+        if self.checker is not None:
+            for request in requests:
+                self.checker.check(request)
+        await self.moderation.refuse_banned_terms(requester, requests)
+        return Admitted(tuple(requests), kind, parent_id)
+
+    # -- buttons ------------------------------------------------------------------------
+
+    async def remix_prompt(self, user_id: int, ref: ButtonRef) -> str | None:
+        """The parent's prompt when ``user_id`` has remix on, else None."""
+        if not (await self.prefs.get_user_settings(user_id)).get("remix"):
+            return None
+        parent = await self.queue.get(ref.job_id)
+        return None if parent is None else request_of(parent).prompt
+
+    async def click(
+        self, requester: Requester, ref: ButtonRef, prompt: str | None = None
+    ) -> Ticket:
+        """A new job from a button, after checking the job, the guild and the clicker.
+
+        ``prompt`` replaces the parent's prompt (the remix editor)."""
+        parent = await self.queue.get(ref.job_id)
+        if parent is None or parent.guild_id != requester.guild_id:
+            raise UserFacingError("this button belongs to a job I do not know here")
+        if parent.status != JobStatus.SUCCEEDED:
+            raise UserFacingError(f"job `{parent.id}` has no images to work from ({parent.status})")
+        await self._check_may_click(requester, parent)
+        new = await self._followup(requester, ref, request_of(parent), parent.id)
+        if prompt is not None and prompt.strip() != new.prompt:
+            new = self._remixed(new, prompt)
+        admitted = await self._admit(requester, [new], ref.action.spec.kind, parent_id=parent.id)
+        return (await self.submit(requester, admitted))[0]
+
+    async def _followup(
+        self, requester: Requester, ref: ButtonRef, parent: GenerationRequest, parent_id: str
+    ) -> GenerationRequest:
+        """The request ``ref``'s action makes from the parent's request."""
+        operation = ref.action.spec.operation
+        if operation is Operation.IMAGINE:
+            return reroll_request(parent, self.seed_source())
+        if operation is None:  # V1-V4 follow the clicker's variation setting
+            stored = await self.prefs.get_user_settings(requester.user_id)
+            strong = stored.get("variation", "strong") == "strong"
+            operation = Operation.VARY_STRONG if strong else Operation.VARY_SUBTLE
+        return followup_request(
+            parent,
+            operation,
+            ref.index,
+            parent_job_id=parent_id,
+            settings=self.settings.generation,
+            seed=self.seed_source(),
+        )
+
+    def _remixed(self, request: GenerationRequest, prompt: str) -> GenerationRequest:
+        text = " ".join(prompt.split())
+        if not text:
+            raise OptionError("the remixed prompt is empty; describe the image")
+        if len(text) > self.settings.generation.max_prompt_chars:
+            raise OptionError(
+                f"the remixed prompt is {len(text)} characters long; at most "
+                f"{self.settings.generation.max_prompt_chars} are allowed"
+            )
+        check_prompt_syntax(text)
+        return GenerationRequest.model_validate({**request.to_json(), "prompt": text})
+
+    async def _check_may_click(self, requester: Requester, parent: JobView) -> None:
+        if requester.user_id == parent.owner_id or requester.is_admin:
+            return
+        guild = await self.prefs.get_guild_settings(requester.guild_id or 0)
+        owner_only = guild.get("owner_only_buttons", self.settings.bot.owner_only_buttons)
+        if owner_only:
+            raise UserFacingError(
+                "only the person who made this job may use its buttons in this server "
+                "(an admin can change that with /settings buttons:anyone)"
+            )
