@@ -1,15 +1,15 @@
 """Single-file SDXL checkpoints (``ATELIER_MODEL=model.safetensors``), offline.
 
 The tiny model, exported to the original Stability layout, loads back through the product path
-with every weight equal and makes the same pixels as the tiny diffusers directory. Without a
-local config, a broken file or a file that is no SDXL checkpoint, loading fails with one message.
+with every weight equal and makes the same pixels as the tiny diffusers directory, within a
+stated tolerance. Without a local config, a broken file or a file that is no SDXL checkpoint,
+loading fails with one message.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -19,6 +19,7 @@ from generation.pipelines import load_model
 from generation.presets import resolve_preset
 from generation.tiny import LORA_WEIGHT_NAME, tiny_lora_path
 from tests.generation.conftest import load_error, make_request
+from tests.generation.images import CROSS_PATH, assert_images_close, assert_images_differ
 from tests.generation.single_file import export_sdxl_single_file
 
 COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
@@ -64,10 +65,13 @@ def test_every_weight_loads_back_exactly(
         assert actual.keys() == expected.keys(), name
         for key, value in expected.items():
             assert actual[key].dtype == torch_dtype, f"{name}.{key}"
+            # Exact on every CPU: loading only copies, renames, splits and transposes the same
+            # float32 values, and bfloat16's round-to-nearest-even cast is the same everywhere.
             assert torch.equal(actual[key], value), f"{name}.{key}"
     assert loaded.txt2img.scheduler.config == reference.scheduler.config
 
 
+@pytest.mark.cross_path
 def test_same_pixels_as_the_diffusers_directory(
     tiny_file: Path, tiny_dir: Path, tiny_data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -86,8 +90,13 @@ def test_same_pixels_as_the_diffusers_directory(
     expected = directory.generate(make_request(model=str(tiny_dir), steps=3))
     actual = single.generate(make_request(model=str(tiny_file), steps=3))
     assert actual.seeds == expected.seeds
-    for got, want in zip(actual.images, expected.images, strict=True):
-        assert np.array_equal(np.asarray(got), np.asarray(want))
+    # Every weight is equal (above) with the same strides, but the two loads leave the weights
+    # at other memory alignments, so the vectorized kernels split their loops differently and
+    # round differently in the last bits: a level off in a few values, by CPU and capability.
+    assert_images_close(actual.images, expected.images, CROSS_PATH)
+    # The tolerance still tells a different picture apart.
+    other = directory.generate(make_request(model=str(tiny_dir), steps=3, seed=4321))
+    assert_images_differ(other.images, expected.images, CROSS_PATH)
 
 
 def test_without_a_local_config_offline_names_the_setting(

@@ -64,7 +64,10 @@ def test_lora_weights_are_nonzero(tiny_data_dir: Path) -> None:
 
 
 def test_builds_are_identical(tmp_path: Path, tiny_data_dir: Path) -> None:
-    """Same seeds, same bytes: two builds produce identical weight files."""
+    """Same seeds, same bytes: two builds produce identical weight files.
+
+    Exact on every CPU: both builds run the same code, seeds and kernels in this one process.
+    """
     other = build_tiny_model(tmp_path / "tiny")
     reference = tiny_data_dir / "models" / "tiny"
     for relative in (
