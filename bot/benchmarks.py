@@ -123,7 +123,7 @@ async def bench_bot(
     settings: Settings, interactions: int = 1000, users: int = 50, seconds: float = 60.0
 ) -> str:
     """Fire ``interactions`` /imagine commands from ``users`` users spread over ``seconds``."""
-    from bot.cli import open_ledger, wire_bot
+    from bot.runtime import open_ledger, wire_bot
 
     emulator = _emulator_module()
     token = "bench.bot.token"
@@ -281,7 +281,7 @@ async def _fire(
 
 async def bench_batching(settings: Settings, jobs: int = 16) -> str:
     """Tiny-model grids/s for a queue of compatible jobs, cross-job batching off vs on."""
-    from bot.cli import open_ledger, open_worker
+    from bot.runtime import open_ledger, open_worker
     from generation.options import parse_prompt
     from storage.types import NewJob, Owner
 

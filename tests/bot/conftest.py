@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from bot.cli import Runtime, atelier_runtime, open_worker
+from bot.runtime import Runtime, atelier_runtime, open_worker
 from config.settings import (
     BotSettings,
     DiscordSettings,

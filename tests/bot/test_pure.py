@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.customid import Action, ButtonRef, CustomIdError, decode
-from bot.render import JobCard, escape, grid_buttons, render_card, single_buttons
+from bot.render import JobCard, escape, grid_buttons, job_buttons, render_card, single_buttons
 
 
 def test_round_trip_and_length() -> None:
@@ -78,3 +78,36 @@ def test_cards_for_every_status() -> None:
     assert "out of memory" in failed and "nothing was charged" in failed
     long = render_card(JobCard(**{**base, "prompt": "x" * 5000}, status="queued"))
     assert len(long) <= 2000
+
+
+def test_the_action_table_defines_every_button_once() -> None:
+    from bot.actions import Action, Layout
+
+    assert len(Action.codes()) == len(Action)
+    for layout in Layout:
+        rows = job_buttons("abc123def456", layout)
+        shown = [ref.action for row in rows for _, ref in row]
+        assert set(shown) == {a for a in Action if a.spec.layout is layout}
+        assert all(len(row) <= 5 for row in rows) and len(rows) <= 5
+
+
+def test_info_renders_links_timestamps_and_no_raw_status_strings() -> None:
+    from datetime import UTC, datetime
+
+    from bot.render import JobLine, render_info
+    from storage.types import JobKind, JobStatus, QuotaReadout
+
+    readout = QuotaReadout(
+        scope="user",
+        allowance=100,
+        used=10,
+        reserved=5,
+        remaining=85,
+        resets_at=datetime(2030, 1, 1, tzinfo=UTC),
+        window_seconds=86400,
+    )
+    job = JobLine("abc123def456", JobKind.IMAGINE, JobStatus.RUNNING, 8, 7, 6)
+    text = render_info(readout, [job])
+    assert f"<t:{int(datetime(2030, 1, 1, tzinfo=UTC).timestamp())}:R>" in text
+    assert "https://discord.com/channels/8/7/6" in text and "imagine running" in text
+    assert "per 24 h" in text

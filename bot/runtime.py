@@ -1,0 +1,228 @@
+"""The composition root: the one place that wires config, storage, generation and bot.
+
+``atelier run``, ``atelier worker``, the tests and the benchmarks all start the system through
+these functions. Heavy modules are imported inside them, so a worker host never imports
+discord.py and ``atelier --help`` stays instant. Only this module (and the CLI) may join storage
+and generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from config import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from bot.app import AtelierBot
+    from bot.services.intake import PromptChecker
+    from generation.jobs import ModelPool
+    from generation.request import GenerationRequest
+    from generation.runner import EngineRunner
+    from generation.worker import Worker
+    from storage.db import Database
+    from storage.delivery import DeliveryLedger
+    from storage.images import FileImageStore
+    from storage.preferences import PreferenceStore
+    from storage.queue import JobQueue
+
+
+@dataclass
+class Ledger:
+    """Storage services over one database."""
+
+    db: Database
+    queue: JobQueue
+    delivery: DeliveryLedger
+    prefs: PreferenceStore
+    images: FileImageStore
+
+
+@contextlib.asynccontextmanager
+async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
+    """Migrate, then open the storage services; the worker and the bot both start here."""
+    from storage.db import Database
+    from storage.delivery import DeliveryLedger
+    from storage.images import FileImageStore
+    from storage.migrate import upgrade
+    from storage.preferences import PreferenceStore
+    from storage.queue import JobQueue
+    from storage.quota import QuotaService
+
+    url = settings.resolved_database_url
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    await upgrade(url)
+    db = Database(url)
+    try:
+        quota = QuotaService(db, settings.quota)
+        queue = JobQueue(db, settings.queue, quota)
+        yield Ledger(
+            db=db,
+            queue=queue,
+            delivery=DeliveryLedger(db),
+            prefs=PreferenceStore(db),
+            images=FileImageStore(settings.data_dir / "images"),
+        )
+    finally:
+        await db.dispose()
+
+
+@contextlib.asynccontextmanager
+async def open_models(settings: Settings) -> AsyncIterator[ModelPool]:
+    """The model pool, with the default model loaded before anything is served."""
+    from generation.jobs import ModelPool
+
+    models = ModelPool(settings)
+    try:
+        await models.runner(settings.model)
+        yield models
+    finally:
+        await models.close()
+
+
+@contextlib.asynccontextmanager
+async def open_worker(
+    settings: Settings, ledger: Ledger, models: ModelPool | None = None
+) -> AsyncIterator[Worker]:
+    """A worker running the configured models on the ledger; the default model is loaded once,
+    here, unless ``models`` (shared with the bot's prompt check) is given."""
+    from generation.jobs import EngineGenerator
+    from generation.worker import Worker
+    from storage.errors import LeaseLost
+
+    async with contextlib.AsyncExitStack() as stack:
+        if models is None:
+            models = await stack.enter_async_context(open_models(settings))
+
+        async def source_refs(job_id: str) -> Sequence[str]:
+            return (await ledger.queue.require(job_id)).result_refs
+
+        generator = EngineGenerator(models, ledger.images, source_refs, settings.generation)
+        worker = Worker(
+            ledger.queue,
+            ledger.images,
+            generator,
+            settings.queue,
+            lease_lost_errors=(LeaseLost,),
+        )
+        ledger.queue.on_new_work = worker.notify
+        yield worker
+
+
+class TokenCountCheck:
+    """The bot's token-count check on the default model's tokenizer (CPU, microseconds).
+
+    It has its own tokenizer copy, since the engine thread uses the engine's. Requests for other
+    models are checked by the worker that runs them."""
+
+    def __init__(self, runner: EngineRunner) -> None:
+        self._engine = runner.engine
+        self._counter = runner.engine.token_counter()
+
+    def check(self, request: GenerationRequest) -> None:
+        if request.model == self._engine.preset.name:
+            self._engine.validate(request, counter=self._counter)
+
+
+async def run_worker(settings: Settings) -> None:
+    """`atelier worker`: claim and run jobs until SIGTERM/SIGINT. Needs no Discord token."""
+    async with open_ledger(settings) as ledger, open_worker(settings, ledger) as worker:
+        worker.install_signal_handlers()
+        await worker.run()
+
+
+@dataclass
+class Runtime:
+    """A wired bot: what tests and ``atelier run`` drive."""
+
+    bot: AtelierBot
+    ledger: Ledger
+    worker: Worker | None
+
+
+def wire_bot(settings: Settings, ledger: Ledger, checker: PromptChecker | None) -> AtelierBot:
+    """The bot over the ledger, with every feature registered: one line per feature."""
+    from bot.app import AtelierBot
+    from bot.features.account import AccountFeature
+    from bot.features.imagine import ImageFeature
+    from bot.features.moderation import ModerationFeature
+    from bot.publisher import Publisher
+    from bot.router import ButtonRouter
+    from bot.services.account import AccountService
+    from bot.services.intake import JobIntake
+    from bot.services.job_cards import JobCards
+    from bot.services.moderation import Moderation
+
+    cards = JobCards(settings, ledger.queue, ledger.delivery, ledger.images)
+    moderation = Moderation(settings, ledger.queue, ledger.prefs)
+    intake = JobIntake(settings, ledger.queue, ledger.prefs, cards, moderation, checker)
+    account = AccountService(settings, ledger.queue, ledger.prefs, cards)
+    router = ButtonRouter()
+    publisher = Publisher(
+        cards,
+        router,
+        progress_interval=settings.bot.progress_interval_seconds,
+        retry_seconds=settings.bot.delivery_retry_seconds,
+    )
+    bot = AtelierBot(settings, ledger.prefs, publisher, router)
+    bot.add_feature(ImageFeature(intake, account, publisher))
+    bot.add_feature(AccountFeature(account, settings.generation))
+    bot.add_feature(ModerationFeature(moderation, publisher))
+    return bot
+
+
+@contextlib.asynccontextmanager
+async def atelier_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    """The bot over the ledger, plus one worker in this process unless configured off.
+
+    The worker starts with the bot (setup_hook) and is stopped gracefully when it closes.
+    """
+    async with open_ledger(settings) as ledger, contextlib.AsyncExitStack() as stack:
+        worker = None
+        checker = None
+        if settings.queue.run_worker_in_process:
+            models = await stack.enter_async_context(open_models(settings))
+            worker = await stack.enter_async_context(open_worker(settings, ledger, models))
+            checker = TokenCountCheck(models.default)
+        bot = wire_bot(settings, ledger, checker)
+        if worker is not None:
+            bot.add_background("worker", worker.run, stop=worker.stop)
+        try:
+            yield Runtime(bot=bot, ledger=ledger, worker=worker)
+        finally:
+            await bot.close()
+
+
+def discord_token(settings: Settings) -> str:
+    token = settings.discord.token
+    if token is None or not token.get_secret_value().strip():
+        raise ConfigError(
+            "setting discord.token (ATELIER_DISCORD_TOKEN) is required to run the bot; "
+            "see the README's 'Create the Discord application'"
+        )
+    return token.get_secret_value()
+
+
+async def run_bot(settings: Settings) -> None:
+    """`atelier run`: the bot until SIGINT/SIGTERM, then a graceful stop."""
+    token = discord_token(settings)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with atelier_runtime(settings) as runtime:
+        connection = asyncio.create_task(runtime.bot.start(token), name="discord")
+        stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+        done, _ = await asyncio.wait({connection, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        await runtime.bot.close()
+        if connection in done:
+            connection.result()
+        else:
+            with contextlib.suppress(asyncio.CancelledError):
+                await connection

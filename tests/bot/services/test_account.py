@@ -1,0 +1,67 @@
+"""AccountService without Discord: /info, /queue, /cancel, /show, /settings and /quota."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.errors import UserFacingError
+from bot.render import render_info, render_queue
+from bot.services.account import SettingsChange
+from bot.services.intake import ImagineInput
+from generation.errors import OptionError
+from storage.types import JobKind, JobStatus
+from tests.bot.services.conftest import OTHER_GUILD, Bench, member
+
+
+async def test_info_and_queue_list_the_members_active_jobs(bench: Bench) -> None:
+    first, second = await bench.intake.imagine(member(), ImagineInput("a {cat, dog}"))
+    await bench.intake.imagine(member(2), ImagineInput("someone else's"))
+    readout, jobs = await bench.account.info(member())
+    assert readout.reserved > 0 and readout.remaining < readout.allowance
+    assert {job.job_id for job in jobs} == {first.job_id, second.job_id}
+    assert all(job.kind is JobKind.IMAGINE and job.status is JobStatus.QUEUED for job in jobs)
+    text = render_info(readout, jobs)
+    assert "(message pending)" in text and first.job_id in text
+
+    counts, lines = await bench.account.queue_status(member())
+    assert counts == {JobStatus.QUEUED: 3, JobStatus.RUNNING: 0}
+    assert sorted(line.position or 0 for line in lines) == [1, 3]
+    assert "3 waiting, 0 running" in render_queue(counts, lines)
+
+
+async def test_cancel_all_refunds_and_counts(bench: Bench) -> None:
+    await bench.intake.imagine(member(), ImagineInput("a {cat, dog}"))
+    assert await bench.account.cancel_all(member()) == 2
+    assert await bench.account.cancel_all(member()) == 0
+    assert (await bench.ledger.queue.quota_readout(1)).reserved == 0
+
+
+async def test_show_is_limited_to_the_requesters_server(bench: Bench) -> None:
+    (ticket,) = await bench.intake.imagine(member(), ImagineInput("a heron"))
+    shown = await bench.account.show(member(5), ticket.job_id)
+    assert shown.job_id == ticket.job_id and shown.card.prompt == "a heron"
+    for requester in (member(guild_id=OTHER_GUILD), member(guild_id=None)):
+        with pytest.raises(UserFacingError, match="no job"):
+            await bench.account.show(requester, ticket.job_id)
+
+
+async def test_settings_change_nothing_when_refused(bench: Bench) -> None:
+    current = await bench.account.update_settings(member(), SettingsChange(mode="fast"))
+    assert current == {"mode": "fast"}
+    with pytest.raises(UserFacingError, match="only server admins"):
+        await bench.account.update_settings(member(), SettingsChange(remix=True, buttons="anyone"))
+    with pytest.raises(OptionError, match="too extreme"):
+        await bench.account.update_settings(member(), SettingsChange(aspect="9:1"))
+    assert await bench.ledger.prefs.get_user_settings(1) == {"mode": "fast"}
+    admin = member(is_admin=True)
+    await bench.account.update_settings(admin, SettingsChange(buttons="anyone"))
+    assert await bench.ledger.prefs.get_guild_settings(800) == {"owner_only_buttons": False}
+
+
+async def test_quota_overrides_are_for_admins(bench: Bench) -> None:
+    with pytest.raises(UserFacingError, match="only server admins"):
+        await bench.account.set_quota_override(member(), 2, 5.0)
+    await bench.account.set_quota_override(member(is_admin=True), 2, 5.0)
+    assert (await bench.ledger.queue.quota_readout(2)).allowance == 5
+    await bench.account.set_quota_override(member(is_admin=True), 2, None)
+    assert (await bench.ledger.queue.quota_readout(2)).allowance == 1000
