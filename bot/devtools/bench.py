@@ -1,8 +1,8 @@
 """`atelier bench bot` and `atelier bench batching`: the wired system, measured.
 
 ``bench bot`` drives the real bot (discord.py, the ledger, the publisher and a worker with a
-zero-cost generator) through the Discord API emulator that ships with the test suite, so it needs
-a source checkout. The emulator runs on its own thread and event loop, so the event-loop lag
+zero-cost generator) through the Discord API emulator (``bot.devtools.emulator``, the one the
+end-to-end tests use). The emulator runs on its own thread and event loop, so the event-loop lag
 reported is the bot's alone.
 """
 
@@ -13,7 +13,6 @@ import contextlib
 import io
 import random
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -26,6 +25,7 @@ from typing import Any, TypeVar
 from PIL import Image
 from pydantic import SecretStr
 
+from bot.devtools.emulator import DiscordEmulator, EmuUser
 from config.settings import DiscordSettings, QueueSettings, QuotaSettings, Settings
 from generation.worker import ClaimedJobLike, JobControl, OutputImage, Worker, WorkResult
 
@@ -101,17 +101,6 @@ class _EmulatorThread:
         return asyncio.wrap_future(future)
 
 
-def _emulator_module() -> Any:
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "tests" / "discord_emulator").is_dir():
-        raise RuntimeError("bench bot needs a source checkout (tests/discord_emulator)")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    import tests.discord_emulator as emulator
-
-    return emulator
-
-
 async def _lag_probe(samples: list[float], stop: asyncio.Event, interval: float = 0.02) -> None:
     while not stop.is_set():
         start = time.perf_counter()
@@ -128,11 +117,10 @@ async def bench_bot(
     from bot.delivery import Publisher
     from bot.service import BotService
 
-    emulator = _emulator_module()
     token = "bench.bot.token"
     guild, channel = 1_000_000_000_000_000_001, 1_000_000_000_000_000_002
     with _EmulatorThread() as thread, tempfile.TemporaryDirectory() as scratch:
-        emu = emulator.DiscordEmulator(
+        emu = DiscordEmulator(
             token=token,
             application_id=1_000_000_000_000_000_003,
             guild_id=guild,
@@ -176,7 +164,7 @@ async def bench_bot(
 
 async def _drive(
     settings: Settings,
-    emu: Any,
+    emu: DiscordEmulator,
     thread: _EmulatorThread,
     interactions: int,
     users: int,
@@ -222,7 +210,7 @@ async def _drive(
     )
 
 
-async def _all_posted(ledger: Any, publisher: Any, people: list[Any]) -> int:
+async def _all_posted(ledger: Any, publisher: Any, people: list[EmuUser]) -> int:
     """How many results were posted, waiting (bounded) for the last ones to go out."""
     ids = [
         job.id
@@ -236,7 +224,7 @@ async def _all_posted(ledger: Any, publisher: Any, people: list[Any]) -> int:
 
 @contextlib.asynccontextmanager
 async def _connected(
-    bot: Any, token: str, emu: Any, thread: _EmulatorThread
+    bot: Any, token: str, emu: DiscordEmulator, thread: _EmulatorThread
 ) -> AsyncIterator[None]:
     async with bot:
         connection = asyncio.create_task(bot.start(token), name="bench-bot")
@@ -250,9 +238,9 @@ async def _connected(
 
 
 async def _fire(
-    emu: Any,
+    emu: DiscordEmulator,
     thread: _EmulatorThread,
-    people: list[Any],
+    people: list[EmuUser],
     interactions: int,
     seconds: float,
     rng: random.Random,
