@@ -252,16 +252,21 @@ async def _fire(
         user = people[number % len(people)]
         prompt = f"bench prompt {number} --ar {rng.choice(['1:1', '3:2', '2:3'])}"
 
-        async def send_and_ack() -> float:
+        async def send_and_ack() -> float | None:
             sent = time.perf_counter()
             handle = await emu.send_slash_command("imagine", {"prompt": prompt}, user=user)
-            await handle.wait_for_ack(timeout=10)
-            return (time.perf_counter() - sent) * 1000
+            try:
+                await handle.wait_for_ack(timeout=10)
+            except TimeoutError:
+                return None
+            acked = (time.perf_counter() - sent) * 1000
+            # /imagine defers before it stores the job and edits @original once it has: wait
+            # for that, or the last jobs are not in the ledger yet when the results are counted.
+            with contextlib.suppress(TimeoutError):
+                await handle.wait_for_original(timeout=60)
+            return acked
 
-        try:
-            return await thread.call(send_and_ack())
-        except TimeoutError:
-            return None
+        return await thread.call(send_and_ack())
 
     tasks = []
     for number in range(interactions):
