@@ -191,12 +191,12 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
     if what == "queue":
         return _bench_queue(settings, args)
     if what == "batching":
-        from bot.benchmarks import bench_batching
+        from bot.devtools.bench import bench_batching
 
         print(asyncio.run(bench_batching(settings, args.jobs)))
         return 0
     if what == "bot":
-        from bot.benchmarks import bench_bot
+        from bot.devtools.bench import bench_bot
 
         print(asyncio.run(bench_bot(settings, args.interactions, args.users, args.seconds)))
         return 0

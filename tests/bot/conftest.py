@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from bot.devtools.emulator import DiscordEmulator
+from bot.devtools.emulator.models import StoredMessage
 from bot.runtime import Runtime, atelier_runtime, open_worker
 from config.settings import (
     BotSettings,
@@ -22,8 +24,6 @@ from config.settings import (
     QuotaSettings,
     Settings,
 )
-from tests.discord_emulator import DiscordEmulator
-from tests.discord_emulator.models import StoredMessage
 
 TOKEN = "MTIz.emulated.bot-token-secret"
 APP_ID = 900_000_000_000_000_001

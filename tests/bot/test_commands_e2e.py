@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from bot.devtools.emulator import DiscordEmulator
 from config.settings import QueueSettings
 from tests.bot.conftest import GUILD_ID, Atelier, job_id_of, labels, wait_final
 from tests.bot.test_e2e import GRID_LABELS, NO_WORKER, button, imagine_grid
-from tests.discord_emulator import DiscordEmulator
 
 
 async def test_progress_edits_show_percent_and_a_preview(
@@ -164,8 +164,8 @@ async def test_a_model_that_cannot_load_fails_its_job_clearly_and_refunds(
 
 
 async def test_attachments_fit_the_limit_the_interaction_reports(data_dir: Path) -> None:
+    from bot.devtools.emulator import Limits
     from tests.bot.conftest import APP_ID, CHANNEL_ID, TOKEN
-    from tests.discord_emulator import Limits
 
     limit = 12_000
     async with DiscordEmulator(

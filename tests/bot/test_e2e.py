@@ -11,6 +11,8 @@ from typing import Any
 from PIL import Image
 from pydantic import SecretStr
 
+from bot.devtools.emulator import DiscordEmulator
+from bot.devtools.emulator.models import StoredMessage
 from config.settings import QueueSettings, QuotaSettings
 from tests.bot.conftest import (
     CHANNEL_ID,
@@ -21,8 +23,6 @@ from tests.bot.conftest import (
     labels,
     wait_final,
 )
-from tests.discord_emulator import DiscordEmulator
-from tests.discord_emulator.models import StoredMessage
 
 GRID_LABELS = ["U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4", "\U0001f504"]
 SINGLE_LABELS = ["Upscale (Subtle)", "Upscale (Creative)", "Vary (Subtle)", "Vary (Strong)"]

@@ -9,8 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
+from bot.devtools.emulator import DiscordEmulator
 from tests.bot.conftest import APP_ID, CHANNEL_ID, GUILD_ID, TOKEN, labels, wait_final
-from tests.discord_emulator import DiscordEmulator
 
 
 async def test_atelier_run_serves_and_stops_on_sigterm(data_dir: Path) -> None:

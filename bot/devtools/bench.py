@@ -1,8 +1,8 @@
 """`atelier bench bot` and `atelier bench batching`: the wired system, measured.
 
 ``bench bot`` drives the real bot (discord.py, the ledger, the publisher and a worker with a
-zero-cost generator) through the Discord API emulator that ships with the test suite, so it needs
-a source checkout. The emulator runs on its own thread and event loop, so the event-loop lag
+zero-cost generator) through the Discord API emulator (``bot.devtools.emulator``, the one the
+end-to-end tests use). The emulator runs on its own thread and event loop, so the event-loop lag
 reported is the bot's alone.
 """
 
@@ -13,7 +13,6 @@ import contextlib
 import io
 import random
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -26,6 +25,8 @@ from typing import Any, TypeVar
 from PIL import Image
 from pydantic import SecretStr
 
+from bot.devtools.emulator import DiscordEmulator, EmuUser
+from bot.runtime import open_ledger, open_worker, wire_bot
 from config.settings import DiscordSettings, QueueSettings, QuotaSettings, Settings
 from generation.worker import ClaimedJobLike, JobControl, OutputImage, Worker, WorkResult
 
@@ -101,17 +102,6 @@ class _EmulatorThread:
         return asyncio.wrap_future(future)
 
 
-def _emulator_module() -> Any:
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "tests" / "discord_emulator").is_dir():
-        raise RuntimeError("bench bot needs a source checkout (tests/discord_emulator)")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    import tests.discord_emulator as emulator
-
-    return emulator
-
-
 async def _lag_probe(samples: list[float], stop: asyncio.Event, interval: float = 0.02) -> None:
     while not stop.is_set():
         start = time.perf_counter()
@@ -123,13 +113,10 @@ async def bench_bot(
     settings: Settings, interactions: int = 1000, users: int = 50, seconds: float = 60.0
 ) -> str:
     """Fire ``interactions`` /imagine commands from ``users`` users spread over ``seconds``."""
-    from bot.runtime import open_ledger, wire_bot
-
-    emulator = _emulator_module()
     token = "bench.bot.token"
     guild, channel = 1_000_000_000_000_000_001, 1_000_000_000_000_000_002
     with _EmulatorThread() as thread, tempfile.TemporaryDirectory() as scratch:
-        emu = emulator.DiscordEmulator(
+        emu = DiscordEmulator(
             token=token,
             application_id=1_000_000_000_000_000_003,
             guild_id=guild,
@@ -164,8 +151,6 @@ async def bench_bot(
                 users,
                 seconds,
                 token,
-                open_ledger,
-                wire_bot,
             )
         finally:
             await thread.call(emu.__aexit__(None, None, None))
@@ -174,14 +159,12 @@ async def bench_bot(
 
 async def _drive(
     settings: Settings,
-    emu: Any,
+    emu: DiscordEmulator,
     thread: _EmulatorThread,
     interactions: int,
     users: int,
     seconds: float,
     token: str,
-    open_ledger: Any,
-    wire_bot: Any,
 ) -> BotBenchReport:
     async with open_ledger(settings) as ledger:
         worker = Worker(ledger.queue, ledger.images, ZeroCostGenerator(), settings.queue)
@@ -217,7 +200,7 @@ async def _drive(
     )
 
 
-async def _all_posted(ledger: Any, publisher: Any, people: list[Any]) -> int:
+async def _all_posted(ledger: Any, publisher: Any, people: list[EmuUser]) -> int:
     """How many results were posted, waiting (bounded) for the last ones to go out."""
     ids = [
         job.id
@@ -231,7 +214,7 @@ async def _all_posted(ledger: Any, publisher: Any, people: list[Any]) -> int:
 
 @contextlib.asynccontextmanager
 async def _connected(
-    bot: Any, token: str, emu: Any, thread: _EmulatorThread
+    bot: Any, token: str, emu: DiscordEmulator, thread: _EmulatorThread
 ) -> AsyncIterator[None]:
     async with bot:
         connection = asyncio.create_task(bot.start(token), name="bench-bot")
@@ -245,9 +228,9 @@ async def _connected(
 
 
 async def _fire(
-    emu: Any,
+    emu: DiscordEmulator,
     thread: _EmulatorThread,
-    people: list[Any],
+    people: list[EmuUser],
     interactions: int,
     seconds: float,
     rng: random.Random,
@@ -259,16 +242,21 @@ async def _fire(
         user = people[number % len(people)]
         prompt = f"bench prompt {number} --ar {rng.choice(['1:1', '3:2', '2:3'])}"
 
-        async def send_and_ack() -> float:
+        async def send_and_ack() -> float | None:
             sent = time.perf_counter()
             handle = await emu.send_slash_command("imagine", {"prompt": prompt}, user=user)
-            await handle.wait_for_ack(timeout=10)
-            return (time.perf_counter() - sent) * 1000
+            try:
+                await handle.wait_for_ack(timeout=10)
+            except TimeoutError:
+                return None
+            acked = (time.perf_counter() - sent) * 1000
+            # /imagine defers before it stores the job and edits @original once it has: wait
+            # for that, or the last jobs are not in the ledger yet when the results are counted.
+            with contextlib.suppress(TimeoutError):
+                await handle.wait_for_original(timeout=60)
+            return acked
 
-        try:
-            return await thread.call(send_and_ack())
-        except TimeoutError:
-            return None
+        return await thread.call(send_and_ack())
 
     tasks = []
     for number in range(interactions):
@@ -281,7 +269,6 @@ async def _fire(
 
 async def bench_batching(settings: Settings, jobs: int = 16) -> str:
     """Tiny-model grids/s for a queue of compatible jobs, cross-job batching off vs on."""
-    from bot.runtime import open_ledger, open_worker
     from generation.options import parse_prompt
     from storage.types import NewJob, Owner
 

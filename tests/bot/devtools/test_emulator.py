@@ -19,13 +19,13 @@ import discord
 import pytest
 from discord import app_commands
 
-from tests.discord_emulator import (
+from bot.devtools.emulator import (
     DiscordEmulator,
     EmulatorUsageError,
     Limits,
     Upload,
 )
-from tests.discord_emulator.harness import discord_pointed_at, running_client
+from bot.devtools.emulator.harness import discord_pointed_at, running_client
 
 PRIVILEGED_INTENTS = (1 << 1) | (1 << 8) | (1 << 15)
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + struct.pack(">II", 64, 32) + b"\x08\x02\x00\x00\x00"
