@@ -246,7 +246,7 @@ async def test_bad_options_are_ephemeral_and_queue_nothing(
 
 
 async def refusal_of(handle: Any) -> StoredMessage:
-    reply = await handle.wait_for_original(lambda m: not m.loading)
+    reply: StoredMessage = await handle.wait_for_original(lambda m: not m.loading)
     assert reply.ephemeral and not handle.followups
     return reply
 

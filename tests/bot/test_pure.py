@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.customid import Action, ButtonRef, CustomIdError, decode
 from bot.render import JobCard, escape, grid_buttons, job_buttons, render_card, single_buttons
+from storage.types import JobStatus
 
 
 def test_round_trip_and_length() -> None:
@@ -61,22 +64,23 @@ def test_everyone_cannot_ping() -> None:
 
 
 def test_cards_for_every_status() -> None:
-    base = dict(
+    base = JobCard(
         job_id="abc123def456",
         owner_id=42,
         prompt="a cat @everyone",
         label="imagine",
         options="--ar 3:2 --seed 7",
+        status=JobStatus.QUEUED,
     )
-    queued = render_card(JobCard(**base, status="queued", position=3, eta_seconds=40))
+    queued = render_card(replace(base, status=JobStatus.QUEUED, position=3, eta_seconds=40))
     assert "position 3" in queued and "about 40 s" in queued and "<@42>" in queued
     assert "@everyone" not in queued
-    running = render_card(JobCard(**base, status="running", step=5, total_steps=10))
+    running = render_card(replace(base, status=JobStatus.RUNNING, step=5, total_steps=10))
     assert "50%" in running
-    assert "done" in render_card(JobCard(**base, status="succeeded"))
-    failed = render_card(JobCard(**base, status="failed", error="out of memory"))
+    assert "done" in render_card(replace(base, status=JobStatus.SUCCEEDED))
+    failed = render_card(replace(base, status=JobStatus.FAILED, error="out of memory"))
     assert "out of memory" in failed and "nothing was charged" in failed
-    long = render_card(JobCard(**{**base, "prompt": "x" * 5000}, status="queued"))
+    long = render_card(replace(base, prompt="x" * 5000, status=JobStatus.QUEUED))
     assert len(long) <= 2000
 
 

@@ -25,8 +25,8 @@ OTHER_GUILD = 801
 CHANNEL = 700
 
 
-def member(user_id: int = 1, guild_id: int | None = GUILD, **flags: bool) -> Requester:
-    return Requester(user_id=user_id, guild_id=guild_id, channel_id=CHANNEL, **flags)
+def member(user_id: int = 1, guild_id: int | None = GUILD, *, is_admin: bool = False) -> Requester:
+    return Requester(user_id=user_id, guild_id=guild_id, channel_id=CHANNEL, is_admin=is_admin)
 
 
 class RecordingChecker:
