@@ -287,7 +287,7 @@ async def _fire(
 async def bench_batching(settings: Settings, jobs: int = 16) -> str:
     """Tiny-model grids/s for a queue of compatible jobs, cross-job batching off vs on."""
     from bot.cli import open_ledger, open_worker
-    from generation.options import parse_prompt
+    from generation.options import parse_imagine_prompt
     from storage.types import NewJob, Owner
 
     rows = []
@@ -316,7 +316,7 @@ async def bench_batching(settings: Settings, jobs: int = 16) -> str:
                 open_ledger(run_settings) as ledger,
                 open_worker(run_settings, ledger) as worker,
             ):
-                requests = parse_prompt(
+                requests = parse_imagine_prompt(
                     "a lighthouse at dusk --seed 1",
                     settings=run_settings.generation,
                     model="tiny",

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from generation.runner import EngineRunner
     from generation.worker import Worker
     from storage.db import Database
-    from storage.delivery import DeliveryLedger
+    from storage.delivery_ledger import DeliveryLedger
     from storage.images import FileImageStore
     from storage.preferences import PreferenceStore
     from storage.queue import JobQueue
@@ -140,9 +140,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 def _imagine(settings: Settings, prompt: str, out: Path) -> int:
     from generation.commands import imagine_to_file
     from generation.engine import Engine
-    from generation.options import parse_prompt
+    from generation.options import parse_imagine_prompt
 
-    requests = parse_prompt(prompt, settings=settings.generation, model=settings.model)
+    requests = parse_imagine_prompt(prompt, settings=settings.generation, model=settings.model)
     engine = Engine(settings, model=requests[0].model)
     for request in requests:
         engine.validate(request)
@@ -194,7 +194,7 @@ class Ledger:
 async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
     """Migrate, then open the storage services; the worker and the bot both start here."""
     from storage.db import Database
-    from storage.delivery import DeliveryLedger
+    from storage.delivery_ledger import DeliveryLedger
     from storage.images import FileImageStore
     from storage.migrate import upgrade
     from storage.preferences import PreferenceStore

@@ -14,7 +14,7 @@ from bot.render import JobCard, grid_buttons, options_summary, single_buttons
 from config.settings import Settings
 from generation.grid import reencode
 from generation.request import GenerationRequest, Operation
-from storage.delivery import DeliveryLedger
+from storage.delivery_ledger import DeliveryLedger
 from storage.images import ImageStore
 from storage.queue import JobQueue
 from storage.types import JobView

@@ -19,11 +19,17 @@ from bot.requester import Requester
 from config.settings import Settings
 from generation.errors import OptionError
 from generation.followups import followup_request, reroll_request
-from generation.options import PromptDefaults, SeedSource, aspect_size, parse_prompt, random_seed
+from generation.options import (
+    PromptDefaults,
+    SeedSource,
+    aspect_size,
+    parse_imagine_prompt,
+    random_seed,
+)
 from generation.presets import resolve_preset
 from generation.request import GenerationRequest, Mode, Operation
 from generation.weights import check_prompt_syntax
-from storage.delivery import DeliveryLedger
+from storage.delivery_ledger import DeliveryLedger
 from storage.images import ImageStore
 from storage.preferences import PreferenceStore
 from storage.queue import JobQueue
@@ -88,7 +94,7 @@ class BotService:
     def _parse(
         self, prompt: str, options: Mapping[str, Any], defaults: PromptDefaults | None
     ) -> list[GenerationRequest]:
-        requests = parse_prompt(
+        requests = parse_imagine_prompt(
             prompt,
             settings=self.settings.generation,
             model=self.settings.model,

@@ -10,7 +10,7 @@ Public entry points (the composition root wires them; nothing here imports ``gen
 
 from storage.audit import audit
 from storage.db import Database
-from storage.delivery import DeliveryLedger
+from storage.delivery_ledger import DeliveryLedger
 from storage.errors import (
     DeliveryClaimLost,
     IllegalTransition,

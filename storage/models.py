@@ -139,7 +139,7 @@ class Job(Base):
     )
 
 
-class Delivery(Base):
+class DeliveryRecord(Base):
     """Posting state of a job's message, apart from its generation state."""
 
     __tablename__ = "deliveries"
@@ -262,7 +262,7 @@ class Meta(Base):
 
 
 JOBS = cast(Table, Job.__table__)
-DELIVERIES = cast(Table, Delivery.__table__)
+DELIVERIES = cast(Table, DeliveryRecord.__table__)
 USER_ACCOUNTS = cast(Table, UserAccount.__table__)
 GUILD_ACCOUNTS = cast(Table, GuildAccount.__table__)
 QUOTA_OVERRIDES = cast(Table, QuotaOverrideRow.__table__)

@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 from config.settings import GenerationSettings
 from generation.errors import OptionError
 from generation.followups import followup_request, reroll_request
-from generation.options import PromptDefaults, aspect_size, expand_permutations, parse_prompt
+from generation.options import (
+    PromptDefaults,
+    aspect_size,
+    expand_permutations,
+    parse_imagine_prompt,
+)
 from generation.presets import PRESETS
 from generation.request import MAX_SEED, GenerationRequest, Mode, Operation
 
@@ -24,7 +29,7 @@ def counter_seeds(start: int = 100) -> itertools.count[int]:
 
 def parse(text: str, model: str = "sdxl", **kwargs: object) -> list[GenerationRequest]:
     seeds = counter_seeds()
-    return parse_prompt(
+    return parse_imagine_prompt(
         text,
         settings=kwargs.pop("gen", GEN),
         model=model,
