@@ -288,7 +288,7 @@ async def bench_batching(settings: Settings, jobs: int = 16) -> str:
     """Tiny-model grids/s for a queue of compatible jobs, cross-job batching off vs on."""
     from bot.cli import open_ledger, open_worker
     from generation.options import parse_imagine_prompt
-    from storage.types import NewJob, Owner
+    from storage.types import JobKind, NewJob, Owner
 
     rows = []
     for batching in (False, True):
@@ -326,8 +326,8 @@ async def bench_batching(settings: Settings, jobs: int = 16) -> str:
                     await ledger.queue.enqueue(
                         Owner(user_id=1 + number % 4),
                         NewJob(
-                            kind="imagine",
-                            request=request.to_json(),
+                            kind=JobKind.IMAGINE,
+                            request=request,
                             mode=request.mode.value,
                             estimated_cost=1.0,
                             batch_key=request.batch_key(),

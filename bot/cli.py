@@ -21,6 +21,7 @@ from config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
     from bot.app import AtelierBot
+    from generation.request import GenerationRequest
     from generation.runner import EngineRunner
     from generation.worker import Worker
     from storage.db import Database
@@ -184,8 +185,8 @@ class Ledger:
     """Storage services over one database."""
 
     db: Database
-    queue: JobQueue
-    delivery: DeliveryLedger
+    queue: JobQueue[GenerationRequest]
+    delivery: DeliveryLedger[GenerationRequest]
     prefs: PreferenceStore
     images: FileImageStore
 
@@ -193,6 +194,7 @@ class Ledger:
 @contextlib.asynccontextmanager
 async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
     """Migrate, then open the storage services; the worker and the bot both start here."""
+    from generation.request import REQUEST_CODEC
     from storage.db import Database
     from storage.delivery_ledger import DeliveryLedger
     from storage.images import FileImageStore
@@ -207,11 +209,11 @@ async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
     db = Database(url)
     try:
         quota = QuotaService(db, settings.quota)
-        queue = JobQueue(db, settings.queue, quota)
+        queue = JobQueue(db, settings.queue, quota, codec=REQUEST_CODEC)
         yield Ledger(
             db=db,
             queue=queue,
-            delivery=DeliveryLedger(db),
+            delivery=DeliveryLedger(db, codec=REQUEST_CODEC),
             prefs=PreferenceStore(db),
             images=FileImageStore(settings.data_dir / "images"),
         )

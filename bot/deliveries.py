@@ -49,15 +49,19 @@ class Deliveries:
     """What a job's message shows, and the delivery steps, over the ledger and the images."""
 
     def __init__(
-        self, settings: Settings, queue: JobQueue, ledger: DeliveryLedger, images: ImageStore
+        self,
+        settings: Settings,
+        queue: JobQueue[GenerationRequest],
+        ledger: DeliveryLedger[GenerationRequest],
+        images: ImageStore,
     ) -> None:
         self.settings = settings
         self.queue = queue
         self.ledger = ledger
         self.images = images
 
-    async def card(self, job: JobView) -> JobCard:
-        request = GenerationRequest.from_json(job.request)
+    async def card(self, job: JobView[GenerationRequest]) -> JobCard:
+        request = job.request
         position = eta = None
         if job.status == "queued":
             place = await self.queue.place(job.id)
@@ -97,7 +101,7 @@ class Deliveries:
             interaction_expires_at=token_expires_at,
         )
 
-    async def undelivered_jobs(self) -> list[JobView]:
+    async def undelivered_jobs(self) -> list[JobView[GenerationRequest]]:
         """Jobs whose message is not final: finished ones first (so a long queue never holds a
         result back), then queued and running ones, oldest first."""
         finished = await self.ledger.list_undelivered(terminal_only=True)
@@ -107,8 +111,8 @@ class Deliveries:
     async def delivery_of(self, job_id: str) -> Delivery:
         return await self.delivery_for(await self.queue.require(job_id))
 
-    async def delivery_for(self, job: JobView) -> Delivery:
-        request = GenerationRequest.from_json(job.request)
+    async def delivery_for(self, job: JobView[GenerationRequest]) -> Delivery:
+        request = job.request
         single = request.operation.image_count == 1
         return Delivery(
             job_id=job.id,

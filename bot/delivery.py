@@ -33,6 +33,7 @@ from bot.deliveries import Delivery
 from bot.errors import reply_error, user_message
 from bot.render import render_card
 from bot.service import BotService, Requester, Ticket
+from generation.request import GenerationRequest
 from storage.types import JobView
 
 if TYPE_CHECKING:
@@ -198,7 +199,7 @@ class Publisher:
                 log.exception("delivering job %s failed; will retry", job.id)
                 self._backoff[job.id] = time.monotonic() + self.retry_seconds
 
-    async def _update(self, job: JobView) -> None:
+    async def _update(self, job: JobView[GenerationRequest]) -> None:
         now = time.monotonic()
         if self._backoff.get(job.id, 0.0) > now:
             return

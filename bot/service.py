@@ -34,7 +34,7 @@ from storage.images import ImageStore
 from storage.preferences import PreferenceStore
 from storage.queue import JobQueue
 from storage.quota_policy import estimate_seconds
-from storage.types import JobView, NewJob, Owner
+from storage.types import JobKind, JobView, NewJob, Owner
 
 GRID_ACTIONS = {
     Action.SELECT: Operation.SELECT,
@@ -44,12 +44,12 @@ GRID_ACTIONS = {
     Action.VARY_STRONG: Operation.VARY_STRONG,
 }
 KIND_OF = {
-    Operation.IMAGINE: "imagine",
-    Operation.SELECT: "select",
-    Operation.UPSCALE_SUBTLE: "upscale",
-    Operation.UPSCALE_CREATIVE: "upscale",
-    Operation.VARY_SUBTLE: "variation",
-    Operation.VARY_STRONG: "variation",
+    Operation.IMAGINE: JobKind.IMAGINE,
+    Operation.SELECT: JobKind.SELECT,
+    Operation.UPSCALE_SUBTLE: JobKind.UPSCALE,
+    Operation.UPSCALE_CREATIVE: JobKind.UPSCALE,
+    Operation.VARY_SUBTLE: JobKind.VARIATION,
+    Operation.VARY_STRONG: JobKind.VARIATION,
 }
 
 
@@ -73,8 +73,8 @@ class BotService:
     def __init__(
         self,
         settings: Settings,
-        queue: JobQueue,
-        delivery: DeliveryLedger,
+        queue: JobQueue[GenerationRequest],
+        delivery: DeliveryLedger[GenerationRequest],
         prefs: PreferenceStore,
         images: ImageStore,
         checker: PromptChecker | None = None,
@@ -116,7 +116,7 @@ class BotService:
     ) -> list[Ticket]:
         defaults = await self._defaults(requester.user_id)
         requests = self._parse(prompt, options, defaults)
-        return await self._enqueue(requester, requests, parent=None, kind="imagine")
+        return await self._enqueue(requester, requests, parent=None, kind=JobKind.IMAGINE)
 
     async def _defaults(self, user_id: int) -> PromptDefaults:
         stored = await self.prefs.get_user_settings(user_id)
@@ -129,7 +129,7 @@ class BotService:
         requests: list[GenerationRequest],
         *,
         parent: str | None,
-        kind: str,
+        kind: JobKind,
     ) -> list[Ticket]:
         await self.moderation.refuse_banned_terms(requester, requests)
         owner = Owner(requester.user_id, requester.guild_id, requester.channel_id)
@@ -137,7 +137,7 @@ class BotService:
             NewJob(
                 kind=kind,
                 parent_id=parent,
-                request=request.to_json(),
+                request=request,
                 mode=request.mode.value,
                 batch_key=request.batch_key(),
                 estimated_cost=estimate_seconds(self.settings.quota, kind, request.mode.value),
@@ -154,7 +154,7 @@ class BotService:
         if not (await self.prefs.get_user_settings(user_id)).get("remix"):
             return None
         parent = await self.queue.get(ref.job_id)
-        return None if parent is None else str(parent.request.get("prompt", ""))
+        return None if parent is None else parent.request.prompt
 
     async def click(
         self, requester: Requester, ref: ButtonRef, prompt: str | None = None
@@ -168,10 +168,10 @@ class BotService:
         if parent.status != "succeeded":
             raise UserFacingError(f"job `{parent.id}` has no images to work from ({parent.status})")
         await self._check_may_click(requester, parent)
-        request = GenerationRequest.from_json(parent.request)
+        request = parent.request
         if ref.action is Action.REROLL:
             new = reroll_request(request, self.seed_source())
-            return (await self._enqueue(requester, [new], parent=parent.id, kind="reroll"))[0]
+            return (await self._enqueue(requester, [new], parent=parent.id, kind=JobKind.REROLL))[0]
         operation = GRID_ACTIONS.get(ref.action)
         if operation is None:  # V1-V4 follow the clicker's variation setting
             stored = await self.prefs.get_user_settings(requester.user_id)
@@ -205,7 +205,9 @@ class BotService:
             self.checker.check(remixed)
         return remixed
 
-    async def _check_may_click(self, requester: Requester, parent: JobView) -> None:
+    async def _check_may_click(
+        self, requester: Requester, parent: JobView[GenerationRequest]
+    ) -> None:
         if requester.user_id == parent.owner_id or requester.is_admin:
             return
         guild = await self.prefs.get_guild_settings(requester.guild_id or 0)

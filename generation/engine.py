@@ -206,8 +206,8 @@ class Engine:
         """Make several imagine jobs with equal ``batch_key()`` in ONE pipeline call.
 
         Each job keeps its own prompt, seeds and chaos; progress names the job by
-        ``Progress.batch_index``. One failing job fails the batch, so the caller validates jobs
-        one by one (:meth:`validate`) before batching them.
+        ``Progress.batch_index``. Each request is checked (:meth:`validate`) before anything
+        runs, and one invalid request fails the whole batch.
         """
         if not requests:
             return []

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,6 +218,43 @@ async def test_permanent_generation_error_fails_at_once(db_url: str, tmp_path: P
             await until(lambda: status_is(r.queue, job.id, "failed"), what="failed")
         view = await r.queue.require(job.id)
         assert view.attempts == 1 and "wider than 4:1" in (view.error or "")
+
+
+class RejectingCodec:
+    """The JSON codec, except that it cannot read requests whose prompt is ``corrupt``."""
+
+    def encode(self, request: dict[str, Any], /) -> dict[str, Any]:
+        return dict(request)
+
+    def decode(self, data: Mapping[str, Any], /) -> dict[str, Any]:
+        if data.get("prompt") == "corrupt":
+            raise ValueError("not a request this version can read")
+        return dict(data)
+
+
+async def test_a_job_whose_request_cannot_be_decoded_never_reaches_the_generator(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with rig(db_url, tmp_path) as r:
+        bad = (await r.queue.enqueue(owner(1), new_job(prompt="corrupt"))).id
+        good = (await r.queue.enqueue(owner(2), new_job(prompt="fine"))).id
+        strict = JobQueue(
+            r.db, r.settings, QuotaService(r.db, quota_settings()), codec=RejectingCodec()
+        )
+        worker = Worker(
+            strict,
+            r.images,
+            r.generator,
+            r.settings,
+            worker_id="w1",
+            lease_lost_errors=(LeaseLost,),
+        )
+        async with running(worker):
+            await until(lambda: status_is(r.queue, good, "succeeded"), what="the readable job")
+        view = await r.queue.require(bad)
+        assert view.status == "failed" and "cannot be read" in (view.error or "")
+        assert r.generator.started == [good]
+        assert (await audit(r.db)).ok
 
 
 async def test_stop_releases_a_job_that_outlives_the_grace_period(
