@@ -411,8 +411,8 @@ class Engine:
         preview_every = self._generation.preview_every
 
         def on_step_end(
-            pipeline: Any, index: int, timestep: Any, tensors: dict[str, Any]
-        ) -> dict[str, Any]:
+            pipeline: Any, index: int, timestep: torch.Tensor, tensors: dict[str, torch.Tensor]
+        ) -> dict[str, torch.Tensor]:
             step = index + 1
             if cancel is not None and cancel.is_set():
                 # Raised inside the loop: diffusers stops at once, and nothing is decoded.

@@ -728,7 +728,7 @@ class JobQueue(Generic[RequestT]):
         return LeaseLost(job_id, f"the lease now belongs to worker {row.worker_id}")
 
     async def _cancel_running(
-        self, session: AsyncSession, job: RowMapping, now: datetime, **finish: Any
+        self, session: AsyncSession, job: RowMapping, now: datetime, **finish: object
     ) -> None:
         """A running job whose owner cancelled it ends cancelled, whatever its worker reports,
         and is refunded in full."""
@@ -741,7 +741,7 @@ class JobQueue(Generic[RequestT]):
         job: RowMapping,
         status: JobStatus,
         now: datetime,
-        **values: Any,
+        **values: object,
     ) -> None:
         """Move a locked job to a terminal status. The lease token stays for idempotent
         retries of ``complete``; the expiry goes so nothing treats it as a live lease."""

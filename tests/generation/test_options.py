@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -27,19 +29,34 @@ def counter_seeds(start: int = 100) -> itertools.count[int]:
     return itertools.count(start)
 
 
-def parse(text: str, model: str = "sdxl", **kwargs: object) -> list[GenerationRequest]:
+def parse(
+    text: str,
+    model: str = "sdxl",
+    *,
+    gen: GenerationSettings = GEN,
+    extra_options: Mapping[str, Any] | None = None,
+    defaults: PromptDefaults | None = None,
+) -> list[GenerationRequest]:
     seeds = counter_seeds()
     return parse_imagine_prompt(
         text,
-        settings=kwargs.pop("gen", GEN),
+        settings=gen,
         model=model,
+        extra_options=extra_options,
+        defaults=defaults,
         seed_source=lambda: next(seeds),
-        **kwargs,
-    )  # type: ignore[arg-type]
+    )
 
 
-def one(text: str, model: str = "sdxl", **kwargs: object) -> GenerationRequest:
-    (request,) = parse(text, model, **kwargs)
+def one(
+    text: str,
+    model: str = "sdxl",
+    *,
+    gen: GenerationSettings = GEN,
+    extra_options: Mapping[str, Any] | None = None,
+    defaults: PromptDefaults | None = None,
+) -> GenerationRequest:
+    (request,) = parse(text, model, gen=gen, extra_options=extra_options, defaults=defaults)
     return request
 
 

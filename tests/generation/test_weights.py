@@ -114,7 +114,7 @@ def test_any_prompt_is_rejected_or_parsed_by_compel_with_the_same_words(prompt: 
     except OptionError:
         return
     conjunction = Compel.parse_prompt_string(compel_text)
-    words = []
+    words: list[str] = []
     for part in conjunction.prompts:
         prompts = part.prompts if hasattr(part, "weights") and hasattr(part, "prompts") else [part]
         for flat in prompts:
