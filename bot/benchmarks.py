@@ -40,7 +40,7 @@ class ZeroCostGenerator:
         Image.new("RGB", (16, 16), (90, 120, 200)).save(buffer, format="PNG")
         self._png = buffer.getvalue()
 
-    async def run(self, job: ClaimedJobLike, control: JobControl) -> WorkResult:
+    async def run(self, job: ClaimedJobLike[object], control: JobControl) -> WorkResult:
         images = [OutputImage(f"{i}.png", self._png) for i in range(4)]
         return WorkResult(images=(*images, OutputImage("grid.png", self._png)), gpu_seconds=0.0)
 

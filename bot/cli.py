@@ -222,7 +222,9 @@ async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
 
 
 @contextlib.asynccontextmanager
-async def open_worker(settings: Settings, ledger: Ledger) -> AsyncIterator[Worker]:
+async def open_worker(
+    settings: Settings, ledger: Ledger
+) -> AsyncIterator[Worker[GenerationRequest]]:
     """A worker running the configured model on the ledger; the model is loaded once, here."""
     from generation.jobs import EngineGenerator, ModelPool
     from generation.worker import Worker
@@ -277,7 +279,7 @@ class Runtime:
 
     bot: AtelierBot
     ledger: Ledger
-    worker: Worker | None
+    worker: Worker[GenerationRequest] | None
 
 
 @contextlib.asynccontextmanager
