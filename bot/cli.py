@@ -137,9 +137,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 def _imagine(settings: Settings, prompt: str, out: Path) -> int:
     from generation.commands import imagine_to_file
     from generation.engine import Engine
-    from generation.options import parse_prompt
+    from generation.options import parse_imagine_prompt
 
-    requests = parse_prompt(prompt, settings=settings.generation, model=settings.model)
+    requests = parse_imagine_prompt(prompt, settings=settings.generation, model=settings.model)
     engine = Engine(settings, model=requests[0].model)
     for request in requests:
         engine.validate(request)

@@ -30,6 +30,7 @@ import discord
 from bot.render import render_card
 from bot.router import ButtonRouter
 from bot.services.job_cards import JobCards, JobMessage, Ticket
+from generation.request import GenerationRequest
 from storage.types import JobStatus, JobView
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ class Publisher:
                 log.exception("delivering job %s failed; will retry", job.id)
                 self._backoff[job.id] = time.monotonic() + self.retry_seconds
 
-    async def _update(self, job: JobView) -> None:
+    async def _update(self, job: JobView[GenerationRequest]) -> None:
         now = time.monotonic()
         if self._backoff.get(job.id, 0.0) > now:
             return

@@ -89,7 +89,7 @@ def _eta(seconds: float | None) -> str:
 
 
 def _status_tail(card: JobCard) -> str:
-    status = JobStatus(card.status)
+    status = card.status
     if status is JobStatus.QUEUED:
         where = f"position {card.position}" if card.position else "next"
         return f"queued ({where}{_eta(card.eta_seconds)})"

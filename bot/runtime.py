@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from generation.runner import EngineRunner
     from generation.worker import Worker
     from storage.db import Database
-    from storage.delivery import DeliveryLedger
+    from storage.delivery_ledger import DeliveryLedger
     from storage.images import FileImageStore
     from storage.preferences import PreferenceStore
     from storage.queue import JobQueue
@@ -36,8 +36,8 @@ class Ledger:
     """Storage services over one database."""
 
     db: Database
-    queue: JobQueue
-    delivery: DeliveryLedger
+    queue: JobQueue[GenerationRequest]
+    delivery: DeliveryLedger[GenerationRequest]
     prefs: PreferenceStore
     images: FileImageStore
 
@@ -45,8 +45,9 @@ class Ledger:
 @contextlib.asynccontextmanager
 async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
     """Migrate, then open the storage services; the worker and the bot both start here."""
+    from generation.request import REQUEST_CODEC
     from storage.db import Database
-    from storage.delivery import DeliveryLedger
+    from storage.delivery_ledger import DeliveryLedger
     from storage.images import FileImageStore
     from storage.migrate import upgrade
     from storage.preferences import PreferenceStore
@@ -59,11 +60,11 @@ async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
     db = Database(url)
     try:
         quota = QuotaService(db, settings.quota)
-        queue = JobQueue(db, settings.queue, quota)
+        queue = JobQueue(db, settings.queue, quota, codec=REQUEST_CODEC)
         yield Ledger(
             db=db,
             queue=queue,
-            delivery=DeliveryLedger(db),
+            delivery=DeliveryLedger(db, codec=REQUEST_CODEC),
             prefs=PreferenceStore(db),
             images=FileImageStore(settings.data_dir / "images"),
         )
@@ -87,7 +88,7 @@ async def open_models(settings: Settings) -> AsyncIterator[ModelPool]:
 @contextlib.asynccontextmanager
 async def open_worker(
     settings: Settings, ledger: Ledger, models: ModelPool | None = None
-) -> AsyncIterator[Worker]:
+) -> AsyncIterator[Worker[GenerationRequest]]:
     """A worker running the configured models on the ledger; the default model is loaded once,
     here, unless ``models`` (shared with the bot's prompt check) is given."""
     from generation.jobs import EngineGenerator
@@ -141,7 +142,7 @@ class Runtime:
 
     bot: AtelierBot
     ledger: Ledger
-    worker: Worker | None
+    worker: Worker[GenerationRequest] | None
 
 
 def wire_bot(settings: Settings, ledger: Ledger, checker: PromptChecker | None) -> AtelierBot:

@@ -206,8 +206,8 @@ class Engine:
         """Make several imagine jobs with equal ``batch_key()`` in ONE pipeline call.
 
         Each job keeps its own prompt, seeds and chaos; progress names the job by
-        ``Progress.batch_index``. One failing job fails the batch, so the caller validates jobs
-        one by one (:meth:`validate`) before batching them.
+        ``Progress.batch_index``. Each request is checked (:meth:`validate`) before anything
+        runs, and one invalid request fails the whole batch.
         """
         if not requests:
             return []
@@ -411,8 +411,8 @@ class Engine:
         preview_every = self._generation.preview_every
 
         def on_step_end(
-            pipeline: Any, index: int, timestep: Any, tensors: dict[str, Any]
-        ) -> dict[str, Any]:
+            pipeline: Any, index: int, timestep: torch.Tensor, tensors: dict[str, torch.Tensor]
+        ) -> dict[str, torch.Tensor]:
             step = index + 1
             if cancel is not None and cancel.is_set():
                 # Raised inside the loop: diffusers stops at once, and nothing is decoded.

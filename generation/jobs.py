@@ -1,8 +1,10 @@
-"""The worker's generator: ledger jobs (request JSON) in, encoded images out, on the warm engine.
+"""The worker's generator: ledger jobs in, encoded images out, on the warm engine.
 
-Satisfies ``generation.worker.BatchGenerator``. Each job's individual images are stored losslessly
-(``0.png``..``3.png``, what follow-ups start from) and, for a grid, ``grid`` comes last: it is what
-gets posted, encoded to fit Discord's attachment limit.
+Satisfies ``generation.worker.BatchGenerator[GenerationRequest]``. Jobs arrive decoded (the
+ledger's codec is ``REQUEST_CODEC``) and are checked once, against the model that runs them, by
+``Engine.generate``/``generate_batch`` (``Engine.validate``). Each job's individual images are
+stored losslessly (``0.png``..``3.png``, what follow-ups start from) and, for a grid, ``grid``
+comes last: it is what gets posted, encoded to fit Discord's attachment limit.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from PIL import Image
 
@@ -119,10 +120,9 @@ class EngineGenerator:
         self.source_refs = source_refs
         self.settings = settings
 
-    async def run(self, job: ClaimedJobLike, control: JobControl) -> WorkResult:
-        request = _request(job)
+    async def run(self, job: ClaimedJobLike[GenerationRequest], control: JobControl) -> WorkResult:
+        request = job.request
         runner = await self.models.runner(request.model)
-        await runner.validate(request)
         source = await self._source_image(request)
         cancel = threading.Event()
         async with _linked(control, cancel):
@@ -132,12 +132,10 @@ class EngineGenerator:
         return await asyncio.to_thread(self._encode, result, job.kind)
 
     async def run_batch(
-        self, jobs: Sequence[ClaimedJobLike], controls: Sequence[JobControl]
+        self, jobs: Sequence[ClaimedJobLike[GenerationRequest]], controls: Sequence[JobControl]
     ) -> Sequence[WorkResult]:
-        requests = [_request(job) for job in jobs]
+        requests = [job.request for job in jobs]
         runner = await self.models.runner(requests[0].model)  # one batch key, one model
-        for request in requests:
-            await runner.validate(request)
         cancel = threading.Event()
         reporters = [_progress_to(control) for control in controls]
 
@@ -185,13 +183,6 @@ class EngineGenerator:
         return WorkResult(images=tuple(outputs), gpu_seconds=result.gpu_seconds)
 
 
-def _request(job: ClaimedJobLike) -> GenerationRequest:
-    try:
-        return GenerationRequest.from_json(dict(job.request))
-    except ValueError as exc:
-        raise OptionError(f"job {job.id} carries an invalid request: {exc}") from None
-
-
 def _decode(data: bytes) -> Image.Image:
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -227,7 +218,7 @@ class _linked:
             self._cancel.set()
         self._task = asyncio.create_task(self._watch(), name="cancel-link")
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         assert self._task is not None
         self._task.cancel()
         try:

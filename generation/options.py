@@ -96,7 +96,7 @@ class PromptDefaults:
     aspect: str | None = None
 
 
-def parse_prompt(
+def parse_imagine_prompt(
     text: str,
     *,
     settings: GenerationSettings,

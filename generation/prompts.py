@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from generation.errors import PromptTooLongError
-from generation.weights import parse_prompt, to_compel
+from generation.weights import parse_weighted_prompt, to_compel
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class TokenCounter:
     def token_counts(self, prompt: str) -> list[int]:
         """Tokens per ``::`` part, start and end markers included, as the encoders see them."""
         counts = []
-        for segment in parse_prompt(prompt):
+        for segment in parse_weighted_prompt(prompt):
             # compel tokenizes each weighted fragment separately, so count the same way.
             body = sum(
                 len(self._tokenizer(fragment.text, add_special_tokens=False).input_ids)
@@ -96,7 +96,7 @@ class PromptEncoder(TokenCounter):
             left = self._compel_1.build_conditioning_tensor(text)
             right = self._compel_2.build_conditioning_tensor(text)
             embeds = torch.cat([left, right], dim=-1)
-            segments = parse_prompt(prompt)
+            segments = parse_weighted_prompt(prompt)
             provider = self._compel_2.conditioning_provider
             pooled_parts = provider.get_pooled_embeddings(
                 [segment.plain_text for segment in segments], device=self._compel_2.device

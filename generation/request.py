@@ -1,14 +1,16 @@
 """The one request model every job carries, and its JSON round trip.
 
 Torch-free. A request is validated once, by the option parser at the edge; past that point it is
-frozen and trusted. It crosses into the job ledger as JSON (``request.to_json()``) and comes back
-with ``GenerationRequest.from_json``.
+frozen and trusted. It crosses into the job ledger as JSON through ``REQUEST_CODEC``, which the
+composition root gives the ledger (it has the shape of ``storage.RequestCodec``; generation never
+imports storage), so jobs come back out of the ledger already decoded.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -120,5 +122,21 @@ class GenerationRequest(BaseModel):
         return self.model_dump(mode="json")
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> GenerationRequest:
+    def from_json(cls, data: Mapping[str, Any]) -> GenerationRequest:
         return cls.model_validate(data)
+
+
+class GenerationRequestCodec:
+    """GenerationRequest to the JSON object the job ledger stores, and back.
+
+    ``decode`` raises pydantic's ValidationError (a ValueError) for data that is not a valid
+    request, e.g. a job stored by an older version."""
+
+    def encode(self, request: GenerationRequest, /) -> dict[str, Any]:
+        return request.to_json()
+
+    def decode(self, data: Mapping[str, Any], /) -> GenerationRequest:
+        return GenerationRequest.model_validate(data)
+
+
+REQUEST_CODEC: Final = GenerationRequestCodec()

@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from PIL import Image
 
@@ -41,10 +41,6 @@ class EngineRunner:
     async def load(self) -> float:
         """Load the model (once) on the engine thread; return the seconds it took."""
         return await self._submit(self.engine.load)
-
-    async def validate(self, request: GenerationRequest) -> None:
-        """:meth:`Engine.validate` on the engine thread (it needs the tokenizer)."""
-        await self._submit(functools.partial(self.engine.validate, request))
 
     async def generate(
         self,
@@ -140,7 +136,7 @@ class _ProgressRelay:
     async def _deliver(self) -> None:
         while (progress := await self._queue.get()) is not None:
             try:
-                outcome: Any = self._callback(progress)
+                outcome = self._callback(progress)
                 if inspect.isawaitable(outcome):
                     await outcome
             except asyncio.CancelledError:

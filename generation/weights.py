@@ -64,7 +64,7 @@ class _Group:
     weight: float = 1.0
 
 
-def parse_prompt(prompt: str) -> list[Segment]:
+def parse_weighted_prompt(prompt: str) -> list[Segment]:
     """Split ``prompt`` into weighted parts and fragments; raise OptionError naming any problem."""
     segments = [
         Segment(fragments=tuple(_parse_emphasis(text, start)), weight=weight)
@@ -83,12 +83,12 @@ def parse_prompt(prompt: str) -> list[Segment]:
 
 def check_prompt_syntax(prompt: str) -> None:
     """Raise OptionError if ``prompt``'s weight syntax is malformed (see the module docstring)."""
-    parse_prompt(prompt)
+    parse_weighted_prompt(prompt)
 
 
 def to_compel(prompt: str) -> str:
     """Translate Midjourney/A1111 weights in ``prompt`` into an equivalent compel prompt."""
-    segments = parse_prompt(prompt)
+    segments = parse_weighted_prompt(prompt)
     if len(segments) == 1:
         return _compel_fragments(segments[0].fragments)
     parts = ", ".join(f'"{_compel_fragments(segment.fragments)}"' for segment in segments)
@@ -98,7 +98,7 @@ def to_compel(prompt: str) -> str:
 
 def plain_prompt(prompt: str) -> str:
     """The prompt's words without any weight syntax (multi-prompt parts joined by spaces)."""
-    return " ".join(segment.plain_text.strip() for segment in parse_prompt(prompt)).strip()
+    return " ".join(segment.plain_text.strip() for segment in parse_weighted_prompt(prompt)).strip()
 
 
 def _split_multiprompt(prompt: str) -> list[tuple[str, int, float]]:

@@ -3,7 +3,9 @@
 It depends only on the small protocols below. The job ledger (``storage.JobQueue``) satisfies
 ``JobSource`` and the image store (``storage.FileImageStore``) ``ImageSink`` structurally; the
 ``atelier`` command wires them, so this module never imports storage (nor torch: the generator
-adapter does). A worker host needs the database and the image store, never the Discord token.
+adapter does). The loop is generic in the request type: jobs come from the source already
+decoded (a ``GenerationRequest`` in production) and go to the generator as they are. A worker
+host needs the database and the image store, never the Discord token.
 
 One job (or one batch) at a time:
 
@@ -30,22 +32,25 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from config.settings import QueueSettings
 from generation.errors import GenerationError, JobCancelledError
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
+#: The decoded request a job carries (GenerationRequest in production).
+RequestT = TypeVar("RequestT")
+RequestT_co = TypeVar("RequestT_co", covariant=True)
+RequestT_contra = TypeVar("RequestT_contra", contravariant=True)
 
 # -- what the worker needs from the outside ----------------------------------------------------
 
 
-class ClaimedJobLike(Protocol):
-    """A job the worker holds a lease on. ``request`` is the GenerationRequest as JSON."""
+class ClaimedJobLike(Protocol[RequestT_co]):
+    """A job the worker holds a lease on, its request already decoded by the source."""
 
     @property
     def id(self) -> str: ...
@@ -58,7 +63,7 @@ class ClaimedJobLike(Protocol):
     @property
     def batch_key(self) -> str: ...
     @property
-    def request(self) -> Mapping[str, Any]: ...
+    def request(self) -> RequestT_co: ...
     @property
     def attempts(self) -> int: ...
 
@@ -70,15 +75,16 @@ class LeaseReply(Protocol):
     def cancel_requested(self) -> bool: ...
 
 
-class JobSource(Protocol):
+class JobSource(Protocol[RequestT_co]):
     """The job ledger as the worker sees it. Calls by a worker that lost its lease raise one of
-    the exception types given to ``Worker`` as ``lease_lost_errors``."""
+    the exception types given to ``Worker`` as ``lease_lost_errors``. A job whose request
+    cannot be decoded is the source's to deal with: it never hands one out."""
 
-    async def claim_next(self, worker_id: str) -> ClaimedJobLike | None: ...
+    async def claim_next(self, worker_id: str) -> ClaimedJobLike[RequestT_co] | None: ...
 
     async def claim_batch(
         self, worker_id: str, max_batch: int | None = None
-    ) -> Sequence[ClaimedJobLike]: ...
+    ) -> Sequence[ClaimedJobLike[RequestT_co]]: ...
 
     async def heartbeat(self, job_id: str, lease_token: str) -> LeaseReply: ...
 
@@ -138,7 +144,7 @@ class JobControl:
     and read ``cancelled`` there; the worker only reads progress and cancels from the loop.
     """
 
-    def __init__(self, job: ClaimedJobLike) -> None:
+    def __init__(self, job: ClaimedJobLike[object]) -> None:
         self.job = job
         self._cancelled = threading.Event()
         self._cancelled_async = asyncio.Event()
@@ -181,21 +187,25 @@ class JobControl:
             return self._progress_seq, self._progress
 
 
-class Generator(Protocol):
+class Generator(Protocol[RequestT_contra]):
     """Runs one job. Raise ``JobCancelledError`` when ``control`` says stop; a
     ``GenerationError`` says by its ``retryable`` whether another attempt may succeed."""
 
-    async def run(self, job: ClaimedJobLike, control: JobControl) -> WorkResult: ...
+    async def run(
+        self, job: ClaimedJobLike[RequestT_contra], control: JobControl
+    ) -> WorkResult: ...
 
 
 @runtime_checkable
-class BatchGenerator(Protocol):
+class BatchGenerator(Protocol[RequestT_contra]):
     """A generator that can run compatible jobs (equal batch keys) in one call."""
 
-    async def run(self, job: ClaimedJobLike, control: JobControl) -> WorkResult: ...
+    async def run(
+        self, job: ClaimedJobLike[RequestT_contra], control: JobControl
+    ) -> WorkResult: ...
 
     async def run_batch(
-        self, jobs: Sequence[ClaimedJobLike], controls: Sequence[JobControl]
+        self, jobs: Sequence[ClaimedJobLike[RequestT_contra]], controls: Sequence[JobControl]
     ) -> Sequence[WorkResult]: ...
 
 
@@ -225,14 +235,14 @@ class WorkerStats:
     batches: list[int] = field(default_factory=list)
 
 
-class Worker:
+class Worker(Generic[RequestT]):
     """Claims and runs jobs until stopped. See the module docstring for the life of a job."""
 
     def __init__(
         self,
-        source: JobSource,
+        source: JobSource[RequestT],
         images: ImageSink,
-        generator: Generator,
+        generator: Generator[RequestT],
         settings: QueueSettings,
         *,
         worker_id: str | None = None,
@@ -325,7 +335,7 @@ class Worker:
 
     # -- one job or batch ---------------------------------------------------------------------
 
-    async def _process(self, jobs: list[ClaimedJobLike]) -> None:
+    async def _process(self, jobs: list[ClaimedJobLike[RequestT]]) -> None:
         controls = [JobControl(job) for job in jobs]
         run = asyncio.create_task(self._generate(jobs, controls), name=f"generate:{jobs[0].id}")
         keeper = asyncio.create_task(self._keep_leases(jobs, controls), name=f"lease:{jobs[0].id}")
@@ -347,7 +357,7 @@ class Worker:
             await self._record_failure(jobs, controls, error)
 
     async def _generate(
-        self, jobs: list[ClaimedJobLike], controls: list[JobControl]
+        self, jobs: list[ClaimedJobLike[RequestT]], controls: list[JobControl]
     ) -> Sequence[WorkResult]:
         if len(jobs) == 1:
             return [await self.generator.run(jobs[0], controls[0])]
@@ -385,7 +395,7 @@ class Worker:
 
     async def _abandon(
         self,
-        jobs: list[ClaimedJobLike],
+        jobs: list[ClaimedJobLike[RequestT]],
         controls: list[JobControl],
         run: asyncio.Task[Sequence[WorkResult]],
     ) -> None:
@@ -400,7 +410,10 @@ class Worker:
         await _cancel_and_wait(run, errors_expected=True)
 
     async def _finish(
-        self, jobs: list[ClaimedJobLike], controls: list[JobControl], results: Sequence[WorkResult]
+        self,
+        jobs: list[ClaimedJobLike[RequestT]],
+        controls: list[JobControl],
+        results: Sequence[WorkResult],
     ) -> None:
         for job, control, result in zip(jobs, controls, results, strict=True):
             if control.reason == LEASE_LOST:
@@ -427,7 +440,7 @@ class Worker:
                 self.stats.succeeded += 1
 
     async def _record_failure(
-        self, jobs: list[ClaimedJobLike], controls: list[JobControl], error: BaseException
+        self, jobs: list[ClaimedJobLike[RequestT]], controls: list[JobControl], error: BaseException
     ) -> None:
         cancelled = isinstance(error, JobCancelledError)
         for job, control in zip(jobs, controls, strict=True):
@@ -454,7 +467,9 @@ class Worker:
                 self.source.fail(job.id, job.lease_token, error=text, retryable=retryable),
             )
 
-    async def _report(self, job: ClaimedJobLike, what: str, call: Awaitable[object]) -> bool:
+    async def _report(
+        self, job: ClaimedJobLike[object], what: str, call: Awaitable[object]
+    ) -> bool:
         """Tell the ledger; a lost lease is expected after a stall, anything else is logged."""
         try:
             await call
@@ -471,7 +486,9 @@ class Worker:
 
     # -- the lease keeper -------------------------------------------------------------------------
 
-    async def _keep_leases(self, jobs: list[ClaimedJobLike], controls: list[JobControl]) -> None:
+    async def _keep_leases(
+        self, jobs: list[ClaimedJobLike[RequestT]], controls: list[JobControl]
+    ) -> None:
         """Heartbeat every ``heartbeat_seconds``, write progress at most every
         ``progress_interval_seconds`` (a progress write also extends the lease), relay cancels."""
         heartbeat = self.settings.heartbeat_seconds
@@ -516,7 +533,7 @@ class Worker:
                     control.cancel(CANCEL_REQUESTED)
 
     async def _write_progress(
-        self, job: ClaimedJobLike, progress: tuple[int, int, bytes | None]
+        self, job: ClaimedJobLike[object], progress: tuple[int, int, bytes | None]
     ) -> LeaseReply:
         step, total, preview = progress
         ref = None
@@ -527,7 +544,7 @@ class Worker:
         )
 
 
-async def _cancel_and_wait(task: asyncio.Task[Any], *, errors_expected: bool = False) -> None:
+async def _cancel_and_wait(task: asyncio.Task[object], *, errors_expected: bool = False) -> None:
     """Cancel an owned task and wait for it, re-raising only our own cancellation."""
     if not task.done():
         task.cancel()

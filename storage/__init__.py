@@ -5,12 +5,14 @@ Public entry points (the composition root wires them; nothing here imports ``gen
 - ``Database`` (engine and units of work) and ``upgrade``/``upgrade_sync`` (migrations);
 - ``JobQueue`` (every job transition), ``QuotaService``, ``DeliveryLedger``, ``PreferenceStore``;
 - ``ImageStore``/``FileImageStore``; ``audit``; the frozen types in ``storage.types``;
+- ``RequestCodec``: how the queue and the delivery ledger store the caller's request type
+  (``JSON_CODEC``, the default, keeps plain JSON objects);
 - errors under ``StorageError``.
 """
 
 from storage.audit import audit
 from storage.db import Database
-from storage.delivery import DeliveryLedger
+from storage.delivery_ledger import DeliveryLedger
 from storage.errors import (
     DeliveryClaimLost,
     IllegalTransition,
@@ -21,6 +23,7 @@ from storage.errors import (
     QueueFullError,
     QuotaExceededError,
     StorageError,
+    UndecodableRequest,
 )
 from storage.images import FileImageStore, ImageStore
 from storage.migrate import current_revision, head_revision, upgrade, upgrade_sync
@@ -29,6 +32,7 @@ from storage.queue import JobQueue
 from storage.quota import QuotaService
 from storage.quota_policy import estimate_seconds
 from storage.types import (
+    JSON_CODEC,
     AuditReport,
     ClaimedJob,
     Heartbeat,
@@ -43,9 +47,11 @@ from storage.types import (
     QueueStats,
     QuotaOverride,
     QuotaReadout,
+    RequestCodec,
 )
 
 __all__ = [
+    "JSON_CODEC",
     "AuditReport",
     "ClaimedJob",
     "Database",
@@ -75,7 +81,9 @@ __all__ = [
     "QuotaOverride",
     "QuotaReadout",
     "QuotaService",
+    "RequestCodec",
     "StorageError",
+    "UndecodableRequest",
     "audit",
     "current_revision",
     "estimate_seconds",

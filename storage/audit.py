@@ -57,9 +57,9 @@ async def audit(db: Database) -> AuditReport:
             )
         }
         violations: list[str] = []
-        by_status: Counter[str] = Counter()
+        by_status: Counter[JobStatus] = Counter()
         for job in jobs:
-            by_status[job["status"]] += 1
+            by_status[JobStatus(job["status"])] += 1
             violations.extend(_check_job(job, lines.pop(job["id"], {})))
         for job_id in lines:
             violations.append(f"ledger lines for unknown job {job_id}")

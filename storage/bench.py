@@ -28,7 +28,7 @@ from storage.migrate import upgrade
 from storage.models import DELIVERIES, GUILD_ACCOUNTS, JOBS, LEDGER, MODE_STATS, USER_ACCOUNTS
 from storage.queue import JobQueue
 from storage.quota import QuotaService
-from storage.types import NewJob, Owner
+from storage.types import JobKind, NewJob, Owner
 
 #: Owner ids far from any real Discord snowflake, so bench rows are easy to recognise.
 BENCH_USER_BASE = 1_000
@@ -125,7 +125,7 @@ async def _run(db: Database, jobs: int, workers: int, users: int) -> BenchRow:
     for n in range(jobs):
         owner = Owner(BENCH_USER_BASE + n % users, None, None)
         job = NewJob(
-            kind="imagine", request={"prompt": f"bench {n}"}, mode="fast", estimated_cost=1
+            kind=JobKind.IMAGINE, request={"prompt": f"bench {n}"}, mode="fast", estimated_cost=1
         )
         started = time.perf_counter()
         await queue.enqueue(owner, job)

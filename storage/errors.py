@@ -102,6 +102,17 @@ class LeaseLost(StorageError):
         super().__init__(f"lease on job {job_id} lost: {detail}")
 
 
+class UndecodableRequest(StorageError):
+    """A job's stored request cannot be decoded by the service's codec (a corrupt row, or a
+    format older than the code). Claiming such a job fails it, refunded, instead of running it;
+    reading it by id raises this; listings leave it out."""
+
+    def __init__(self, job_id: str, detail: str) -> None:
+        self.job_id = job_id
+        self.detail = detail
+        super().__init__(f"job `{job_id}` has a stored request this version cannot read")
+
+
 class DeliveryClaimLost(StorageError):
     """Another bot process claimed this result's delivery; this one must not post it."""
 

@@ -7,7 +7,9 @@ async sessions cannot lazy-load, and ORM objects must never leak past a unit of 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -68,7 +70,7 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 BigKey = BigInteger().with_variant(Integer(), "sqlite")
 
 
-def _in(column: str, values: Any) -> str:
+def _in(column: str, values: Iterable[StrEnum]) -> str:
     return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
 
 
@@ -139,7 +141,7 @@ class Job(Base):
     )
 
 
-class Delivery(Base):
+class DeliveryRecord(Base):
     """Posting state of a job's message, apart from its generation state."""
 
     __tablename__ = "deliveries"
@@ -262,7 +264,7 @@ class Meta(Base):
 
 
 JOBS = cast(Table, Job.__table__)
-DELIVERIES = cast(Table, Delivery.__table__)
+DELIVERIES = cast(Table, DeliveryRecord.__table__)
 USER_ACCOUNTS = cast(Table, UserAccount.__table__)
 GUILD_ACCOUNTS = cast(Table, GuildAccount.__table__)
 QUOTA_OVERRIDES = cast(Table, QuotaOverrideRow.__table__)

@@ -17,6 +17,12 @@ Every transition is one write unit of work whose row lookup is guarded by the ex
 (and, for a worker's calls, the lease token), so a late or duplicate call changes nothing.
 Lease times come from this process's clock: hosts sharing a PostgreSQL queue need synchronised
 clocks (NTP), which the lease lengths (tens of seconds) make an easy requirement.
+
+Requests are stored as JSON through the queue's codec and come back decoded in every view. A
+stored request the codec cannot decode (a corrupt row, an older format) never reaches a worker:
+claiming it fails the job (not retryable, refunded). ``get``/``require`` raise
+``UndecodableRequest`` for it, listings leave it out, and a transition on it commits before its
+view is built, then raises ``UndecodableRequest``.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, overload
 
 from sqlalchemy import ColumnElement, and_, func, insert, select, true, update
 from sqlalchemy.engine import RowMapping
@@ -32,7 +38,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.settings import QueueSettings
 from storage.db import Database
-from storage.errors import IllegalTransition, JobNotFound, LeaseLost, QueueFullError
+from storage.errors import (
+    IllegalTransition,
+    JobNotFound,
+    LeaseLost,
+    QueueFullError,
+    UndecodableRequest,
+)
 from storage.estimates import (
     active_workers,
     jobs_ahead,
@@ -46,6 +58,7 @@ from storage.scheduler import claim_one
 from storage.sql import lock_user, utc_now
 from storage.types import (
     ACTIVE_STATUSES,
+    JSON_CODEC,
     ClaimedJob,
     Heartbeat,
     JobKind,
@@ -56,10 +69,12 @@ from storage.types import (
     QueuePlace,
     QueueStats,
     QuotaReadout,
+    RequestCodec,
+    RequestT,
     new_job_id,
     to_ms,
 )
-from storage.views import claimed_job, job_view, job_view_select
+from storage.views import claimed_job, job_view, job_view_select, job_views
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +87,42 @@ ESTIMATE_CACHE_SECONDS = 5.0
 MAX_ERROR_CHARS = 2000
 
 
-class JobQueue:
+class JobQueue(Generic[RequestT]):
     """Enqueue, claim, lease, finish and inspect jobs; every method is one unit of work.
 
-    ``on_new_work`` is called (in this process) after a commit makes a job claimable, so an
-    in-process worker wakes at once; other processes find it within ``poll_seconds``.
+    ``codec`` turns the caller's requests into the stored JSON and back (the JSON objects
+    themselves when none is given). ``on_new_work`` is called (in this process) after a commit
+    makes a job claimable, so an in-process worker wakes at once; other processes find it within
+    ``poll_seconds``.
 
     ``_unsafe_skip_lease_check`` exists only so the crash test can prove it catches a queue that
     accepts completions from workers whose lease is gone. Never set it anywhere else.
     """
+
+    @overload
+    def __init__(
+        self: JobQueue[dict[str, Any]],
+        db: Database,
+        settings: QueueSettings,
+        quota: QuotaService,
+        *,
+        clock: Clock = ...,
+        on_new_work: Callable[[], None] | None = ...,
+        _unsafe_skip_lease_check: bool = ...,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        db: Database,
+        settings: QueueSettings,
+        quota: QuotaService,
+        *,
+        codec: RequestCodec[RequestT],
+        clock: Clock = ...,
+        on_new_work: Callable[[], None] | None = ...,
+        _unsafe_skip_lease_check: bool = ...,
+    ) -> None: ...
 
     def __init__(
         self,
@@ -88,10 +130,13 @@ class JobQueue:
         settings: QueueSettings,
         quota: QuotaService,
         *,
+        # Any only here: the overloads tie a missing codec to JobQueue[dict[str, Any]].
+        codec: RequestCodec[Any] = JSON_CODEC,
         clock: Clock = utc_now,
         on_new_work: Callable[[], None] | None = None,
         _unsafe_skip_lease_check: bool = False,
     ) -> None:
+        self.codec: RequestCodec[RequestT] = codec
         self.db = db
         self.settings = settings
         self.quota = quota
@@ -106,13 +151,15 @@ class JobQueue:
 
     # -- enqueue ----------------------------------------------------------------------------
 
-    async def enqueue(self, owner: Owner, job: NewJob, *, role_ids: Sequence[int] = ()) -> JobView:
+    async def enqueue(
+        self, owner: Owner, job: NewJob[RequestT], *, role_ids: Sequence[int] = ()
+    ) -> JobView[RequestT]:
         """Queue one job, reserving its estimated cost; see ``enqueue_many``."""
         return (await self.enqueue_many(owner, [job], role_ids=role_ids))[0]
 
     async def enqueue_many(
-        self, owner: Owner, jobs: Sequence[NewJob], *, role_ids: Sequence[int] = ()
-    ) -> list[JobView]:
+        self, owner: Owner, jobs: Sequence[NewJob[RequestT]], *, role_ids: Sequence[int] = ()
+    ) -> list[JobView[RequestT]]:
         """Queue jobs all together or not at all (e.g. the permutations of one prompt).
 
         Under the owner's account lock, in one transaction: the waiting-jobs cap
@@ -123,13 +170,14 @@ class JobQueue:
         if not jobs:
             return []
         for job in jobs:
-            JobKind(job.kind)  # raises ValueError naming the bad kind
+            JobKind(job.kind)  # an untyped caller's bad kind: ValueError naming it
             if not job.mode:
                 raise ValueError("a job needs a mode")
         now = self.clock()
         specs = [(new_job_id(), job, to_ms(job.estimated_cost)) for job in jobs]
+        stored = {job_id: self.codec.encode(job.request) for job_id, job, _ in specs}
 
-        async def work(session: AsyncSession) -> list[JobView]:
+        async def work(session: AsyncSession) -> list[JobView[RequestT]]:
             await lock_user(session, owner.user_id, now)
             waiting = await self._count(session, owner.user_id, JobStatus.QUEUED)
             cap = self.settings.max_queued_per_user
@@ -141,7 +189,8 @@ class JobQueue:
             needed = sum(ms for _, _, ms in specs)
             allowance = await self.quota.check_room(session, owner, needed, role_ids, now)
             rows = [
-                self._new_row(job_id, owner, job, ms, allowance, now) for job_id, job, ms in specs
+                self._new_row(job_id, owner, job, stored[job_id], ms, allowance, now)
+                for job_id, job, ms in specs
             ]
             await session.execute(insert(JOBS), rows)
             await session.execute(
@@ -162,7 +211,8 @@ class JobQueue:
             )
             ids = [job_id for job_id, _, _ in specs]
             result = await session.execute(job_view_select().where(JOBS.c.id.in_(ids)))
-            views = {v.id: v for v in map(job_view, result.mappings())}
+            # Decoding what was just encoded: a codec that cannot round-trip queues nothing.
+            views = {v.id: v for v in (job_view(r, self.codec) for r in result.mappings())}
             return [views[job_id] for job_id in ids]
 
         views = await self.db.write(work)
@@ -170,17 +220,25 @@ class JobQueue:
         return views
 
     def _new_row(
-        self, job_id: str, owner: Owner, job: NewJob, ms: int, allowance: int, now: datetime
+        self,
+        job_id: str,
+        owner: Owner,
+        job: NewJob[RequestT],
+        request: dict[str, Any],
+        ms: int,
+        allowance: int,
+        now: datetime,
     ) -> dict[str, Any]:
-        priority = job.priority if job.priority is not None else JobKind(job.kind).default_priority
+        kind = JobKind(job.kind)
+        priority = job.priority if job.priority is not None else kind.default_priority
         return {
             "id": job_id,
-            "kind": job.kind,
+            "kind": kind.value,
             "parent_id": job.parent_id,
             "owner_id": owner.user_id,
             "guild_id": owner.guild_id,
             "channel_id": owner.channel_id,
-            "request": dict(job.request),
+            "request": request,
             "mode": job.mode,
             "batch_key": job.batch_key,
             "priority": priority,
@@ -198,23 +256,26 @@ class JobQueue:
 
     # -- claiming -----------------------------------------------------------------------------
 
-    async def claim_next(self, worker_id: str) -> ClaimedJob | None:
+    async def claim_next(self, worker_id: str) -> ClaimedJob[RequestT] | None:
         """Atomically take the next job by fair order (see ``storage.scheduler``), or None."""
         jobs = await self._claim(worker_id, 1)
         return jobs[0] if jobs else None
 
-    async def claim_batch(self, worker_id: str, max_batch: int | None = None) -> list[ClaimedJob]:
+    async def claim_batch(
+        self, worker_id: str, max_batch: int | None = None
+    ) -> list[ClaimedJob[RequestT]]:
         """The next job plus up to ``max_batch - 1`` queued jobs with the same batch key.
 
         Partners are picked in the same fair order and under the same per-user running cap, all
         in one transaction; each gets its own lease. Jobs with an empty batch key run alone.
+        Jobs whose stored request cannot be decoded are failed on the way (see the module).
         """
         return await self._claim(worker_id, max_batch or self.settings.max_batch)
 
-    async def _claim(self, worker_id: str, limit: int) -> list[ClaimedJob]:
+    async def _claim(self, worker_id: str, limit: int) -> list[ClaimedJob[RequestT]]:
         now = self.clock()
 
-        async def work(session: AsyncSession) -> list[ClaimedJob]:
+        async def work(session: AsyncSession) -> list[ClaimedJob[RequestT]]:
             first = await self._claim_one(session, worker_id, now, batch_key=None)
             if first is None:
                 return []
@@ -230,16 +291,32 @@ class JobQueue:
 
     async def _claim_one(
         self, session: AsyncSession, worker_id: str, now: datetime, batch_key: str | None
-    ) -> ClaimedJob | None:
-        row = await claim_one(
-            session,
-            worker_id=worker_id,
-            now=now,
-            lease=self._lease,
-            max_running=self.settings.max_running_per_user,
-            batch_key=batch_key,
-        )
-        return None if row is None else claimed_job(row)
+    ) -> ClaimedJob[RequestT] | None:
+        while True:
+            row = await claim_one(
+                session,
+                worker_id=worker_id,
+                now=now,
+                lease=self._lease,
+                max_running=self.settings.max_running_per_user,
+                batch_key=batch_key,
+            )
+            if row is None:
+                return None
+            try:
+                return claimed_job(row, self.codec)
+            except UndecodableRequest as exc:
+                await self._fail_undecodable(session, row, now, exc)
+
+    async def _fail_undecodable(
+        self, session: AsyncSession, job: RowMapping, now: datetime, exc: UndecodableRequest
+    ) -> None:
+        """A claimed job no worker could run: failed for good and refunded, like a worker's
+        non-retryable failure, so it neither blocks the queue nor reaches a worker."""
+        log.warning("job %s failed at claim: %s (%s)", job["id"], exc, exc.detail)
+        error = f"its stored request cannot be read: {' '.join(exc.detail.split())}"
+        await self.quota.refund(session, job, now, JobStatus.FAILED.value)
+        await self._finish(session, job, JobStatus.FAILED, now, error=error[:MAX_ERROR_CHARS])
 
     # -- the lease holder's calls ---------------------------------------------------------------
 
@@ -285,7 +362,7 @@ class JobQueue:
 
     async def complete(
         self, job_id: str, lease_token: str, *, result_refs: Sequence[str], gpu_seconds: float
-    ) -> JobView:
+    ) -> JobView[RequestT]:
         """Finish a job with its images, charging the measured GPU-seconds.
 
         Accepted only from the holder of the current lease; anyone else gets LeaseLost and
@@ -296,7 +373,7 @@ class JobQueue:
         now = self.clock()
         measured = to_ms(gpu_seconds)
 
-        async def work(session: AsyncSession) -> JobView:
+        async def work(session: AsyncSession) -> RowMapping:
             guard = JOBS.c.id == job_id
             if not self._unsafe_skip_lease_check:
                 guard = self._held(job_id, lease_token)
@@ -305,10 +382,10 @@ class JobQueue:
                 existing = await self._lock(session, JOBS.c.id == job_id)
                 if (
                     existing is not None
-                    and existing["status"] == JobStatus.SUCCEEDED
+                    and JobStatus(existing["status"]) is JobStatus.SUCCEEDED
                     and existing["lease_token"] == lease_token
                 ):
-                    return await self._view(session, job_id)
+                    return await self._row(session, job_id)
                 raise await self._lease_error(session, job_id, lease_token)
             if job["cancel_requested"]:
                 await self._cancel_running(session, job, now, gpu_ms=measured)
@@ -324,17 +401,19 @@ class JobQueue:
                     result_refs=list(result_refs),
                 )
                 await record_throughput(session, job["mode"], gpu_seconds, now)
-            return await self._view(session, job_id)
+            return await self._row(session, job_id)
 
-        return await self.db.write(work)
+        return self._decoded(await self.db.write(work))
 
-    async def fail(self, job_id: str, lease_token: str, *, error: str, retryable: bool) -> JobView:
+    async def fail(
+        self, job_id: str, lease_token: str, *, error: str, retryable: bool
+    ) -> JobView[RequestT]:
         """A job's attempt failed. Retryable errors go back to the queue (with backoff) until
         ``max_attempts``, then the job is dead; others fail at once. Refunds on every end."""
         now = self.clock()
         error = error[:MAX_ERROR_CHARS]
 
-        async def work(session: AsyncSession) -> JobView:
+        async def work(session: AsyncSession) -> RowMapping:
             job = await self._lock(session, self._held(job_id, lease_token))
             if job is None:
                 raise await self._lease_error(session, job_id, lease_token)
@@ -348,18 +427,18 @@ class JobQueue:
                 status = JobStatus.DEAD if retryable else JobStatus.FAILED
                 await self.quota.refund(session, job, now, status.value)
                 await self._finish(session, job, status, now, error=error)
-            return await self._view(session, job_id)
+            return await self._row(session, job_id)
 
-        view = await self.db.write(work)
-        if view.status == JobStatus.QUEUED:
+        row = await self.db.write(work)
+        if JobStatus(row["status"]) is JobStatus.QUEUED:
             self._notify()
-        return view
+        return self._decoded(row)
 
-    async def release(self, job_id: str, lease_token: str) -> JobView:
+    async def release(self, job_id: str, lease_token: str) -> JobView[RequestT]:
         """Give a running job back at once (worker shutdown); the attempt does not count."""
         now = self.clock()
 
-        async def work(session: AsyncSession) -> JobView:
+        async def work(session: AsyncSession) -> RowMapping:
             job = await self._lock(session, self._held(job_id, lease_token))
             if job is None:
                 raise await self._lease_error(session, job_id, lease_token)
@@ -367,11 +446,11 @@ class JobQueue:
                 await self._cancel_running(session, job, now)
             else:
                 await self._requeue(session, job, now, attempts=job["attempts"] - 1)
-            return await self._view(session, job_id)
+            return await self._row(session, job_id)
 
-        view = await self.db.write(work)
+        row = await self.db.write(work)
         self._notify()
-        return view
+        return self._decoded(row)
 
     async def reclaim_expired(self) -> list[str]:
         """Put jobs whose lease expired (their worker died or hung) back in the queue, or make
@@ -419,19 +498,19 @@ class JobQueue:
 
     # -- user and admin actions -----------------------------------------------------------------
 
-    async def cancel(self, job_id: str) -> JobView:
+    async def cancel(self, job_id: str) -> JobView[RequestT]:
         """Cancel a job: a queued one at once (refunded); a running one is flagged and its
         worker stops within a step. Raises IllegalTransition for finished jobs."""
         now = self.clock()
 
-        async def work(session: AsyncSession) -> JobView:
+        async def work(session: AsyncSession) -> RowMapping:
             job = await self._lock(session, JOBS.c.id == job_id)
             if job is None:
                 raise JobNotFound(job_id)
             await self._cancel_locked(session, job, now)
-            return await self._view(session, job_id)
+            return await self._row(session, job_id)
 
-        return await self.db.write(work)
+        return self._decoded(await self.db.write(work))
 
     async def cancel_for_user(self, user_id: int) -> int:
         """Cancel all of a user's queued and running jobs; returns how many."""
@@ -457,11 +536,11 @@ class JobQueue:
         return await self.db.write(work)
 
     async def _cancel_locked(self, session: AsyncSession, job: RowMapping, now: datetime) -> None:
-        status = job["status"]
-        if status == JobStatus.QUEUED:
+        status = JobStatus(job["status"])
+        if status is JobStatus.QUEUED:
             await self.quota.refund(session, job, now, "cancelled")
             await self._finish(session, job, JobStatus.CANCELLED, now)
-        elif status == JobStatus.RUNNING:
+        elif status is JobStatus.RUNNING:
             await session.execute(
                 update(JOBS)
                 .where(JOBS.c.id == job["id"], JOBS.c.status == JobStatus.RUNNING)
@@ -470,37 +549,38 @@ class JobQueue:
         else:
             raise IllegalTransition(job["id"], "cancelled", status)
 
-    async def block(self, job_id: str, reason: str) -> JobView:
+    async def block(self, job_id: str, reason: str) -> JobView[RequestT]:
         """Stop a queued or running job for moderation reasons; its reservation is refunded and
         a running worker loses its lease at its next heartbeat."""
         now = self.clock()
 
-        async def work(session: AsyncSession) -> JobView:
+        async def work(session: AsyncSession) -> RowMapping:
             job = await self._lock(session, JOBS.c.id == job_id)
             if job is None:
                 raise JobNotFound(job_id)
-            if job["status"] not in ACTIVE_STATUSES:
-                raise IllegalTransition(job_id, "blocked", job["status"])
+            status = JobStatus(job["status"])
+            if status not in ACTIVE_STATUSES:
+                raise IllegalTransition(job_id, "blocked", status)
             await self.quota.refund(session, job, now, "blocked")
             await self._finish(session, job, JobStatus.BLOCKED, now, error=reason[:MAX_ERROR_CHARS])
-            return await self._view(session, job_id)
+            return await self._row(session, job_id)
 
-        return await self.db.write(work)
+        return self._decoded(await self.db.write(work))
 
     # -- reading ---------------------------------------------------------------------------------
 
-    async def get(self, job_id: str) -> JobView | None:
-        """The job, or None if there is no such job."""
+    async def get(self, job_id: str) -> JobView[RequestT] | None:
+        """The job, or None if there is no such job. Raises UndecodableRequest."""
 
-        async def work(session: AsyncSession) -> JobView | None:
+        async def work(session: AsyncSession) -> RowMapping | None:
             row = (await session.execute(job_view_select().where(JOBS.c.id == job_id))).mappings()
-            first = row.first()
-            return None if first is None else job_view(first)
+            return row.first()
 
-        return await self.db.read(work)
+        row = await self.db.read(work)
+        return None if row is None else self._decoded(row)
 
-    async def require(self, job_id: str) -> JobView:
-        """The job; raises JobNotFound."""
+    async def require(self, job_id: str) -> JobView[RequestT]:
+        """The job; raises JobNotFound (or UndecodableRequest)."""
         view = await self.get(job_id)
         if view is None:
             raise JobNotFound(job_id)
@@ -508,10 +588,10 @@ class JobQueue:
 
     async def list_for_user(
         self, user_id: int, *, active_only: bool = False, limit: int = 25
-    ) -> list[JobView]:
-        """The user's jobs, newest first."""
+    ) -> list[JobView[RequestT]]:
+        """The user's jobs, newest first (leaving out any whose request cannot be decoded)."""
 
-        async def work(session: AsyncSession) -> list[JobView]:
+        async def work(session: AsyncSession) -> list[JobView[RequestT]]:
             stmt = (
                 job_view_select()
                 .where(JOBS.c.owner_id == user_id)
@@ -520,7 +600,7 @@ class JobQueue:
             )
             if active_only:
                 stmt = stmt.where(JOBS.c.status.in_(ACTIVE_STATUSES))
-            return [job_view(r) for r in (await session.execute(stmt)).mappings()]
+            return job_views((await session.execute(stmt)).mappings(), self.codec)
 
         return await self.db.read(work)
 
@@ -554,15 +634,16 @@ class JobQueue:
                 raise JobNotFound(job_id)
             averages, workers = await self._estimates_cached(session)
             per_job = averages.get(job["mode"], job["estimated_ms"] / 1000)
-            if job["status"] == JobStatus.RUNNING:
+            status = JobStatus(job["status"])
+            if status is JobStatus.RUNNING:
                 elapsed = (self.clock() - job["started_at"]).total_seconds()
-                return QueuePlace(job_id, job["status"], 0, max(0.0, per_job - elapsed))
-            if job["status"] != JobStatus.QUEUED:
-                return QueuePlace(job_id, job["status"], 0, 0.0)
+                return QueuePlace(job_id, status, 0, max(0.0, per_job - elapsed))
+            if status is not JobStatus.QUEUED:
+                return QueuePlace(job_id, status, 0, 0.0)
             groups = await waiting_groups(session, job["priority"], job["seq"])
             ahead = jobs_ahead(groups, job["owner_id"], job["priority"], job["seq"])
             eta = (ahead + 1) * per_job / max(1, workers)
-            return QueuePlace(job_id, job["status"], ahead + 1, eta)
+            return QueuePlace(job_id, status, ahead + 1, eta)
 
         return await self.db.read(work)
 
@@ -588,7 +669,7 @@ class JobQueue:
 
         async def work(session: AsyncSession) -> QueueStats:
             counts = {
-                status: int(n)
+                JobStatus(status): int(n)
                 for status, n in (
                     await session.execute(
                         select(JOBS.c.status, func.count()).group_by(JOBS.c.status)
@@ -641,12 +722,13 @@ class JobQueue:
         ).first()
         if row is None:
             return JobNotFound(job_id)
-        if row.status != JobStatus.RUNNING:
-            return LeaseLost(job_id, f"the job is {row.status}")
+        status = JobStatus(row.status)
+        if status is not JobStatus.RUNNING:
+            return LeaseLost(job_id, f"the job is {status}")
         return LeaseLost(job_id, f"the lease now belongs to worker {row.worker_id}")
 
     async def _cancel_running(
-        self, session: AsyncSession, job: RowMapping, now: datetime, **finish: Any
+        self, session: AsyncSession, job: RowMapping, now: datetime, **finish: object
     ) -> None:
         """A running job whose owner cancelled it ends cancelled, whatever its worker reports,
         and is refunded in full."""
@@ -659,7 +741,7 @@ class JobQueue:
         job: RowMapping,
         status: JobStatus,
         now: datetime,
-        **values: Any,
+        **values: object,
     ) -> None:
         """Move a locked job to a terminal status. The lease token stays for idempotent
         retries of ``complete``; the expiry goes so nothing treats it as a live lease."""
@@ -701,9 +783,14 @@ class JobQueue:
             .values(**values)
         )
 
-    async def _view(self, session: AsyncSession, job_id: str) -> JobView:
+    async def _row(self, session: AsyncSession, job_id: str) -> RowMapping:
+        """The job's row for its view. Transitions decode it after their commit, so a request
+        that cannot be decoded never rolls a transition back."""
         row = (await session.execute(job_view_select().where(JOBS.c.id == job_id))).mappings()
-        return job_view(row.one())
+        return row.one()
+
+    def _decoded(self, row: RowMapping) -> JobView[RequestT]:
+        return job_view(row, self.codec)
 
     async def _count(self, session: AsyncSession, user_id: int, status: JobStatus) -> int:
         stmt = select(func.count()).where(JOBS.c.owner_id == user_id, JOBS.c.status == status)

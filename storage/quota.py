@@ -148,7 +148,7 @@ class QuotaService:
                     job_id=r["job_id"],
                     user_id=r["user_id"],
                     guild_id=r["guild_id"],
-                    kind=r["kind"],
+                    kind=LedgerKind(r["kind"]),
                     amount=to_seconds(r["amount_ms"]),
                     created_at=r["created_at"],
                     note=r["note"],

@@ -32,11 +32,11 @@ def guild_allowance_ms(settings: QuotaSettings) -> int | None:
     return to_ms(settings.guild_daily_gpu_seconds)
 
 
-def estimate_seconds(settings: QuotaSettings, kind: str, mode: str) -> float:
+def estimate_seconds(settings: QuotaSettings, kind: JobKind, mode: str) -> float:
     """A default reservation for a job: follow-ups cost the follow-up estimate, grids by mode."""
-    if kind == JobKind.SELECT:
+    if kind is JobKind.SELECT:
         return 0.0
-    if kind == JobKind.UPSCALE:
+    if kind is JobKind.UPSCALE:
         return settings.estimate_followup_seconds
     return settings.estimate_fast_seconds if mode == "fast" else settings.estimate_quality_seconds
 

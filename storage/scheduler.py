@@ -14,7 +14,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Collection
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.engine import RowMapping
@@ -30,8 +29,8 @@ def candidate_query(
     *,
     batch_key: str | None = None,
     exclude_users: Collection[int] = (),
-) -> Select[Any]:
-    """The best claimable job, with its row locked.
+) -> Select[str, int, str]:
+    """The best claimable job (its id, owner and batch key), with its row locked.
 
     On PostgreSQL ``FOR UPDATE ... SKIP LOCKED`` makes concurrent claimers pass over each other's
     candidates instead of queueing on them. On SQLite FOR UPDATE is not rendered: the write

@@ -11,7 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final, Generic, Protocol
+
+from typing_extensions import TypeVar
 
 
 class JobStatus(StrEnum):
@@ -84,6 +86,37 @@ def to_seconds(ms: int | None) -> float:
     return (ms or 0) / 1000
 
 
+#: The type a caller's job requests have once decoded (plain JSON objects unless a codec says).
+RequestT = TypeVar("RequestT", default=dict[str, Any])
+
+
+class RequestCodec(Protocol[RequestT]):
+    """Turns the caller's request model into the JSON object the ledger stores, and back.
+
+    Storage never knows the request's type: the composition root hands ``JobQueue`` and
+    ``DeliveryLedger`` a codec, and the views they return carry decoded requests. ``decode``
+    raises ``ValueError`` (pydantic's ``ValidationError`` is one) or ``TypeError`` for data it
+    cannot read; storage turns that into ``UndecodableRequest``.
+    """
+
+    def encode(self, request: RequestT, /) -> dict[str, Any]: ...
+
+    def decode(self, data: Mapping[str, Any], /) -> RequestT: ...
+
+
+class JsonCodec:
+    """The identity codec: requests are the JSON objects themselves (storage's own tests)."""
+
+    def encode(self, request: dict[str, Any], /) -> dict[str, Any]:
+        return dict(request)
+
+    def decode(self, data: Mapping[str, Any], /) -> dict[str, Any]:
+        return dict(data)
+
+
+JSON_CODEC: Final = JsonCodec()
+
+
 @dataclass(frozen=True, slots=True)
 class Owner:
     """Who asked for a job and where: Discord snowflakes."""
@@ -94,16 +127,16 @@ class Owner:
 
 
 @dataclass(frozen=True, slots=True)
-class NewJob:
-    """One job to enqueue. ``request`` is the generation request as JSON.
+class NewJob(Generic[RequestT]):
+    """One job to enqueue. ``request`` is the caller's request, stored through the queue's codec.
 
     ``mode`` and ``batch_key`` come from the request (storage does not parse it); jobs with equal
     non-empty batch keys may run together in one batched call. ``priority`` defaults from the kind
     (higher runs first). ``estimated_cost`` is the GPU-seconds reserved against the quota.
     """
 
-    kind: str
-    request: Mapping[str, Any]
+    kind: JobKind
+    request: RequestT
     mode: str
     estimated_cost: float
     batch_key: str = ""
@@ -114,21 +147,21 @@ class NewJob:
 
 
 @dataclass(frozen=True, slots=True)
-class JobView:
+class JobView(Generic[RequestT]):
     """A job as the bot and admins see it: generation state plus its delivery columns."""
 
     id: str
-    kind: str
+    kind: JobKind
     parent_id: str | None
     owner_id: int
     guild_id: int | None
     channel_id: int | None
-    #: The generation request as JSON (GenerationRequest.from_json turns it back).
-    request: dict[str, Any]
+    #: The request, decoded by the service's codec.
+    request: RequestT
     mode: str
     batch_key: str
     priority: int
-    status: str
+    status: JobStatus
     attempts: int
     max_attempts: int
     worker_id: str | None
@@ -156,20 +189,20 @@ class JobView:
 
     @property
     def terminal(self) -> bool:
-        return JobStatus(self.status).terminal
+        return self.status.terminal
 
 
 @dataclass(frozen=True, slots=True)
-class ClaimedJob:
+class ClaimedJob(Generic[RequestT]):
     """A job handed to a worker. Only the holder of ``lease_token`` may finish it."""
 
     id: str
     lease_token: str
     lease_expires_at: datetime
-    kind: str
+    kind: JobKind
     mode: str
     batch_key: str
-    request: dict[str, Any]
+    request: RequestT
     attempts: int
     max_attempts: int
     owner_id: int
@@ -189,7 +222,7 @@ class QueuePlace:
     """Where a job stands: ``position`` is 1 for the next job to start, 0 once it has started."""
 
     job_id: str
-    status: str
+    status: JobStatus
     position: int
     eta_seconds: float
 
@@ -198,7 +231,7 @@ class QueuePlace:
 class QueueStats:
     """Counts per status, workers seen holding leases, and throughput per mode."""
 
-    counts: Mapping[str, int]
+    counts: Mapping[JobStatus, int]
     active_workers: int
     avg_gpu_seconds: Mapping[str, float]
     oldest_queued_at: datetime | None
@@ -247,7 +280,7 @@ class LedgerEntry:
     job_id: str | None
     user_id: int
     guild_id: int | None
-    kind: str
+    kind: LedgerKind
     amount: float
     created_at: datetime
     note: str | None
@@ -258,7 +291,7 @@ class AuditReport:
     """What ``audit`` found: counts, and one line per broken invariant (empty when all hold)."""
 
     jobs: int
-    by_status: Mapping[str, int]
+    by_status: Mapping[JobStatus, int]
     charged: float
     refunded: float
     violations: tuple[str, ...] = field(default=())

@@ -1,12 +1,33 @@
-"""Turning rows into the frozen views the services return."""
+"""Turning rows into the frozen views the services return: the one place where a row's status
+and kind become enums and its stored request is decoded into the caller's type.
+
+A request the codec cannot decode raises ``UndecodableRequest`` from ``job_view`` and
+``claimed_job``; ``job_views`` (the listings) leaves such jobs out and logs them, so one bad row
+never hides the others.
+"""
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.engine import RowMapping
 
+from storage.errors import UndecodableRequest
 from storage.models import DELIVERIES, JOBS
-from storage.types import ClaimedJob, JobView, to_seconds
+from storage.types import (
+    ClaimedJob,
+    JobKind,
+    JobStatus,
+    JobView,
+    RequestCodec,
+    RequestT,
+    to_seconds,
+)
+
+log = logging.getLogger(__name__)
 
 
 def job_view_select() -> Select[tuple[object, ...]]:
@@ -21,20 +42,28 @@ def job_view_select() -> Select[tuple[object, ...]]:
     ).select_from(JOBS.outerjoin(DELIVERIES, DELIVERIES.c.job_id == JOBS.c.id))
 
 
-def job_view(row: RowMapping) -> JobView:
+def decode_request(codec: RequestCodec[RequestT], job_id: str, data: Mapping[str, Any]) -> RequestT:
+    """The stored request of job ``job_id`` in the caller's type; raises UndecodableRequest."""
+    try:
+        return codec.decode(data)
+    except (ValueError, TypeError) as exc:
+        raise UndecodableRequest(job_id, str(exc)) from exc
+
+
+def job_view(row: RowMapping, codec: RequestCodec[RequestT]) -> JobView[RequestT]:
     """A JobView from a jobs row, with the delivery columns when the row has them."""
     return JobView(
         id=row["id"],
-        kind=row["kind"],
+        kind=JobKind(row["kind"]),
         parent_id=row["parent_id"],
         owner_id=row["owner_id"],
         guild_id=row["guild_id"],
         channel_id=row["channel_id"],
-        request=row["request"],
+        request=decode_request(codec, row["id"], row["request"]),
         mode=row["mode"],
         batch_key=row["batch_key"],
         priority=row["priority"],
-        status=row["status"],
+        status=JobStatus(row["status"]),
         attempts=row["attempts"],
         max_attempts=row["max_attempts"],
         worker_id=row["worker_id"],
@@ -61,15 +90,28 @@ def job_view(row: RowMapping) -> JobView:
     )
 
 
-def claimed_job(row: RowMapping) -> ClaimedJob:
+def job_views(rows: Iterable[RowMapping], codec: RequestCodec[RequestT]) -> list[JobView[RequestT]]:
+    """The views of ``rows`` in order, leaving out (and logging) jobs whose request the codec
+    cannot decode."""
+    views = []
+    for row in rows:
+        try:
+            views.append(job_view(row, codec))
+        except UndecodableRequest as exc:
+            log.warning("job %s left out of a listing: %s (%s)", exc.job_id, exc, exc.detail)
+    return views
+
+
+def claimed_job(row: RowMapping, codec: RequestCodec[RequestT]) -> ClaimedJob[RequestT]:
+    """A ClaimedJob from a just-claimed jobs row; raises UndecodableRequest."""
     return ClaimedJob(
         id=row["id"],
         lease_token=row["lease_token"],
         lease_expires_at=row["lease_expires_at"],
-        kind=row["kind"],
+        kind=JobKind(row["kind"]),
         mode=row["mode"],
         batch_key=row["batch_key"],
-        request=row["request"],
+        request=decode_request(codec, row["id"], row["request"]),
         attempts=row["attempts"],
         max_attempts=row["max_attempts"],
         owner_id=row["owner_id"],

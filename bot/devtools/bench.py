@@ -41,7 +41,7 @@ class ZeroCostGenerator:
         Image.new("RGB", (16, 16), (90, 120, 200)).save(buffer, format="PNG")
         self._png = buffer.getvalue()
 
-    async def run(self, job: ClaimedJobLike, control: JobControl) -> WorkResult:
+    async def run(self, job: ClaimedJobLike[object], control: JobControl) -> WorkResult:
         images = [OutputImage(f"{i}.png", self._png) for i in range(4)]
         return WorkResult(images=(*images, OutputImage("grid.png", self._png)), gpu_seconds=0.0)
 
@@ -269,8 +269,8 @@ async def _fire(
 
 async def bench_batching(settings: Settings, jobs: int = 16) -> str:
     """Tiny-model grids/s for a queue of compatible jobs, cross-job batching off vs on."""
-    from generation.options import parse_prompt
-    from storage.types import NewJob, Owner
+    from generation.options import parse_imagine_prompt
+    from storage.types import JobKind, NewJob, Owner
 
     rows = []
     for batching in (False, True):
@@ -301,7 +301,7 @@ async def bench_batching(settings: Settings, jobs: int = 16) -> str:
                 open_ledger(run_settings) as ledger,
                 open_worker(run_settings, ledger) as worker,
             ):
-                requests = parse_prompt(
+                requests = parse_imagine_prompt(
                     "a lighthouse at dusk --seed 1",
                     settings=run_settings.generation,
                     model="tiny",
@@ -311,8 +311,8 @@ async def bench_batching(settings: Settings, jobs: int = 16) -> str:
                     await ledger.queue.enqueue(
                         Owner(user_id=1 + number % 4),
                         NewJob(
-                            kind="imagine",
-                            request=request.to_json(),
+                            kind=JobKind.IMAGINE,
+                            request=request,
                             mode=request.mode.value,
                             estimated_cost=1.0,
                             batch_key=request.batch_key(),

@@ -16,9 +16,10 @@ from bot.services.job_cards import JobCards, Ticket
 from config.settings import Settings
 from generation.options import aspect_size
 from generation.presets import resolve_preset
+from generation.request import GenerationRequest
 from storage.preferences import PreferenceStore
 from storage.queue import JobQueue
-from storage.types import JobKind, JobStatus, JobView, QuotaReadout
+from storage.types import JobStatus, JobView, QuotaReadout
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,13 @@ class SettingsChange:
     buttons: str | None = None  # server-wide, admins only: "owner" or "anyone"
 
 
-def _line(job: JobView, position: int | None = None, eta: float | None = None) -> JobLine:
+def _line(
+    job: JobView[GenerationRequest], position: int | None = None, eta: float | None = None
+) -> JobLine:
     return JobLine(
         job_id=job.id,
-        kind=JobKind(job.kind),
-        status=JobStatus(job.status),
+        kind=job.kind,
+        status=job.status,
         guild_id=job.guild_id,
         channel_id=job.channel_id,
         message_id=job.message_id,
@@ -49,7 +52,11 @@ class AccountService:
     """A member's view of their own quota, jobs and settings, and the admins' quota overrides."""
 
     def __init__(
-        self, settings: Settings, queue: JobQueue, prefs: PreferenceStore, cards: JobCards
+        self,
+        settings: Settings,
+        queue: JobQueue[GenerationRequest],
+        prefs: PreferenceStore,
+        cards: JobCards,
     ) -> None:
         self.settings = settings
         self.queue = queue
@@ -72,7 +79,7 @@ class AccountService:
         stats = await self.queue.stats()
         lines = []
         for job in jobs:
-            if job.status == JobStatus.QUEUED:
+            if job.status is JobStatus.QUEUED:
                 place = await self.queue.place(job.id)
                 lines.append(_line(job, place.position, place.eta_seconds))
             else:

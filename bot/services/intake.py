@@ -15,12 +15,12 @@ from typing import Any, Protocol
 from bot.customid import ButtonRef
 from bot.errors import UserFacingError
 from bot.requester import Requester
-from bot.services.job_cards import JobCards, Ticket, request_of
+from bot.services.job_cards import JobCards, Ticket
 from bot.services.moderation import Moderation
 from config.settings import Settings
 from generation.errors import OptionError
 from generation.followups import followup_request, reroll_request
-from generation.options import PromptDefaults, SeedSource, parse_prompt, random_seed
+from generation.options import PromptDefaults, SeedSource, parse_imagine_prompt, random_seed
 from generation.request import GenerationRequest, Mode, Operation
 from generation.weights import check_prompt_syntax
 from storage.preferences import PreferenceStore
@@ -77,7 +77,7 @@ class JobIntake:
     def __init__(
         self,
         settings: Settings,
-        queue: JobQueue,
+        queue: JobQueue[GenerationRequest],
         prefs: PreferenceStore,
         cards: JobCards,
         moderation: Moderation,
@@ -98,7 +98,7 @@ class JobIntake:
         """Parse once, with the user's stored defaults, and check everything: nothing is
         acknowledged or queued for a prompt that fails here."""
         defaults = await self._defaults(requester.user_id)
-        requests = parse_prompt(
+        requests = parse_imagine_prompt(
             command.prompt,
             settings=self.settings.generation,
             model=self.settings.model,
@@ -119,7 +119,7 @@ class JobIntake:
             NewJob(
                 kind=admitted.kind,
                 parent_id=admitted.parent_id,
-                request=request.to_json(),
+                request=request,
                 mode=request.mode.value,
                 batch_key=request.batch_key(),
                 estimated_cost=estimate_seconds(
@@ -157,7 +157,7 @@ class JobIntake:
         if not (await self.prefs.get_user_settings(user_id)).get("remix"):
             return None
         parent = await self.queue.get(ref.job_id)
-        return None if parent is None else request_of(parent).prompt
+        return None if parent is None else parent.request.prompt
 
     async def click(
         self, requester: Requester, ref: ButtonRef, prompt: str | None = None
@@ -168,10 +168,10 @@ class JobIntake:
         parent = await self.queue.get(ref.job_id)
         if parent is None or parent.guild_id != requester.guild_id:
             raise UserFacingError("this button belongs to a job I do not know here")
-        if parent.status != JobStatus.SUCCEEDED:
+        if parent.status is not JobStatus.SUCCEEDED:
             raise UserFacingError(f"job `{parent.id}` has no images to work from ({parent.status})")
         await self._check_may_click(requester, parent)
-        new = await self._followup(requester, ref, request_of(parent), parent.id)
+        new = await self._followup(requester, ref, parent.request, parent.id)
         if prompt is not None and prompt.strip() != new.prompt:
             new = self._remixed(new, prompt)
         admitted = await self._admit(requester, [new], ref.action.spec.kind, parent_id=parent.id)
@@ -209,7 +209,9 @@ class JobIntake:
         check_prompt_syntax(text)
         return GenerationRequest.model_validate({**request.to_json(), "prompt": text})
 
-    async def _check_may_click(self, requester: Requester, parent: JobView) -> None:
+    async def _check_may_click(
+        self, requester: Requester, parent: JobView[GenerationRequest]
+    ) -> None:
         if requester.user_id == parent.owner_id or requester.is_admin:
             return
         guild = await self.prefs.get_guild_settings(requester.guild_id or 0)

@@ -17,15 +17,10 @@ from bot.render import JobCard, job_buttons, operation_title, options_summary
 from config.settings import Settings
 from generation.grid import reencode
 from generation.request import GenerationRequest
-from storage.delivery import DeliveryLedger
+from storage.delivery_ledger import DeliveryLedger
 from storage.images import ImageStore
 from storage.queue import JobQueue
 from storage.types import JobStatus, JobView
-
-
-def request_of(job: JobView) -> GenerationRequest:
-    """The job's typed request: the one place the bot decodes a stored request."""
-    return GenerationRequest.from_json(job.request)
 
 
 @dataclass(frozen=True)
@@ -56,18 +51,22 @@ class JobCards:
     """What a job's message shows, and the delivery steps, over the ledger and the images."""
 
     def __init__(
-        self, settings: Settings, queue: JobQueue, ledger: DeliveryLedger, images: ImageStore
+        self,
+        settings: Settings,
+        queue: JobQueue[GenerationRequest],
+        ledger: DeliveryLedger[GenerationRequest],
+        images: ImageStore,
     ) -> None:
         self.settings = settings
         self.queue = queue
         self.ledger = ledger
         self.images = images
 
-    async def card(self, job: JobView) -> JobCard:
+    async def card(self, job: JobView[GenerationRequest]) -> JobCard:
         """The card of ``job`` now; a queued job's card asks the queue for its position."""
-        request = request_of(job)
+        request = job.request
         position = eta = None
-        if job.status == JobStatus.QUEUED:
+        if job.status is JobStatus.QUEUED:
             place = await self.queue.place(job.id)
             position, eta = place.position, place.eta_seconds
         return JobCard(
@@ -84,7 +83,7 @@ class JobCards:
                 request.chaos,
                 request.negative_prompt,
             ),
-            status=JobStatus(job.status),
+            status=job.status,
             position=position,
             eta_seconds=eta,
             step=job.progress_step,
@@ -102,7 +101,7 @@ class JobCards:
             interaction_expires_at=token_expires_at,
         )
 
-    async def undelivered_jobs(self) -> list[JobView]:
+    async def undelivered_jobs(self) -> list[JobView[GenerationRequest]]:
         """Jobs whose message is not final: finished ones first (so a long queue never holds a
         result back), then queued and running ones, oldest first."""
         finished = await self.ledger.list_undelivered(terminal_only=True)
@@ -112,7 +111,7 @@ class JobCards:
     async def message_of(self, job_id: str) -> JobMessage:
         return await self.message_for(await self.queue.require(job_id))
 
-    async def message_for(self, job: JobView) -> JobMessage:
+    async def message_for(self, job: JobView[GenerationRequest]) -> JobMessage:
         return JobMessage(
             job_id=job.id,
             owner_id=job.owner_id,
@@ -122,7 +121,7 @@ class JobCards:
             or self.settings.generation.attachment_limit_bytes,
             terminal=job.terminal,
             card=await self.card(job),
-            buttons=job_buttons(job.id, layout_of(request_of(job).operation)),
+            buttons=job_buttons(job.id, layout_of(job.request.operation)),
             image_refs=tuple(job.result_refs),
             preview_ref=job.preview_ref,
         )

@@ -28,7 +28,9 @@ BANNED_TERMS_KEY = "banned_terms"
 class Moderation:
     """What moderators (Manage Messages) can do, and the prompt check it implies."""
 
-    def __init__(self, settings: Settings, queue: JobQueue, prefs: PreferenceStore) -> None:
+    def __init__(
+        self, settings: Settings, queue: JobQueue[GenerationRequest], prefs: PreferenceStore
+    ) -> None:
         self.settings = settings
         self.queue = queue
         self.prefs = prefs

@@ -81,7 +81,7 @@ async def test_settings_defaults_apply_and_guild_click_setting(
     assert "mode: fast" in reply.content and "aspect: 2:3" in reply.content
     handle = await emu.send_slash_command("imagine", {"prompt": "a tall tree"})
     job_id = job_id_of((await handle.wait_for_followups(1))[0])
-    request = (await runtime.ledger.queue.require(job_id)).request
+    request = (await runtime.ledger.queue.require(job_id)).request.to_json()
     assert (request["mode"], request["aspect"]) == ("fast", "2:3")
     assert request["height"] > request["width"]
 
@@ -109,7 +109,7 @@ async def test_remix_opens_an_editor_and_uses_the_new_prompt(
     submit = await emu.submit_modal(click, {field["custom_id"]: "a blue fox"})
     message = (await submit.wait_for_followups(1))[0]
     job = await runtime.ledger.queue.require(job_id_of(message))
-    assert job.request["prompt"] == "a blue fox" and job.kind == "variation"
+    assert job.request.to_json()["prompt"] == "a blue fox" and job.kind == "variation"
     await wait_final(emu, lambda m: m.id == message.id)
     emu.assert_no_violations()
 

@@ -91,7 +91,7 @@ async def test_v3_gives_a_new_grid_linked_to_its_parent(
     varied = await wait_final(emu, lambda m: "of image 3" in m.content and "U1" in labels(m))
     job = await runtime.ledger.queue.require(job_id_of(varied))
     assert job.kind == "variation" and job.parent_id == job_id_of(grid)
-    assert job.request["source"] == {"job_id": job_id_of(grid), "index": 3}
+    assert job.request.to_json()["source"] == {"job_id": job_id_of(grid), "index": 3}
     emu.assert_no_violations()
 
 
@@ -105,8 +105,8 @@ async def test_reroll_uses_a_new_seed(atelier: Atelier, emu: DiscordEmulator) ->
     old = await runtime.ledger.queue.require(job_id_of(grid))
     new = await runtime.ledger.queue.require(job_id_of(rerolled))
     assert new.kind == "reroll" and new.parent_id == old.id
-    assert new.request["seed"] != old.request["seed"]
-    assert {**new.request, "seed": 0} == {**old.request, "seed": 0}
+    assert new.request.to_json()["seed"] != old.request.to_json()["seed"]
+    assert {**new.request.to_json(), "seed": 0} == {**old.request.to_json(), "seed": 0}
 
 
 async def test_buttons_work_after_a_restart_and_commands_are_not_resynced(
@@ -276,7 +276,7 @@ async def test_quota_exceeded_and_queue_cap(atelier: Atelier, emu: DiscordEmulat
     readout = await runtime.ledger.queue.quota_readout(emu.default_user.id)
     assert (readout.reserved, readout.used) == (10, 0)
     jobs = await runtime.ledger.queue.list_for_user(emu.default_user.id)
-    assert not any("fifth" in job.request["prompt"] for job in jobs)
+    assert not any("fifth" in job.request.to_json()["prompt"] for job in jobs)
     emu.assert_no_violations()
 
 

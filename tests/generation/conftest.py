@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from config.settings import GenerationSettings, Settings
 from generation.request import GenerationRequest
+
+if TYPE_CHECKING:
+    from generation.engine import Engine
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +21,7 @@ def tiny_settings(tiny_data_dir: Path) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def engine(tiny_settings: Settings) -> Iterator[Any]:
+def engine(tiny_settings: Settings) -> Iterator[Engine]:
     """One warm tiny engine for the whole session, as a worker keeps it."""
     from generation.engine import Engine
 

@@ -63,7 +63,7 @@ class FakeGenerator:
     started: list[str] = field(default_factory=list)
     batches: list[list[str]] = field(default_factory=list)
 
-    async def run(self, job: ClaimedJobLike, control: JobControl) -> WorkResult:
+    async def run(self, job: ClaimedJobLike[Mapping[str, Any]], control: JobControl) -> WorkResult:
         self.started.append(job.id)
         prompt = str(job.request.get("prompt", ""))
         if prompt in self.crash:
@@ -102,7 +102,7 @@ class FakeBatchGenerator(FakeGenerator):
     """The same, plus ``run_batch`` (one call for jobs with equal batch keys)."""
 
     async def run_batch(
-        self, jobs: Sequence[ClaimedJobLike], controls: Sequence[JobControl]
+        self, jobs: Sequence[ClaimedJobLike[Mapping[str, Any]]], controls: Sequence[JobControl]
     ) -> Sequence[WorkResult]:
         self.batches.append([job.id for job in jobs])
         return [await self.run(job, control) for job, control in zip(jobs, controls, strict=True)]

@@ -10,12 +10,13 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.hooks import RemovableHandle
 
 from config.settings import Settings
 from generation.engine import Engine, img2img_steps
@@ -25,7 +26,7 @@ from generation.errors import (
     OutOfMemoryError,
     PromptTooLongError,
 )
-from generation.request import Mode, Operation, SourceImage
+from generation.request import GenerationRequest, Mode, Operation, SourceImage
 from generation.results import Progress
 from generation.tiling import seamless
 from tests.generation.conftest import make_request
@@ -63,7 +64,7 @@ def spy_calls(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[
     yield calls
 
 
-def _unet_forwards(engine: Engine) -> tuple[list[int], Any]:
+def _unet_forwards(engine: Engine) -> tuple[list[int], RemovableHandle]:
     counter: list[int] = []
     handle = engine.model.txt2img.unet.register_forward_hook(lambda *_: counter.append(1))
     return counter, handle
@@ -215,21 +216,24 @@ def test_seamless_unet_and_vae_wrap_around(engine: Engine) -> None:
     shifted = torch.roll(latents, shifts=(6, 4), dims=(2, 3))  # even: the UNet halves once
 
     def unet(x: torch.Tensor) -> torch.Tensor:
-        return pipe.unet(x, 500, encoder_hidden_states=text, added_cond_kwargs=added).sample
+        out = pipe.unet(x, 500, encoder_hidden_states=text, added_cond_kwargs=added)
+        sample: torch.Tensor = out.sample
+        return sample
 
     def decode(x: torch.Tensor) -> torch.Tensor:
-        return pipe.vae.decode(x).sample
+        sample: torch.Tensor = pipe.vae.decode(x).sample
+        return sample
 
     # Shifted input is another computation, equal only up to float rounding. Measured under
     # every capability: at most 1e-6 apart (UNet, outputs up to 1.3) and 9e-6 (VAE, up to
     # 4.4); with zero padding the VAE is 5.3 off.
-    close = {"atol": 1e-4, "rtol": 1e-5}
+    atol, rtol = 1e-4, 1e-5
     with torch.no_grad(), seamless(pipe.unet, pipe.vae):
         torch.testing.assert_close(
-            torch.roll(unet(latents), (6, 4), (2, 3)), unet(shifted), **close
+            torch.roll(unet(latents), (6, 4), (2, 3)), unet(shifted), atol=atol, rtol=rtol
         )
         torch.testing.assert_close(
-            torch.roll(decode(latents), (48, 32), (2, 3)), decode(shifted), **close
+            torch.roll(decode(latents), (48, 32), (2, 3)), decode(shifted), atol=atol, rtol=rtol
         )
     with torch.no_grad():  # zero padding: the picture has edges
         assert not torch.allclose(
@@ -276,7 +280,7 @@ def test_fast_mode_applies_the_lora(engine: Engine, monkeypatch: pytest.MonkeyPa
 # -- follow-ups ---------------------------------------------------------------------------------
 
 
-def _follow_up(operation: Operation, strength: float, **overrides: Any) -> Any:
+def _follow_up(operation: Operation, strength: float, **overrides: Any) -> GenerationRequest:
     return make_request(
         operation=operation,
         source=SourceImage(job_id="job-1", index=2),
@@ -395,7 +399,7 @@ def test_cancel_stops_within_one_step(engine: Engine) -> None:
 def test_out_of_memory_is_retryable_and_the_engine_survives(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def exhausted(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def exhausted(self: object, *args: object, **kwargs: object) -> NoReturn:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     with monkeypatch.context() as patch:
@@ -496,7 +500,7 @@ def test_compiled_unet_switches_modes_on_the_cpu(
     compiled.close()
 
 
-def test_token_counter_copy_matches_the_engine(engine: Any) -> None:
+def test_token_counter_copy_matches_the_engine(engine: Engine) -> None:
     from generation.errors import PromptTooLongError
 
     counter = engine.token_counter()

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from config.settings import GenerationSettings, Settings
 from generation.engine import Engine
@@ -46,10 +47,10 @@ def half_engine(request: pytest.FixtureRequest, tiny_settings: Settings) -> Iter
     engine.close()
 
 
-def _assert_real_images(images: tuple[object, ...], size: tuple[int, int]) -> None:
+def _assert_real_images(images: tuple[Image.Image, ...], size: tuple[int, int]) -> None:
     for image in images:
         pixels = np.asarray(image)
-        assert image.size == size  # type: ignore[attr-defined]
+        assert image.size == size
         assert pixels.std() > 0  # not a blank (NaN-turned-black) image
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -94,7 +93,7 @@ async def test_out_of_memory_unloads_the_others_and_tries_again(
     original = Engine.load
     failures: list[str] = []
 
-    def load(self: Engine) -> Any:
+    def load(self: Engine) -> float:
         # The third model fits only once nothing but the default is loaded.
         if self.preset.name == third and second in pool.loaded:
             failures.append(third)

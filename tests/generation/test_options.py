@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -11,7 +13,12 @@ from hypothesis import strategies as st
 from config.settings import GenerationSettings
 from generation.errors import OptionError
 from generation.followups import followup_request, reroll_request
-from generation.options import PromptDefaults, aspect_size, expand_permutations, parse_prompt
+from generation.options import (
+    PromptDefaults,
+    aspect_size,
+    expand_permutations,
+    parse_imagine_prompt,
+)
 from generation.presets import PRESETS
 from generation.request import MAX_SEED, GenerationRequest, Mode, Operation
 
@@ -22,19 +29,34 @@ def counter_seeds(start: int = 100) -> itertools.count[int]:
     return itertools.count(start)
 
 
-def parse(text: str, model: str = "sdxl", **kwargs: object) -> list[GenerationRequest]:
+def parse(
+    text: str,
+    model: str = "sdxl",
+    *,
+    gen: GenerationSettings = GEN,
+    extra_options: Mapping[str, Any] | None = None,
+    defaults: PromptDefaults | None = None,
+) -> list[GenerationRequest]:
     seeds = counter_seeds()
-    return parse_prompt(
+    return parse_imagine_prompt(
         text,
-        settings=kwargs.pop("gen", GEN),
+        settings=gen,
         model=model,
+        extra_options=extra_options,
+        defaults=defaults,
         seed_source=lambda: next(seeds),
-        **kwargs,
-    )  # type: ignore[arg-type]
+    )
 
 
-def one(text: str, model: str = "sdxl", **kwargs: object) -> GenerationRequest:
-    (request,) = parse(text, model, **kwargs)
+def one(
+    text: str,
+    model: str = "sdxl",
+    *,
+    gen: GenerationSettings = GEN,
+    extra_options: Mapping[str, Any] | None = None,
+    defaults: PromptDefaults | None = None,
+) -> GenerationRequest:
+    (request,) = parse(text, model, gen=gen, extra_options=extra_options, defaults=defaults)
     return request
 
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from generation.errors import OptionError
-from generation.weights import check_prompt_syntax, parse_prompt, plain_prompt, to_compel
+from generation.weights import check_prompt_syntax, parse_weighted_prompt, plain_prompt, to_compel
 
 
 def _compel_fragments(compel_text: str) -> list[tuple[str, float]]:
@@ -67,7 +67,7 @@ def test_blend_parts_keep_their_own_emphasis() -> None:
 
 
 def test_segments_and_plain_text() -> None:
-    segments = parse_prompt("a (cat:1.2) on a mat::2 dog::-0.5")
+    segments = parse_weighted_prompt("a (cat:1.2) on a mat::2 dog::-0.5")
     assert [segment.weight for segment in segments] == [2.0, -0.5]
     assert segments[0].plain_text == "a cat on a mat"
     assert plain_prompt("a (cat:1.2) on a mat::2 dog::-0.5") == "a cat on a mat dog"
@@ -114,11 +114,11 @@ def test_any_prompt_is_rejected_or_parsed_by_compel_with_the_same_words(prompt: 
     except OptionError:
         return
     conjunction = Compel.parse_prompt_string(compel_text)
-    words = []
+    words: list[str] = []
     for part in conjunction.prompts:
         prompts = part.prompts if hasattr(part, "weights") and hasattr(part, "prompts") else [part]
         for flat in prompts:
             words.extend(fragment.text for fragment in flat.children)
     assert "".join(words).replace(" ", "") == "".join(
-        segment.plain_text for segment in parse_prompt(prompt)
+        segment.plain_text for segment in parse_weighted_prompt(prompt)
     ).replace(" ", "").replace("\\", "")

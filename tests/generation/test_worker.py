@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from storage import (
     Database,
     FileImageStore,
     JobQueue,
+    JobStatus,
     JobView,
     LeaseLost,
     QuotaService,
@@ -56,7 +58,7 @@ class Rig:
     generator: FakeGenerator
     settings: QueueSettings
 
-    def worker(self, name: str = "w1", **overrides: Any) -> Worker:
+    def worker(self, name: str = "w1", **overrides: Any) -> Worker[dict[str, Any]]:
         settings = self.settings.model_copy(update=overrides)
         return Worker(
             self.queue,
@@ -88,7 +90,7 @@ async def rig(
 
 
 @asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[asyncio.Task[None]]:
+async def running(worker: Worker[dict[str, Any]]) -> AsyncIterator[asyncio.Task[None]]:
     """Run the worker as an owned task; stop it (gracefully) and wait for it on the way out."""
     task = asyncio.create_task(worker.run(), name=worker.worker_id)
     try:
@@ -121,7 +123,7 @@ async def test_jobs_run_end_to_end(db_url: str, tmp_path: Path) -> None:
         worker = r.worker()
         async with running(worker):
             for job_id in ids:
-                await until(lambda j=job_id: status_is(r.queue, j, "succeeded"), what=job_id)
+                await until(partial(status_is, r.queue, job_id, "succeeded"), what=job_id)
         view = await r.queue.require(ids[0])
         assert [ref.split("/")[1] for ref in view.result_refs] == [
             "a1-0.png",
@@ -203,7 +205,7 @@ async def test_poison_job_dies_while_other_users_jobs_flow(db_url: str, tmp_path
         async with running(worker):
             await until(lambda: status_is(r.queue, poison.id, "dead"), what="poison dead")
             for job_id in others:
-                await until(lambda j=job_id: status_is(r.queue, j, "succeeded"), what=job_id)
+                await until(partial(status_is, r.queue, job_id, "succeeded"), what=job_id)
         view = await r.queue.require(poison.id)
         assert view.attempts == 3 and "RuntimeError: driver crashed" in (view.error or "")
         assert generator.started.count(poison.id) == 3
@@ -218,6 +220,43 @@ async def test_permanent_generation_error_fails_at_once(db_url: str, tmp_path: P
             await until(lambda: status_is(r.queue, job.id, "failed"), what="failed")
         view = await r.queue.require(job.id)
         assert view.attempts == 1 and "wider than 4:1" in (view.error or "")
+
+
+class RejectingCodec:
+    """The JSON codec, except that it cannot read requests whose prompt is ``corrupt``."""
+
+    def encode(self, request: dict[str, Any], /) -> dict[str, Any]:
+        return dict(request)
+
+    def decode(self, data: Mapping[str, Any], /) -> dict[str, Any]:
+        if data.get("prompt") == "corrupt":
+            raise ValueError("not a request this version can read")
+        return dict(data)
+
+
+async def test_a_job_whose_request_cannot_be_decoded_never_reaches_the_generator(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with rig(db_url, tmp_path) as r:
+        bad = (await r.queue.enqueue(owner(1), new_job(prompt="corrupt"))).id
+        good = (await r.queue.enqueue(owner(2), new_job(prompt="fine"))).id
+        strict = JobQueue(
+            r.db, r.settings, QuotaService(r.db, quota_settings()), codec=RejectingCodec()
+        )
+        worker = Worker(
+            strict,
+            r.images,
+            r.generator,
+            r.settings,
+            worker_id="w1",
+            lease_lost_errors=(LeaseLost,),
+        )
+        async with running(worker):
+            await until(lambda: status_is(r.queue, good, "succeeded"), what="the readable job")
+        view = await r.queue.require(bad)
+        assert view.status == "failed" and "cannot be read" in (view.error or "")
+        assert r.generator.started == [good]
+        assert (await audit(r.db)).ok
 
 
 async def test_stop_releases_a_job_that_outlives_the_grace_period(
@@ -299,7 +338,7 @@ async def test_batching_hands_compatible_jobs_over_in_one_call(db_url: str, tmp_
         odd = (await r.queue.enqueue(owner(6), new_job(batch_key="", prompt="alone"))).id
         async with running(r.worker()):
             for job_id in [*same, odd]:
-                await until(lambda j=job_id: status_is(r.queue, j, "succeeded"), what=job_id)
+                await until(partial(status_is, r.queue, job_id, "succeeded"), what=job_id)
         assert generator.batches == [same[:4]]  # the fifth and the odd one ran alone
         assert set(generator.started) == {*same, odd}
 
@@ -316,7 +355,7 @@ async def test_many_jobs_across_two_workers_finish_exactly_once(
 
             async def all_done() -> bool:
                 stats = await r.queue.stats()
-                return stats.counts.get("succeeded", 0) == len(views)
+                return stats.counts.get(JobStatus.SUCCEEDED, 0) == len(views)
 
             await until(all_done, what="all jobs")
         assert sum(w.stats.succeeded for w in workers) == len(views)

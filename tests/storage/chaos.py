@@ -34,12 +34,14 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.settings import QueueSettings, QuotaSettings
 from storage import Database, IllegalTransition, JobQueue, NewJob, Owner, QuotaService, audit
 from storage.models import JOBS, LEDGER
-from storage.types import JobStatus, LedgerKind
+from storage.types import JobKind, JobStatus, LedgerKind
 
 GPU_SECONDS = 0.5
 
@@ -75,7 +77,7 @@ class ChaosReport:
     stale: int = 0
     cancels: int = 0
     restarts: int = 0
-    by_status: dict[str, int] = field(default_factory=dict)
+    by_status: dict[JobStatus, int] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -208,28 +210,24 @@ class Scenario:
 
     # -- database views -------------------------------------------------------------------------
 
-    async def _scalar(self, stmt: Any) -> Any:
-        async def work(session: Any) -> Any:
-            return (await session.execute(stmt)).scalar()
+    async def _count(self, stmt: Select[int]) -> int:
+        async def work(session: AsyncSession) -> int:
+            return (await session.execute(stmt)).scalar_one()
 
         return await self.db.read(work)
 
-    async def _rows(self, stmt: Any) -> list[Any]:
-        async def work(session: Any) -> list[Any]:
+    async def _rows(self, stmt: Select[tuple[object, ...]]) -> list[RowMapping]:
+        async def work(session: AsyncSession) -> list[RowMapping]:
             return list((await session.execute(stmt)).mappings().all())
 
         return await self.db.read(work)
 
     async def finished(self) -> int:
-        return int(
-            await self._scalar(
-                select(func.count()).where(
-                    JOBS.c.status.not_in([JobStatus.QUEUED, JobStatus.RUNNING])
-                )
-            )
+        return await self._count(
+            select(func.count()).where(JOBS.c.status.not_in([JobStatus.QUEUED, JobStatus.RUNNING]))
         )
 
-    async def running_jobs(self) -> list[Any]:
+    async def running_jobs(self) -> list[RowMapping]:
         return await self._rows(
             select(JOBS.c.id, JOBS.c.worker_id, JOBS.c.lease_token, JOBS.c.progress_step).where(
                 JOBS.c.status == JobStatus.RUNNING
@@ -262,7 +260,10 @@ class Scenario:
                 view = await self.queue.enqueue(
                     Owner(user, 1, 1),
                     NewJob(
-                        kind="imagine", request={"prompt": prompt}, mode="fast", estimated_cost=1.0
+                        kind=JobKind.IMAGINE,
+                        request={"prompt": prompt},
+                        mode="fast",
+                        estimated_cost=1.0,
                     ),
                 )
                 if prompt == "crash":
@@ -271,8 +272,8 @@ class Scenario:
         self.feeding_done.set()
 
     async def _room_to_feed(self) -> bool:
-        queued = await self._scalar(select(func.count()).where(JOBS.c.status == JobStatus.QUEUED))
-        return int(queued) < 30
+        queued = await self._count(select(func.count()).where(JOBS.c.status == JobStatus.QUEUED))
+        return queued < 30
 
     async def kill(self) -> None:
         for _ in range(self.cfg.kills):
@@ -306,13 +307,12 @@ class Scenario:
             self.fleet.signal(slot, signal.SIGSTOP)
             self.report.freezes += 1
 
-            async def taken_over(job: Any = job) -> bool:
+            async def taken_over(job: RowMapping = job) -> bool:
                 rows = await self._rows(
                     select(JOBS.c.status, JOBS.c.lease_token).where(JOBS.c.id == job["id"])
                 )
-                return rows[0]["status"] == JobStatus.RUNNING and (
-                    rows[0]["lease_token"] != job["lease_token"]
-                )
+                status, token = JobStatus(rows[0]["status"]), rows[0]["lease_token"]
+                return status is JobStatus.RUNNING and bool(token != job["lease_token"])
 
             wait = self.cfg.lease_seconds + self.cfg.reclaim_interval_seconds + 3.0
             if await _poll(taken_over, within=wait):

@@ -14,11 +14,12 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from config.settings import QueueSettings, QuotaSettings
-from generation.worker import Worker
+from generation.worker import ClaimedJobLike, JobControl, Worker, WorkResult
 from storage import Database, FileImageStore, JobQueue, LeaseLost, QuotaService
 from tests.generation.fake_generator import FakeGenerator
 
@@ -30,12 +31,20 @@ class PacedGenerator(FakeGenerator):
     while it is inside the generator (and not in the middle of a database transaction).
     """
 
-    def __init__(self, base_step: float, state_file: Path, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        base_step: float,
+        state_file: Path,
+        *,
+        steps: int,
+        gpu_seconds: float,
+        crash: set[str],
+    ) -> None:
+        super().__init__(steps=steps, gpu_seconds=gpu_seconds, crash=crash)
         self.base_step = base_step
         self.state_file = state_file
 
-    async def run(self, job: Any, control: Any) -> Any:
+    async def run(self, job: ClaimedJobLike[Mapping[str, Any]], control: JobControl) -> WorkResult:
         self.step_seconds = self.base_step * (0.5 + (sum(job.id.encode()) % 10) / 10)
         self.state_file.write_text(job.id)
         try:

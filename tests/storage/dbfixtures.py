@@ -28,6 +28,7 @@ from config.settings import QueueSettings, QuotaSettings
 from storage import (
     Database,
     DeliveryLedger,
+    JobKind,
     JobQueue,
     NewJob,
     Owner,
@@ -138,7 +139,6 @@ async def make_services(
     quota: QuotaSettings | None = None,
     clock: FakeClock | None = None,
     pool_size: int = 5,
-    **queue_kwargs: Any,
 ) -> Services:
     clock = clock or FakeClock()
     db = Database(url, pool_size=pool_size)
@@ -150,7 +150,6 @@ async def make_services(
         quota_service,
         clock=clock,
         on_new_work=lambda: woken.append(1),
-        **queue_kwargs,
     )
     return Services(
         db=db,
@@ -174,14 +173,14 @@ async def services(db_url: str) -> AsyncIterator[Services]:
 
 
 def new_job(
-    kind: str = "imagine",
+    kind: JobKind = JobKind.IMAGINE,
     *,
     mode: str = "fast",
     cost: float = 1.0,
     batch_key: str = "",
     parent_id: str | None = None,
     prompt: str = "a cat",
-) -> NewJob:
+) -> NewJob[dict[str, Any]]:
     return NewJob(
         kind=kind,
         request={"prompt": prompt, "mode": mode},

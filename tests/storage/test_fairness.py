@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from storage import ClaimedJob, JobStatus, audit
+from storage import ClaimedJob, JobKind, JobStatus, audit
 from tests.storage.dbfixtures import make_services, new_job, owner, queue_settings
 
 
@@ -43,8 +43,8 @@ async def test_follow_ups_jump_ahead_of_grids(db_url: str) -> None:
     s = await make_services(db_url)
     try:
         grids = [(await s.queue.enqueue(owner(u), new_job())).id for u in (1, 2, 3)]
-        select = (await s.queue.enqueue(owner(4), new_job("select", cost=0))).id
-        upscale = (await s.queue.enqueue(owner(1), new_job("upscale"))).id
+        select = (await s.queue.enqueue(owner(4), new_job(JobKind.SELECT, cost=0))).id
+        upscale = (await s.queue.enqueue(owner(1), new_job(JobKind.UPSCALE))).id
         order = []
         for _ in range(5):
             claimed = await s.queue.claim_next("w")

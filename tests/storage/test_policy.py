@@ -17,7 +17,7 @@ from storage.quota_policy import (
     estimate_seconds,
     frees_enough_at,
 )
-from storage.types import ALPHABET, JOB_ID_LENGTH, new_job_id, to_ms
+from storage.types import ALPHABET, JOB_ID_LENGTH, JobKind, new_job_id, to_ms
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -35,10 +35,10 @@ def test_estimates_by_kind_and_mode() -> None:
     settings = QuotaSettings(
         estimate_fast_seconds=2, estimate_quality_seconds=10, estimate_followup_seconds=1
     )
-    assert estimate_seconds(settings, "imagine", "fast") == 2
-    assert estimate_seconds(settings, "variation", "quality") == 10
-    assert estimate_seconds(settings, "upscale", "quality") == 1
-    assert estimate_seconds(settings, "select", "quality") == 0
+    assert estimate_seconds(settings, JobKind.IMAGINE, "fast") == 2
+    assert estimate_seconds(settings, JobKind.VARIATION, "quality") == 10
+    assert estimate_seconds(settings, JobKind.UPSCALE, "quality") == 1
+    assert estimate_seconds(settings, JobKind.SELECT, "quality") == 0
 
 
 def test_balance_and_capped_charge() -> None:

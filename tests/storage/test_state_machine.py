@@ -8,6 +8,7 @@ import pytest
 
 from storage import (
     IllegalTransition,
+    JobKind,
     JobNotFound,
     JobStatus,
     LeaseLost,
@@ -288,7 +289,7 @@ async def test_unknown_jobs(services: Services) -> None:
     with pytest.raises(JobNotFound):
         await s.queue.place("nosuchjob000")
     with pytest.raises(JobNotFound):
-        await s.queue.enqueue(owner(), new_job("upscale", parent_id="nosuchjob000"))
+        await s.queue.enqueue(owner(), new_job(JobKind.UPSCALE, parent_id="nosuchjob000"))
     assert await s.queue.list_for_user(1) == []
 
 
@@ -297,7 +298,7 @@ async def test_lineage_and_follow_up_priority(services: Services) -> None:
     parent_id, token = await _running(s)
     await s.queue.complete(parent_id, token, result_refs=["g"], gpu_seconds=1)
     grids = [await s.queue.enqueue(owner(2), new_job()) for _ in range(2)]
-    upscale = await s.queue.enqueue(owner(), new_job("upscale", parent_id=parent_id))
+    upscale = await s.queue.enqueue(owner(), new_job(JobKind.UPSCALE, parent_id=parent_id))
     assert upscale.parent_id == parent_id and upscale.priority > grids[0].priority
     assert await s.queue.position(upscale.id) == 1
     claimed = await s.queue.claim_next("w")

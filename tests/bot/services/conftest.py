@@ -52,7 +52,7 @@ class Bench:
     checker: RecordingChecker
     seeds: itertools.count[int]
 
-    async def finish(self, job_id: str) -> JobView:
+    async def finish(self, job_id: str) -> JobView[GenerationRequest]:
         """Run ``job_id`` as a worker would: claim it and complete it with one image ref."""
         claimed = await self.ledger.queue.claim_next("test-worker")
         assert claimed is not None and claimed.id == job_id

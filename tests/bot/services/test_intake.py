@@ -8,7 +8,6 @@ from bot.actions import Action
 from bot.customid import ButtonRef
 from bot.errors import UserFacingError
 from bot.services.intake import ImagineInput
-from bot.services.job_cards import request_of
 from generation.errors import OptionError
 from generation.request import Mode, Operation
 from storage.types import JobStatus
@@ -24,7 +23,7 @@ async def test_stored_defaults_apply_and_the_prepared_requests_are_what_is_queue
     assert all(r.aspect == "2:3" and r.height > r.width for r in admitted.requests)
     seeds = [r.seed for r in admitted.requests]
     tickets = await bench.intake.submit(member(), admitted)
-    stored = [request_of(await bench.ledger.queue.require(t.job_id)) for t in tickets]
+    stored = [(await bench.ledger.queue.require(t.job_id)).request for t in tickets]
     assert stored == list(admitted.requests)  # no second parse: same seeds, same everything
     assert [r.seed for r in stored] == seeds
     assert bench.checker.seen == list(admitted.requests)
@@ -73,7 +72,7 @@ async def test_buttons_make_the_follow_up_their_action_names(bench: Bench) -> No
         ticket = await bench.intake.click(member(), ButtonRef(action, grid, index))
         job = await bench.ledger.queue.require(ticket.job_id)
         assert job.kind == action.spec.kind and job.parent_id == grid
-        made[action] = request_of(job)
+        made[action] = job.request
     assert made[Action.SELECT].operation is Operation.SELECT
     assert made[Action.SELECT].seed == 41  # image 2 keeps its own seed
     assert made[Action.VARY].operation is Operation.VARY_STRONG  # the default setting
@@ -90,7 +89,7 @@ async def test_v_follows_the_clickers_variation_setting_and_remix_replaces_the_p
     assert await bench.intake.remix_prompt(1, ref) == "a lighthouse"
     assert await bench.intake.remix_prompt(2, ref) is None  # remix off for user 2
     ticket = await bench.intake.click(member(), ref, prompt="  a  lighthouse   at night ")
-    request = request_of(await bench.ledger.queue.require(ticket.job_id))
+    request = (await bench.ledger.queue.require(ticket.job_id)).request
     assert request.operation is Operation.VARY_SUBTLE and request.prompt == "a lighthouse at night"
     with pytest.raises(OptionError, match="empty"):
         await bench.intake.click(member(), ref, prompt="   ")
@@ -116,7 +115,7 @@ async def test_clicks_are_checked_against_the_job_the_guild_and_the_clicker(benc
     assert (await bench.ledger.queue.require(admin.job_id)).owner_id == 2  # the clicker pays
     await bench.ledger.prefs.update_guild_settings(800, {"owner_only_buttons": False})
     anyone = await bench.intake.click(member(user_id=3), ButtonRef(Action.SELECT, grid, 1))
-    assert (await bench.ledger.queue.require(anyone.job_id)).status == JobStatus.QUEUED
+    assert (await bench.ledger.queue.require(anyone.job_id)).status is JobStatus.QUEUED
 
 
 async def test_a_refused_term_also_stops_buttons_of_older_jobs(bench: Bench) -> None:

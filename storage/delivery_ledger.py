@@ -12,6 +12,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any, Generic, overload
 
 from sqlalchemy import ColumnElement, and_, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,28 +21,53 @@ from storage.db import Database
 from storage.errors import DeliveryClaimLost, JobNotFound
 from storage.models import DELIVERIES, JOBS
 from storage.sql import utc_now
-from storage.types import TERMINAL_STATUSES, JobView
-from storage.views import job_view, job_view_select
+from storage.types import JSON_CODEC, TERMINAL_STATUSES, JobView, RequestCodec, RequestT
+from storage.views import job_view_select, job_views
 
 Clock = Callable[[], datetime]
 MAX_ERROR_CHARS = 1000
 
 
-class DeliveryLedger:
+class DeliveryLedger(Generic[RequestT]):
     """The bot's side of the ledger: message ids, delivery claims and posted marks.
 
     One instance per bot process; ``claimer_id`` identifies the process in claims (random by
-    default). ``claim_seconds`` bounds how long a crashed poster blocks a delivery.
+    default). ``claim_seconds`` bounds how long a crashed poster blocks a delivery. ``codec``
+    decodes the requests of the jobs it lists, as ``JobQueue``'s does.
     """
+
+    @overload
+    def __init__(
+        self: DeliveryLedger[dict[str, Any]],
+        db: Database,
+        *,
+        claimer_id: str | None = ...,
+        claim_seconds: float = ...,
+        clock: Clock = ...,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        db: Database,
+        *,
+        codec: RequestCodec[RequestT],
+        claimer_id: str | None = ...,
+        claim_seconds: float = ...,
+        clock: Clock = ...,
+    ) -> None: ...
 
     def __init__(
         self,
         db: Database,
         *,
+        # Any only here: the overloads tie a missing codec to DeliveryLedger[dict[str, Any]].
+        codec: RequestCodec[Any] = JSON_CODEC,
         claimer_id: str | None = None,
         claim_seconds: float = 120.0,
         clock: Clock = utc_now,
     ) -> None:
+        self.codec: RequestCodec[RequestT] = codec
         self.db = db
         self.claimer_id = claimer_id or f"bot-{secrets.token_hex(6)}"
         self.claim_length = timedelta(seconds=claim_seconds)
@@ -82,13 +108,15 @@ class DeliveryLedger:
 
     async def list_undelivered(
         self, *, terminal_only: bool = False, limit: int = 200
-    ) -> list[JobView]:
+    ) -> list[JobView[RequestT]]:
         """Jobs whose final result is not posted yet, oldest first: running ones (for progress
         edits) and finished ones (to post). Used after a restart to pick up where it stopped.
-        With ``terminal_only``, finished ones not currently claimed by another process."""
+        With ``terminal_only``, finished ones not currently claimed by another process.
+        Jobs whose request the codec cannot decode are left out (and logged): nothing could
+        render them."""
         now = self.clock()
 
-        async def work(session: AsyncSession) -> list[JobView]:
+        async def work(session: AsyncSession) -> list[JobView[RequestT]]:
             stmt = (
                 job_view_select()
                 .where(DELIVERIES.c.posted_at.is_(None))
@@ -100,7 +128,7 @@ class DeliveryLedger:
                     JOBS.c.status.in_(TERMINAL_STATUSES),
                     self._claimable(now),
                 )
-            return [job_view(row) for row in (await session.execute(stmt)).mappings()]
+            return job_views((await session.execute(stmt)).mappings(), self.codec)
 
         return await self.db.read(work)
 
