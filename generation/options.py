@@ -89,6 +89,36 @@ _ASPECT = re.compile(r"^(\d{1,4}):(\d{1,4})$")
 
 
 @dataclass(frozen=True)
+class CommandOptions:
+    """A command's native options (/imagine's ``negative``, ``aspect``...), typed as Discord
+    delivers them. They are checked by the same rules as the flags they stand for, and giving an
+    option both ways is an error."""
+
+    negative: str | None = None
+    aspect: str | None = None
+    seed: int | None = None
+    mode: Mode | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    chaos: int | None = None
+
+    def given(self) -> dict[str, str]:
+        """The options that were given, as ``flag name -> text`` (flags without a value: "")."""
+        values: dict[str, object] = {
+            "no": self.negative,
+            "ar": self.aspect,
+            "seed": self.seed,
+            "steps": self.steps,
+            "cfg": self.guidance,
+            "chaos": self.chaos,
+        }
+        given = {name: str(value) for name, value in values.items() if value is not None}
+        if self.mode is not None:
+            given[self.mode.value] = ""
+        return given
+
+
+@dataclass(frozen=True)
 class PromptDefaults:
     """Per-user defaults from /settings; options in the prompt win over them."""
 
@@ -101,14 +131,14 @@ def parse_imagine_prompt(
     *,
     settings: GenerationSettings,
     model: str,
-    extra_options: Mapping[str, Any] | None = None,
+    options: CommandOptions | None = None,
     defaults: PromptDefaults | None = None,
     seed_source: SeedSource = random_seed,
 ) -> list[GenerationRequest]:
     """Parse one /imagine prompt into the jobs it asks for.
 
     ``model`` is the operator's default model; ``--model`` may pick one of
-    ``settings.enabled_models``. ``extra_options`` are the slash command's native options
+    ``settings.enabled_models``. ``options`` are the slash command's native options
     (named like the flags: ``ar``, ``no``, ``seed``, ``steps``, ``cfg``, ``chaos``,
     ``fast``...); giving the same option both ways is an error.
     """
@@ -120,7 +150,11 @@ def parse_imagine_prompt(
     expansions = expand_permutations(_DASHES.sub("--", text), settings.max_jobs_per_prompt)
     parsed = [
         _parse_one(
-            variant, settings=settings, model=model, extra=extra_options or {}, defaults=defaults
+            variant,
+            settings=settings,
+            model=model,
+            extra=(options or CommandOptions()).given(),
+            defaults=defaults,
         )
         for variant in expansions
     ]
@@ -212,24 +246,19 @@ def _split_flags(text: str) -> tuple[str, list[tuple[str, str, str]]]:
 
 
 def _collect(
-    flags: list[tuple[str, str, str]], extra: Mapping[str, Any]
+    flags: list[tuple[str, str, str]], extra: Mapping[str, str]
 ) -> dict[str, tuple[str, str]]:
     values: dict[str, tuple[str, str]] = {}
     for name, typed, value in flags:
         if name in values:
             raise OptionError(f"--{name} is given twice; give each option once")
         values[name] = (typed, value)
-    for raw_name, raw_value in extra.items():
-        if raw_value is None or raw_value is False:
-            continue
-        name = _ALIASES.get(raw_name, raw_name)
-        if name not in _BY_NAME:
-            raise OptionError(f"unknown option {raw_name}; allowed: {ALLOWED_FLAGS}")
+    for name, value in extra.items():
         if name in values:
             raise OptionError(
                 f"--{name} is given both as a command option and in the prompt; give it once"
             )
-        values[name] = (name, "" if raw_value is True else str(raw_value))
+        values[name] = (name, value)
     return values
 
 
@@ -238,7 +267,7 @@ def _parse_one(
     *,
     settings: GenerationSettings,
     model: str,
-    extra: Mapping[str, Any],
+    extra: Mapping[str, str],
     defaults: PromptDefaults | None,
 ) -> tuple[dict[str, Any], int]:
     prompt, flags = _split_flags(text)

@@ -19,6 +19,7 @@ from bot.requester import Requester
 from bot.router import ButtonRouter, Route
 from bot.services.account import AccountService
 from bot.services.intake import ImagineInput, JobIntake
+from generation.options import CommandOptions
 from generation.request import Mode
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,7 @@ class ImageFeature:
         guidance: float | None = None,
         chaos: app_commands.Range[int, 0, 100] | None = None,
     ) -> None:
-        command = ImagineInput(
-            prompt=prompt,
+        options = CommandOptions(
             negative=negative,
             aspect=aspect,
             seed=seed,
@@ -73,6 +73,7 @@ class ImageFeature:
             guidance=guidance,
             chaos=chaos,
         )
+        command = ImagineInput(prompt, options)
         tickets = await before_ack(
             interaction, self.intake.imagine(requester_of(interaction), command)
         )

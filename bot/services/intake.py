@@ -9,8 +9,8 @@ acknowledged, and :meth:`JobIntake.submit` queues exactly those requests, with n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from bot.customid import ButtonRef
 from bot.errors import UserFacingError
@@ -20,7 +20,13 @@ from bot.services.moderation import Moderation
 from config.settings import Settings
 from generation.errors import OptionError
 from generation.followups import followup_request, reroll_request
-from generation.options import PromptDefaults, SeedSource, parse_imagine_prompt, random_seed
+from generation.options import (
+    CommandOptions,
+    PromptDefaults,
+    SeedSource,
+    parse_imagine_prompt,
+    random_seed,
+)
 from generation.request import GenerationRequest, Mode, Operation
 from generation.weights import check_prompt_syntax
 from storage.preferences import PreferenceStore
@@ -37,29 +43,10 @@ class PromptChecker(Protocol):
 
 @dataclass(frozen=True)
 class ImagineInput:
-    """The /imagine command's native options, typed as Discord delivered them."""
+    """/imagine as Discord delivered it: the prompt and the command's native options."""
 
     prompt: str
-    negative: str | None = None
-    aspect: str | None = None
-    seed: int | None = None
-    mode: Mode | None = None
-    steps: int | None = None
-    guidance: float | None = None
-    chaos: int | None = None
-
-    def flags(self) -> dict[str, Any]:
-        """The options as the prompt parser names them (its flags)."""
-        return {
-            "no": self.negative,
-            "ar": self.aspect,
-            "seed": self.seed,
-            "steps": self.steps,
-            "cfg": self.guidance,
-            "chaos": self.chaos,
-            "fast": self.mode is Mode.FAST,
-            "quality": self.mode is Mode.QUALITY,
-        }
+    options: CommandOptions = field(default_factory=CommandOptions)
 
 
 @dataclass(frozen=True)
@@ -102,7 +89,7 @@ class JobIntake:
             command.prompt,
             settings=self.settings.generation,
             model=self.settings.model,
-            extra_options=command.flags(),
+            options=command.options,
             defaults=defaults,
             seed_source=self.seed_source,
         )

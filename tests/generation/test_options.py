@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -14,6 +12,7 @@ from config.settings import GenerationSettings
 from generation.errors import OptionError
 from generation.followups import followup_request, reroll_request
 from generation.options import (
+    CommandOptions,
     PromptDefaults,
     aspect_size,
     expand_permutations,
@@ -34,7 +33,7 @@ def parse(
     model: str = "sdxl",
     *,
     gen: GenerationSettings = GEN,
-    extra_options: Mapping[str, Any] | None = None,
+    options: CommandOptions | None = None,
     defaults: PromptDefaults | None = None,
 ) -> list[GenerationRequest]:
     seeds = counter_seeds()
@@ -42,7 +41,7 @@ def parse(
         text,
         settings=gen,
         model=model,
-        extra_options=extra_options,
+        options=options,
         defaults=defaults,
         seed_source=lambda: next(seeds),
     )
@@ -53,10 +52,10 @@ def one(
     model: str = "sdxl",
     *,
     gen: GenerationSettings = GEN,
-    extra_options: Mapping[str, Any] | None = None,
+    options: CommandOptions | None = None,
     defaults: PromptDefaults | None = None,
 ) -> GenerationRequest:
-    (request,) = parse(text, model, gen=gen, extra_options=extra_options, defaults=defaults)
+    (request,) = parse(text, model, gen=gen, options=options, defaults=defaults)
     return request
 
 
@@ -128,9 +127,7 @@ def test_permutations_and_repeat() -> None:
 
 
 def test_native_options_merge_with_flags() -> None:
-    r = one(
-        "a cat --seed 3", extra_options={"ar": "2:1", "fast": True, "no": "dogs", "steps": None}
-    )
+    r = one("a cat --seed 3", options=CommandOptions(aspect="2:1", mode=Mode.FAST, negative="dogs"))
     assert (r.aspect, r.mode, r.negative_prompt, r.seed) == ("2:1", Mode.FAST, "dogs", 3)
 
 
@@ -174,7 +171,7 @@ def test_errors_name_the_problem(text: str, fragment: str) -> None:
 
 def test_duplicate_between_native_and_inline() -> None:
     with pytest.raises(OptionError, match="both as a command option and in the prompt"):
-        parse("a cat --seed 1", extra_options={"seed": 2})
+        parse("a cat --seed 1", options=CommandOptions(seed=2))
 
 
 def test_prompt_length_limit() -> None:

@@ -9,6 +9,7 @@ from bot.customid import ButtonRef
 from bot.errors import UserFacingError
 from bot.services.intake import ImagineInput
 from generation.errors import OptionError
+from generation.options import CommandOptions
 from generation.request import Mode, Operation
 from storage.types import JobStatus
 from tests.bot.services.conftest import OTHER_GUILD, Bench, member
@@ -31,7 +32,7 @@ async def test_stored_defaults_apply_and_the_prepared_requests_are_what_is_queue
 
 async def test_native_options_override_the_defaults(bench: Bench) -> None:
     await bench.ledger.prefs.update_user_settings(1, {"mode": "fast"})
-    command = ImagineInput("a fox", mode=Mode.QUALITY, seed=7, aspect="3:2")
+    command = ImagineInput("a fox", CommandOptions(mode=Mode.QUALITY, seed=7, aspect="3:2"))
     (request,) = (await bench.intake.prepare_imagine(member(), command)).requests
     assert (request.mode, request.seed, request.aspect) == (Mode.QUALITY, 7, "3:2")
 
@@ -40,7 +41,7 @@ async def test_native_options_override_the_defaults(bench: Bench) -> None:
     ("command", "error", "fragment"),
     [
         (ImagineInput("a fox --ar 10:1"), OptionError, "too extreme"),
-        (ImagineInput("a fox", seed=1, aspect="1:1", steps=999), OptionError, "steps"),
+        (ImagineInput("a fox", CommandOptions(seed=1, steps=999)), OptionError, "steps"),
         (ImagineInput("please refuse this"), OptionError, "too long"),
         (ImagineInput("a gory fox"), UserFacingError, "gory"),
     ],
