@@ -66,9 +66,9 @@ class TermFilter:
         if not self.terms:
             return None
         match = self._pattern.search(normalise(text))
-        if match is None:
+        if match is None or match.lastgroup is None:
             return None
-        return self.terms[int(match.lastgroup.removeprefix("t"))]  # type: ignore[union-attr]
+        return self.terms[int(match.lastgroup.removeprefix("t"))]
 
     @cached_property
     def _pattern(self) -> re.Pattern[str]:

@@ -25,8 +25,10 @@ from typing import Any, TypeVar
 from PIL import Image
 from pydantic import SecretStr
 
+from bot.app import AtelierBot
 from bot.devtools.emulator import DiscordEmulator, EmuUser
-from bot.runtime import open_ledger, open_worker, wire_bot
+from bot.publisher import Publisher
+from bot.runtime import Ledger, open_ledger, open_worker, wire_bot
 from config.settings import DiscordSettings, QueueSettings, QuotaSettings, Settings
 from generation.worker import ClaimedJobLike, JobControl, OutputImage, Worker, WorkResult
 
@@ -200,7 +202,7 @@ async def _drive(
     )
 
 
-async def _all_posted(ledger: Any, publisher: Any, people: list[EmuUser]) -> int:
+async def _all_posted(ledger: Ledger, publisher: Publisher, people: list[EmuUser]) -> int:
     """How many results were posted, waiting (bounded) for the last ones to go out."""
     ids = [
         job.id
@@ -214,7 +216,7 @@ async def _all_posted(ledger: Any, publisher: Any, people: list[EmuUser]) -> int
 
 @contextlib.asynccontextmanager
 async def _connected(
-    bot: Any, token: str, emu: DiscordEmulator, thread: _EmulatorThread
+    bot: AtelierBot, token: str, emu: DiscordEmulator, thread: _EmulatorThread
 ) -> AsyncIterator[None]:
     async with bot:
         connection = asyncio.create_task(bot.start(token), name="bench-bot")
