@@ -15,3 +15,11 @@ class Requester:
     role_ids: tuple[int, ...] = ()
     is_admin: bool = False
     is_moderator: bool = False
+
+    def may_see(self, guild_id: int | None, owner_id: int) -> bool:
+        """Whether a job made in ``guild_id`` by ``owner_id`` is within reach: a server's jobs
+        from inside that server, a job made in DMs by its owner alone, in DMs (so it is never
+        reposted where others can see it)."""
+        if guild_id is None:
+            return self.guild_id is None and self.user_id == owner_id
+        return self.guild_id == guild_id

@@ -94,7 +94,7 @@ class AccountService:
     async def show(self, requester: Requester, job_id: str) -> Ticket:
         """Any job of the requester's server, to post again."""
         job = await self.queue.get(job_id)
-        if job is None or job.guild_id != requester.guild_id:
+        if job is None or not requester.may_see(job.guild_id, job.owner_id):
             raise UserFacingError(f"there is no job `{job_id}` in this server")
         return Ticket(job.id, await self.cards.card(job))
 

@@ -153,7 +153,7 @@ class JobIntake:
 
         ``prompt`` replaces the parent's prompt (the remix editor)."""
         parent = await self.queue.get(ref.job_id)
-        if parent is None or parent.guild_id != requester.guild_id:
+        if parent is None or not requester.may_see(parent.guild_id, parent.owner_id):
             raise UserFacingError("this button belongs to a job I do not know here")
         if parent.status is not JobStatus.SUCCEEDED:
             raise UserFacingError(f"job `{parent.id}` has no images to work from ({parent.status})")

@@ -45,6 +45,15 @@ async def test_show_is_limited_to_the_requesters_server(bench: Bench) -> None:
             await bench.account.show(requester, ticket.job_id)
 
 
+async def test_a_dm_job_is_shown_to_its_owner_only(bench: Bench) -> None:
+    """Issue 9, defect 5: the guild check passed when both guild ids were None."""
+    (ticket,) = await bench.intake.imagine(member(guild_id=None), ImagineInput("a secret"))
+    assert (await bench.account.show(member(guild_id=None), ticket.job_id)).job_id == ticket.job_id
+    for requester in (member(7, guild_id=None), member(7), member(1)):
+        with pytest.raises(UserFacingError, match="no job"):
+            await bench.account.show(requester, ticket.job_id)
+
+
 async def test_settings_change_nothing_when_refused(bench: Bench) -> None:
     current = await bench.account.update_settings(member(), SettingsChange(mode="fast"))
     assert current == {"mode": "fast"}

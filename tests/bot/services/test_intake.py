@@ -119,6 +119,17 @@ async def test_clicks_are_checked_against_the_job_the_guild_and_the_clicker(benc
     assert (await bench.ledger.queue.require(anyone.job_id)).status is JobStatus.QUEUED
 
 
+async def test_a_dm_jobs_buttons_work_for_its_owner_only(bench: Bench) -> None:
+    """Issue 9, defect 5: a forged custom_id must not reach another user's DM job."""
+    (ticket,) = await bench.intake.imagine(member(guild_id=None), ImagineInput("a secret"))
+    await bench.finish(ticket.job_id)
+    ref = ButtonRef(Action.SELECT, ticket.job_id, 1)
+    for stranger in (member(7, guild_id=None), member(7, guild_id=None, is_admin=True)):
+        with pytest.raises(UserFacingError, match="do not know"):
+            await bench.intake.click(stranger, ref)
+    assert (await bench.intake.click(member(guild_id=None), ref)).job_id
+
+
 async def test_a_refused_term_also_stops_buttons_of_older_jobs(bench: Bench) -> None:
     grid = await _grid(bench)
     await bench.ledger.prefs.update_guild_settings(800, {"banned_terms": ["lighthouse"]})
