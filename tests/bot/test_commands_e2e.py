@@ -343,3 +343,21 @@ async def test_moderators_refuse_terms_and_nothing_with_them_is_queued(
     readout = await runtime.ledger.queue.quota_readout(emu.default_user.id)
     assert readout.reserved == 0
     emu.assert_no_violations()
+
+
+async def test_a_dm_job_is_shown_to_its_owner_only(atelier: Atelier, emu: DiscordEmulator) -> None:
+    """Issue 9, defect 5: /show compared guild ids, and two DM jobs both have none."""
+    discord = atelier.settings().discord.model_copy(update={"guild_id": None})
+    await atelier.start(discord=discord)  # global commands: usable in DMs too
+    handle = await emu.send_slash_command("imagine", {"prompt": "a private sketch"}, dm=True)
+    message = (await handle.wait_for_followups(1))[0]
+    await wait_final(emu, lambda m: m.id == message.id)
+    job_id = job_id_of(message)
+    stranger = emu.make_user(name="stranger")
+    for kwargs in ({"user": stranger, "dm": True}, {"user": stranger}, {}):
+        refused = await emu.send_slash_command("show", {"job": job_id}, **kwargs)
+        reply = await refused.wait_for_original(lambda m: not m.loading)
+        assert reply.ephemeral and "no job" in reply.content
+    shown = await emu.send_slash_command("show", {"job": job_id}, dm=True)
+    assert labels((await shown.wait_for_followups(1))[0]) == GRID_LABELS
+    emu.assert_no_violations()
