@@ -49,6 +49,19 @@ RequestT_contra = TypeVar("RequestT_contra", contravariant=True)
 # -- what the worker needs from the outside ----------------------------------------------------
 
 
+def public_error(error: BaseException) -> str:
+    """What a failed job's public message may say about ``error``.
+
+    A GenerationError's message is written for users. Anything else may name files, hosts or
+    internals: the message gets a plain reason and a reference, and the log has the details under
+    the same reference."""
+    if isinstance(error, GenerationError):
+        return str(error)
+    ref = secrets.token_hex(4)
+    log.error("unexpected error in a job [ref %s]", ref, exc_info=error)
+    return f"an internal error stopped this job (ref {ref})"
+
+
 class ClaimedJobLike(Protocol[RequestT_co]):
     """A job the worker holds a lease on, its request already decoded by the source."""
 
@@ -458,9 +471,15 @@ class Worker(Generic[RequestT]):
             else:
                 # Unknown errors count as retryable: max_attempts then ends a poison job.
                 retryable = error.retryable if isinstance(error, GenerationError) else True
-                text = f"{type(error).__name__}: {error}"
+                text = public_error(error)
                 self.stats.failed += 1
-                log.warning("job %s attempt %d failed: %s", job.id, job.attempts, text)
+                log.warning(
+                    "job %s attempt %d failed (shown as %r)",
+                    job.id,
+                    job.attempts,
+                    text,
+                    exc_info=error,
+                )
             await self._report(
                 job,
                 "fail",

@@ -28,6 +28,7 @@ view is built, then raises ``UndecodableRequest``.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, overload
@@ -483,7 +484,15 @@ class JobQueue(Generic[RequestT]):
                     await self.quota.refund(session, job, now, "cancelled; worker lost")
                     await self._finish(session, job, JobStatus.CANCELLED, now)
                 elif job["attempts"] >= job["max_attempts"]:
-                    error = f"lost its worker ({worker}) on all {job['attempts']} attempts"
+                    # The public message says what happened; which host it was goes to the log.
+                    ref = secrets.token_hex(4)
+                    log.warning(
+                        "job %s is dead: worker %s lost it [ref %s]", job["id"], worker, ref
+                    )
+                    error = (
+                        f"the worker running it stopped on all {job['attempts']} attempts "
+                        f"(ref {ref})"
+                    )
                     await self.quota.refund(session, job, now, "dead")
                     await self._finish(session, job, JobStatus.DEAD, now, error=error)
                 else:

@@ -231,11 +231,12 @@ async def test_reclaim_after_max_attempts_makes_the_job_dead(services: Services)
     for _ in range(2):
         s.clock.advance(s.queue.settings.lease_seconds + 1)
         assert await s.queue.reclaim_expired() == [job_id]
-        assert await s.queue.claim_next("w") is not None
+        assert await s.queue.claim_next("host-7:4242") is not None
     s.clock.advance(s.queue.settings.lease_seconds + 1)
     await s.queue.reclaim_expired()
     view = await s.queue.require(job_id)
     assert view.status == "dead" and "3 attempts" in (view.error or "")
+    assert "host-7" not in (view.error or "") and "ref " in (view.error or "")  # no internals
     assert (await audit(s.db)).ok
 
 
