@@ -140,6 +140,18 @@ class QueueSettings(_Section):
     max_queued_per_user: int = Field(
         default=10, ge=1, description="Jobs of one user waiting; more are refused, uncharged."
     )
+    new_jobs_per_window: int = Field(
+        default=20,
+        ge=0,
+        description="New jobs one user may start per new_jobs_window_seconds, cancelled ones "
+        "included (a token bucket); more are refused until it refills. 0 turns the limit off.",
+    )
+    new_jobs_window_seconds: float = Field(
+        default=600.0, gt=0, description="The window of new_jobs_per_window."
+    )
+    new_jobs_burst: int = Field(
+        default=5, ge=1, description="New jobs one user may start at once (the bucket's size)."
+    )
     lease_seconds: float = Field(
         default=60.0, gt=0, description="A claimed job returns to the queue if not renewed in this."
     )

@@ -7,6 +7,7 @@ False for the errors that only a worker or an operator should ever see.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 
@@ -30,6 +31,27 @@ class QueueFullError(StorageError):
             f"{what} would go over it. Nothing was queued or charged: wait for some to "
             "start or cancel one."
         )
+
+
+class RateLimitedError(StorageError):
+    """The user is starting jobs faster than the new-jobs limit. Nothing was queued or charged."""
+
+    def __init__(self, *, per_window: int, window_seconds: float, burst: int, wait: float) -> None:
+        self.wait_seconds = wait
+        limit = f"at most {per_window} new jobs per {_duration(window_seconds)}, {burst} at once"
+        if wait == float("inf"):
+            advice = f"ask for at most {burst} jobs at once"
+        else:
+            advice = f"try again in {_duration(math.ceil(wait))}"
+        super().__init__(
+            f"you are starting jobs too fast ({limit}). Nothing was queued or charged; {advice}."
+        )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:g} s"
+    return f"{seconds / 60:g} min"
 
 
 class QuotaExceededError(StorageError):

@@ -44,6 +44,7 @@ from storage.errors import (
     JobNotFound,
     LeaseLost,
     QueueFullError,
+    RateLimitedError,
     UndecodableRequest,
 )
 from storage.estimates import (
@@ -55,6 +56,7 @@ from storage.estimates import (
 )
 from storage.models import DELIVERIES, JOBS
 from storage.quota import QuotaService
+from storage.rate_limit import NewJobRate
 from storage.scheduler import claim_one
 from storage.sql import lock_user, utc_now
 from storage.types import (
@@ -180,6 +182,7 @@ class JobQueue(Generic[RequestT]):
 
         async def work(session: AsyncSession) -> list[JobView[RequestT]]:
             await lock_user(session, owner.user_id, now)
+            await self._check_rate(session, owner.user_id, len(jobs), now)
             waiting = await self._count(session, owner.user_id, JobStatus.QUEUED)
             cap = self.settings.max_queued_per_user
             if waiting + len(jobs) > cap:
@@ -800,6 +803,32 @@ class JobQueue(Generic[RequestT]):
 
     def _decoded(self, row: RowMapping) -> JobView[RequestT]:
         return job_view(row, self.codec)
+
+    async def _check_rate(
+        self, session: AsyncSession, user_id: int, adding: int, now: datetime
+    ) -> None:
+        """RateLimitedError when ``adding`` new jobs would go over the new-jobs limit."""
+        rate = self.rate
+        if not rate.enabled:
+            return
+        since = now - timedelta(seconds=rate.lookback_seconds)
+        stmt = select(JOBS.c.created_at).where(
+            JOBS.c.owner_id == user_id, JOBS.c.created_at >= since
+        )
+        recent = list((await session.execute(stmt)).scalars())
+        wait = rate.wait_seconds(recent, now, adding)
+        if wait > 0:
+            raise RateLimitedError(
+                per_window=rate.per_window,
+                window_seconds=rate.window_seconds,
+                burst=rate.burst,
+                wait=wait,
+            )
+
+    @property
+    def rate(self) -> NewJobRate:
+        s = self.settings
+        return NewJobRate(s.new_jobs_per_window, s.new_jobs_window_seconds, s.new_jobs_burst)
 
     async def _count(self, session: AsyncSession, user_id: int, status: JobStatus) -> int:
         stmt = select(func.count()).where(JOBS.c.owner_id == user_id, JOBS.c.status == status)

@@ -136,8 +136,12 @@ async def bench_bot(
                         gateway_url=emu.gateway_url,
                         guild_id=guild,
                     ),
+                    # A load test: the per-user new-jobs rate limit would refuse most of it.
                     "queue": QueueSettings(
-                        max_running_per_user=2, max_queued_per_user=interactions, poll_seconds=0.2
+                        max_running_per_user=2,
+                        max_queued_per_user=interactions,
+                        poll_seconds=0.2,
+                        new_jobs_per_window=0,
                     ),
                     "quota": QuotaSettings(user_daily_gpu_seconds=10**9),
                     "bot": settings.bot.model_copy(
@@ -291,6 +295,7 @@ async def bench_batching(settings: Settings, jobs: int = 16) -> str:
                         max_batch=4,
                         max_queued_per_user=jobs,
                         max_running_per_user=4,
+                        new_jobs_per_window=0,
                         poll_seconds=0.05,
                     ),
                     "quota": QuotaSettings(user_daily_gpu_seconds=10**9),

@@ -39,6 +39,7 @@ pg_template = dbfixtures.pg_template
 db_url = dbfixtures.db_url
 
 FAST = {
+    "new_jobs_per_window": 0,
     "lease_seconds": 2.0,
     "heartbeat_seconds": 0.05,
     "progress_interval_seconds": 0.05,

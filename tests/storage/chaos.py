@@ -128,6 +128,7 @@ class Fleet:
                 "max_attempts": self.cfg.max_attempts,
                 "max_running_per_user": 2,
                 "shutdown_grace_seconds": 0.0,
+                "new_jobs_per_window": 0,
             },
         }
         proc = self.ctx.Process(target=crash_worker.main, args=(config,), name=name, daemon=True)
@@ -197,7 +198,9 @@ class Scenario:
         self.cfg = cfg
         self.rng = random.Random(cfg.seed)
         self.db = Database(url, pool_size=5)
-        settings = QueueSettings(max_queued_per_user=10_000, max_attempts=cfg.max_attempts)
+        settings = QueueSettings(
+            max_queued_per_user=10_000, max_attempts=cfg.max_attempts, new_jobs_per_window=0
+        )
         self.queue = JobQueue(
             self.db, settings, QuotaService(self.db, QuotaSettings(user_daily_gpu_seconds=1e9))
         )

@@ -124,7 +124,13 @@ class Services:
 
 
 def queue_settings(**overrides: Any) -> QueueSettings:
-    base: dict[str, Any] = {"lease_seconds": 30.0, "retry_delay_seconds": 0.0}
+    # The new-jobs rate limit is off here: these tests are about other rules (test_rate_limit
+    # turns it on).
+    base: dict[str, Any] = {
+        "lease_seconds": 30.0,
+        "retry_delay_seconds": 0.0,
+        "new_jobs_per_window": 0,
+    }
     return QueueSettings(**{**base, **overrides})
 
 
