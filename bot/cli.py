@@ -34,6 +34,21 @@ def _build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_sub.add_parser("upgrade", help="apply all migrations")
 
+    quota = sub.add_parser("quota", help="the operator's quota overrides (never from Discord)")
+    quota_sub = quota.add_subparsers(dest="quota_command", required=True, metavar="ACTION")
+    quota_set = quota_sub.add_parser("set", help="give a user an allowance")
+    quota_clear = quota_sub.add_parser("clear", help="remove a user's override")
+    for action in (quota_set, quota_clear):
+        action.add_argument("--user", type=int, required=True, help="Discord user id")
+        action.add_argument(
+            "--guild", type=int, default=None, help="one server's id (default: every server)"
+        )
+    quota_set.add_argument(
+        "--gpu-seconds", type=float, required=True, help="allowance per rolling window"
+    )
+    quota_show = quota_sub.add_parser("show", help="list overrides")
+    quota_show.add_argument("--user", type=int, default=None, help="only this Discord user id")
+
     imagine = sub.add_parser("imagine", help="generate a 2x2 grid locally, no Discord")
     imagine.add_argument("prompt", help='prompt with --options, e.g. "a lighthouse --ar 3:2"')
     imagine.add_argument("--out", type=Path, default=Path("grid.png"), help="output file")
@@ -112,6 +127,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         revision = asyncio.run(upgrade(settings.resolved_database_url))
         print(f"database at revision {revision}")
         return 0
+    if command == "quota":
+        return asyncio.run(_quota(settings, args))
     if command == "imagine":
         return _imagine(settings, args.prompt, args.out)
     if command in ("upscale", "vary"):
@@ -129,6 +146,45 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         asyncio.run(run_bot(settings))
         return 0
     raise AssertionError(command)
+
+
+# -- the operator's quota overrides ------------------------------------------------------------
+
+
+async def _quota(settings: Settings, args: argparse.Namespace) -> int:
+    """`atelier quota set|clear|show`: overrides only the operator can make, for one server or
+    (without --guild) for every server, where they win over what a server's admins set."""
+    from bot.runtime import open_ledger
+
+    async with open_ledger(settings) as ledger:
+        quota = ledger.queue.quota
+        where = f"in server {args.guild}" if getattr(args, "guild", None) else "everywhere"
+        if args.quota_command == "set":
+            if not 0 <= args.gpu_seconds < float("inf"):
+                print("atelier: --gpu-seconds must be a number of 0 or more", file=sys.stderr)
+                return 2
+            await quota.set_override(
+                args.user, args.gpu_seconds, guild_id=args.guild, reason="atelier quota set"
+            )
+            print(f"user {args.user}: {args.gpu_seconds:g} GPU-seconds per window {where}")
+        elif args.quota_command == "clear":
+            found = await quota.clear_override(args.user, guild_id=args.guild)
+            print(
+                f"user {args.user}: "
+                + ("override removed" if found else "no override")
+                + f" {where}"
+            )
+        else:
+            overrides = await quota.list_overrides(user_id=args.user)
+            if not overrides:
+                print("no quota overrides")
+            for override in overrides:
+                scope = "everywhere" if override.guild_id is None else f"server {override.guild_id}"
+                print(
+                    f"user {override.user_id}  {scope}  {override.allowance:g} GPU-seconds  "
+                    f"set by {override.set_by or 'operator'}  {override.reason}"
+                )
+    return 0
 
 
 # -- local generation ---------------------------------------------------------------------------

@@ -196,6 +196,19 @@ class QuotaSettings(_Section):
     window_seconds: float = Field(
         default=86_400.0, gt=0, description="Length of the rolling quota window."
     )
+    admin_override_max_gpu_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="The most a server admin may grant one member with /quota (the GPU is the "
+        "operator's); unset: 3 times user_daily_gpu_seconds.",
+    )
+
+    @property
+    def admin_override_ceiling(self) -> float:
+        """The largest allowance /quota may set."""
+        if self.admin_override_max_gpu_seconds is not None:
+            return self.admin_override_max_gpu_seconds
+        return 3 * self.user_daily_gpu_seconds
     role_multipliers: dict[str, float] = Field(
         default_factory=dict, description='Discord role id -> multiplier, e.g. {"123": 3.0}.'
     )

@@ -183,12 +183,20 @@ class GuildAccount(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+#: ``quota_overrides.guild_id`` of an override the operator set for every server.
+EVERYWHERE = 0
+
+
 class QuotaOverrideRow(Base):
-    """An admin-set allowance for one user (GPU-seconds per window, in milliseconds)."""
+    """An allowance for one user (GPU-seconds per window, in milliseconds): in one server (set by
+    its admins) or, with ``guild_id`` = EVERYWHERE, in all of them (set by the operator)."""
 
     __tablename__ = "quota_overrides"
 
     user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    guild_id: Mapped[int] = mapped_column(
+        BigInteger, primary_key=True, autoincrement=False, server_default="0"
+    )
     allowance_ms: Mapped[int] = mapped_column(BigInteger)
     set_by: Mapped[int | None] = mapped_column(BigInteger)
     reason: Mapped[str] = mapped_column(Text, default="")

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from config.settings import QuotaSettings
 from storage.db import Database
 from storage.errors import QuotaExceededError
-from storage.models import JOBS, LEDGER, QUOTA_OVERRIDES
+from storage.models import EVERYWHERE, JOBS, LEDGER, QUOTA_OVERRIDES
 from storage.quota_policy import (
     Balance,
     allowance_ms,
@@ -66,7 +66,7 @@ class QuotaService:
         now = self.clock()
 
         async def work(session: AsyncSession) -> QuotaReadout:
-            allowance = await self._user_allowance(session, user_id, role_ids)
+            allowance = await self._user_allowance(session, user_id, guild_id, role_ids)
             user = await self._readout(session, "user", user_id, allowance, now)
             guild_allowance = guild_allowance_ms(self.settings)
             if guild_id is None or guild_allowance is None:
@@ -77,13 +77,22 @@ class QuotaService:
         return await self.db.read(work)
 
     async def set_override(
-        self, user_id: int, allowance_seconds: float, *, set_by: int | None = None, reason: str = ""
+        self,
+        user_id: int,
+        allowance_seconds: float,
+        *,
+        guild_id: int | None = None,
+        set_by: int | None = None,
+        reason: str = "",
     ) -> QuotaOverride:
-        """Give one user an allowance of their own (replacing settings and role tiers)."""
+        """Give one user an allowance of their own in ``guild_id`` (replacing the settings and
+        role tiers there), or everywhere when ``guild_id`` is None (the operator's, which wins
+        over any server's)."""
         now = self.clock()
         allowance = to_ms(allowance_seconds)
         values = {
             "user_id": user_id,
+            "guild_id": _scope(guild_id),
             "allowance_ms": allowance,
             "set_by": set_by,
             "reason": reason,
@@ -91,42 +100,52 @@ class QuotaService:
         }
 
         async def work(session: AsyncSession) -> None:
-            await session.execute(upsert(session, QUOTA_OVERRIDES, values, ["user_id"]))
+            await session.execute(upsert(session, QUOTA_OVERRIDES, values, ["user_id", "guild_id"]))
 
         await self.db.write(work)
-        return QuotaOverride(user_id, to_seconds(allowance), set_by, reason, now)
+        return QuotaOverride(user_id, guild_id, to_seconds(allowance), set_by, reason, now)
 
-    async def clear_override(self, user_id: int) -> bool:
-        """Back to the settings' allowance. False when the user had no override."""
+    async def clear_override(self, user_id: int, *, guild_id: int | None = None) -> bool:
+        """Back to the settings' allowance in ``guild_id`` (everywhere: None). False when there
+        was no such override."""
 
         async def work(session: AsyncSession) -> bool:
             result = await session.execute(
-                delete(QUOTA_OVERRIDES).where(QUOTA_OVERRIDES.c.user_id == user_id)
+                delete(QUOTA_OVERRIDES).where(
+                    QUOTA_OVERRIDES.c.user_id == user_id,
+                    QUOTA_OVERRIDES.c.guild_id == _scope(guild_id),
+                )
             )
             return bool(getattr(result, "rowcount", 0))
 
         return await self.db.write(work)
 
-    async def get_override(self, user_id: int) -> QuotaOverride | None:
-        async def work(session: AsyncSession) -> QuotaOverride | None:
-            row = (
-                (
-                    await session.execute(
-                        select(QUOTA_OVERRIDES).where(QUOTA_OVERRIDES.c.user_id == user_id)
-                    )
+    async def get_override(
+        self, user_id: int, *, guild_id: int | None = None
+    ) -> QuotaOverride | None:
+        found = await self.list_overrides(user_id=user_id)
+        return next((o for o in found if o.guild_id == guild_id), None)
+
+    async def list_overrides(self, *, user_id: int | None = None) -> list[QuotaOverride]:
+        """Every override (of one user), operator overrides first."""
+
+        async def work(session: AsyncSession) -> list[QuotaOverride]:
+            stmt = select(QUOTA_OVERRIDES).order_by(
+                QUOTA_OVERRIDES.c.guild_id, QUOTA_OVERRIDES.c.user_id
+            )
+            if user_id is not None:
+                stmt = stmt.where(QUOTA_OVERRIDES.c.user_id == user_id)
+            return [
+                QuotaOverride(
+                    row["user_id"],
+                    None if row["guild_id"] == EVERYWHERE else row["guild_id"],
+                    to_seconds(row["allowance_ms"]),
+                    row["set_by"],
+                    row["reason"],
+                    row["updated_at"],
                 )
-                .mappings()
-                .first()
-            )
-            if row is None:
-                return None
-            return QuotaOverride(
-                row["user_id"],
-                to_seconds(row["allowance_ms"]),
-                row["set_by"],
-                row["reason"],
-                row["updated_at"],
-            )
+                for row in (await session.execute(stmt)).mappings()
+            ]
 
         return await self.db.read(work)
 
@@ -171,7 +190,7 @@ class QuotaService:
         """Raise QuotaExceededError unless ``needed_ms`` more fits the user's (and the guild's)
         allowance. The caller holds the user's account lock; the guild's is taken here, after it.
         Returns the user's allowance (ms), which the caller records on the new jobs."""
-        allowance = await self._user_allowance(session, owner.user_id, role_ids)
+        allowance = await self._user_allowance(session, owner.user_id, owner.guild_id, role_ids)
         await self._check(session, "user", owner.user_id, allowance, needed_ms, now)
         guild_allowance = guild_allowance_ms(self.settings)
         if owner.guild_id is not None and guild_allowance is not None:
@@ -207,7 +226,7 @@ class QuotaService:
         await lock_user(session, user_id, now)
         allowance = job["allowance_ms"]
         if allowance is None:
-            allowance = await self._user_allowance(session, user_id, ())
+            allowance = await self._user_allowance(session, user_id, guild_id, ())
         room = allowance - await self._used(session, "user", user_id, now)
         room -= await self._reserved(session, "user", user_id, exclude=[job["id"]])
         guild_allowance = guild_allowance_ms(self.settings)
@@ -251,13 +270,20 @@ class QuotaService:
     # -- sums -----------------------------------------------------------------------------------
 
     async def _user_allowance(
-        self, session: AsyncSession, user_id: int, role_ids: Sequence[int]
+        self, session: AsyncSession, user_id: int, guild_id: int | None, role_ids: Sequence[int]
     ) -> int:
-        override = (
+        """The operator's override for the user if any, else this server's, else the settings
+        and role tiers. In DMs (no guild) only the operator's override and the defaults apply."""
+        rows = (
             await session.execute(
-                select(QUOTA_OVERRIDES.c.allowance_ms).where(QUOTA_OVERRIDES.c.user_id == user_id)
+                select(QUOTA_OVERRIDES.c.guild_id, QUOTA_OVERRIDES.c.allowance_ms).where(
+                    QUOTA_OVERRIDES.c.user_id == user_id,
+                    QUOTA_OVERRIDES.c.guild_id.in_({EVERYWHERE, _scope(guild_id)}),
+                )
             )
-        ).scalar()
+        ).all()
+        by_scope = {scope: allowance for scope, allowance in rows}
+        override = by_scope.get(EVERYWHERE, by_scope.get(_scope(guild_id)))
         return allowance_ms(self.settings, override_ms=override, role_ids=role_ids)
 
     async def _used(self, session: AsyncSession, scope: str, subject: int, now: datetime) -> int:
@@ -376,3 +402,7 @@ def _entry(
         "created_at": now,
         "note": note,
     }
+
+
+def _scope(guild_id: int | None) -> int:
+    return EVERYWHERE if guild_id is None else guild_id

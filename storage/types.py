@@ -263,9 +263,12 @@ class QuotaReadout:
 
 @dataclass(frozen=True, slots=True)
 class QuotaOverride:
-    """An admin's allowance for one user, replacing the settings and role tiers."""
+    """An allowance for one user, replacing the settings and role tiers: in one server
+    (``guild_id``, set by its admins) or in all (``guild_id`` None, set by the operator, and
+    then final)."""
 
     user_id: int
+    guild_id: int | None
     allowance: float
     set_by: int | None
     reason: str

@@ -124,12 +124,23 @@ class AccountService:
     async def set_quota_override(
         self, requester: Requester, user_id: int, seconds: float | None
     ) -> None:
-        """An admin's per-user allowance (None restores the settings and role tiers)."""
-        if not requester.is_admin:
+        """An admin's allowance for a member in this server (None restores the settings and
+        role tiers), at most the operator's ceiling. Usage still counts across all servers."""
+        if not requester.is_admin or requester.guild_id is None:
             raise UserFacingError("only server admins (Manage Server) may change quotas")
         if seconds is None:
-            await self.queue.quota.clear_override(user_id)
+            await self.queue.quota.clear_override(user_id, guild_id=requester.guild_id)
             return
+        ceiling = self.settings.quota.admin_override_ceiling
+        if seconds > ceiling:
+            raise UserFacingError(
+                f"{seconds:g} GPU-seconds is more than a server may grant; the bot's operator "
+                f"allows 0 to {ceiling:g} per member"
+            )
         await self.queue.quota.set_override(
-            user_id, seconds, set_by=requester.user_id, reason="set with /quota"
+            user_id,
+            seconds,
+            guild_id=requester.guild_id,
+            set_by=requester.user_id,
+            reason="set with /quota",
         )

@@ -86,3 +86,24 @@ def test_sockets_beyond_loopback_are_blocked() -> None:
 
     # pytest-socket (pyproject addopts) guards connect(): only loopback hosts are allowed.
     assert socket.socket.connect is not pytest_socket._true_connect
+
+
+def test_the_operator_sets_quota_overrides_from_the_command_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 9, defect 1: a global override exists only for the operator, never via Discord."""
+    monkeypatch.setenv("ATELIER_DATA_DIR", str(tmp_path))
+    assert main(["quota", "show"]) == 0
+    assert "no quota overrides" in capsys.readouterr().out
+    assert main(["quota", "set", "--user", "42", "--gpu-seconds", "90"]) == 0
+    assert main(["quota", "set", "--user", "42", "--guild", "7", "--gpu-seconds", "30"]) == 0
+    assert "30 GPU-seconds per window in server 7" in capsys.readouterr().out
+    assert main(["quota", "show", "--user", "42"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and "everywhere  90" in lines[0] and "server 7  30" in lines[1]
+    assert main(["quota", "clear", "--user", "42"]) == 0
+    assert "override removed everywhere" in capsys.readouterr().out
+    assert main(["quota", "set", "--user", "42", "--gpu-seconds", "-1"]) == 2
+    assert "0 or more" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["quota", "set", "--user", "x", "--gpu-seconds", "5"])

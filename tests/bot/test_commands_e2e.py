@@ -129,8 +129,9 @@ async def test_admins_set_quota_overrides_and_click_rules(
         "quota", {"member": member, "gpu_seconds": 5.0}, user=admin
     )
     assert "5 GPU-seconds" in (await handle.wait_for_followups(1))[0].content
-    readout = await runtime.ledger.queue.quota_readout(member.id)
-    assert readout.allowance == 5
+    readout = await runtime.ledger.queue.quota_readout(member.id, GUILD_ID)
+    assert readout.allowance == 5  # in this server only (issue 9, defect 1)
+    assert (await runtime.ledger.queue.quota_readout(member.id)).allowance == 600
     refusal = await emu.send_slash_command("imagine", {"prompt": "a dog"}, user=member)
     reply = await refusal.wait_for_original(lambda m: not m.loading)
     assert "quota" in reply.content.lower() and not refusal.followups

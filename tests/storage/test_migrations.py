@@ -55,3 +55,47 @@ async def test_concurrent_upgrades_of_an_empty_database(backend: str, tmp_path: 
 def test_in_memory_sqlite_is_refused() -> None:
     with pytest.raises(ValueError, match="file path"):
         Database("sqlite+aiosqlite:///:memory:")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_older_quota_overrides_become_the_operators(backend: str, tmp_path: Path) -> None:
+    """0002 scopes overrides to a server; those made before it (server unknown) keep applying
+    everywhere, as operator overrides."""
+    from sqlalchemy import text
+
+    from storage import QuotaService
+    from tests.storage.dbfixtures import quota_settings
+
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    else:
+        if not os.environ.get(PG_ENV):
+            pytest.skip(f"{PG_ENV} is not set")
+        name = f"atelier_m_{secrets.token_hex(4)}"
+        await _pg_admin(f'CREATE DATABASE "{name}"')
+        url = _pg_url(name)
+    try:
+        assert await upgrade(url, "0001") == "0001"
+        db = Database(url)
+        try:
+            async with db.engine.begin() as conn:
+                await conn.execute(
+                    text(
+                        "INSERT INTO quota_overrides (user_id, allowance_ms, set_by, reason, "
+                        "updated_at) VALUES (42, 5000, 1, 'old', '2026-01-01 00:00:00')"
+                    )
+                )
+        finally:
+            await db.dispose()
+        assert await upgrade(url) == head_revision()
+        db = Database(url)
+        try:
+            quota = QuotaService(db, quota_settings())
+            (override,) = await quota.list_overrides()
+            assert (override.user_id, override.guild_id, override.allowance) == (42, None, 5.0)
+            assert (await quota.readout(42, guild_id=7)).allowance == 5.0
+        finally:
+            await db.dispose()
+    finally:
+        if backend != "sqlite":
+            await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

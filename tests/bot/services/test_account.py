@@ -67,10 +67,34 @@ async def test_settings_change_nothing_when_refused(bench: Bench) -> None:
     assert await bench.ledger.prefs.get_guild_settings(800) == {"owner_only_buttons": False}
 
 
-async def test_quota_overrides_are_for_admins(bench: Bench) -> None:
+async def test_quota_overrides_are_for_admins_and_stay_in_their_server(bench: Bench) -> None:
+    """Issue 9, defect 1: /quota in one server applied in every server, without a ceiling."""
     with pytest.raises(UserFacingError, match="only server admins"):
         await bench.account.set_quota_override(member(), 2, 5.0)
-    await bench.account.set_quota_override(member(is_admin=True), 2, 5.0)
-    assert (await bench.ledger.queue.quota_readout(2)).allowance == 5
-    await bench.account.set_quota_override(member(is_admin=True), 2, None)
-    assert (await bench.ledger.queue.quota_readout(2)).allowance == 1000
+    admin = member(is_admin=True)
+    await bench.account.set_quota_override(admin, 2, 5.0)
+    quota = bench.ledger.queue
+    assert (await quota.quota_readout(2, 800)).allowance == 5
+    assert (await quota.quota_readout(2, OTHER_GUILD)).allowance == 1000  # not elsewhere
+    assert (await quota.quota_readout(2)).allowance == 1000  # nor in DMs
+    with pytest.raises(UserFacingError, match="0 to 3000"):  # 3x the default allowance
+        await bench.account.set_quota_override(admin, 1, 10_000_000)
+    with pytest.raises(UserFacingError, match="only server admins"):
+        await bench.account.set_quota_override(member(guild_id=None, is_admin=True), 2, 5.0)
+    # The operator's override (atelier quota set) wins over any server's.
+    await quota.quota.set_override(2, 50.0, set_by=None, reason="operator")
+    assert (await quota.quota_readout(2, 800)).allowance == 50
+    assert (await quota.quota_readout(2, OTHER_GUILD)).allowance == 50
+    await quota.quota.clear_override(2)
+    await bench.account.set_quota_override(admin, 2, None)
+    assert (await quota.quota_readout(2, 800)).allowance == 1000
+
+
+async def test_usage_counts_across_servers(bench: Bench) -> None:
+    await bench.account.set_quota_override(member(is_admin=True), 1, 2000.0)
+    (ticket,) = await bench.intake.imagine(member(), ImagineInput("a cat"))
+    await bench.finish(ticket.job_id)
+    here = await bench.ledger.queue.quota_readout(1, 800)
+    there = await bench.ledger.queue.quota_readout(1, OTHER_GUILD)
+    assert here.used == there.used == 1.0  # one GPU budget
+    assert (here.allowance, there.allowance) == (2000, 1000)
