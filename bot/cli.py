@@ -46,7 +46,9 @@ def _build_parser() -> argparse.ArgumentParser:
         follow.add_argument("grid", type=Path, help="a grid file written by atelier imagine")
         follow.add_argument("--index", type=int, required=True, help="image 1-4 of the grid")
         follow.add_argument(flag, action="store_true", help=flag_help)
-        follow.add_argument("--out", type=Path, default=None, help="output file")
+        follow.add_argument(
+            "--out", type=Path, default=Path("."), help="output file (default: a new file here)"
+        )
 
     bench = sub.add_parser("bench", help="benchmarks (ratios against the naive way)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
@@ -136,14 +138,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 def _imagine(settings: Settings, prompt: str, out: Path) -> int:
     from generation.commands import imagine_to_file
-    from generation.engine import Engine
     from generation.options import parse_prompt
 
     requests = parse_prompt(prompt, settings=settings.generation, model=settings.model)
-    engine = Engine(settings, model=requests[0].model)
-    for request in requests:
-        engine.validate(request)
-    for output in imagine_to_file(settings, requests, out, engine=engine):
+    for output in imagine_to_file(settings, requests, out):
         _print_output(output)
     return 0
 

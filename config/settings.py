@@ -108,7 +108,12 @@ class GenerationSettings(_Section):
         default=0.45, gt=0.0, le=1.0, description="img2img strength of Upscale (Creative), at 2x."
     )
     max_output_pixels: int = Field(
-        default=2048 * 2048, ge=1, description="Largest image an upscale may produce."
+        default=2048 * 2048,
+        ge=1,
+        description=(
+            "Largest image an upscale may produce; `atelier upscale` and `vary` read files of "
+            "at most four times this."
+        ),
     )
     preview_every: int = Field(default=2, ge=1, description="Preview every N denoising steps.")
     vae_tiling_pixels: int = Field(

@@ -139,6 +139,46 @@ def parse_prompt(
     return requests
 
 
+def check_stored_request(
+    request: GenerationRequest, *, settings: GenerationSettings, model: str
+) -> None:
+    """Refuse a request that did not come from :func:`parse_prompt` here (one read back from a
+    file, say) if a typed command with the same options would be refused.
+
+    Its options go back through the parser, so the rules and messages are the ones /imagine
+    uses. Its size must be the one its ``--ar`` gives, or that doubled by upscales within
+    ``max_output_pixels``. Raises OptionError.
+    """
+    options: dict[str, Any] = {
+        "ar": request.aspect,
+        "no": request.negative_prompt or None,
+        "seed": request.seed,
+        "steps": request.steps,
+        "cfg": repr(request.guidance),
+        "chaos": request.chaos,
+        "stop": request.stop,
+        "model": request.model,
+        request.mode.value: True,
+        "tile": request.tile,
+    }
+    parsed = parse_prompt(request.prompt, settings=settings, model=model, extra_options=options)
+    if len(parsed) != 1:
+        raise OptionError(f"the prompt makes {len(parsed)} jobs; a stored request is one job")
+    base = parsed[0]
+    scale = request.width // base.width
+    upscaled = scale > 1 and request.width * request.height <= settings.max_output_pixels
+    if (
+        (scale != 1 and not upscaled)
+        or scale & (scale - 1)
+        or (request.width, request.height) != (base.width * scale, base.height * scale)
+    ):
+        raise OptionError(
+            f"{request.width}x{request.height} is not a size --ar {request.aspect} gives: "
+            f"{base.width}x{base.height}, or that upscaled 2x, 4x... within "
+            f"{settings.max_output_pixels:,} pixels"
+        )
+
+
 def expand_permutations(text: str, limit: int) -> list[str]:
     """Expand ``{a, b}`` groups (nesting allowed) into every combination, at most ``limit``."""
     results: list[str] = []
