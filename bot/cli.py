@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from config import ConfigError, Settings, load_settings
+from config.errors import mask_url_passwords
 
 if TYPE_CHECKING:
     from generation.commands import CommandOutput
@@ -100,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args, settings)
     except (GenerationError, StorageError, ConfigError) as exc:
-        print(f"atelier: {exc}", file=sys.stderr)
+        # Storage masks its URLs already; this catches any other error that quotes one.
+        print(f"atelier: {mask_url_passwords(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import struct
 import sys
@@ -260,9 +261,11 @@ def test_unreachable_database_is_one_line_without_the_password(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
     argv: list[str],
     case: str,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     (tmp_path / "a-file").write_text("not a directory")
     data_dir = tmp_path / "data"
     (data_dir / "models").mkdir(parents=True)
@@ -273,3 +276,4 @@ def test_unreachable_database_is_one_line_without_the_password(
     assert main(argv) == 2
     err = _one_line_refusal(capsys)
     assert "database" in err and SECRET_PASSWORD not in err
+    assert SECRET_PASSWORD not in caplog.text
