@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from config import ConfigError, Settings, load_settings
+from config.errors import mask_url_passwords
 
 if TYPE_CHECKING:
     from generation.commands import CommandOutput
@@ -61,7 +62,9 @@ def _build_parser() -> argparse.ArgumentParser:
         follow.add_argument("grid", type=Path, help="a grid file written by atelier imagine")
         follow.add_argument("--index", type=int, required=True, help="image 1-4 of the grid")
         follow.add_argument(flag, action="store_true", help=flag_help)
-        follow.add_argument("--out", type=Path, default=None, help="output file")
+        follow.add_argument(
+            "--out", type=Path, default=Path("."), help="output file (default: a new file here)"
+        )
 
     bench = sub.add_parser("bench", help="benchmarks (ratios against the naive way)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
@@ -113,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args, settings)
     except (GenerationError, StorageError, ConfigError) as exc:
-        print(f"atelier: {exc}", file=sys.stderr)
+        # Storage masks its URLs already; this catches any other error that quotes one.
+        print(f"atelier: {mask_url_passwords(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -192,14 +196,10 @@ async def _quota(settings: Settings, args: argparse.Namespace) -> int:
 
 def _imagine(settings: Settings, prompt: str, out: Path) -> int:
     from generation.commands import imagine_to_file
-    from generation.engine import Engine
     from generation.options import parse_imagine_prompt
 
     requests = parse_imagine_prompt(prompt, settings=settings.generation, model=settings.model)
-    engine = Engine(settings, model=requests[0].model)
-    for request in requests:
-        engine.validate(request)
-    for output in imagine_to_file(settings, requests, out, engine=engine):
+    for output in imagine_to_file(settings, requests, out):
         _print_output(output)
     return 0
 

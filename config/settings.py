@@ -9,10 +9,20 @@ file named by ``ATELIER_CONFIG``, and the defaults below.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
@@ -21,10 +31,19 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from config.errors import ConfigError
+from config.errors import ConfigError, looks_secret_name, mask_secrets, mask_url_passwords
 
 DEFAULT_GATEWAY_URL = "wss://gateway.discord.gg"
 DEFAULT_API_BASE_URL = "https://discord.com/api/v10"
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+class SecretUrl(SecretStr):
+    """A URL whose password is a secret: ``str()``, ``repr()`` and JSON dumps show it with the
+    password masked; ``get_secret_value()`` gives the real URL."""
+
+    def _display(self) -> str:
+        return mask_url_passwords(self.get_secret_value())
 
 
 class _Section(BaseModel):
@@ -109,7 +128,12 @@ class GenerationSettings(_Section):
         default=0.45, gt=0.0, le=1.0, description="img2img strength of Upscale (Creative), at 2x."
     )
     max_output_pixels: int = Field(
-        default=2048 * 2048, ge=1, description="Largest image an upscale may produce."
+        default=2048 * 2048,
+        ge=1,
+        description=(
+            "Largest image an upscale may produce; `atelier upscale` and `vary` read files of "
+            "at most four times this."
+        ),
     )
     preview_every: int = Field(default=2, ge=1, description="Preview every N denoising steps.")
     vae_tiling_pixels: int = Field(
@@ -209,6 +233,7 @@ class QuotaSettings(_Section):
         if self.admin_override_max_gpu_seconds is not None:
             return self.admin_override_max_gpu_seconds
         return 3 * self.user_daily_gpu_seconds
+
     role_multipliers: dict[str, float] = Field(
         default_factory=dict, description='Discord role id -> multiplier, e.g. {"123": 3.0}.'
     )
@@ -259,8 +284,12 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(default=Path("data"), description="Models, images and the SQLite file.")
-    database_url: str | None = Field(
-        default=None, description="SQLAlchemy URL; default sqlite+aiosqlite in the data dir."
+    database_url: SecretUrl | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL; default sqlite+aiosqlite in the data dir. A secret: its password "
+            "is masked wherever the URL is shown."
+        ),
     )
     model: str = Field(
         default="sdxl",
@@ -275,10 +304,26 @@ class Settings(BaseSettings):
     quota: QuotaSettings = QuotaSettings()
     bot: BotSettings = BotSettings()
 
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _empty_url_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _url_has_a_scheme(cls, value: SecretUrl | None) -> SecretUrl | None:
+        if value is not None and not _URL_SCHEME.match(value.get_secret_value()):
+            raise ValueError(
+                "must be an SQLAlchemy URL such as sqlite+aiosqlite:///path/atelier.db or "
+                "postgresql+asyncpg://host/atelier"
+            )
+        return value
+
     @property
     def resolved_database_url(self) -> str:
-        if self.database_url:
-            return self.database_url
+        """The database URL with its password, for storage only: never log or print it."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
         return f"sqlite+aiosqlite:///{(self.data_dir / 'atelier.db').resolve()}"
 
     @classmethod
@@ -305,9 +350,40 @@ def _describe(error: ErrorDetails) -> str:
     expected = ctx.get("expected")
     if expected and str(expected) not in msg:
         msg = f"{msg} (allowed: {expected})"
-    # Never echo the input of a secret; for other settings the bad value helps the operator.
-    shown = "" if "token" in loc else f"; got {error.get('input')!r}"
-    return f"setting {loc} ({env}): {msg}{shown}"
+    return f"setting {loc} ({env}): {msg}{_shown_input(error)}"
+
+
+def _shown_input(error: Any) -> str:
+    """``; got <value>`` when the bad value helps the operator and cannot be a secret.
+
+    Never shown: the value of an unknown setting (it may be a misspelt secret), of a secret
+    setting or one whose name says secret, and sections or lists (they may hold either). Any
+    other value is shown with URL passwords and token-like strings masked.
+    """
+    names = [str(part) for part in error["loc"]]
+    value = error.get("input")
+    if error["type"] == "extra_forbidden":
+        return " (unknown setting: check its spelling; its value is not shown)"
+    if _is_secret_setting(names) or any(looks_secret_name(name) for name in names):
+        return ""
+    if not isinstance(value, str | int | float | bool):
+        return ""
+    return f"; got {mask_secrets(repr(value))}"
+
+
+def _is_secret_setting(loc: Sequence[str]) -> bool:
+    model: type[BaseModel] = Settings
+    for part in loc:
+        field = model.model_fields.get(part)
+        if field is None:
+            return False
+        annotation = field.annotation
+        if "Secret" in str(annotation):
+            return True
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return False
+        model = annotation
+    return False
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -8,25 +8,33 @@ prints (parameters, seeds, paths, timings).
 
 from __future__ import annotations
 
+import os
+import struct
 import sys
+import warnings
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+from pydantic import ValidationError
 
 from config.settings import Settings
 from generation.engine import Engine
-from generation.errors import OptionError
+from generation.errors import CommandFileError, OptionError
 from generation.followups import followup_request
-from generation.grid import compose_grid, crop_cell, encode_image, read_metadata
-from generation.request import MAX_SEED, GenerationRequest, Operation
+from generation.grid import GRID_COLUMNS, compose_grid, crop_cell, encode_image, image_metadata
+from generation.options import check_stored_request
+from generation.request import GRID_SIZE, MAX_SEED, GenerationRequest, Operation
 from generation.results import GenerationResult, Timings
 
 #: Version of the metadata layout written into image files.
 METADATA_VERSION = 1
 LOCAL_JOB_ID = "local"
+#: What Pillow's decoders raise on damaged data, besides OSError ("image file is truncated").
+_DAMAGED = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
 
 
 @dataclass(frozen=True)
@@ -54,10 +62,14 @@ def imagine_to_file(
     ``out`` is a file (``.png`` is added if missing; with several requests ``-1``, ``-2``... are
     inserted before the suffix) or an existing directory (files are named by seed). With
     ``settings.queue.batching``, requests with equal ``batch_key()`` share pipeline calls.
+    Every request is validated, and ``out`` checked, before the first is generated.
     """
     if not requests:
         return []
+    check_writable(out)
     engine = engine or Engine(settings, model=requests[0].model)
+    for request in requests:
+        engine.validate(request)
     results: list[GenerationResult] = []
     if settings.queue.batching:
         for group in _batches(requests, settings.queue.max_batch):
@@ -106,12 +118,8 @@ def _follow_up(
     out: Path,
     engine: Engine | None,
 ) -> CommandOutput:
-    metadata = read_metadata(grid_path)
-    if metadata is None or "request" not in metadata:
-        raise OptionError(
-            f"{grid_path} carries no Atelier parameters; use a grid written by `atelier imagine`"
-        )
-    parent = GenerationRequest.from_json(metadata["request"])
+    check_writable(out)
+    parent, picture = read_grid_file(settings, grid_path)
     # The same derivation the bot's buttons use (strengths, sizes, bounds). A variation from the
     # command line takes the chosen image's own seed, so running it twice gives the same images.
     request = followup_request(
@@ -122,11 +130,8 @@ def _follow_up(
         settings=settings.generation,
         seed=(parent.seed + index - 1) % (MAX_SEED + 1),
     )
-    with Image.open(grid_path) as opened:
-        picture = opened.convert("RGB")
     if parent.operation.image_count > 1:
-        width, height = metadata.get("cell", (parent.width, parent.height))
-        source = crop_cell(picture, index, (int(width), int(height)))
+        source = crop_cell(picture, index, (parent.width, parent.height))
     else:
         source = picture
     engine = engine or Engine(settings, model=request.model)
@@ -135,6 +140,93 @@ def _follow_up(
     path = _output_path(out, 1, 1, f"{operation.value}-{request.seed}")
     _write(path, compose_grid(result.images), result, kind=kind)
     return _output(result, path)
+
+
+def read_grid_file(settings: Settings, grid_path: Path) -> tuple[GenerationRequest, Image.Image]:
+    """The request that made ``grid_path`` and its decoded pixels; CommandFileError unless the
+    file is intact and a typed command with those parameters would pass.
+
+    The pixel count is checked from the header, before anything is decoded: a follow-up reads at
+    most a grid of four images of ``generation.max_output_pixels`` each.
+    """
+    limit = GRID_SIZE * settings.generation.max_output_pixels
+    too_large = (
+        f"{grid_path} is too large: a follow-up reads at most {limit:,} pixels "
+        "(4 x ATELIER_GENERATION_MAX_OUTPUT_PIXELS)"
+    )
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between its two bomb limits; a warning would be a second line.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            opened = Image.open(grid_path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise CommandFileError(f"{too_large}, and this one has more") from None
+    except UnidentifiedImageError:
+        raise CommandFileError(f"{grid_path} is not an image Atelier can read") from None
+    except OSError as exc:
+        raise CommandFileError(f"{grid_path} cannot be read: {exc.strerror or exc}") from None
+    with opened as image:
+        if image.width * image.height > limit:
+            raise CommandFileError(
+                f"{too_large}, and this one is {image.width}x{image.height}, "
+                f"{image.width * image.height:,} pixels"
+            )
+        parent = _parent_request(settings, grid_path, image_metadata(image))
+        count = parent.operation.image_count
+        columns = min(count, GRID_COLUMNS)
+        expected = (parent.width * columns, parent.height * -(-count // columns))
+        if image.size != expected:
+            raise CommandFileError(
+                f"{grid_path} is {image.width}x{image.height}, but its parameters describe "
+                f"{count} image(s) of {parent.width}x{parent.height} ({expected[0]}x{expected[1]})"
+            )
+        try:
+            return parent, image.convert("RGB")
+        except _DAMAGED as exc:
+            raise CommandFileError(f"{grid_path} is damaged: {exc}") from None
+
+
+def _parent_request(
+    settings: Settings, grid_path: Path, metadata: dict[str, Any] | None
+) -> GenerationRequest:
+    if metadata is None or "request" not in metadata:
+        raise CommandFileError(
+            f"{grid_path} carries no Atelier parameters; use a grid written by `atelier imagine`"
+        )
+    try:
+        parent = GenerationRequest.from_json(metadata["request"])
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "request"
+        raise CommandFileError(
+            f"{grid_path} carries invalid parameters: {where}: {first['msg']}"
+        ) from None
+    try:
+        check_stored_request(parent, settings=settings.generation, model=settings.model)
+    except OptionError as exc:
+        raise CommandFileError(
+            f"{grid_path} carries parameters a typed command could not use: {exc}"
+        ) from None
+    cell = metadata.get("cell", [parent.width, parent.height])
+    if cell != [parent.width, parent.height]:
+        raise CommandFileError(
+            f"{grid_path} has a cell size that does not match its parameters "
+            f"({parent.width}x{parent.height})"
+        )
+    return parent
+
+
+def check_writable(out: Path) -> None:
+    """Refuse (CommandFileError) an output path whose folder cannot be made or written."""
+    folder = out if out.is_dir() else out.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CommandFileError(
+            f"cannot write {out}: cannot make the folder {folder} ({exc.strerror or exc})"
+        ) from None
+    if not os.access(folder, os.W_OK):
+        raise CommandFileError(f"cannot write {out}: the folder {folder} is not writable")
 
 
 def _batches(
@@ -171,11 +263,14 @@ def grid_metadata(result: GenerationResult, kind: str) -> dict[str, Any]:
 
 
 def _write(path: Path, image: Image.Image, result: GenerationResult, kind: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Local files keep full resolution and lossless pixels, so no size limit applies: a
     # follow-up must crop exactly the image that was generated.
     encoded = encode_image(image, sys.maxsize, grid_metadata(result, kind))
-    path.write_bytes(encoded.data)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encoded.data)
+    except OSError as exc:
+        raise CommandFileError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _output(result: GenerationResult, path: Path) -> CommandOutput:

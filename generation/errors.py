@@ -17,6 +17,11 @@ class OptionError(GenerationError):
     """A prompt or option the user typed is invalid. Nothing is queued or charged."""
 
 
+class CommandFileError(GenerationError):
+    """A file a local command reads or writes cannot be used: missing, not an image, damaged,
+    too large, carrying parameters the settings refuse, or not writable. Nothing is generated."""
+
+
 class PromptTooLongError(OptionError):
     """The prompt has more tokens than the text encoders accept."""
 

@@ -102,15 +102,20 @@ def read_metadata(source: bytes | Path | str) -> dict[str, Any] | None:
     """The metadata :func:`encode_image` embedded, or None if the image carries none."""
     stream: io.BytesIO | Path = io.BytesIO(source) if isinstance(source, bytes) else Path(source)
     with Image.open(stream) as image:
-        text = image.info.get(METADATA_KEY)
-        if text is None and image.format == "WEBP":
-            text = image.getexif().get(_EXIF_DESCRIPTION)
+        return image_metadata(image)
+
+
+def image_metadata(image: Image.Image) -> dict[str, Any] | None:
+    """The metadata of an opened image, read from its header: no pixel is decoded."""
+    text = image.info.get(METADATA_KEY)
+    if text is None and image.format == "WEBP":
+        text = image.getexif().get(_EXIF_DESCRIPTION)
     if not isinstance(text, str | bytes):
         return None
     try:
         data = json.loads(text)
-    except ValueError:
-        return None  # someone else's description, not ours
+    except (ValueError, RecursionError):
+        return None  # someone else's description (or a hostile, deeply nested one), not ours
     return data if isinstance(data, dict) else None
 
 

@@ -142,6 +142,19 @@ def parse_imagine_prompt(
     (named like the flags: ``ar``, ``no``, ``seed``, ``steps``, ``cfg``, ``chaos``,
     ``fast``...); giving the same option both ways is an error.
     """
+    given = (options or CommandOptions()).given()
+    return _parse_with(text, settings, model, given, defaults, seed_source)
+
+
+def _parse_with(
+    text: str,
+    settings: GenerationSettings,
+    model: str,
+    given: Mapping[str, str],
+    defaults: PromptDefaults | None,
+    seed_source: SeedSource,
+) -> list[GenerationRequest]:
+    """The parser, with options given apart from the text as ``flag name -> text``."""
     if len(text) > settings.max_prompt_chars:
         raise OptionError(
             f"the prompt is {len(text)} characters long; at most {settings.max_prompt_chars} "
@@ -153,7 +166,7 @@ def parse_imagine_prompt(
             variant,
             settings=settings,
             model=model,
-            extra=(options or CommandOptions()).given(),
+            extra=given,
             defaults=defaults,
         )
         for variant in expansions
@@ -171,6 +184,48 @@ def parse_imagine_prompt(
             seed = seed_source() if explicit_seed is None else explicit_seed + GRID_SIZE * k
             requests.append(GenerationRequest(**fields, seed=seed % (MAX_SEED + 1)))
     return requests
+
+
+def check_stored_request(
+    request: GenerationRequest, *, settings: GenerationSettings, model: str
+) -> None:
+    """Refuse a request that did not come from :func:`parse_imagine_prompt` here (one read back
+    from a file, say) if a typed command with the same options would be refused.
+
+    Its options go back through the parser, so the rules and messages are the ones /imagine
+    uses. Its size must be the one its ``--ar`` gives, or that doubled by upscales within
+    ``max_output_pixels``. Raises OptionError.
+    """
+    options = {
+        "ar": request.aspect,
+        "seed": str(request.seed),
+        "steps": str(request.steps),
+        "cfg": repr(request.guidance),
+        "chaos": str(request.chaos),
+        "stop": str(request.stop),
+        "model": request.model,
+        request.mode.value: "",
+    }
+    if request.negative_prompt:
+        options["no"] = request.negative_prompt
+    if request.tile:
+        options["tile"] = ""
+    parsed = _parse_with(request.prompt, settings, model, options, None, random_seed)
+    if len(parsed) != 1:
+        raise OptionError(f"the prompt makes {len(parsed)} jobs; a stored request is one job")
+    base = parsed[0]
+    scale = request.width // base.width
+    upscaled = scale > 1 and request.width * request.height <= settings.max_output_pixels
+    if (
+        (scale != 1 and not upscaled)
+        or scale & (scale - 1)
+        or (request.width, request.height) != (base.width * scale, base.height * scale)
+    ):
+        raise OptionError(
+            f"{request.width}x{request.height} is not a size --ar {request.aspect} gives: "
+            f"{base.width}x{base.height}, or that upscaled 2x, 4x... within "
+            f"{settings.max_output_pixels:,} pixels"
+        )
 
 
 def expand_permutations(text: str, limit: int) -> list[str]:

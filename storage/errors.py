@@ -157,3 +157,13 @@ class InvalidImageRef(StorageError):
     """An image reference or name is malformed (it never came from an ImageStore)."""
 
     user_facing = False
+
+
+class DatabaseUnavailable(StorageError):
+    """The database URL cannot be used or the database cannot be reached.
+
+    The message is one line that names the database with its password masked; it never carries
+    the password.
+    """
+
+    user_facing = False

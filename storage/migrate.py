@@ -17,9 +17,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.db import Database
+from storage.errors import DatabaseUnavailable
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 #: Arbitrary constant naming Atelier's migration lock among PostgreSQL advisory locks.
@@ -56,14 +58,44 @@ async def upgrade(url: str | URL, revision: str = "head") -> str | None:
         config.attributes["connection"] = sync_conn
         command.upgrade(config, revision)
 
-    db = Database(url, pool_size=1)
     try:
+        db = Database(url, pool_size=1)
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        # Say why without echoing the URL: one that cannot be parsed cannot be masked either.
+        raise DatabaseUnavailable(f"the database URL cannot be used: {_one_line(exc)}") from None
+    where = db.url.render_as_string(hide_password=True)
+    try:
+        _check_sqlite_folder(db, where)
         # The write option makes SQLite's BEGIN IMMEDIATE: concurrent upgrades queue up.
         async with db.engine.execution_options(atelier_write=True).begin() as conn:
             await migrate_on_connection(conn, _upgrade)
         return await current_revision_of(db)
+    except (OSError, SQLAlchemyError) as exc:
+        cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        detail = _one_line(cause)
+        if db.url.password:
+            detail = detail.replace(db.url.password, "***")
+        raise DatabaseUnavailable(f"cannot use the database at {where}: {detail}") from exc
     finally:
         await db.dispose()
+
+
+def _check_sqlite_folder(db: Database, where: str) -> None:
+    """Refuse a SQLite file whose folder is missing before connecting: aiosqlite's failed
+    connect leaves its thread posting to the event loop, which ``asyncio.run`` may already have
+    closed, and that prints a second traceback after the error."""
+    if not db.is_sqlite or not db.url.database or db.url.query.get("uri"):
+        return
+    folder = Path(db.url.database).parent
+    if not folder.is_dir():
+        raise DatabaseUnavailable(
+            f"cannot use the database at {where}: the folder {folder} does not exist"
+        )
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def upgrade_sync(url: str | URL, revision: str = "head") -> str | None:

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import random
+import struct
+import sys
+import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from PIL import Image
 
 from bot.cli import main
-from generation.grid import read_metadata
+from config.settings import GenerationSettings
+from generation.grid import encode_image, read_metadata
+from generation.options import parse_imagine_prompt
 
 
 @pytest.fixture
@@ -18,7 +29,10 @@ def tiny_env(monkeypatch: pytest.MonkeyPatch, tiny_data_dir: Path) -> Path:
 
 
 def test_imagine_then_upscale_and_vary(
-    tiny_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     grid = tmp_path / "grid.png"
     assert main(["imagine", "a lighthouse at dusk --ar 3:2 --seed 7", "--out", str(grid)]) == 0
@@ -27,9 +41,11 @@ def test_imagine_then_upscale_and_vary(
     metadata = read_metadata(grid)
     assert metadata is not None and metadata["request"]["seed"] == 7
 
-    up = tmp_path / "up.png"
-    assert main(["upscale", str(grid), "--index", "2", "--creative", "--out", str(up)]) == 0
-    assert "upscale_creative" in capsys.readouterr().out and up.exists()
+    # Without --out, the result is named after the operation and seed, in the current folder.
+    monkeypatch.chdir(tmp_path)
+    assert main(["upscale", str(grid), "--index", "2", "--creative"]) == 0
+    assert "upscale_creative" in capsys.readouterr().out
+    assert (tmp_path / "upscale_creative-8.png").is_file()
     vary = tmp_path / "vary.png"
     assert main(["vary", str(grid), "--index", "3", "--strong", "--out", str(vary)]) == 0
     assert "vary_strong" in capsys.readouterr().out and vary.exists()
@@ -107,3 +123,180 @@ def test_the_operator_sets_quota_overrides_from_the_command_line(
     assert "0 or more" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["quota", "set", "--user", "x", "--gpu-seconds", "5"])
+
+
+# -- hostile input: every bad file or database gets one line on stderr and exit status 2 --------
+
+SECRET_PASSWORD = "hunter2-correct-horse"
+
+
+def _one_line_refusal(capsys: pytest.CaptureFixture[str]) -> str:
+    captured = capsys.readouterr()
+    err = captured.err
+    assert "Traceback" not in err
+    assert err.startswith("atelier: ") and err.endswith("\n") and err.count("\n") == 1, err
+    assert not captured.out.strip(), captured.out
+    return err
+
+
+@pytest.fixture
+def no_generation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading a model fails the test: a refused file must be refused before any generation."""
+    from generation.engine import Engine
+
+    def refuse(self: Engine) -> float:
+        pytest.fail("a model was loaded for input that should have been refused")
+
+    monkeypatch.setattr(Engine, "load", refuse)
+
+
+def _tiny_request() -> dict[str, Any]:
+    (request,) = parse_imagine_prompt(
+        "a lighthouse --seed 7", settings=GenerationSettings(), model="tiny"
+    )
+    return request.to_json()
+
+
+def _metadata(fields: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    return {
+        "atelier": 1,
+        "kind": "grid",
+        "request": fields,
+        "seeds": [7, 8, 9, 10],
+        "cell": [fields["width"], fields["height"]],
+        **changes,
+    }
+
+
+def _grid_file(path: Path, fields: dict[str, Any] | None = None, **changes: Any) -> Path:
+    """A 2x2 grid of noise with Atelier metadata (``changes`` replace metadata keys)."""
+    fields = fields or _tiny_request()
+    size = (fields["width"] * 2, fields["height"] * 2)
+    pixels = random.Random(0).randbytes(size[0] * size[1] * 3)
+    image = Image.frombytes("RGB", size, pixels)
+    path.write_bytes(encode_image(image, sys.maxsize, _metadata(fields, **changes)).data)
+    return path
+
+
+def _directory(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+def _text_file(path: Path) -> Path:
+    path.write_text("hello, not an image")
+    return path
+
+
+def _png_header_only(path: Path, width: int, height: int, text: bytes | None = None) -> Path:
+    """A PNG that claims ``width`` x ``height`` pixels, with metadata (valid unless ``text`` is
+    given) but almost no pixel data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    text = text or json.dumps(_metadata(_tiny_request())).encode()
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"tEXt", b"atelier\0" + text)
+        + chunk(b"IDAT", zlib.compress(b"\0" * (1 + 3 * width)))
+        + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def _truncated(path: Path) -> Path:
+    data = _grid_file(path).read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    return path
+
+
+def _forged(**changes: Any) -> Callable[[Path], Path]:
+    return lambda path: _grid_file(path, {**_tiny_request(), **changes})
+
+
+BAD_FILES: dict[str, tuple[Callable[[Path], Path], str]] = {
+    "missing": (lambda path: path, "cannot be read"),
+    "directory": (_directory, "cannot be read"),
+    "not an image": (_text_file, "is not an image"),
+    "truncated png": (_truncated, "is damaged"),
+    "decompression bomb": (lambda path: _png_header_only(path, 20_000, 20_000), "too large"),
+    "81 megapixels": (lambda path: _png_header_only(path, 9_000, 9_000), "81,000,000 pixels"),
+    "deeply nested metadata": (
+        lambda path: _png_header_only(path, 256, 256, b"[" * 100_000),
+        "carries no Atelier parameters",
+    ),
+    "steps -5": (_forged(steps=-5), "steps"),
+    "cell 0x0": (lambda path: _grid_file(path, cell=[0, 0]), "cell"),
+    "cell of text": (lambda path: _grid_file(path, cell="wide"), "cell"),
+    "request not an object": (lambda path: _grid_file(path, request=[1, 2]), "parameters"),
+    "steps 100000": (_forged(steps=100_000), "--steps must be from 1 to 60; got 100000"),
+    "cfg 1e308": (_forged(guidance=1e308), "--cfg must be from 0 to 20"),
+    "aspect 50:1": (_forged(aspect="50:1"), "--ar 50:1 is too extreme"),
+    "unknown model": (_forged(model="someone/else"), "--model someone/else is not enabled"),
+    "size beyond its aspect": (_forged(width=384, height=384), "384x384 is not a size"),
+}
+
+
+@pytest.mark.parametrize("command", ["upscale", "vary"])
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_file_is_refused_in_one_line_before_generation(
+    tiny_env: Path,
+    no_generation: None,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    case: str,
+) -> None:
+    make, expected = BAD_FILES[case]
+    bad = make(tmp_path / "grid.png")
+    assert main([command, str(bad), "--index", "1", "--out", str(tmp_path / "out.png")]) == 2
+    err = _one_line_refusal(capsys)
+    assert expected in err and str(bad) in err
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_imagine_to_an_unwritable_path_is_refused_before_generation(
+    tiny_env: Path, no_generation: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    out = tmp_path / "a-file" / "grid.png"
+    assert main(["imagine", "a cat", "--out", str(out)]) == 2
+    err = _one_line_refusal(capsys)
+    assert "cannot write" in err and str(out) in err
+
+
+UNREACHABLE_DATABASES = {
+    "refused": f"postgresql+asyncpg://atelier:{SECRET_PASSWORD}@127.0.0.1:1/atelier",
+    "sqlite under a file": "sqlite+aiosqlite:///{tmp}/a-file/atelier.db",
+    "unknown dialect": f"nosuchdb://atelier:{SECRET_PASSWORD}@127.0.0.1:1/atelier",
+    "in-memory sqlite": "sqlite+aiosqlite://",
+}
+
+
+@pytest.mark.parametrize("argv", [["db", "upgrade"], ["worker"], ["run"]], ids=" ".join)
+@pytest.mark.parametrize("case", list(UNREACHABLE_DATABASES))
+def test_unreachable_database_is_one_line_without_the_password(
+    tiny_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    argv: list[str],
+    case: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    (tmp_path / "a-file").write_text("not a directory")
+    data_dir = tmp_path / "data"
+    (data_dir / "models").mkdir(parents=True)
+    (data_dir / "models" / "tiny").symlink_to(tiny_env / "models" / "tiny")
+    monkeypatch.setenv("ATELIER_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("ATELIER_DATABASE_URL", UNREACHABLE_DATABASES[case].format(tmp=tmp_path))
+    monkeypatch.setenv("ATELIER_DISCORD_TOKEN", "MTIz.not-a-real-token.for-this-test")
+    assert main(argv) == 2
+    err = _one_line_refusal(capsys)
+    assert "database" in err and SECRET_PASSWORD not in err
+    assert SECRET_PASSWORD not in caplog.text

@@ -98,3 +98,79 @@ def test_readme_configuration_reference_is_current() -> None:
     assert with_reference(readme) == readme, "run: python -m config.reference --write README.md"
     for env, _, meaning in reference_rows():
         assert meaning, f"{env} needs a description"
+
+
+# -- secrets never reach an error message --------------------------------------------------------
+
+DISCORD_LIKE_TOKEN = "MTA5ODc2NTQzMjEwOTg3NjU0.GaBcDe.q1w2e3r4t5y6u7i8o9p0a1s2d3f4g5h6j7k8"
+DB_PASSWORD = "hunter2-correct-horse"
+
+
+def _config_error() -> str:
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    return str(info.value)
+
+
+def test_misspelt_token_variable_is_named_but_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATELIER_DISCORD_TOKN", DISCORD_LIKE_TOKEN)
+    message = _config_error()
+    assert "discord.tokn" in message and "ATELIER_DISCORD_TOKN" in message
+    assert DISCORD_LIKE_TOKEN not in message and "q1w2e3r4t5y6" not in message
+
+
+def test_unknown_setting_value_is_never_echoed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ATELIER_BOT_WEBHOOK", "plain words that are secret anyway")
+    message = _config_error()
+    assert "ATELIER_BOT_WEBHOOK" in message and "secret anyway" not in message
+    monkeypatch.delenv("ATELIER_BOT_WEBHOOK")
+    path = tmp_path / "atelier.toml"
+    path.write_text(f'[queue]\nwebhook = "{DISCORD_LIKE_TOKEN}"\n')
+    monkeypatch.setenv("ATELIER_CONFIG", str(path))
+    message = _config_error()
+    assert "queue.webhook" in message and "q1w2e3r4t5y6" not in message
+
+
+def test_token_like_value_of_a_known_setting_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATELIER_GENERATION_DEVICE", DISCORD_LIKE_TOKEN)
+    message = _config_error()
+    assert "ATELIER_GENERATION_DEVICE" in message and "'cuda'" in message
+    assert "q1w2e3r4t5y6" not in message
+
+
+def test_database_url_password_never_in_a_validation_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ATELIER_DATABASE_URL", f"postgresql//atelier:{DB_PASSWORD}@db/atelier")
+    message = _config_error()
+    assert "ATELIER_DATABASE_URL" in message and DB_PASSWORD not in message
+    monkeypatch.delenv("ATELIER_DATABASE_URL")
+    path = tmp_path / "atelier.toml"
+    path.write_text(f'databse_url = "postgresql://atelier:{DB_PASSWORD}@db/atelier"\n')
+    monkeypatch.setenv("ATELIER_CONFIG", str(path))
+    message = _config_error()
+    assert "databse_url" in message and DB_PASSWORD not in message
+
+
+def test_database_url_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"postgresql+asyncpg://atelier:{DB_PASSWORD}@db:5432/atelier"
+    monkeypatch.setenv("ATELIER_DATABASE_URL", url)
+    s = load_settings()
+    assert s.resolved_database_url == url
+    assert str(s.database_url) == "postgresql+asyncpg://atelier:***@db:5432/atelier"
+    for shown in (repr(s), str(s), str(s.model_dump()), s.model_dump_json(), repr(s.database_url)):
+        assert DB_PASSWORD not in shown
+
+
+def test_config_error_masks_whatever_raised_it() -> None:
+    message = str(
+        ConfigError(
+            f"bad: postgresql://atelier:{DB_PASSWORD}@db/atelier, ATELIER_API_KEY=abc123, "
+            f"{DISCORD_LIKE_TOKEN}"
+        )
+    )
+    assert DB_PASSWORD not in message and "abc123" not in message
+    assert "q1w2e3r4t5y6" not in message
+    assert "postgresql://atelier:***@db/atelier" in message

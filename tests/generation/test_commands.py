@@ -10,7 +10,7 @@ from PIL import Image
 from config.settings import QueueSettings, Settings
 from generation.commands import imagine_to_file, upscale_from_file, vary_from_file
 from generation.engine import Engine
-from generation.errors import OptionError
+from generation.errors import CommandFileError, OptionError
 from generation.grid import read_metadata
 from generation.request import GenerationRequest, Operation
 from tests.generation.conftest import make_request
@@ -19,7 +19,7 @@ from tests.generation.conftest import make_request
 def test_imagine_then_upscale_and_vary(
     engine: Engine, tiny_settings: Settings, tmp_path: Path
 ) -> None:
-    request = make_request(seed=31, width=144, height=112)
+    request = make_request(seed=31, width=144, height=112, aspect="4:3")
     (grid,) = imagine_to_file(tiny_settings, [request], tmp_path / "grid", engine=engine)
     assert grid.path == tmp_path / "grid.png"
     assert grid.seeds == (31, 32, 33, 34)
@@ -74,5 +74,5 @@ def test_several_requests_share_calls_when_batching(
 def test_follow_up_needs_atelier_metadata(tiny_settings: Settings, tmp_path: Path) -> None:
     plain = tmp_path / "plain.png"
     Image.new("RGB", (64, 64)).save(plain)
-    with pytest.raises(OptionError, match="carries no Atelier parameters"):
+    with pytest.raises(CommandFileError, match="carries no Atelier parameters"):
         upscale_from_file(tiny_settings, plain, 1, creative=False, out=tmp_path / "x.png")
