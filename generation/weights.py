@@ -6,9 +6,11 @@ Two syntaxes are understood:
 
 * Midjourney multi-prompts split a prompt into parts with ``::`` and weigh each part:
   ``hot dog::1.5 animal::-0.5``. Parts are encoded separately and blended by weight
-  (compel's ``("hot dog", "animal").blend(1.5, -0.5)``); the weights must add up to more than 0.
+  (compel's ``("hot dog", "animal").blend(1.5, -0.5)``); each weight is within
+  ±``MAX_PART_WEIGHT`` and they must add up to more than 0.
 * A1111 emphasis inside a part: ``(word:1.3)`` sets a weight, ``(word)`` multiplies by 1.1,
-  ``[word]`` divides by 1.1, nesting multiplies, and ``\\(`` is a literal parenthesis.
+  ``[word]`` divides by 1.1, nesting multiplies (the product may be at most
+  ``MAX_TOKEN_WEIGHT``), and ``\\(`` is a literal parenthesis.
 
 Everything else is literal text: characters compel would read as its own syntax (quotes,
 parentheses, a ``+``/``-`` run after a word) are escaped or spaced so they stay text.
@@ -24,8 +26,11 @@ from generation.errors import OptionError
 
 #: ``(word)`` and ``[word]`` multiply or divide by this, as in A1111.
 EMPHASIS = 1.1
-#: Largest explicit ``(word:w)``; above about 2 images fall apart, above this it is surely a typo.
+#: Largest explicit ``(word:w)``, and largest product of nested groups (``((word:2):2)`` is 4);
+#: above about 2 images fall apart, above this it is surely a typo.
 MAX_TOKEN_WEIGHT = 5.0
+#: Largest ``::`` weight either way (``a::10 b::-10``); compel blends the parts by these.
+MAX_PART_WEIGHT = 10.0
 
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 _NUMBERISH = "0123456789+-."
@@ -72,7 +77,7 @@ def parse_weighted_prompt(prompt: str) -> list[Segment]:
     ]
     if len(segments) > 1 or "::" in prompt:
         total = sum(segment.weight for segment in segments)
-        if total <= 0:
+        if not total > 0:
             shown = " + ".join(_format_weight(segment.weight) for segment in segments)
             raise OptionError(
                 f"the multi-prompt weights add up to {shown} = {_format_weight(total)}; "
@@ -120,6 +125,12 @@ def _split_multiprompt(prompt: str) -> list[tuple[str, int, float]]:
                     "write a number right after `::`, e.g. `castle::2 fog::-0.5`"
                 )
             weight = float(token)
+            if not -MAX_PART_WEIGHT <= weight <= MAX_PART_WEIGHT:
+                raise OptionError(
+                    f"multi-prompt weight `::{_shorten(token)}` at character {match.start() + 1} "
+                    f"is out of range: use {_format_weight(-MAX_PART_WEIGHT)} to "
+                    f"{_format_weight(MAX_PART_WEIGHT)}"
+                )
             start = match.end() + len(token)
         if not text.strip():
             raise OptionError(
@@ -208,8 +219,8 @@ def _close_group(group: _Group) -> None:
     weight = float(candidate)
     if not 0 <= weight <= MAX_TOKEN_WEIGHT:
         raise OptionError(
-            f"weight {candidate} in the group at character {group.position + 1} is out of range: "
-            f"use 0 to {_format_weight(MAX_TOKEN_WEIGHT)}"
+            f"weight {_shorten(candidate)} in the group at character {group.position + 1} "
+            f"is out of range: use 0 to {_format_weight(MAX_TOKEN_WEIGHT)}"
         )
     group.weight = weight
     group.children[-1] = text
@@ -217,6 +228,12 @@ def _close_group(group: _Group) -> None:
 
 def _flatten(group: _Group, weight: float, out: list[Fragment]) -> None:
     weight *= group.weight
+    if weight > MAX_TOKEN_WEIGHT * (1 + 1e-9):
+        raise OptionError(
+            f"nested weights multiply to {_format_weight(weight)} in the group at character "
+            f"{group.position + 1}; the product of nested weights may be at most "
+            f"{_format_weight(MAX_TOKEN_WEIGHT)}"
+        )
     for child in group.children:
         if isinstance(child, _Group):
             _flatten(child, weight, out)
@@ -271,6 +288,10 @@ def _compel_fragments(fragments: tuple[Fragment, ...]) -> str:
             out += " "
         out += f"({escaped}){_format_weight(weight)}"
     return out
+
+
+def _shorten(token: str) -> str:
+    return token if len(token) <= 12 else token[:12] + "…"
 
 
 def _format_weight(weight: float) -> str:

@@ -90,6 +90,12 @@ def test_segments_and_plain_text() -> None:
         ("(a]", "`]` at character 3 does not close `(` at character 1"),
         ("[a", "`[` at character 1 is never closed"),
         ("::2 a", "empty prompt part"),
+        ("a::" + "9" * 400 + " b", "out of range: use -10 to 10"),
+        ("a::" + "9" * 400 + " b::-" + "9" * 400, "out of range: use -10 to 10"),
+        ("a::11 b", "out of range: use -10 to 10"),
+        ("(x:" + "9" * 400 + ")", "out of range: use 0 to 5"),
+        ("((((x:5):5):5):5)", "nested weights multiply to 25"),
+        ("((x:5))", "the product of nested weights may be at most 5"),
     ],
 )
 def test_syntax_errors_name_the_problem(prompt: str, fragment: str) -> None:
@@ -99,7 +105,17 @@ def test_syntax_errors_name_the_problem(prompt: str, fragment: str) -> None:
 
 
 def test_valid_prompts_pass() -> None:
-    for prompt in ["plain", "a::2 b::-1", "(x:0)", "(x:5)", r"\(\)", "ratio 3:4", "a (b: c) d"]:
+    for prompt in [
+        "plain",
+        "a::2 b::-1",
+        "a::10 b::-9.5",
+        "(x:0)",
+        "(x:5)",
+        "((x:2):2)",
+        r"\(\)",
+        "ratio 3:4",
+        "a (b: c) d",
+    ]:
         check_prompt_syntax(prompt)
 
 
