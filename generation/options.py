@@ -118,6 +118,17 @@ class CommandOptions:
         return given
 
 
+#: How a native option of the command is named in messages, by the flag it stands for.
+_COMMAND_OPTION_NAMES = {
+    "no": "negative",
+    "ar": "aspect",
+    "seed": "seed",
+    "steps": "steps",
+    "cfg": "guidance",
+    "chaos": "chaos",
+}
+
+
 @dataclass(frozen=True)
 class PromptDefaults:
     """Per-user defaults from /settings; options in the prompt win over them."""
@@ -142,20 +153,13 @@ def parse_imagine_prompt(
     (named like the flags: ``ar``, ``no``, ``seed``, ``steps``, ``cfg``, ``chaos``,
     ``fast``...); giving the same option both ways is an error.
     """
-    if len(text) > settings.max_prompt_chars:
-        raise OptionError(
-            f"the prompt is {len(text)} characters long; at most {settings.max_prompt_chars} "
-            "are allowed"
-        )
+    _check_length(text, "the prompt", settings)
+    extra = (options or CommandOptions()).given()
+    for name, value in extra.items():
+        _check_length(value, f"the {_COMMAND_OPTION_NAMES.get(name, name)} option", settings)
     expansions = expand_permutations(_DASHES.sub("--", text), settings.max_jobs_per_prompt)
     parsed = [
-        _parse_one(
-            variant,
-            settings=settings,
-            model=model,
-            extra=(options or CommandOptions()).given(),
-            defaults=defaults,
-        )
+        _parse_one(variant, settings=settings, model=model, extra=extra, defaults=defaults)
         for variant in expansions
     ]
     total = sum(repeat for _, repeat in parsed)
@@ -173,11 +177,28 @@ def parse_imagine_prompt(
     return requests
 
 
+def check_prompt_text(text: str, settings: GenerationSettings, what: str = "prompt") -> None:
+    """Raise OptionError if ``text`` (a prompt, negative prompt or remixed prompt) is too long
+    or its weight syntax is malformed."""
+    _check_length(text, f"the {what}", settings)
+    check_prompt_syntax(text)
+
+
+def _check_length(text: str, what: str, settings: GenerationSettings) -> None:
+    if len(text) > settings.max_prompt_chars:
+        raise OptionError(
+            f"{what} is {len(text)} characters long; at most {settings.max_prompt_chars} "
+            "are allowed"
+        )
+
+
 def expand_permutations(text: str, limit: int) -> list[str]:
     """Expand ``{a, b}`` groups (nesting allowed) into every combination, at most ``limit``."""
     results: list[str] = []
-
-    def expand(rest: str, prefix: str) -> None:
+    # A stack, not recursion: thousands of nested braces must be an error, not a RecursionError.
+    pending: list[tuple[str, str]] = [("", text)]
+    while pending:
+        prefix, rest = pending.pop()
         start = rest.find("{")
         if start < 0:
             if "}" in rest:
@@ -188,14 +209,15 @@ def expand_permutations(text: str, limit: int) -> list[str]:
                     f"the {{a, b}} permutations make more than {limit} prompts; "
                     f"at most {limit} are allowed per prompt"
                 )
-            return
+            continue
         if "}" in rest[:start]:
             raise OptionError("the prompt has a '}' without a matching '{'")
         end = _matching_brace(rest, start)
-        for alternative in _split_top_level(rest[start + 1 : end]):
-            expand(alternative + rest[end + 1 :], prefix + rest[:start])
-
-    expand(text, "")
+        alternatives = _split_top_level(rest[start + 1 : end])
+        pending.extend(
+            (prefix + rest[:start], alternative + rest[end + 1 :])
+            for alternative in reversed(alternatives)
+        )
     return results
 
 
@@ -287,10 +309,10 @@ def _parse_one(
             )
     if not prompt:
         raise OptionError("the prompt is empty; describe the image before any --options")
-    check_prompt_syntax(prompt)
+    check_prompt_text(prompt, settings)
     negative = " ".join(values["no"][1].split()) if "no" in values else ""
     if negative:
-        check_prompt_syntax(negative)
+        check_prompt_text(negative, settings, "negative prompt")
 
     preset = _pick_model(values, settings, model)
     mode = _pick_mode(values, settings, preset, defaults)

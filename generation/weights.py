@@ -10,7 +10,7 @@ Two syntaxes are understood:
   ±``MAX_PART_WEIGHT`` and they must add up to more than 0.
 * A1111 emphasis inside a part: ``(word:1.3)`` sets a weight, ``(word)`` multiplies by 1.1,
   ``[word]`` divides by 1.1, nesting multiplies (the product may be at most
-  ``MAX_TOKEN_WEIGHT``), and ``\\(`` is a literal parenthesis.
+  ``MAX_TOKEN_WEIGHT``; at most ``MAX_NESTING`` levels), and ``\\(`` is a literal parenthesis.
 
 Everything else is literal text: characters compel would read as its own syntax (quotes,
 parentheses, a ``+``/``-`` run after a word) are escaped or spaced so they stay text.
@@ -31,6 +31,8 @@ EMPHASIS = 1.1
 MAX_TOKEN_WEIGHT = 5.0
 #: Largest ``::`` weight either way (``a::10 b::-10``); compel blends the parts by these.
 MAX_PART_WEIGHT = 10.0
+#: Deepest nesting of ``(...)``/``[...]`` groups; A1111 prompts rarely go past 5.
+MAX_NESTING = 20
 
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 _NUMBERISH = "0123456789+-."
@@ -165,6 +167,11 @@ def _parse_emphasis(text: str, offset: int) -> list[Fragment]:
             continue
         if char in "([":
             flush()
+            if len(stack) > MAX_NESTING:
+                raise OptionError(
+                    f"the group at character {offset + index + 1} is nested more than "
+                    f"{MAX_NESTING} deep; nest `(` and `[` at most {MAX_NESTING} deep"
+                )
             group = _Group(opener=char, position=offset + index)
             stack[-1].children.append(group)
             stack.append(group)

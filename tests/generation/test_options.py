@@ -179,6 +179,39 @@ def test_prompt_length_limit() -> None:
         parse("a" * 1501)
 
 
+def test_every_text_option_has_a_length_limit() -> None:
+    with pytest.raises(OptionError, match="the negative option is 1501 characters long; at most"):
+        parse("a cat", options=CommandOptions(negative="b" * 1501))
+    with pytest.raises(OptionError, match="the aspect option is 1501 characters long"):
+        parse("a cat", options=CommandOptions(aspect="1" * 1501))
+    assert one("a cat", options=CommandOptions(negative="d" * 1500)).negative_prompt == "d" * 1500
+
+
+@pytest.mark.parametrize(
+    "negative", ["(" * 2900 + "x" + ")" * 2900, "[" * 700 + "x" + "]" * 700, "(" * 2900]
+)
+def test_deeply_nested_negative_is_a_clear_error(negative: str) -> None:
+    big = GenerationSettings(max_prompt_chars=10_000)
+    with pytest.raises(OptionError, match="nested more than 20 deep"):
+        parse("a cat", gen=big, options=CommandOptions(negative=negative))
+
+
+def test_deeply_nested_permutations_are_not_a_recursion_error() -> None:
+    big = GenerationSettings(max_prompt_chars=10_000)
+    assert [r.prompt for r in parse("{" * 1500 + "cat" + "}" * 1500, gen=big)] == ["cat"]
+    assert [r.prompt for r in parse("a{}" * 1500 + " cat", gen=big)] == ["a" * 1500 + " cat"]
+    assert expand_permutations("{a, {b, {c, d}}} {x, y}", 10) == [
+        "a x",
+        "a y",
+        "b x",
+        "b y",
+        "c x",
+        "c y",
+        "d x",
+        "d y",
+    ]
+
+
 def test_enabled_models_selectable() -> None:
     gen = GenerationSettings(enabled_models=["tiny"])
     r = one("a cat --model tiny", gen=gen)

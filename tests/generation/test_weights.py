@@ -96,6 +96,9 @@ def test_segments_and_plain_text() -> None:
         ("(x:" + "9" * 400 + ")", "out of range: use 0 to 5"),
         ("((((x:5):5):5):5)", "nested weights multiply to 25"),
         ("((x:5))", "the product of nested weights may be at most 5"),
+        ("(" * 21 + "x" + ")" * 21, "nested more than 20 deep"),
+        ("[" * 2900 + "x" + "]" * 2900, "nested more than 20 deep"),
+        ("(" * 2900 + "x" + ")" * 2900, "nested more than 20 deep"),
     ],
 )
 def test_syntax_errors_name_the_problem(prompt: str, fragment: str) -> None:
@@ -112,6 +115,7 @@ def test_valid_prompts_pass() -> None:
         "(x:0)",
         "(x:5)",
         "((x:2):2)",
+        "[" * 20 + "x" + "]" * 20,
         r"\(\)",
         "ratio 3:4",
         "a (b: c) d",

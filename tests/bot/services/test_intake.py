@@ -94,6 +94,11 @@ async def test_v_follows_the_clickers_variation_setting_and_remix_replaces_the_p
     assert request.operation is Operation.VARY_SUBTLE and request.prompt == "a lighthouse at night"
     with pytest.raises(OptionError, match="empty"):
         await bench.intake.click(member(), ref, prompt="   ")
+    with pytest.raises(OptionError, match="nested more than 20 deep"):
+        await bench.intake.click(member(), ref, prompt="(" * 700 + "x" + ")" * 700)
+    limit = bench.intake.settings.generation.max_prompt_chars
+    with pytest.raises(OptionError, match=f"remixed prompt is {limit + 1} characters long"):
+        await bench.intake.click(member(), ref, prompt="x" * (limit + 1))
 
 
 async def test_clicks_are_checked_against_the_job_the_guild_and_the_clicker(bench: Bench) -> None:
