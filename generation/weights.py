@@ -34,7 +34,7 @@ MAX_PART_WEIGHT = 10.0
 #: Deepest nesting of ``(...)``/``[...]`` groups; A1111 prompts rarely go past 5.
 MAX_NESTING = 20
 
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 _NUMBERISH = "0123456789+-."
 # compel reads a +/- run glued to the end of a word ("cat++", "dog-") as up/down-weighting.
 _TRAILING_SIGNS = re.compile(r"(?<=[^\s+\-])([+\-]+)(?=\W|$)")

@@ -185,10 +185,9 @@ class JobIntake:
         )
 
     def _remixed(self, request: GenerationRequest, prompt: str) -> GenerationRequest:
-        text = " ".join(prompt.split())
+        text = check_prompt_text(prompt, self.settings.generation, "remixed prompt")
         if not text:
             raise OptionError("the remixed prompt is empty; describe the image")
-        check_prompt_text(text, self.settings.generation, "remixed prompt")
         return GenerationRequest.model_validate({**request.to_json(), "prompt": text})
 
     async def _check_may_click(

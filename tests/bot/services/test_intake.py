@@ -94,6 +94,12 @@ async def test_v_follows_the_clickers_variation_setting_and_remix_replaces_the_p
     assert request.operation is Operation.VARY_SUBTLE and request.prompt == "a lighthouse at night"
     with pytest.raises(OptionError, match="empty"):
         await bench.intake.click(member(), ref, prompt="   ")
+    ticket = await bench.intake.click(
+        member(), ref, prompt="a\x00 lighthouse\u202e\n at\u200b dawn"
+    )
+    assert (await bench.ledger.queue.require(ticket.job_id)).request.prompt == (
+        "a lighthouse at dawn"
+    )
     with pytest.raises(OptionError, match="nested more than 20 deep"):
         await bench.intake.click(member(), ref, prompt="(" * 700 + "x" + ")" * 700)
     limit = bench.intake.settings.generation.max_prompt_chars
