@@ -103,6 +103,15 @@ def to_compel(prompt: str) -> str:
     return f"({parts}).blend({weights})"
 
 
+def encoder_text(prompt: str) -> str:
+    """The words the text encoders receive from ``prompt``: escapes resolved, weight marks and
+    backslashes gone (:func:`to_compel` drops them), ``::`` parts joined by spaces. A filter
+    reads this, so ``n\\sfw`` is seen as the ``nsfw`` the model gets."""
+    return " ".join(
+        segment.plain_text.replace("\\", "") for segment in parse_weighted_prompt(prompt)
+    )
+
+
 def plain_prompt(prompt: str) -> str:
     """The prompt's words without any weight syntax (multi-prompt parts joined by spaces)."""
     return " ".join(segment.plain_text.strip() for segment in parse_weighted_prompt(prompt)).strip()

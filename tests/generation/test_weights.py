@@ -8,7 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from generation.errors import OptionError
-from generation.weights import check_prompt_syntax, parse_weighted_prompt, plain_prompt, to_compel
+from generation.weights import (
+    check_prompt_syntax,
+    encoder_text,
+    parse_weighted_prompt,
+    plain_prompt,
+    to_compel,
+)
 
 
 def _compel_fragments(compel_text: str) -> list[tuple[str, float]]:
@@ -71,6 +77,13 @@ def test_segments_and_plain_text() -> None:
     assert [segment.weight for segment in segments] == [2.0, -0.5]
     assert segments[0].plain_text == "a cat on a mat"
     assert plain_prompt("a (cat:1.2) on a mat::2 dog::-0.5") == "a cat on a mat dog"
+
+
+def test_encoder_text_is_what_compel_receives() -> None:
+    assert encoder_text(r"n\sfw (por:1.2)trait::2 a\\b [c]::1") == "nsfw portrait  ab c"
+    assert encoder_text(r"n\sfw") == "".join(
+        f.text for f in Compel.parse_prompt_string(to_compel(r"n\sfw")).prompts[0].children
+    )
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,8 @@ async def test_native_options_override_the_defaults(bench: Bench) -> None:
         (ImagineInput("a fox", CommandOptions(seed=1, steps=999)), OptionError, "steps"),
         (ImagineInput("please refuse this"), OptionError, "too long"),
         (ImagineInput("a gory fox"), UserFacingError, "gory"),
+        (ImagineInput(r"a g\ory fox"), UserFacingError, "gory"),
+        (ImagineInput("a {g, st}ory fox"), UserFacingError, "gory"),
     ],
 )
 async def test_refusals_queue_nothing(
