@@ -113,7 +113,12 @@ class GenerationSettings(_Section):
     )
     max_repeat: int = Field(default=4, ge=1, description="Largest --repeat.")
     max_prompt_chars: int = Field(
-        default=1500, ge=1, description="Longest prompt text, options included."
+        default=1500,
+        ge=1,
+        description=(
+            "Longest prompt text, options included; also the longest negative prompt, remixed "
+            "prompt or other text option."
+        ),
     )
     vary_subtle_strength: float = Field(
         default=0.35, gt=0.0, le=1.0, description="img2img strength of Vary (Subtle)."

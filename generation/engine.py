@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from config.settings import Settings
-from generation.errors import JobCancelledError, OptionError, OutOfMemoryError
+from generation.errors import GenerationError, JobCancelledError, OptionError, OutOfMemoryError
 from generation.pipelines import LoadedModel, free_memory, load_model
 from generation.presets import ModelPreset, resolve_preset
 from generation.preview import latents_preview
@@ -34,7 +34,7 @@ from generation.prompts import PromptEmbeddings, PromptEncoder, TokenCounter
 from generation.request import MAX_SEED, GenerationRequest, Mode, Operation
 from generation.results import GenerationResult, Progress, Timings
 from generation.tiling import seamless, vae_tiling
-from generation.weights import check_prompt_syntax
+from generation.weights import MAX_PART_WEIGHT, MAX_TOKEN_WEIGHT, check_prompt_syntax
 
 log = logging.getLogger(__name__)
 
@@ -386,12 +386,21 @@ class Engine:
                 if negative_embeddings is not None:
                     negative.append(negative_embeddings.embeds)
                     negative_pooled.append(negative_embeddings.pooled)
-        return (
+        tensors = (
             torch.cat(embeds),
             torch.cat(pooled),
             torch.cat(negative) if negative else None,
             torch.cat(negative_pooled) if negative_pooled else None,
         )
+        # A NaN or infinity here would denoise into an all-black grid that looks like success.
+        for tensor in tensors:
+            if tensor is not None and not bool(torch.isfinite(tensor).all()):
+                raise GenerationError(
+                    "the prompt's weights made its text embeddings infinite or NaN; "
+                    f"use smaller weights (at most {MAX_TOKEN_WEIGHT:g} per word, "
+                    f"{-MAX_PART_WEIGHT:g} to {MAX_PART_WEIGHT:g} per `::` part)"
+                )
+        return tensors
 
     def _call(
         self,

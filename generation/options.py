@@ -14,6 +14,7 @@ import difflib
 import math
 import re
 import secrets
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -85,7 +86,10 @@ def options_help(settings: GenerationSettings) -> list[str]:
 # Phones turn "--" into an em or en dash; accept those where an option starts.
 _DASHES = re.compile(r"(?:(?<=\s)|^)(?:\u2014|\u2013|--)(?=[A-Za-z])")
 _FLAG = re.compile(r"(?:(?<=\s)|^)--([A-Za-z][A-Za-z0-9_-]*)")
-_ASPECT = re.compile(r"^(\d{1,4}):(\d{1,4})$")
+_ASPECT = re.compile(r"^([0-9]{1,4}):([0-9]{1,4})$")
+# Python's int() and float() also read other scripts' digits ("٣٠") and underscores ("1_0").
+_ASCII_INT = re.compile(r"[+-]?[0-9]+")
+_ASCII_FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,17 @@ class CommandOptions:
         if self.mode is not None:
             given[self.mode.value] = ""
         return given
+
+
+#: How a native option of the command is named in messages, by the flag it stands for.
+_COMMAND_OPTION_NAMES = {
+    "no": "negative",
+    "ar": "aspect",
+    "seed": "seed",
+    "steps": "steps",
+    "cfg": "guidance",
+    "chaos": "chaos",
+}
 
 
 @dataclass(frozen=True)
@@ -155,20 +170,14 @@ def _parse_with(
     seed_source: SeedSource,
 ) -> list[GenerationRequest]:
     """The parser, with options given apart from the text as ``flag name -> text``."""
-    if len(text) > settings.max_prompt_chars:
-        raise OptionError(
-            f"the prompt is {len(text)} characters long; at most {settings.max_prompt_chars} "
-            "are allowed"
-        )
+    text = clean_text(text).text
+    _check_length(text, "the prompt", settings)
+    extra = {name: clean_text(value).text for name, value in given.items()}
+    for name, value in extra.items():
+        _check_length(value, f"the {_COMMAND_OPTION_NAMES.get(name, name)} option", settings)
     expansions = expand_permutations(_DASHES.sub("--", text), settings.max_jobs_per_prompt)
     parsed = [
-        _parse_one(
-            variant,
-            settings=settings,
-            model=model,
-            extra=given,
-            defaults=defaults,
-        )
+        _parse_one(variant, settings=settings, model=model, extra=extra, defaults=defaults)
         for variant in expansions
     ]
     total = sum(repeat for _, repeat in parsed)
@@ -228,11 +237,97 @@ def check_stored_request(
         )
 
 
+def check_prompt_text(text: str, settings: GenerationSettings, what: str = "prompt") -> str:
+    """``text`` (a prompt, negative prompt or remixed prompt) cleaned (see :func:`clean_text`)
+    and with its whitespace collapsed; OptionError if it is too long or its weight syntax is
+    malformed."""
+    cleaned = " ".join(clean_text(text).text.split())
+    _check_length(cleaned, f"the {what}", settings)
+    check_prompt_syntax(cleaned)
+    return cleaned
+
+
+@dataclass(frozen=True)
+class CleanText:
+    """Text with the characters :func:`clean_text` removes gone, and how many of each kind."""
+
+    text: str
+    removed: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def note(self) -> str:
+        """e.g. ``"removed 2 control characters and 1 zero-width character"``; "" if none."""
+        return _removed_note(dict(self.removed))
+
+
+#: Invisible characters that reorder or hide text, letting a posted prompt read as something else.
+_BIDI_CONTROLS = frozenset([0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)])
+_ZERO_WIDTH = frozenset([0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF])
+_LINE_BREAKS = frozenset("\t\n\v\f\r\x1c\x1d\x1e\x1f\x85\u2028\u2029")
+
+
+def clean_text(text: str) -> CleanText:
+    """Remove what no prompt needs: NUL and the other C0/C1 control characters (tabs and line
+    breaks become spaces), bidirectional overrides, isolates and marks, zero-width characters and
+    lone surrogates. PostgreSQL's JSONB refuses NUL, and the others can make a posted prompt read
+    differently from what the model gets."""
+    kept: list[str] = []
+    removed: dict[str, int] = {}
+    for char in text:
+        if char in _LINE_BREAKS:
+            kept.append(" ")
+            continue
+        code = ord(char)
+        if code in _BIDI_CONTROLS:
+            kind = "bidirectional control character"
+        elif code in _ZERO_WIDTH:
+            kind = "zero-width character"
+        elif unicodedata.category(char) == "Cc":
+            kind = "control character"
+        elif unicodedata.category(char) == "Cs":
+            kind = "invalid character"
+        else:
+            kept.append(char)
+            continue
+        removed[kind] = removed.get(kind, 0) + 1
+    if not removed:
+        return CleanText(text)
+    return CleanText("".join(kept), tuple(removed.items()))
+
+
+def cleaning_note(text: str, options: CommandOptions | None = None) -> str:
+    """What :func:`parse_imagine_prompt` removed from ``text`` and ``options``, for the
+    acknowledgement ("removed 1 control character"); "" when nothing."""
+    removed: dict[str, int] = {}
+    for value in [text, *(options or CommandOptions()).given().values()]:
+        for kind, count in clean_text(value).removed:
+            removed[kind] = removed.get(kind, 0) + count
+    return _removed_note(removed)
+
+
+def _removed_note(removed: Mapping[str, int]) -> str:
+    if not removed:
+        return ""
+    parts = [f"{count} {kind}{'' if count == 1 else 's'}" for kind, count in removed.items()]
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"removed {listed}"
+
+
+def _check_length(text: str, what: str, settings: GenerationSettings) -> None:
+    if len(text) > settings.max_prompt_chars:
+        raise OptionError(
+            f"{what} is {len(text)} characters long; at most {settings.max_prompt_chars} "
+            "are allowed"
+        )
+
+
 def expand_permutations(text: str, limit: int) -> list[str]:
     """Expand ``{a, b}`` groups (nesting allowed) into every combination, at most ``limit``."""
     results: list[str] = []
-
-    def expand(rest: str, prefix: str) -> None:
+    # A stack, not recursion: thousands of nested braces must be an error, not a RecursionError.
+    pending: list[tuple[str, str]] = [("", text)]
+    while pending:
+        prefix, rest = pending.pop()
         start = rest.find("{")
         if start < 0:
             if "}" in rest:
@@ -243,14 +338,15 @@ def expand_permutations(text: str, limit: int) -> list[str]:
                     f"the {{a, b}} permutations make more than {limit} prompts; "
                     f"at most {limit} are allowed per prompt"
                 )
-            return
+            continue
         if "}" in rest[:start]:
             raise OptionError("the prompt has a '}' without a matching '{'")
         end = _matching_brace(rest, start)
-        for alternative in _split_top_level(rest[start + 1 : end]):
-            expand(alternative + rest[end + 1 :], prefix + rest[:start])
-
-    expand(text, "")
+        alternatives = _split_top_level(rest[start + 1 : end])
+        pending.extend(
+            (prefix + rest[:start], alternative + rest[end + 1 :])
+            for alternative in reversed(alternatives)
+        )
     return results
 
 
@@ -342,10 +438,10 @@ def _parse_one(
             )
     if not prompt:
         raise OptionError("the prompt is empty; describe the image before any --options")
-    check_prompt_syntax(prompt)
-    negative = " ".join(values["no"][1].split()) if "no" in values else ""
-    if negative:
-        check_prompt_syntax(negative)
+    check_prompt_text(prompt, settings)
+    negative = (
+        check_prompt_text(values["no"][1], settings, "negative prompt") if "no" in values else ""
+    )
 
     preset = _pick_model(values, settings, model)
     mode = _pick_mode(values, settings, preset, defaults)
@@ -457,12 +553,12 @@ def _int(values: dict[str, tuple[str, str]], name: str, low: int, high: int) -> 
     if item is None:
         return None
     typed, raw = item
-    try:
-        value = int(raw)
-    except ValueError:
+    if not _ASCII_INT.fullmatch(raw):
         raise OptionError(
-            f"--{typed} must be a whole number from {low} to {high}; got '{raw}'"
-        ) from None
+            f"--{typed} must be a whole number from {low} to {high}, written with the digits "
+            f"0-9; got '{raw}'"
+        )
+    value = int(raw)
     if not low <= value <= high:
         raise OptionError(f"--{typed} must be from {low} to {high}; got {value}")
     return value
@@ -473,12 +569,12 @@ def _float(values: dict[str, tuple[str, str]], name: str, low: float, high: floa
     if item is None:
         return None
     typed, raw = item
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
+    value = float(raw) if _ASCII_FLOAT.fullmatch(raw) else math.nan
     if not math.isfinite(value):
-        raise OptionError(f"--{typed} must be a number from {low:g} to {high:g}; got '{raw}'")
+        raise OptionError(
+            f"--{typed} must be a number from {low:g} to {high:g}, written with the digits 0-9; "
+            f"got '{raw}'"
+        )
     if not low <= value <= high:
         raise OptionError(f"--{typed} must be from {low:g} to {high:g}; got {value:g}")
     return value

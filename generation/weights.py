@@ -6,9 +6,11 @@ Two syntaxes are understood:
 
 * Midjourney multi-prompts split a prompt into parts with ``::`` and weigh each part:
   ``hot dog::1.5 animal::-0.5``. Parts are encoded separately and blended by weight
-  (compel's ``("hot dog", "animal").blend(1.5, -0.5)``); the weights must add up to more than 0.
+  (compel's ``("hot dog", "animal").blend(1.5, -0.5)``); each weight is within
+  ±``MAX_PART_WEIGHT`` and they must add up to more than 0.
 * A1111 emphasis inside a part: ``(word:1.3)`` sets a weight, ``(word)`` multiplies by 1.1,
-  ``[word]`` divides by 1.1, nesting multiplies, and ``\\(`` is a literal parenthesis.
+  ``[word]`` divides by 1.1, nesting multiplies (the product may be at most
+  ``MAX_TOKEN_WEIGHT``; at most ``MAX_NESTING`` levels), and ``\\(`` is a literal parenthesis.
 
 Everything else is literal text: characters compel would read as its own syntax (quotes,
 parentheses, a ``+``/``-`` run after a word) are escaped or spaced so they stay text.
@@ -24,10 +26,15 @@ from generation.errors import OptionError
 
 #: ``(word)`` and ``[word]`` multiply or divide by this, as in A1111.
 EMPHASIS = 1.1
-#: Largest explicit ``(word:w)``; above about 2 images fall apart, above this it is surely a typo.
+#: Largest explicit ``(word:w)``, and largest product of nested groups (``((word:2):2)`` is 4);
+#: above about 2 images fall apart, above this it is surely a typo.
 MAX_TOKEN_WEIGHT = 5.0
+#: Largest ``::`` weight either way (``a::10 b::-10``); compel blends the parts by these.
+MAX_PART_WEIGHT = 10.0
+#: Deepest nesting of ``(...)``/``[...]`` groups; A1111 prompts rarely go past 5.
+MAX_NESTING = 20
 
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 _NUMBERISH = "0123456789+-."
 # compel reads a +/- run glued to the end of a word ("cat++", "dog-") as up/down-weighting.
 _TRAILING_SIGNS = re.compile(r"(?<=[^\s+\-])([+\-]+)(?=\W|$)")
@@ -72,7 +79,7 @@ def parse_weighted_prompt(prompt: str) -> list[Segment]:
     ]
     if len(segments) > 1 or "::" in prompt:
         total = sum(segment.weight for segment in segments)
-        if total <= 0:
+        if not total > 0:
             shown = " + ".join(_format_weight(segment.weight) for segment in segments)
             raise OptionError(
                 f"the multi-prompt weights add up to {shown} = {_format_weight(total)}; "
@@ -94,6 +101,15 @@ def to_compel(prompt: str) -> str:
     parts = ", ".join(f'"{_compel_fragments(segment.fragments)}"' for segment in segments)
     weights = ", ".join(_format_weight(segment.weight) for segment in segments)
     return f"({parts}).blend({weights})"
+
+
+def encoder_text(prompt: str) -> str:
+    """The words the text encoders receive from ``prompt``: escapes resolved, weight marks and
+    backslashes gone (:func:`to_compel` drops them), ``::`` parts joined by spaces. A filter
+    reads this, so ``n\\sfw`` is seen as the ``nsfw`` the model gets."""
+    return " ".join(
+        segment.plain_text.replace("\\", "") for segment in parse_weighted_prompt(prompt)
+    )
 
 
 def plain_prompt(prompt: str) -> str:
@@ -120,6 +136,12 @@ def _split_multiprompt(prompt: str) -> list[tuple[str, int, float]]:
                     "write a number right after `::`, e.g. `castle::2 fog::-0.5`"
                 )
             weight = float(token)
+            if not -MAX_PART_WEIGHT <= weight <= MAX_PART_WEIGHT:
+                raise OptionError(
+                    f"multi-prompt weight `::{_shorten(token)}` at character {match.start() + 1} "
+                    f"is out of range: use {_format_weight(-MAX_PART_WEIGHT)} to "
+                    f"{_format_weight(MAX_PART_WEIGHT)}"
+                )
             start = match.end() + len(token)
         if not text.strip():
             raise OptionError(
@@ -154,6 +176,11 @@ def _parse_emphasis(text: str, offset: int) -> list[Fragment]:
             continue
         if char in "([":
             flush()
+            if len(stack) > MAX_NESTING:
+                raise OptionError(
+                    f"the group at character {offset + index + 1} is nested more than "
+                    f"{MAX_NESTING} deep; nest `(` and `[` at most {MAX_NESTING} deep"
+                )
             group = _Group(opener=char, position=offset + index)
             stack[-1].children.append(group)
             stack.append(group)
@@ -208,8 +235,8 @@ def _close_group(group: _Group) -> None:
     weight = float(candidate)
     if not 0 <= weight <= MAX_TOKEN_WEIGHT:
         raise OptionError(
-            f"weight {candidate} in the group at character {group.position + 1} is out of range: "
-            f"use 0 to {_format_weight(MAX_TOKEN_WEIGHT)}"
+            f"weight {_shorten(candidate)} in the group at character {group.position + 1} "
+            f"is out of range: use 0 to {_format_weight(MAX_TOKEN_WEIGHT)}"
         )
     group.weight = weight
     group.children[-1] = text
@@ -217,6 +244,12 @@ def _close_group(group: _Group) -> None:
 
 def _flatten(group: _Group, weight: float, out: list[Fragment]) -> None:
     weight *= group.weight
+    if weight > MAX_TOKEN_WEIGHT * (1 + 1e-9):
+        raise OptionError(
+            f"nested weights multiply to {_format_weight(weight)} in the group at character "
+            f"{group.position + 1}; the product of nested weights may be at most "
+            f"{_format_weight(MAX_TOKEN_WEIGHT)}"
+        )
     for child in group.children:
         if isinstance(child, _Group):
             _flatten(child, weight, out)
@@ -271,6 +304,10 @@ def _compel_fragments(fragments: tuple[Fragment, ...]) -> str:
             out += " "
         out += f"({escaped}){_format_weight(weight)}"
     return out
+
+
+def _shorten(token: str) -> str:
+    return token if len(token) <= 12 else token[:12] + "…"
 
 
 def _format_weight(weight: float) -> str:

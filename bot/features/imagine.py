@@ -19,7 +19,7 @@ from bot.requester import Requester
 from bot.router import ButtonRouter, Route
 from bot.services.account import AccountService
 from bot.services.intake import ImagineInput, JobIntake
-from generation.options import CommandOptions
+from generation.options import CommandOptions, cleaning_note
 from generation.request import Mode
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,9 @@ class ImageFeature:
             interaction, self.intake.imagine(requester_of(interaction), command)
         )
         ids = ", ".join(f"`{ticket.job_id}`" for ticket in tickets)
-        await self.publisher.announce(interaction, tickets, f"Queued: job {ids}.")
+        note = cleaning_note(prompt, options)
+        cleaned = f" I {note} from your text." if note else ""
+        await self.publisher.announce(interaction, tickets, f"Queued: job {ids}.{cleaned}")
 
     @app_commands.describe(job="The job id shown under every result")
     async def show(self, interaction: Interaction, job: app_commands.Range[str, 1, 40]) -> None:

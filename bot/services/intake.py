@@ -24,11 +24,11 @@ from generation.options import (
     CommandOptions,
     PromptDefaults,
     SeedSource,
+    check_prompt_text,
     parse_imagine_prompt,
     random_seed,
 )
 from generation.request import GenerationRequest, Mode, Operation
-from generation.weights import check_prompt_syntax
 from storage.preferences import PreferenceStore
 from storage.queue import JobQueue
 from storage.quota_policy import estimate_seconds
@@ -185,15 +185,9 @@ class JobIntake:
         )
 
     def _remixed(self, request: GenerationRequest, prompt: str) -> GenerationRequest:
-        text = " ".join(prompt.split())
+        text = check_prompt_text(prompt, self.settings.generation, "remixed prompt")
         if not text:
             raise OptionError("the remixed prompt is empty; describe the image")
-        if len(text) > self.settings.generation.max_prompt_chars:
-            raise OptionError(
-                f"the remixed prompt is {len(text)} characters long; at most "
-                f"{self.settings.generation.max_prompt_chars} are allowed"
-            )
-        check_prompt_syntax(text)
         return GenerationRequest.model_validate({**request.to_json(), "prompt": text})
 
     async def _check_may_click(

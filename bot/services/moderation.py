@@ -1,7 +1,8 @@
 """Moderation: refused terms in prompts (the operator's and each server's) and /block.
 
 Every new job passes :meth:`Moderation.refuse_banned_terms` before it is queued, whichever way it
-comes (/imagine, a button, the remix editor), so a refused prompt is never queued or charged.
+comes (/imagine, a button, the remix editor), so a refused prompt is never queued or charged. The
+check reads both the prompt as typed and the words the text encoders will receive.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from bot.requester import Requester
 from config import ConfigError
 from config.settings import Settings
 from generation.request import GenerationRequest
+from generation.weights import encoder_text
 from storage.errors import IllegalTransition
 from storage.preferences import PreferenceStore
 from storage.queue import JobQueue
@@ -49,7 +51,9 @@ class Moderation:
             server_terms = guild.get(BANNED_TERMS_KEY, [])
         terms = TermFilter.of(self._operator_terms, server_terms)
         for request in requests:
-            term = terms.find(request.prompt)
+            # The raw prompt, and the words the model gets: escapes (``n\\sfw``) and weight
+            # marks split a word for the eye but not for the text encoders.
+            term = terms.find(request.prompt) or terms.find(encoder_text(request.prompt))
             if term is not None:
                 log.info(
                     "refused a prompt of user %s in guild %s: it contains a banned term",

@@ -362,3 +362,21 @@ async def test_a_dm_job_is_shown_to_its_owner_only(atelier: Atelier, emu: Discor
     shown = await emu.send_slash_command("show", {"job": job_id}, dm=True)
     assert labels((await shown.wait_for_followups(1))[0]) == GRID_LABELS
     emu.assert_no_violations()
+
+
+async def test_the_acknowledgement_says_what_was_removed_from_the_prompt(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    runtime = await atelier.start()
+    handle = await emu.send_slash_command(
+        "imagine", {"prompt": "a castle\u202e at\x00 dawn", "negative": "fog\u200b"}
+    )
+    reply = await handle.wait_for_original(lambda m: not m.loading)
+    assert reply.ephemeral and "Queued: job" in reply.content
+    assert (
+        "I removed 1 bidirectional control character, 1 control character and "
+        "1 zero-width character from your text." in reply.content
+    )
+    (job,) = await runtime.ledger.queue.list_for_user(emu.default_user.id)
+    assert (job.request.prompt, job.request.negative_prompt) == ("a castle at dawn", "fog")
+    emu.assert_no_violations()

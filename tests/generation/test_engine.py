@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import subprocess
 import sys
 import threading
@@ -21,11 +22,13 @@ from torch.utils.hooks import RemovableHandle
 from config.settings import Settings
 from generation.engine import Engine, img2img_steps
 from generation.errors import (
+    GenerationError,
     JobCancelledError,
     OptionError,
     OutOfMemoryError,
     PromptTooLongError,
 )
+from generation.prompts import PromptEmbeddings
 from generation.request import GenerationRequest, Mode, Operation, SourceImage
 from generation.results import Progress
 from generation.tiling import seamless
@@ -446,6 +449,24 @@ def test_validation_errors(engine: Engine) -> None:
         engine.generate(make_request(), source_image=Image.new("RGB", (128, 128)))
     with pytest.raises(OptionError, match="needs the source image"):
         engine.generate(_follow_up(Operation.VARY_SUBTLE, 0.35))
+
+
+def test_non_finite_embeddings_fail_the_job_before_sampling(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoder = engine._prompt_encoder()
+    encode = encoder.encode
+
+    def poisoned(prompt: str) -> PromptEmbeddings:
+        real = encode(prompt)
+        return PromptEmbeddings(embeds=real.embeds * math.inf, pooled=real.pooled)
+
+    monkeypatch.setattr(encoder, "encode", poisoned)
+    calls: list[object] = []
+    monkeypatch.setattr(engine, "_call", lambda *args, **kwargs: calls.append(args))
+    with pytest.raises(GenerationError, match="infinite or NaN"):
+        engine.generate(make_request(guidance=1.0))
+    assert calls == []
 
 
 @pytest.mark.gpu

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 from hypothesis import given, settings
@@ -15,6 +16,8 @@ from generation.options import (
     CommandOptions,
     PromptDefaults,
     aspect_size,
+    clean_text,
+    cleaning_note,
     expand_permutations,
     parse_imagine_prompt,
 )
@@ -177,6 +180,84 @@ def test_duplicate_between_native_and_inline() -> None:
 def test_prompt_length_limit() -> None:
     with pytest.raises(OptionError, match="at most 1500"):
         parse("a" * 1501)
+
+
+def test_every_text_option_has_a_length_limit() -> None:
+    with pytest.raises(OptionError, match="the negative option is 1501 characters long; at most"):
+        parse("a cat", options=CommandOptions(negative="b" * 1501))
+    with pytest.raises(OptionError, match="the aspect option is 1501 characters long"):
+        parse("a cat", options=CommandOptions(aspect="1" * 1501))
+    assert one("a cat", options=CommandOptions(negative="d" * 1500)).negative_prompt == "d" * 1500
+
+
+@pytest.mark.parametrize(
+    "negative", ["(" * 2900 + "x" + ")" * 2900, "[" * 700 + "x" + "]" * 700, "(" * 2900]
+)
+def test_deeply_nested_negative_is_a_clear_error(negative: str) -> None:
+    big = GenerationSettings(max_prompt_chars=10_000)
+    with pytest.raises(OptionError, match="nested more than 20 deep"):
+        parse("a cat", gen=big, options=CommandOptions(negative=negative))
+
+
+def test_deeply_nested_permutations_are_not_a_recursion_error() -> None:
+    big = GenerationSettings(max_prompt_chars=10_000)
+    assert [r.prompt for r in parse("{" * 1500 + "cat" + "}" * 1500, gen=big)] == ["cat"]
+    assert [r.prompt for r in parse("a{}" * 1500 + " cat", gen=big)] == ["a" * 1500 + " cat"]
+    assert expand_permutations("{a, {b, {c, d}}} {x, y}", 10) == [
+        "a x",
+        "a y",
+        "b x",
+        "b y",
+        "c x",
+        "c y",
+        "d x",
+        "d y",
+    ]
+
+
+def test_control_bidi_and_zero_width_characters_are_removed_at_the_edge() -> None:
+    request = one(
+        "a\x00 red\tcar\r\nin \u202erain\u202c\u2066 \x07at\u200b night\x9b\ufeff",
+        options=CommandOptions(negative="fog\x00\u200d\nsmoke\u2069"),
+    )
+    assert request.prompt == "a red car in rain at night"
+    assert request.negative_prompt == "fog smoke"
+    assert "\\u0000" not in json.dumps(request.to_json())
+    assert one("a cat --no dog\x00s").negative_prompt == "dogs"
+    with pytest.raises(OptionError, match="prompt is empty"):
+        parse("\u200b\x00 \u202e")
+
+
+def test_clean_text_says_what_it_removed() -> None:
+    cleaned = clean_text("a\x00\x01b\u200bc\u202e\td")
+    assert cleaned.text == "abc d"
+    assert cleaned.note == (
+        "removed 2 control characters, 1 zero-width character and 1 bidirectional control character"
+    )
+    assert clean_text("plain text, Ελληνικά, кириллица").note == ""
+    assert cleaning_note("a\x00b", CommandOptions(negative="c\x00")) == (
+        "removed 2 control characters"
+    )
+    assert cleaning_note("a\tb\nc") == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("a cat --steps \u0663\u0660", "--steps must be a whole number from 1 to 60, written with"),
+        ("a cat --seed \uff13", "digits 0-9; got '\uff13'"),
+        ("a cat --steps 1_0", "digits 0-9; got '1_0'"),
+        ("a cat --cfg \u0663", "--cfg must be a number from 0 to 20, written with the digits 0-9"),
+        ("a cat --cfg 1_0", "digits 0-9"),
+        ("a cat --ar \u0663:\u0662", "--ar must be two whole numbers like 3:2"),
+        ("a (cat:1\u0663)", "bad weight"),
+    ],
+)
+def test_options_take_ascii_digits_only(text: str, fragment: str) -> None:
+    with pytest.raises(OptionError) as info:
+        parse(text)
+    assert fragment in str(info.value)
+    assert one("a cat --cfg 7.5 --steps +30").guidance == 7.5
 
 
 def test_enabled_models_selectable() -> None:

@@ -8,7 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from generation.errors import OptionError
-from generation.weights import check_prompt_syntax, parse_weighted_prompt, plain_prompt, to_compel
+from generation.weights import (
+    check_prompt_syntax,
+    encoder_text,
+    parse_weighted_prompt,
+    plain_prompt,
+    to_compel,
+)
 
 
 def _compel_fragments(compel_text: str) -> list[tuple[str, float]]:
@@ -73,6 +79,13 @@ def test_segments_and_plain_text() -> None:
     assert plain_prompt("a (cat:1.2) on a mat::2 dog::-0.5") == "a cat on a mat dog"
 
 
+def test_encoder_text_is_what_compel_receives() -> None:
+    assert encoder_text(r"n\sfw (por:1.2)trait::2 a\\b [c]::1") == "nsfw portrait  ab c"
+    assert encoder_text(r"n\sfw") == "".join(
+        f.text for f in Compel.parse_prompt_string(to_compel(r"n\sfw")).prompts[0].children
+    )
+
+
 @pytest.mark.parametrize(
     ("prompt", "fragment"),
     [
@@ -90,6 +103,15 @@ def test_segments_and_plain_text() -> None:
         ("(a]", "`]` at character 3 does not close `(` at character 1"),
         ("[a", "`[` at character 1 is never closed"),
         ("::2 a", "empty prompt part"),
+        ("a::" + "9" * 400 + " b", "out of range: use -10 to 10"),
+        ("a::" + "9" * 400 + " b::-" + "9" * 400, "out of range: use -10 to 10"),
+        ("a::11 b", "out of range: use -10 to 10"),
+        ("(x:" + "9" * 400 + ")", "out of range: use 0 to 5"),
+        ("((((x:5):5):5):5)", "nested weights multiply to 25"),
+        ("((x:5))", "the product of nested weights may be at most 5"),
+        ("(" * 21 + "x" + ")" * 21, "nested more than 20 deep"),
+        ("[" * 2900 + "x" + "]" * 2900, "nested more than 20 deep"),
+        ("(" * 2900 + "x" + ")" * 2900, "nested more than 20 deep"),
     ],
 )
 def test_syntax_errors_name_the_problem(prompt: str, fragment: str) -> None:
@@ -99,7 +121,18 @@ def test_syntax_errors_name_the_problem(prompt: str, fragment: str) -> None:
 
 
 def test_valid_prompts_pass() -> None:
-    for prompt in ["plain", "a::2 b::-1", "(x:0)", "(x:5)", r"\(\)", "ratio 3:4", "a (b: c) d"]:
+    for prompt in [
+        "plain",
+        "a::2 b::-1",
+        "a::10 b::-9.5",
+        "(x:0)",
+        "(x:5)",
+        "((x:2):2)",
+        "[" * 20 + "x" + "]" * 20,
+        r"\(\)",
+        "ratio 3:4",
+        "a (b: c) d",
+    ]:
         check_prompt_syntax(prompt)
 
 

@@ -44,6 +44,8 @@ async def test_native_options_override_the_defaults(bench: Bench) -> None:
         (ImagineInput("a fox", CommandOptions(seed=1, steps=999)), OptionError, "steps"),
         (ImagineInput("please refuse this"), OptionError, "too long"),
         (ImagineInput("a gory fox"), UserFacingError, "gory"),
+        (ImagineInput(r"a g\ory fox"), UserFacingError, "gory"),
+        (ImagineInput("a {g, st}ory fox"), UserFacingError, "gory"),
     ],
 )
 async def test_refusals_queue_nothing(
@@ -94,6 +96,17 @@ async def test_v_follows_the_clickers_variation_setting_and_remix_replaces_the_p
     assert request.operation is Operation.VARY_SUBTLE and request.prompt == "a lighthouse at night"
     with pytest.raises(OptionError, match="empty"):
         await bench.intake.click(member(), ref, prompt="   ")
+    ticket = await bench.intake.click(
+        member(), ref, prompt="a\x00 lighthouse\u202e\n at\u200b dawn"
+    )
+    assert (await bench.ledger.queue.require(ticket.job_id)).request.prompt == (
+        "a lighthouse at dawn"
+    )
+    with pytest.raises(OptionError, match="nested more than 20 deep"):
+        await bench.intake.click(member(), ref, prompt="(" * 700 + "x" + ")" * 700)
+    limit = bench.intake.settings.generation.max_prompt_chars
+    with pytest.raises(OptionError, match=f"remixed prompt is {limit + 1} characters long"):
+        await bench.intake.click(member(), ref, prompt="x" * (limit + 1))
 
 
 async def test_clicks_are_checked_against_the_job_the_guild_and_the_clicker(bench: Bench) -> None:
