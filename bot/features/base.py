@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
@@ -15,6 +16,7 @@ from bot.router import ButtonRouter
 
 Interaction = discord.Interaction[Any]
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 #: How long a handler may work before it must acknowledge: Discord allows 3 s for the first
 #: response, and the network takes its share.
@@ -39,16 +41,21 @@ def slash(
 
 
 def requester_of(interaction: Interaction) -> Requester:
-    """Who is asking, from where, with which roles."""
+    """Who is asking, from where, with which roles.
+
+    Admin and moderator rights come from the member's server-level permissions: every action
+    they gate (terms, blocks, quotas, click rules) reaches the whole server, and
+    ``interaction.permissions`` are the invoker's permissions in this one channel, where an
+    overwrite may grant what the server does not.
+    """
     user = interaction.user
     roles: tuple[int, ...] = ()
     admin = moderator = False
     if isinstance(user, discord.Member):
         roles = tuple(role.id for role in user.roles)
-        # Discord resolves the member's permissions into the interaction itself; the role
-        # cache may be cold (no members intent), so this is the value to trust.
-        admin = interaction.permissions.manage_guild
-        moderator = admin or interaction.permissions.manage_messages
+        permissions = _server_permissions(interaction, user)
+        admin = permissions.manage_guild
+        moderator = admin or permissions.manage_messages
     return Requester(
         user_id=user.id,
         guild_id=interaction.guild_id,
@@ -57,6 +64,19 @@ def requester_of(interaction: Interaction) -> Requester:
         is_admin=admin,
         is_moderator=moderator,
     )
+
+
+def _server_permissions(interaction: Interaction, member: discord.Member) -> discord.Permissions:
+    """The member's permissions across the server, from the cached guild's roles (GUILD_CREATE
+    and role events keep them; the interaction names the member's role ids). Owner and
+    Administrator mean every permission. A guild that is not cached grants nothing (fail
+    closed); a role missing from the cache can only take rights away."""
+    guild = member.guild
+    cached = interaction.client.get_guild(guild.id) is guild and not guild.unavailable
+    if not cached or guild.get_role(guild.id) is None:
+        log.debug("guild %s not cached: no moderator or admin rights for %s", guild.id, member.id)
+        return discord.Permissions.none()
+    return member.guild_permissions
 
 
 async def before_ack(interaction: Interaction, work: Awaitable[T]) -> T:

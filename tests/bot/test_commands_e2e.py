@@ -10,7 +10,7 @@ import pytest
 
 from bot.devtools.emulator import DiscordEmulator
 from config.settings import QueueSettings
-from tests.bot.conftest import GUILD_ID, Atelier, job_id_of, labels, wait_final
+from tests.bot.conftest import CHANNEL_ID, GUILD_ID, Atelier, job_id_of, labels, wait_final
 from tests.bot.test_e2e import GRID_LABELS, NO_WORKER, button, imagine_grid
 
 
@@ -343,6 +343,77 @@ async def test_moderators_refuse_terms_and_nothing_with_them_is_queued(
     assert sum(after.counts.values()) == sum(before.counts.values()) + 2
     readout = await runtime.ledger.queue.quota_readout(emu.default_user.id)
     assert readout.reserved == 0
+    emu.assert_no_violations()
+
+
+async def test_a_channel_overwrite_grants_no_server_wide_rights(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    """Issue 9, defect 12: rights came from the member's permissions in the channel, so an
+    overwrite granting Manage Messages or Manage Server in one channel reached the server."""
+    manage_server, manage_messages = 1 << 5, 1 << 13
+    runtime = await atelier.start(**NO_WORKER)
+    helpers = emu.make_role("helpers")
+    helper = emu.make_user(name="helper", roles=[helpers])
+    emu.set_overwrite(CHANNEL_ID, helpers, allow=manage_messages)
+    emu.set_overwrite(CHANNEL_ID, helper, allow=manage_server)
+    mods = emu.make_role("mods", permissions=manage_messages)
+    moderator = emu.make_user(name="mod", roles=[mods])
+    emu.set_overwrite(CHANNEL_ID, mods, deny=manage_messages)
+    member = emu.make_user(name="member")
+    handle = await emu.send_slash_command("imagine", {"prompt": "a quiet pond"})
+    job_id = job_id_of((await handle.wait_for_followups(1))[0])
+
+    async def say(command: str, options: dict[str, Any], user: Any) -> str:
+        handle = await emu.send_slash_command(command, options, user=user, channel_id=CHANNEL_ID)
+        reply = await handle.wait_for_original(lambda m: not m.loading)
+        assert reply.ephemeral
+        return reply.content
+
+    # Moderators are those with Manage Messages across the server, whatever this channel says.
+    assert "now refused" in await say("filter add", {"term": "red fox"}, moderator)
+    assert "only moderators" in await say("filter add", {"term": "pond"}, helper)
+    assert "only moderators" in await say("filter remove", {"term": "red fox"}, helper)
+    assert "only moderators" in await say("block", {"job": job_id}, helper)
+    listed = await say("filter list", {}, moderator)
+    assert "`red fox`" in listed and "pond" not in listed
+    assert (await runtime.ledger.queue.require(job_id)).status != "blocked"
+    assert "allowed again" in await say("filter remove", {"term": "red fox"}, moderator)
+    assert f"Blocked job `{job_id}`" in await say("block", {"job": job_id}, moderator)
+
+    # Admins are those with Manage Server across the server: for commands and for buttons.
+    assert "only server admins" in await say(
+        "quota", {"member": member, "gpu_seconds": 5.0}, helper
+    )
+    assert "only server admins" in await say("settings", {"buttons": "anyone"}, helper)
+    readout = await runtime.ledger.queue.quota_readout(member.id)
+    assert readout.allowance != 5
+    assert "owner_only_buttons" not in await runtime.ledger.prefs.get_guild_settings(GUILD_ID)
+    async with atelier.worker():
+        grid = await imagine_grid(emu)
+    click = await emu.click_button(grid.id, button(grid, "V1"), user=helper)
+    reply = await click.wait_for_original(lambda m: not m.loading)
+    assert reply.ephemeral and "only the person who made this job" in reply.content
+    emu.assert_no_violations()
+
+
+async def test_a_guild_the_bot_has_not_cached_grants_no_rights(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    """Without the guild in the bot's cache (here: no GUILD_CREATE, as for an install without
+    the bot user) there are no roles to compute server-wide rights from: none are granted."""
+    discord = atelier.settings().discord.model_copy(update={"guild_id": None})
+    await atelier.start(discord=discord, **NO_WORKER)  # global commands: usable there too
+    elsewhere, channel_id = 710_000_000_000_000_000, 710_000_000_000_000_001
+    emu.state.add_guild(elsewhere, [channel_id], "Elsewhere")  # the bot is not told
+    boss = emu.make_role("boss", permissions=1 << 3, guild_id=elsewhere)  # Administrator
+    admin = emu.make_user(name="admin", roles=[boss], guild_id=elsewhere)
+    for command, options, refusal in [
+        ("settings", {"buttons": "anyone"}, "only server admins"),
+        ("filter add", {"term": "pond"}, "only moderators"),
+    ]:
+        handle = await emu.send_slash_command(command, options, user=admin, channel_id=channel_id)
+        assert refusal in (await handle.wait_for_original(lambda m: not m.loading)).content
     emu.assert_no_violations()
 
 

@@ -7,7 +7,15 @@ from .clock import Clock, EmulatorClock
 from .errors import DiscordHTTPError, EmulatorUsageError
 from .faults import FaultRule
 from .interactions import InteractionHandle, Upload
-from .models import EmuChannel, EmuGuild, EmuRole, EmuUser, StoredAttachment, StoredMessage
+from .models import (
+    EmuChannel,
+    EmuGuild,
+    EmuOverwrite,
+    EmuRole,
+    EmuUser,
+    StoredAttachment,
+    StoredMessage,
+)
 from .recorder import GatewayFrame, RecordedFile, RecordedRequest, Violation
 from .server import (
     DEFAULT_APPLICATION_ID,
@@ -28,6 +36,7 @@ __all__ = [
     "DiscordHTTPError",
     "EmuChannel",
     "EmuGuild",
+    "EmuOverwrite",
     "EmuRole",
     "EmuUser",
     "EmulatorClock",

@@ -214,9 +214,12 @@ class InteractionHandle:
 # -- payload builders ------------------------------------------------------------------------
 
 
-def _member_payload(state: EmulatorState, guild: EmuGuild, user: EmuUser) -> JSON:
+def _member_payload(
+    state: EmulatorState, guild: EmuGuild, user: EmuUser, channel: EmuChannel
+) -> JSON:
     member = guild.members.get(user.id) or state.add_member(guild, user, [])
-    return member.payload(permissions=guild.permissions_of(user.id))
+    # Discord sends the member's permissions in the interaction's channel, overwrites included.
+    return member.payload(permissions=guild.channel_permissions_of(user.id, channel))
 
 
 def base_payload(
@@ -234,7 +237,7 @@ def base_payload(
     """The fields every INTERACTION_CREATE carries, for a guild channel or a DM."""
     guild = state.guild_of(channel)
     channel_data = channel.payload()
-    permissions = guild.permissions_of(user.id) if guild is not None else 0
+    permissions = guild.channel_permissions_of(user.id, channel) if guild is not None else 0
     channel_data["permissions"] = str(permissions)
     payload: JSON = {
         "id": str(interaction_id),
@@ -254,7 +257,7 @@ def base_payload(
         payload["guild_id"] = str(guild.id)
         payload["guild"] = guild.partial_payload()
         payload["guild_locale"] = "en-US"
-        payload["member"] = _member_payload(state, guild, user)
+        payload["member"] = _member_payload(state, guild, user, channel)
         payload["authorizing_integration_owners"] = {"0": str(guild.id)}
         payload["context"] = 0
     else:
@@ -287,6 +290,7 @@ class _Resolver:
 
     state: EmulatorState
     guild: EmuGuild | None
+    where: EmuChannel
     resolved: JSON = field(default_factory=dict)
 
     def add(self, kind: str, key: int, value: JSON) -> None:
@@ -296,7 +300,8 @@ class _Resolver:
         self.add("users", user.id, user.payload())
         if self.guild is not None and user.id in self.guild.members:
             member = self.guild.members[user.id]
-            data = member.payload(permissions=self.guild.permissions_of(user.id), with_user=False)
+            permissions = self.guild.channel_permissions_of(user.id, self.where)
+            data = member.payload(permissions=permissions, with_user=False)
             self.add("members", user.id, data)
         return str(user.id)
 
@@ -385,7 +390,7 @@ def build_options(
     focused: str | None = None,
 ) -> tuple[list[JSON], JSON]:
     """``options`` (nested under any subcommand path) and ``resolved`` for a command."""
-    resolver = _Resolver(state, state.guild_of(channel))
+    resolver = _Resolver(state, state.guild_of(channel), channel)
     schemas: list[JSON] = command.get("options") or []
     chain: list[JSON] = []
     for sub in subcommands:

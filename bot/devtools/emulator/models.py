@@ -29,11 +29,17 @@ FLAG_LOADING = 1 << 7
 FLAG_SUPPRESS_NOTIFICATIONS = 1 << 12
 FLAG_COMPONENTS_V2 = 1 << 15
 
+# Permission overwrite targets
+OVERWRITE_ROLE = 0
+OVERWRITE_MEMBER = 1
+
 # Permission bits the emulator reasons about
 PERM_ADMINISTRATOR = 1 << 3
 PERM_ADD_REACTIONS = 1 << 6
+PERM_MANAGE_GUILD = 1 << 5
 PERM_VIEW_CHANNEL = 1 << 10
 PERM_SEND_MESSAGES = 1 << 11
+PERM_MANAGE_MESSAGES = 1 << 13
 PERM_EMBED_LINKS = 1 << 14
 PERM_ATTACH_FILES = 1 << 15
 PERM_READ_MESSAGE_HISTORY = 1 << 16
@@ -150,6 +156,25 @@ class EmuMember:
 
 
 @dataclass
+class EmuOverwrite:
+    """A channel's permission overwrite for one role (``OVERWRITE_ROLE``, the guild's id for
+    @everyone) or one member (``OVERWRITE_MEMBER``)."""
+
+    id: int
+    type: int
+    allow: int = 0
+    deny: int = 0
+
+    def payload(self) -> JSON:
+        return {
+            "id": str(self.id),
+            "type": self.type,
+            "allow": str(self.allow),
+            "deny": str(self.deny),
+        }
+
+
+@dataclass
 class EmuChannel:
     """A guild text channel, or a DM channel (``guild_id`` ``None``, ``recipient`` set)."""
 
@@ -159,6 +184,7 @@ class EmuChannel:
     type: int = GUILD_TEXT
     position: int = 0
     recipient: EmuUser | None = None
+    overwrites: dict[int, EmuOverwrite] = field(default_factory=dict)
 
     @property
     def is_dm(self) -> bool:
@@ -180,7 +206,7 @@ class EmuChannel:
             "guild_id": str(self.guild_id),
             "name": self.name,
             "position": self.position,
-            "permission_overwrites": [],
+            "permission_overwrites": [o.payload() for o in self.overwrites.values()],
             "nsfw": False,
             "parent_id": None,
             "topic": None,
@@ -215,6 +241,36 @@ class EmuGuild:
                     value |= role.permissions
         if user_id == self.owner_id or value & PERM_ADMINISTRATOR:
             return PERM_ALL
+        return value
+
+    def channel_permissions_of(self, user_id: int, channel: EmuChannel) -> int:
+        """Permissions in ``channel``, by Discord's documented algorithm: the guild-level value
+        (owners and admins get all and skip overwrites), then the @everyone overwrite, then
+        every role overwrite of the member (denies OR-ed, then allows OR-ed), then the
+        member's own overwrite."""
+        value = self.permissions_of(user_id)
+        if value & PERM_ADMINISTRATOR:
+            return PERM_ALL
+        overwrites = channel.overwrites
+
+        def apply(allow: int, deny: int) -> None:
+            nonlocal value
+            value = (value & ~deny) | allow
+
+        everyone = overwrites.get(self.id)
+        if everyone is not None:
+            apply(everyone.allow, everyone.deny)
+        member = self.members.get(user_id)
+        role_ids = set(member.role_ids) if member is not None else set()
+        allow = deny = 0
+        for overwrite in overwrites.values():
+            if overwrite.type == OVERWRITE_ROLE and overwrite.id in role_ids:
+                allow |= overwrite.allow
+                deny |= overwrite.deny
+        apply(allow, deny)
+        own = overwrites.get(user_id)
+        if own is not None and own.type == OVERWRITE_MEMBER:
+            apply(own.allow, own.deny)
         return value
 
     def create_payload(self, bot_id: int) -> JSON:

@@ -22,7 +22,7 @@ from . import errors
 from .callbacks import InteractionService
 from .errors import DiscordHTTPError, json_response
 from .faults import FaultInjector
-from .models import StoredMessage
+from .models import PERM_SEND_MESSAGES, StoredMessage
 from .recorder import AuthState, RecordedFile, RecordedRequest, Recorder
 from .state import EmulatorState, describe_form_errors
 
@@ -508,7 +508,7 @@ class RestApi:
         if channel.is_dm:
             if channel.recipient is not None and not channel.recipient.accepts_dms:
                 raise errors.cannot_message_user()
-        elif channel.id in self.state.denied_channels:
+        elif not self.state.bot_permissions(channel) & PERM_SEND_MESSAGES:
             raise errors.missing_permissions()
         message = self.state.create_message(channel, ctx.json_object(), ctx.files)
         return Reply(body=message.payload())

@@ -33,10 +33,19 @@ from .interactions import (
     find_command,
     modal_submission,
 )
-from .models import EmuChannel, EmuGuild, EmuRole, EmuUser, StoredMessage
+from .models import (
+    OVERWRITE_MEMBER,
+    OVERWRITE_ROLE,
+    EmuChannel,
+    EmuGuild,
+    EmuOverwrite,
+    EmuRole,
+    EmuUser,
+    StoredMessage,
+)
 from .recorder import Direction, GatewayFrame, RecordedRequest, Recorder, Violation
 from .rest import RestApi
-from .state import EmulatorConfig, EmulatorState
+from .state import INTENT_GUILDS, EmulatorConfig, EmulatorState
 from .validation import Limits
 
 JSON = dict[str, Any]
@@ -200,10 +209,41 @@ class DiscordEmulator:
     def make_role(
         self, name: str, permissions: int = 0, *, id: int | None = None, guild_id: int | None = None
     ) -> EmuRole:
+        """A role; a connected bot receives GUILD_ROLE_CREATE, so its role cache stays true."""
         guild = self._guild(guild_id)
         role = EmuRole(id or self.state.ids.next(), guild.id, name, permissions, len(guild.roles))
         guild.roles[role.id] = role
+        event = {"guild_id": str(guild.id), "role": role.payload()}
+        self.gateway.dispatch_event("GUILD_ROLE_CREATE", event, INTENT_GUILDS)
         return role
+
+    def set_overwrite(
+        self, channel_id: int, target: EmuRole | EmuUser, *, allow: int = 0, deny: int = 0
+    ) -> None:
+        """Set the channel's permission overwrite for a role (``emu.guild().everyone`` for
+        @everyone) or a member, replacing any earlier one for it. Connected bots receive
+        CHANNEL_UPDATE."""
+        channel, guild = self._guild_channel(channel_id)
+        if isinstance(target, EmuRole):
+            if target.id not in guild.roles:
+                raise EmulatorUsageError(f"role {target.id} is not in guild {guild.id}")
+            kind = OVERWRITE_ROLE
+        else:
+            if target.id not in guild.members:
+                raise EmulatorUsageError(f"user {target.id} is not a member of guild {guild.id}")
+            kind = OVERWRITE_MEMBER
+        channel.overwrites[target.id] = EmuOverwrite(target.id, kind, allow, deny)
+        self.gateway.dispatch_event("CHANNEL_UPDATE", channel.payload(), INTENT_GUILDS)
+
+    def remove_overwrite(self, channel_id: int, target: EmuRole | EmuUser) -> None:
+        """Drop the channel's overwrite for ``target`` (CHANNEL_UPDATE to connected bots)."""
+        channel, _ = self._guild_channel(channel_id)
+        channel.overwrites.pop(target.id, None)
+        self.gateway.dispatch_event("CHANNEL_UPDATE", channel.payload(), INTENT_GUILDS)
+
+    def permissions_in(self, user: EmuUser, channel_id: int) -> int:
+        """``user``'s permissions in the channel as Discord computes them, overwrites included."""
+        return self.state.permissions_in(user, self._channel(channel_id))
 
     def set_roles(
         self, user: EmuUser, roles: Sequence[EmuRole | int], *, guild_id: int | None = None
@@ -269,6 +309,13 @@ class DiscordEmulator:
         if guild is None:
             raise EmulatorUsageError(f"unknown guild {guild_id}")
         return guild
+
+    def _guild_channel(self, channel_id: int) -> tuple[EmuChannel, EmuGuild]:
+        channel = self._channel(channel_id)
+        guild = self.state.guild_of(channel)
+        if guild is None:
+            raise EmulatorUsageError(f"channel {channel_id} is not a guild channel")
+        return channel, guild
 
     def _channel(self, channel_id: int) -> EmuChannel:
         channel = self.state.channels.get(channel_id)

@@ -40,6 +40,7 @@ from .validation import Limits, validate_commands, validate_message
 
 JSON = dict[str, Any]
 
+INTENT_GUILDS = 1 << 0
 INTENT_GUILD_MESSAGES = 1 << 9
 INTENT_DIRECT_MESSAGES = 1 << 12
 
@@ -144,9 +145,13 @@ class EmulatorState:
     def guild_of(self, channel: EmuChannel) -> EmuGuild | None:
         return self.guilds.get(channel.guild_id) if channel.guild_id is not None else None
 
-    def bot_permissions(self, channel: EmuChannel) -> int:
+    def permissions_in(self, user: EmuUser, channel: EmuChannel) -> int:
+        """``user``'s permissions in ``channel``, overwrites included (all of them in a DM)."""
         guild = self.guild_of(channel)
-        value = guild.permissions_of(self.bot_user.id) if guild is not None else PERM_ALL
+        return guild.channel_permissions_of(user.id, channel) if guild is not None else PERM_ALL
+
+    def bot_permissions(self, channel: EmuChannel) -> int:
+        value = self.permissions_in(self.bot_user, channel)
         if channel.id in self.denied_channels:
             value &= ~SEND_PERMISSIONS
         return value

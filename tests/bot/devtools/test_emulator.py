@@ -834,6 +834,99 @@ async def test_member_roles_reach_the_bot(emu: DiscordEmulator) -> None:
     assert reply.content == "@everyone,artist,boss admin=True"
 
 
+MANAGE_MESSAGES = 1 << 13
+SEND_MESSAGES = 1 << 11
+VIEW_CHANNEL = 1 << 10
+ALL_PERMISSIONS = (1 << 51) - 1
+
+
+async def test_channel_overwrites_follow_discords_order() -> None:
+    async with DiscordEmulator(channel_ids=(201, 202)) as emu:
+        _overwrites_in_order(emu, 201, 202)
+
+
+def _overwrites_in_order(emu: DiscordEmulator, here: int, elsewhere: int) -> None:
+    everyone = emu.guild().everyone
+    helpers = emu.make_role("helpers")
+    mods = emu.make_role("mods", permissions=MANAGE_MESSAGES)
+    boss = emu.make_role("boss", permissions=1 << 3)  # Administrator
+    helper = emu.make_user(name="helper", roles=[helpers])
+    mod = emu.make_user(name="mod", roles=[mods, helpers])
+    admin = emu.make_user(name="admin", roles=[boss])
+    plain = emu.make_user(name="plain")
+
+    # A role's allow grants in that channel only, never at the guild level.
+    emu.set_overwrite(here, helpers, allow=MANAGE_MESSAGES)
+    assert emu.permissions_in(helper, here) & MANAGE_MESSAGES
+    assert not emu.guild().permissions_of(helper.id) & MANAGE_MESSAGES
+    assert not emu.permissions_in(plain, here) & MANAGE_MESSAGES
+    # Role overwrites: denies first, then allows, so an allow beats another role's deny.
+    emu.set_overwrite(here, mods, deny=MANAGE_MESSAGES)
+    assert emu.permissions_in(mod, here) & MANAGE_MESSAGES
+    emu.remove_overwrite(here, helpers)
+    assert not emu.permissions_in(mod, here) & MANAGE_MESSAGES
+    assert emu.guild().permissions_of(mod.id) & MANAGE_MESSAGES
+    # The member's own overwrite comes last and beats every role overwrite.
+    emu.set_overwrite(here, helpers, allow=MANAGE_MESSAGES)
+    emu.set_overwrite(here, helper, deny=MANAGE_MESSAGES)
+    assert not emu.permissions_in(helper, here) & MANAGE_MESSAGES
+    # @everyone's overwrite applies to all, before role overwrites.
+    emu.set_overwrite(here, everyone, deny=VIEW_CHANNEL | SEND_MESSAGES)
+    emu.set_overwrite(here, mods, allow=SEND_MESSAGES)
+    assert not emu.permissions_in(plain, here) & (VIEW_CHANNEL | SEND_MESSAGES)
+    assert emu.permissions_in(mod, here) & SEND_MESSAGES
+    assert not emu.permissions_in(mod, here) & VIEW_CHANNEL
+    # Administrators and the owner have everything, whatever the overwrites say.
+    emu.set_overwrite(here, admin, deny=ALL_PERMISSIONS)
+    assert emu.permissions_in(admin, here) == ALL_PERMISSIONS
+    owner = emu.guild().owner_id
+    assert emu.guild().channel_permissions_of(owner, emu.guild().channels[here]) == ALL_PERMISSIONS
+    # Other channels and DMs are untouched.
+    for user in (plain, helper, mod):
+        assert emu.permissions_in(user, elsewhere) == emu.guild().permissions_of(user.id)
+    assert emu.permissions_in(plain, emu.dm_channel(plain).id) == ALL_PERMISSIONS
+    with pytest.raises(EmulatorUsageError):
+        emu.set_overwrite(emu.dm_channel(plain).id, helpers, allow=MANAGE_MESSAGES)
+
+
+async def test_channel_overwrites_reach_the_bot(emu: DiscordEmulator) -> None:
+    """Overwrites travel in CHANNEL_UPDATE and shape the interaction's channel-level
+    permissions (``member.permissions``, ``app_permissions``), not the guild-level ones."""
+    bot = EmuBot()
+
+    @bot.tree.command(name="perms", description="Reports permissions")
+    async def perms(interaction: discord.Interaction) -> None:
+        assert isinstance(interaction.user, discord.Member)
+        assert isinstance(interaction.channel, discord.TextChannel)
+        here = interaction.permissions.manage_messages
+        guild = interaction.user.guild_permissions.manage_messages
+        cached = interaction.channel.permissions_for(interaction.user).manage_messages
+        app = interaction.app_permissions.send_messages
+        await interaction.response.send_message(f"{here} {guild} {cached} {app}")
+
+    channel_id = emu.channel_ids[0]
+    async with running_client(bot, emu):
+        await bot.tree.sync()
+        helpers = emu.make_role("helpers")  # after READY: GUILD_ROLE_CREATE
+        helper = emu.make_user(name="helper", roles=[helpers])
+        emu.set_overwrite(channel_id, helpers, allow=MANAGE_MESSAGES)
+        emu.set_overwrite(channel_id, emu.bot_user, deny=SEND_MESSAGES)
+        bot_id = str(emu.bot_user.id)
+        await emu.wait_for_frame(
+            t="CHANNEL_UPDATE",
+            predicate=lambda f: bot_id in [o["id"] for o in f.d["permission_overwrites"]],
+        )
+        handle = await emu.send_slash_command("perms", user=helper)
+        reply = await handle.wait_for_original()
+        with pytest.raises(discord.Forbidden):
+            channel = bot.get_channel(channel_id)
+            assert isinstance(channel, discord.TextChannel)
+            await channel.send("hello")
+
+    assert reply.content == "True False True False"
+    emu.assert_no_violations(ignore=["missing_permissions"])
+
+
 async def test_auto_sharded_client_finds_the_gateway_through_rest(emu: DiscordEmulator) -> None:
     bot = discord.AutoShardedClient(intents=discord.Intents.default(), guild_ready_timeout=0.01)
     old_base = discord.http.Route.BASE
