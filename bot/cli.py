@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot.runtime import run_bot, run_worker
 from config import ConfigError, Settings, load_settings
 from config.errors import mask_url_passwords
 
@@ -140,13 +141,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if command == "bench":
         return _bench(settings, args)
     if command == "worker":
-        from bot.runtime import run_worker
-
         asyncio.run(run_worker(settings))
         return 0
     if command == "run":
-        from bot.runtime import run_bot
-
         asyncio.run(run_bot(settings))
         return 0
     raise AssertionError(command)
