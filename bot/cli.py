@@ -230,6 +230,10 @@ def _print_output(output: CommandOutput) -> None:
 
 
 def _bench(settings: Settings, args: argparse.Namespace) -> int:
+    """The benchmarks. Their modules are imported here, not at the top: they pull in torch, the
+    Discord emulator and aiohttp's server, which `atelier worker` and `atelier run` must not
+    load (a worker host never imports discord.py). No import cycle is involved; the import-graph
+    test counts these imports too."""
     what = args.bench_command
     if what == "generation":
         from generation.bench import bench_generation
