@@ -242,14 +242,21 @@ class QuotaSettings(_Section):
     role_multipliers: dict[str, float] = Field(
         default_factory=dict, description='Discord role id -> multiplier, e.g. {"123": 3.0}.'
     )
+    estimate_seconds_per_unit: float = Field(
+        default=0.035,
+        gt=0,
+        description="GPU-seconds per unit of work (one sampler step on one megapixel, one "
+        "guidance pass) until a kind of work has measured rates; a job reserves its units "
+        "times the measured rate, and never less than the floors below.",
+    )
     estimate_fast_seconds: float = Field(
-        default=2.0, gt=0, description="Cost reserved per fast job."
+        default=2.0, gt=0, description="Least reserved per fast grid or variation."
     )
     estimate_quality_seconds: float = Field(
-        default=10.0, gt=0, description="Cost reserved per quality job."
+        default=10.0, gt=0, description="Least reserved per quality grid or variation."
     )
     estimate_followup_seconds: float = Field(
-        default=1.0, ge=0, description="Cost reserved per upscale."
+        default=1.0, ge=0, description="Least reserved per upscale."
     )
 
 
@@ -274,6 +281,12 @@ class BotSettings(_Section):
     )
     max_banned_terms: int = Field(
         default=200, ge=0, description="Most terms one server's moderators may add with /filter."
+    )
+    appeal_days: float = Field(
+        default=14.0,
+        ge=0,
+        description="How long a blocked job's images are kept (never shown) for an appeal "
+        "before they are deleted.",
     )
 
 

@@ -109,6 +109,21 @@ class GenerationRequest(BaseModel):
         """Steps actually run, after ``--stop``."""
         return max(1, -(-self.steps * self.stop // 100))
 
+    @property
+    def work_units(self) -> float:
+        """How much sampler work the request is, the unit quotas price it in: images x steps
+        actually run x megapixels x passes per step (two when classifier-free guidance runs the
+        unconditional half too). Variations and upscales run ``strength`` of their steps. A
+        select does no GPU work."""
+        if self.operation is Operation.SELECT:
+            return 0.0
+        steps = float(self.denoise_steps)
+        if self.strength is not None:
+            steps = max(1.0, float(int(self.steps * self.strength)))
+        passes = 2.0 if self.guidance > 1.0 else 1.0
+        megapixels = self.width * self.height / 1_000_000
+        return self.operation.image_count * steps * megapixels * passes
+
     def batch_key(self) -> str:
         """Requests with equal keys can share one batched pipeline call."""
         if self.operation is not Operation.IMAGINE:

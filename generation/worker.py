@@ -116,8 +116,17 @@ class JobSource(Protocol[RequestT_co]):
     ) -> object: ...
 
     async def fail(
-        self, job_id: str, lease_token: str, *, error: str, retryable: bool
-    ) -> object: ...
+        self,
+        job_id: str,
+        lease_token: str,
+        *,
+        error: str,
+        retryable: bool,
+        gpu_seconds: float = 0.0,
+    ) -> object:
+        """``gpu_seconds``: what the job used before it stopped, charged only when its owner
+        cancelled it (any other failure is refunded)."""
+        ...
 
     async def release(self, job_id: str, lease_token: str) -> object: ...
 
@@ -350,6 +359,7 @@ class Worker(Generic[RequestT]):
 
     async def _process(self, jobs: list[ClaimedJobLike[RequestT]]) -> None:
         controls = [JobControl(job) for job in jobs]
+        started = time.monotonic()
         run = asyncio.create_task(self._generate(jobs, controls), name=f"generate:{jobs[0].id}")
         keeper = asyncio.create_task(self._keep_leases(jobs, controls), name=f"lease:{jobs[0].id}")
         try:
@@ -367,7 +377,9 @@ class Worker(Generic[RequestT]):
         if error is None:
             await self._finish(jobs, controls, run.result())
         else:
-            await self._record_failure(jobs, controls, error)
+            # A batch shares its GPU time evenly.
+            ran = (time.monotonic() - started) / len(jobs)
+            await self._record_failure(jobs, controls, error, ran_seconds=ran)
 
     async def _generate(
         self, jobs: list[ClaimedJobLike[RequestT]], controls: list[JobControl]
@@ -453,8 +465,15 @@ class Worker(Generic[RequestT]):
                 self.stats.succeeded += 1
 
     async def _record_failure(
-        self, jobs: list[ClaimedJobLike[RequestT]], controls: list[JobControl], error: BaseException
+        self,
+        jobs: list[ClaimedJobLike[RequestT]],
+        controls: list[JobControl],
+        error: BaseException,
+        *,
+        ran_seconds: float = 0.0,
     ) -> None:
+        """Tell the ledger how each job's attempt ended. A job its owner cancelled reports the
+        time it ran (``ran_seconds``, its share of the batch's), which is what it is charged."""
         cancelled = isinstance(error, JobCancelledError)
         for job, control in zip(jobs, controls, strict=True):
             if control.reason == LEASE_LOST:
@@ -483,7 +502,13 @@ class Worker(Generic[RequestT]):
             await self._report(
                 job,
                 "fail",
-                self.source.fail(job.id, job.lease_token, error=text, retryable=retryable),
+                self.source.fail(
+                    job.id,
+                    job.lease_token,
+                    error=text,
+                    retryable=retryable,
+                    gpu_seconds=ran_seconds if cancelled else 0.0,
+                ),
             )
 
     async def _report(

@@ -1,9 +1,12 @@
 """Checking that the ledger adds up: every job's money and state tell the same story.
 
-For every job: exactly one RESERVE equal to its reservation; a succeeded job has exactly one
-CHARGE (equal to what the job says it was charged) and one RELEASE of its reservation, and its
-charge plus any WAIVE equals the measured cost; any other finished job has exactly one REFUND of
-its whole reservation and no charge; a waiting or running job has neither. Running jobs hold a
+For every job: exactly one RESERVE equal to its reservation. A finished job then took one of
+two paths. Charged (every succeeded job; a cancelled or blocked one that ran): exactly one
+CHARGE and one RELEASE of its reservation, its charge plus any WAIVE equals the measured cost,
+and at most one CREDIT (blocked jobs only) giving the whole charge back; what the job says it was
+charged is the charge less the credit. Refunded (failed and dead jobs; cancelled or blocked ones
+that used nothing): exactly one REFUND of its whole reservation and nothing else. A waiting or
+running job has neither. Running jobs hold a
 lease and queued ones do not.
 
 It reads every job and ledger line: meant for tests and for an operator's occasional check.
@@ -66,7 +69,9 @@ async def audit(db: Database) -> AuditReport:
         return AuditReport(
             jobs=len(jobs),
             by_status=dict(by_status),
-            charged=to_seconds(totals.get(LedgerKind.CHARGE.value, 0)),
+            charged=to_seconds(
+                totals.get(LedgerKind.CHARGE.value, 0) - totals.get(LedgerKind.CREDIT.value, 0)
+            ),
             refunded=to_seconds(totals.get(LedgerKind.REFUND.value, 0)),
             violations=tuple(violations),
         )
@@ -78,6 +83,7 @@ def _check_job(row: RowMapping, lines: dict[str, list[int]]) -> list[str]:
     job_id, status = row["id"], JobStatus(row["status"])
     reserved = row["reserved_ms"]
     count = {kind: len(lines.get(kind, [])) for kind in LedgerKind}
+    total = {kind: sum(lines.get(kind, [])) for kind in LedgerKind}
     problems: list[str] = []
 
     def expect(kind: LedgerKind, n: int) -> None:
@@ -87,37 +93,67 @@ def _check_job(row: RowMapping, lines: dict[str, list[int]]) -> list[str]:
             )
 
     expect(LedgerKind.RESERVE, 1)
-    if count[LedgerKind.RESERVE] == 1 and lines[LedgerKind.RESERVE][0] != reserved:
+    if count[LedgerKind.RESERVE] == 1 and total[LedgerKind.RESERVE] != reserved:
         problems.append(f"job {job_id} reserved {reserved} ms but its RESERVE line differs")
-    if status is JobStatus.SUCCEEDED:
-        expect(LedgerKind.CHARGE, 1)
-        expect(LedgerKind.RELEASE, 1)
-        expect(LedgerKind.REFUND, 0)
-        charged = sum(lines.get(LedgerKind.CHARGE, []))
-        waived = sum(lines.get(LedgerKind.WAIVE, []))
-        if charged != row["charged_ms"]:
-            problems.append(
-                f"job {job_id} says it was charged {row['charged_ms']} ms, ledger {charged}"
-            )
-        if charged + waived != row["gpu_ms"]:
-            problems.append(
-                f"job {job_id} measured {row['gpu_ms']} ms but charged+waived {charged + waived}"
-            )
-        if sum(lines.get(LedgerKind.RELEASE, [])) != reserved * count[LedgerKind.RELEASE]:
-            problems.append(f"job {job_id} released a different amount than it reserved")
-    elif status.terminal:
-        expect(LedgerKind.REFUND, 1)
-        expect(LedgerKind.CHARGE, 0)
-        expect(LedgerKind.RELEASE, 0)
-        if count[LedgerKind.REFUND] == 1 and lines[LedgerKind.REFUND][0] != reserved:
-            problems.append(f"job {job_id} refunded a different amount than it reserved")
-    else:
-        for kind in (LedgerKind.CHARGE, LedgerKind.RELEASE, LedgerKind.REFUND, LedgerKind.WAIVE):
+    charged_path = count[LedgerKind.CHARGE] > 0 or status is JobStatus.SUCCEEDED
+    if not status.terminal:
+        for kind in CLOSING_KINDS:
             expect(kind, 0)
+    elif charged_path:
+        problems.extend(_check_charged(row, count, total))
+    else:
+        expect(LedgerKind.REFUND, 1)
+        for kind in (LedgerKind.RELEASE, LedgerKind.WAIVE, LedgerKind.CREDIT):
+            expect(kind, 0)
+        if count[LedgerKind.REFUND] == 1 and total[LedgerKind.REFUND] != reserved:
+            problems.append(f"job {job_id} refunded a different amount than it reserved")
     if status is JobStatus.RUNNING and (
         row["lease_token"] is None or row["lease_expires_at"] is None
     ):
         problems.append(f"job {job_id} is running without a lease")
     if status is JobStatus.QUEUED and row["lease_token"] is not None:
         problems.append(f"job {job_id} is queued but still has a lease token")
+    return problems
+
+
+#: The lines that close a job's reservation or follow its close.
+CLOSING_KINDS = (
+    LedgerKind.CHARGE,
+    LedgerKind.RELEASE,
+    LedgerKind.REFUND,
+    LedgerKind.WAIVE,
+    LedgerKind.CREDIT,
+)
+
+
+def _check_charged(
+    row: RowMapping, count: dict[LedgerKind, int], total: dict[LedgerKind, int]
+) -> list[str]:
+    """A finished job that was charged for GPU time: it succeeded, or was cancelled or blocked
+    after running (``_check_job`` decided which path)."""
+    job_id, status = row["id"], JobStatus(row["status"])
+    problems: list[str] = []
+    if status in (JobStatus.FAILED, JobStatus.DEAD):
+        problems.append(f"job {job_id} is {status} but was charged; such jobs are refunded")
+    for kind, expected in ((LedgerKind.CHARGE, 1), (LedgerKind.RELEASE, 1), (LedgerKind.REFUND, 0)):
+        if count[kind] != expected:
+            problems.append(
+                f"job {job_id} ({status}) has {count[kind]} {kind} line(s), expected {expected}"
+            )
+    if count[LedgerKind.CREDIT] > 1 or (
+        count[LedgerKind.CREDIT] and status is not JobStatus.BLOCKED
+    ):
+        problems.append(f"job {job_id} ({status}) has {count[LedgerKind.CREDIT]} credit line(s)")
+    if count[LedgerKind.CREDIT] and total[LedgerKind.CREDIT] != total[LedgerKind.CHARGE]:
+        problems.append(f"job {job_id} was credited a different amount than it was charged")
+    net = total[LedgerKind.CHARGE] - total[LedgerKind.CREDIT]
+    if net != row["charged_ms"]:
+        problems.append(f"job {job_id} says it was charged {row['charged_ms']} ms, ledger {net}")
+    if total[LedgerKind.CHARGE] + total[LedgerKind.WAIVE] != row["gpu_ms"]:
+        problems.append(
+            f"job {job_id} measured {row['gpu_ms']} ms but charged+waived "
+            f"{total[LedgerKind.CHARGE] + total[LedgerKind.WAIVE]}"
+        )
+    if total[LedgerKind.RELEASE] != row["reserved_ms"] * count[LedgerKind.RELEASE]:
+        problems.append(f"job {job_id} released a different amount than it reserved")
     return problems

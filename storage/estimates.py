@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import JOBS, MODE_STATS, USER_ACCOUNTS
+from storage.models import JOBS, MODE_STATS, USER_ACCOUNTS, WORK_RATES
 from storage.sql import upsert
 from storage.types import JobStatus
 
@@ -109,6 +109,31 @@ async def record_throughput(
             "avg_gpu_seconds": MODE_STATS.c.avg_gpu_seconds * (1 - EMA_ALPHA)
             + gpu_seconds * EMA_ALPHA,
             "samples": MODE_STATS.c.samples + 1,
+            "updated_at": now,
+        },
+    )
+    await session.execute(stmt)
+
+
+async def work_rates(session: AsyncSession) -> dict[str, float]:
+    """Measured GPU-seconds per unit of work, per kind of work (see ``quota_policy.rate_key``)."""
+    rows = await session.execute(select(WORK_RATES.c.key, WORK_RATES.c.seconds_per_unit))
+    return {key: float(rate) for key, rate in rows.all()}
+
+
+async def record_work_rate(
+    session: AsyncSession, key: str, seconds_per_unit: float, now: datetime
+) -> None:
+    """Fold one job's measured GPU-seconds per unit into its kind's moving average."""
+    stmt = upsert(
+        session,
+        WORK_RATES,
+        {"key": key, "seconds_per_unit": seconds_per_unit, "samples": 1, "updated_at": now},
+        ["key"],
+        {
+            "seconds_per_unit": WORK_RATES.c.seconds_per_unit * (1 - EMA_ALPHA)
+            + seconds_per_unit * EMA_ALPHA,
+            "samples": WORK_RATES.c.samples + 1,
             "updated_at": now,
         },
     )

@@ -122,6 +122,10 @@ class Job(Base):
     progress_total: Mapped[int | None] = mapped_column(Integer)
     preview_ref: Mapped[str | None] = mapped_column(String(255))
     progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Sampler work (images x steps x megapixels x guidance passes): scales the reservation.
+    work_units: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    #: A blocked job's images are kept (never served) until then, for an appeal; None after.
+    purge_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         CheckConstraint(_in("status", JobStatus), name="status"),
@@ -153,7 +157,8 @@ class DeliveryRecord(Base):
     message_id: Mapped[int | None] = mapped_column(BigInteger)
     attachment_limit: Mapped[int | None] = mapped_column(BigInteger)
     interaction_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    #: Set once, when the final result is on Discord; never cleared.
+    #: Set when the final result is on Discord; cleared only when a moderator blocks a posted
+    #: job, so its message is edited once more (to say it was removed).
     posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     post_attempts: Mapped[int] = mapped_column(Integer, default=0)
     claimed_by: Mapped[str | None] = mapped_column(String(64))
@@ -241,6 +246,18 @@ class ModeStats(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class WorkRate(Base):
+    """Moving average of measured GPU-seconds per unit of work, per kind of work (e.g.
+    ``quality``, ``fast/upscale``): what turns a job's work units into its reservation."""
+
+    __tablename__ = "work_rates"
+
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seconds_per_unit: Mapped[float] = mapped_column(Float)
+    samples: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class UserSettingsRow(Base):
     """A user's defaults (JSON), e.g. mode, aspect, variation strength."""
 
@@ -278,6 +295,7 @@ GUILD_ACCOUNTS = cast(Table, GuildAccount.__table__)
 QUOTA_OVERRIDES = cast(Table, QuotaOverrideRow.__table__)
 LEDGER = cast(Table, LedgerRow.__table__)
 MODE_STATS = cast(Table, ModeStats.__table__)
+WORK_RATES = cast(Table, WorkRate.__table__)
 USER_SETTINGS = cast(Table, UserSettingsRow.__table__)
 GUILD_SETTINGS = cast(Table, GuildSettingsRow.__table__)
 META = cast(Table, Meta.__table__)

@@ -5,13 +5,15 @@ State machine (anything else raises IllegalTransition, or LeaseLost for lease-ho
     queued  --claim-->            running
     queued  --cancel/block-->     cancelled / blocked                      (refund)
     running --complete-->         succeeded                                (charge + release)
+    succeeded --block-->          blocked (taken down)                     (credit, or kept)
     running --fail(retryable)-->  queued (backoff), or dead at max_attempts (refund when dead)
     running --fail(permanent)-->  failed                                   (refund)
     running --release-->          queued (the attempt is not counted)
     running --lease expired-->    queued, or dead at max_attempts          (refund when dead)
-    running --block-->            blocked                                  (refund)
+    running --block-->            blocked                       (refund, or charge time run)
     running --cancel-->           running with cancel_requested; the worker's next complete,
-                                  fail or release (or a reclaim) makes it cancelled (refund)
+                                  fail or release (or a reclaim) makes it cancelled (charge the
+                                  GPU time it reports, refund when it reports none)
 
 Every transition is one write unit of work whose row lookup is guarded by the expected status
 (and, for a worker's calls, the lease token), so a late or duplicate call changes nothing.
@@ -52,10 +54,13 @@ from storage.estimates import (
     jobs_ahead,
     mode_averages,
     record_throughput,
+    record_work_rate,
     waiting_groups,
+    work_rates,
 )
 from storage.models import DELIVERIES, JOBS
 from storage.quota import QuotaService
+from storage.quota_policy import rate_key, reservation_ms
 from storage.rate_limit import NewJobRate
 from storage.scheduler import claim_one
 from storage.sql import lock_user, utc_now
@@ -177,11 +182,12 @@ class JobQueue(Generic[RequestT]):
             if not job.mode:
                 raise ValueError("a job needs a mode")
         now = self.clock()
-        specs = [(new_job_id(), job, to_ms(job.estimated_cost)) for job in jobs]
-        stored = {job_id: self.codec.encode(job.request) for job_id, job, _ in specs}
+        ids = [new_job_id() for _ in jobs]
+        stored = {i: self.codec.encode(job.request) for i, job in zip(ids, jobs, strict=True)}
 
         async def work(session: AsyncSession) -> list[JobView[RequestT]]:
             await lock_user(session, owner.user_id, now)
+            specs = list(zip(ids, jobs, await self._reservations(session, jobs), strict=True))
             await self._check_rate(session, owner.user_id, len(jobs), now)
             waiting = await self._count(session, owner.user_id, JobStatus.QUEUED)
             cap = self.settings.max_queued_per_user
@@ -213,7 +219,6 @@ class JobQueue(Generic[RequestT]):
             await self.quota.record_reservations(
                 session, owner, [(job_id, ms) for job_id, _, ms in specs], now
             )
-            ids = [job_id for job_id, _, _ in specs]
             result = await session.execute(job_view_select().where(JOBS.c.id.in_(ids)))
             # Decoding what was just encoded: a codec that cannot round-trip queues nothing.
             views = {v.id: v for v in (job_view(r, self.codec) for r in result.mappings())}
@@ -255,8 +260,26 @@ class JobQueue(Generic[RequestT]):
             "estimated_ms": ms,
             "reserved_ms": ms,
             "allowance_ms": allowance,
+            "work_units": job.work_units,
             "result_refs": [],
         }
+
+    async def _reservations(
+        self, session: AsyncSession, jobs: Sequence[NewJob[RequestT]]
+    ) -> list[int]:
+        """Each job's reservation: its work at the measured rate of its kind and mode (the
+        settings' default rate until one is measured), never less than its floor."""
+        rates = await work_rates(session)
+        default = self.quota.settings.estimate_seconds_per_unit
+        return [
+            reservation_ms(
+                job.estimated_cost,
+                job.work_units,
+                rates.get(rate_key(JobKind(job.kind), job.mode)),
+                default,
+            )
+            for job in jobs
+        ]
 
     # -- claiming -----------------------------------------------------------------------------
 
@@ -372,7 +395,8 @@ class JobQueue(Generic[RequestT]):
         Accepted only from the holder of the current lease; anyone else gets LeaseLost and
         nothing changes. Repeating the holder's own successful call returns the same job (a
         retry after a lost reply is safe). If a cancel was requested meanwhile the job ends
-        cancelled and nothing is charged.
+        cancelled, charged the GPU time it used like any cancelled job. A job with work units
+        also folds its measured GPU-seconds per unit into its kind's rate.
         """
         now = self.clock()
         measured = to_ms(gpu_seconds)
@@ -405,15 +429,26 @@ class JobQueue(Generic[RequestT]):
                     result_refs=list(result_refs),
                 )
                 await record_throughput(session, job["mode"], gpu_seconds, now)
+                if job["work_units"] > 0 and gpu_seconds > 0:
+                    key = rate_key(JobKind(job["kind"]), job["mode"])
+                    await record_work_rate(session, key, gpu_seconds / job["work_units"], now)
             return await self._row(session, job_id)
 
         return self._decoded(await self.db.write(work))
 
     async def fail(
-        self, job_id: str, lease_token: str, *, error: str, retryable: bool
+        self,
+        job_id: str,
+        lease_token: str,
+        *,
+        error: str,
+        retryable: bool,
+        gpu_seconds: float = 0.0,
     ) -> JobView[RequestT]:
         """A job's attempt failed. Retryable errors go back to the queue (with backoff) until
-        ``max_attempts``, then the job is dead; others fail at once. Refunds on every end."""
+        ``max_attempts``, then the job is dead; others fail at once. Failures are ours and
+        refunded; a job stopped because its owner cancelled it is charged ``gpu_seconds``, the
+        GPU time it used before it stopped."""
         now = self.clock()
         error = error[:MAX_ERROR_CHARS]
 
@@ -422,7 +457,8 @@ class JobQueue(Generic[RequestT]):
             if job is None:
                 raise await self._lease_error(session, job_id, lease_token)
             if job["cancel_requested"]:
-                await self._cancel_running(session, job, now, error=error)
+                gpu_ms = to_ms(max(0.0, gpu_seconds))
+                await self._cancel_running(session, job, now, gpu_ms=gpu_ms, error=error)
             elif retryable and job["attempts"] < job["max_attempts"]:
                 delay = timedelta(seconds=self.settings.retry_delay_seconds)
                 delay = min(delay * 2 ** (job["attempts"] - 1), MAX_RETRY_DELAY)
@@ -561,23 +597,120 @@ class JobQueue(Generic[RequestT]):
         else:
             raise IllegalTransition(job["id"], "cancelled", status)
 
-    async def block(self, job_id: str, reason: str) -> JobView[RequestT]:
-        """Stop a queued or running job for moderation reasons; its reservation is refunded and
-        a running worker loses its lease at its next heartbeat."""
+    async def block(
+        self,
+        job_id: str,
+        reason: str,
+        *,
+        keep_charge: bool = False,
+        keep_images: timedelta = timedelta(0),
+    ) -> JobView[RequestT]:
+        """Stop or remove a job for moderation reasons.
+
+        A queued job is refunded (it used nothing). A running one loses its lease (its worker
+        stops at its next heartbeat); it is refunded, or with ``keep_charge`` charged the time
+        it has run. A succeeded job is taken down: its charge is credited back unless
+        ``keep_charge``, and its posted message is due for one more edit (to say it was
+        removed). Its images are never served again and are kept ``keep_images`` (the appeal
+        period) before ``expired_blocked`` hands them over for deletion. Anything else raises
+        IllegalTransition.
+        """
         now = self.clock()
+        reason = reason[:MAX_ERROR_CHARS]
 
         async def work(session: AsyncSession) -> RowMapping:
             job = await self._lock(session, JOBS.c.id == job_id)
             if job is None:
                 raise JobNotFound(job_id)
             status = JobStatus(job["status"])
-            if status not in ACTIVE_STATUSES:
+            purge = {"purge_after": now + keep_images}
+            if status is JobStatus.SUCCEEDED:
+                charged = job["charged_ms"]
+                if not keep_charge:
+                    charged -= await self.quota.credit(session, job, now, "blocked; refunded")
+                await session.execute(
+                    update(JOBS)
+                    .where(JOBS.c.id == job_id, JOBS.c.status == JobStatus.SUCCEEDED)
+                    .values(status=JobStatus.BLOCKED, error=reason, charged_ms=charged, **purge)
+                )
+                await session.execute(
+                    update(DELIVERIES)
+                    .where(DELIVERIES.c.job_id == job_id)
+                    .values(posted_at=None, claimed_by=None, claim_expires_at=None, updated_at=now)
+                )
+            elif status is JobStatus.RUNNING and keep_charge:
+                ran = to_ms(max(0.0, (now - job["started_at"]).total_seconds()))
+                charged = await self.quota.settle(session, job, ran, now, "blocked; charge kept")
+                await self._finish(
+                    session,
+                    job,
+                    JobStatus.BLOCKED,
+                    now,
+                    error=reason,
+                    gpu_ms=ran,
+                    charged_ms=charged,
+                    **purge,
+                )
+            elif status in ACTIVE_STATUSES:
+                await self.quota.refund(session, job, now, "blocked")
+                await self._finish(session, job, JobStatus.BLOCKED, now, error=reason, **purge)
+            else:
                 raise IllegalTransition(job_id, "blocked", status)
-            await self.quota.refund(session, job, now, "blocked")
-            await self._finish(session, job, JobStatus.BLOCKED, now, error=reason[:MAX_ERROR_CHARS])
             return await self._row(session, job_id)
 
         return self._decoded(await self.db.write(work))
+
+    async def expired_blocked(self, limit: int = 100) -> list[str]:
+        """Blocked jobs whose appeal period is over and whose images are still kept."""
+
+        async def work(session: AsyncSession) -> list[str]:
+            stmt = (
+                select(JOBS.c.id)
+                .where(JOBS.c.status == JobStatus.BLOCKED, JOBS.c.purge_after <= self.clock())
+                .order_by(JOBS.c.purge_after)
+                .limit(limit)
+            )
+            return list((await session.execute(stmt)).scalars())
+
+        return await self.db.read(work)
+
+    async def forget_images(self, job_id: str) -> None:
+        """Record that a blocked job's images are deleted: no refs, no preview, no purge due."""
+
+        async def work(session: AsyncSession) -> None:
+            await session.execute(
+                update(JOBS)
+                .where(JOBS.c.id == job_id, JOBS.c.status == JobStatus.BLOCKED)
+                .values(result_refs=[], preview_ref=None, purge_after=None)
+            )
+
+        await self.db.write(work)
+
+    async def followups(self, job_id: str, limit: int = 50) -> list[JobView[RequestT]]:
+        """Every job made from ``job_id``, directly or through other follow-ups (upscales,
+        variations, re-rolls), oldest first; at most ``limit``."""
+
+        async def work(session: AsyncSession) -> list[JobView[RequestT]]:
+            found: list[RowMapping] = []
+            frontier = [job_id]
+            while frontier and len(found) < limit:
+                rows = (
+                    (
+                        await session.execute(
+                            job_view_select()
+                            .where(JOBS.c.parent_id.in_(frontier))
+                            .order_by(JOBS.c.seq)
+                            .limit(limit - len(found))
+                        )
+                    )
+                    .mappings()
+                    .all()
+                )
+                found.extend(rows)
+                frontier = [row["id"] for row in rows]
+            return job_views(sorted(found, key=lambda row: row["seq"]), self.codec)
+
+        return await self.db.read(work)
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -740,10 +873,23 @@ class JobQueue(Generic[RequestT]):
         return LeaseLost(job_id, f"the lease now belongs to worker {row.worker_id}")
 
     async def _cancel_running(
-        self, session: AsyncSession, job: RowMapping, now: datetime, **finish: object
+        self,
+        session: AsyncSession,
+        job: RowMapping,
+        now: datetime,
+        *,
+        gpu_ms: int = 0,
+        **finish: object,
     ) -> None:
-        """A running job whose owner cancelled it ends cancelled, whatever its worker reports,
-        and is refunded in full."""
+        """A running job whose owner cancelled it ends cancelled, whatever its worker reports.
+        It is charged the GPU time it used (``gpu_ms``, as its worker measured it); with none
+        measured (a release, a lost worker) it is refunded."""
+        if gpu_ms > 0:
+            charged = await self.quota.settle(session, job, gpu_ms, now, "cancelled by the owner")
+            await self._finish(
+                session, job, JobStatus.CANCELLED, now, gpu_ms=gpu_ms, charged_ms=charged, **finish
+            )
+            return
         await self.quota.refund(session, job, now, "cancelled while running")
         await self._finish(session, job, JobStatus.CANCELLED, now, **finish)
 

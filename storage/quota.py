@@ -2,10 +2,12 @@
 
 Life of a job's money: reserve the estimate at enqueue (``check_room`` then
 ``record_reservations``, in the same transaction as the insert and under the user's account
-lock, so concurrent enqueues cannot overdraw); at the end either
-``settle`` (charge the measured cost, capped at the room left, and release the reservation) or
-``refund`` (give the reservation back). Every step is a ``quota_ledger`` row written in the same
-transaction as the job's transition, so the ledger and the jobs always agree.
+lock, so concurrent enqueues cannot overdraw); at the end either ``settle`` (charge the GPU time
+used, at most the job's estimate beyond the allowance, and release the reservation) or
+``refund`` (give the reservation back); a moderator may later ``credit`` a settled charge back.
+The README's billing table says which end each outcome takes. Every step is a ``quota_ledger``
+row written in the same transaction as the job's transition, so the ledger and the jobs always
+agree.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import ColumnElement, ScalarSelect, and_, delete, func, insert, select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from config.settings import QuotaSettings
 from storage.db import Database
@@ -215,11 +218,18 @@ class QuotaService:
         )
 
     async def settle(
-        self, session: AsyncSession, job: RowMapping, measured_ms: int, now: datetime
+        self,
+        session: AsyncSession,
+        job: RowMapping,
+        measured_ms: int,
+        now: datetime,
+        note: str | None = None,
     ) -> int:
-        """Charge a succeeded job's measured cost (capped at the room left) and release its
-        reservation. ``job`` is its row, locked by the caller and still active. Returns the
-        charged milliseconds; any excess is written off as a WAIVE line."""
+        """Charge the GPU time a job used (it succeeded, or was cancelled or blocked after
+        running) and release its reservation. ``job`` is its row, locked by the caller and still
+        active. The measured cost is charged in full, except that it may take the owner at most
+        the job's own estimate beyond the allowance: that part is written off as a WAIVE line.
+        Returns the charged milliseconds."""
         user_id, guild_id = job["owner_id"], job["guild_id"]
         # The job's row lock is taken before the account lock here, and enqueue never waits on
         # job rows while holding an account lock, so the two orders cannot deadlock.
@@ -235,19 +245,46 @@ class QuotaService:
             guild_room = guild_allowance - await self._used(session, "guild", guild_id, now)
             guild_room -= await self._reserved(session, "guild", guild_id, exclude=[job["id"]])
             room = min(room, guild_room)
-        charged, waived = capped_charge(measured_ms, room)
+        charged, waived = capped_charge(measured_ms, room, job["estimated_ms"])
         lines = [
-            _entry(job["id"], user_id, guild_id, LedgerKind.CHARGE, charged, now),
+            _entry(job["id"], user_id, guild_id, LedgerKind.CHARGE, charged, now, note),
             _entry(job["id"], user_id, guild_id, LedgerKind.RELEASE, job["reserved_ms"], now),
         ]
         if waived:
             lines.append(
                 _entry(
-                    job["id"], user_id, guild_id, LedgerKind.WAIVE, waived, now, "over allowance"
+                    job["id"],
+                    user_id,
+                    guild_id,
+                    LedgerKind.WAIVE,
+                    waived,
+                    now,
+                    "beyond the overdraft one job may make",
                 )
             )
         await session.execute(insert(LEDGER), lines)
         return charged
+
+    async def credit(self, session: AsyncSession, job: RowMapping, now: datetime, note: str) -> int:
+        """Give a settled job's charge back (a moderator blocked it and chose a refund). The
+        credit offsets the charge in whichever window the charge falls. Returns the credited
+        milliseconds (0 when nothing was charged)."""
+        amount = int(job["charged_ms"] or 0)
+        if amount:
+            await session.execute(
+                insert(LEDGER).values(
+                    _entry(
+                        job["id"],
+                        job["owner_id"],
+                        job["guild_id"],
+                        LedgerKind.CREDIT,
+                        amount,
+                        now,
+                        note,
+                    )
+                )
+            )
+        return amount
 
     async def refund(
         self, session: AsyncSession, job: RowMapping, now: datetime, note: str
@@ -287,13 +324,20 @@ class QuotaService:
         return allowance_ms(self.settings, override_ms=override, role_ids=role_ids)
 
     async def _used(self, session: AsyncSession, scope: str, subject: int, now: datetime) -> int:
+        """GPU-milliseconds charged in the window, net of credits (one indexed sum)."""
+        net = LEDGER.c.amount_ms - _credited()
+        stmt = select(func.coalesce(func.sum(net), 0)).where(
+            self._window_charges(scope, subject, now)
+        )
+        return int((await session.execute(stmt)).scalar_one())
+
+    def _window_charges(self, scope: str, subject: int, now: datetime) -> ColumnElement[bool]:
         column = LEDGER.c.user_id if scope == "user" else LEDGER.c.guild_id
-        stmt = select(func.coalesce(func.sum(LEDGER.c.amount_ms), 0)).where(
+        return and_(
             column == subject,
             LEDGER.c.kind == LedgerKind.CHARGE,
             LEDGER.c.created_at > now - self.window,
         )
-        return int((await session.execute(stmt)).scalar_one())
 
     async def _reserved(
         self, session: AsyncSession, scope: str, subject: int, exclude: Sequence[str] = ()
@@ -322,17 +366,14 @@ class QuotaService:
     async def _charges(
         self, session: AsyncSession, scope: str, subject: int, now: datetime
     ) -> list[tuple[datetime, int]]:
-        column = LEDGER.c.user_id if scope == "user" else LEDGER.c.guild_id
+        """The window's charges, oldest first, each net of any credit given back for its job
+        (a credit counts in the window of the charge it offsets)."""
         rows = await session.execute(
-            select(LEDGER.c.created_at, LEDGER.c.amount_ms)
-            .where(
-                column == subject,
-                LEDGER.c.kind == LedgerKind.CHARGE,
-                LEDGER.c.created_at > now - self.window,
-            )
+            select(LEDGER.c.created_at, LEDGER.c.amount_ms - _credited())
+            .where(self._window_charges(scope, subject, now))
             .order_by(LEDGER.c.created_at)
         )
-        return [(at, amount) for at, amount in rows.all()]
+        return [(at, max(0, int(amount))) for at, amount in rows.all()]
 
     async def _check(
         self,
@@ -378,6 +419,17 @@ class QuotaService:
             resets_at=None if oldest is None else oldest + self.window,
             window_seconds=self.settings.window_seconds,
         )
+
+
+def _credited() -> ScalarSelect[int]:
+    """For a CHARGE line of the outer query: what its job was credited back since."""
+    credits = aliased(LEDGER)
+    return (
+        select(func.coalesce(func.sum(credits.c.amount_ms), 0))
+        .where(credits.c.job_id == LEDGER.c.job_id, credits.c.kind == LedgerKind.CREDIT)
+        .correlate(LEDGER)
+        .scalar_subquery()
+    )
 
 
 def _fields(readout: QuotaReadout) -> dict[str, Any]:

@@ -7,6 +7,7 @@ inside the window and ``reserved`` is the estimate held by their queued and runn
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,12 +34,29 @@ def guild_allowance_ms(settings: QuotaSettings) -> int | None:
 
 
 def estimate_seconds(settings: QuotaSettings, kind: JobKind, mode: str) -> float:
-    """A default reservation for a job: follow-ups cost the follow-up estimate, grids by mode."""
+    """The least a job reserves: the upscale floor, or the grid floor of its mode (a select
+    does no GPU work). The reservation itself scales with the job's work; see ``reservation_ms``."""
     if kind is JobKind.SELECT:
         return 0.0
     if kind is JobKind.UPSCALE:
         return settings.estimate_followup_seconds
     return settings.estimate_fast_seconds if mode == "fast" else settings.estimate_quality_seconds
+
+
+def rate_key(kind: JobKind, mode: str) -> str:
+    """Which measured rate prices a job: upscales (one large image, a VAE-heavy decode) apart
+    from grids and variations, per mode."""
+    return f"{mode}/upscale" if kind is JobKind.UPSCALE else mode
+
+
+def reservation_ms(
+    floor_seconds: float, work_units: float, rate: float | None, default_rate: float
+) -> int:
+    """What a job reserves: its work at the measured rate (the default until one is measured),
+    and never less than its floor. Non-finite or negative inputs fall back to the floor."""
+    per_unit = rate if rate is not None and math.isfinite(rate) and rate > 0 else default_rate
+    scaled = work_units * per_unit if math.isfinite(work_units) and work_units > 0 else 0.0
+    return max(to_ms(floor_seconds), to_ms(scaled))
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +67,8 @@ class Balance:
 
     @property
     def remaining_ms(self) -> int:
-        # Settling caps charges at the room left, so this only dips below zero when an admin
-        # lowered the allowance under what is already used; the readout never shows that.
+        # Below zero after an overdraft (at most one job's estimate) or when an admin lowered
+        # the allowance under what is already used; the readout never shows that.
         return max(0, self.allowance_ms - self.used_ms - self.reserved_ms)
 
     def fits(self, needed_ms: int) -> bool:
@@ -78,11 +96,13 @@ def frees_enough_at(
     return None
 
 
-def capped_charge(measured_ms: int, room_ms: int) -> tuple[int, int]:
-    """Split a measured cost into (charged, waived): never charge beyond the room left.
+def capped_charge(measured_ms: int, room_ms: int, overdraft_ms: int) -> tuple[int, int]:
+    """Split a measured cost into (charged, waived).
 
-    ``room_ms`` is the allowance minus what is used and reserved by the owner's other jobs; it
-    includes this job's own reservation, so an accurate estimate is always charged in full.
+    The work done is charged in full, except that it may take the user at most ``overdraft_ms``
+    (the job's own estimate, on which it was admitted) beyond the allowance; the rest is waived.
+    ``room_ms`` is the allowance minus what is used and reserved by the owner's other jobs (it
+    includes this job's own reservation, and may be negative after an earlier overdraft).
     """
-    charged = max(0, min(measured_ms, room_ms))
+    charged = max(0, min(measured_ms, max(0, room_ms) + overdraft_ms))
     return charged, measured_ms - charged

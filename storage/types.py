@@ -56,13 +56,16 @@ PRIORITY_FOLLOW_UP = 1
 
 
 class LedgerKind(StrEnum):
-    """One quota ledger entry. Every job has one RESERVE, then CHARGE+RELEASE or one REFUND."""
+    """One quota ledger entry. Every job has one RESERVE, then CHARGE+RELEASE (GPU time used:
+    it succeeded, or was cancelled or blocked after running) or one REFUND (nothing used, or not
+    the user's fault); a moderator's block of a finished job may add one CREDIT."""
 
     RESERVE = "reserve"  # the estimate, held while the job is queued or running
     CHARGE = "charge"  # the measured cost of a succeeded job (counts against the window)
     RELEASE = "release"  # the reservation of a succeeded job, replaced by its charge
     REFUND = "refund"  # the reservation of a job that did not succeed, given back in full
-    WAIVE = "waive"  # measured cost above what the allowance had room for: not charged
+    WAIVE = "waive"  # measured cost beyond the allowed overdraft: not charged
+    CREDIT = "credit"  # a settled charge given back later (a finished job blocked, refunded)
 
 
 ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford's base32, lower case
@@ -132,7 +135,9 @@ class NewJob(Generic[RequestT]):
 
     ``mode`` and ``batch_key`` come from the request (storage does not parse it); jobs with equal
     non-empty batch keys may run together in one batched call. ``priority`` defaults from the kind
-    (higher runs first). ``estimated_cost`` is the GPU-seconds reserved against the quota.
+    (higher runs first). The reservation against the quota is ``work_units`` (see
+    ``GenerationRequest.work_units``) at the measured GPU-seconds per unit of its kind and mode,
+    and never less than ``estimated_cost``, the floor.
     """
 
     kind: JobKind
@@ -141,6 +146,8 @@ class NewJob(Generic[RequestT]):
     estimated_cost: float
     batch_key: str = ""
     parent_id: str | None = None
+    #: How much sampler work the job is (images x steps x megapixels x guidance passes).
+    work_units: float = 0.0
     priority: int | None = None
     #: When the interaction token the bot holds for this job's message stops working.
     interaction_expires_at: datetime | None = None
@@ -186,6 +193,9 @@ class JobView(Generic[RequestT]):
     interaction_expires_at: datetime | None = None
     posted_at: datetime | None = None
     post_attempts: int = 0
+    work_units: float = 0.0
+    #: A blocked job's images are deleted after this (the appeal period); None once deleted.
+    purge_after: datetime | None = None
 
     @property
     def terminal(self) -> bool:

@@ -87,6 +87,8 @@ def job_view(row: RowMapping, codec: RequestCodec[RequestT]) -> JobView[RequestT
         interaction_expires_at=row.get("interaction_expires_at"),
         posted_at=row.get("posted_at"),
         post_attempts=row.get("post_attempts") or 0,
+        work_units=float(row["work_units"] or 0.0),
+        purge_after=row["purge_after"],
     )
 
 

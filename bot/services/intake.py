@@ -112,6 +112,7 @@ class JobIntake:
                 estimated_cost=estimate_seconds(
                     self.settings.quota, admitted.kind, request.mode.value
                 ),
+                work_units=request.work_units,
             )
             for request in admitted.requests
         ]

@@ -27,3 +27,25 @@ def test_data_that_is_no_request_is_a_value_error() -> None:
         CODEC.decode({**stored, "steps": 0})
     with pytest.raises(ValueError, match="unknown_option"):
         CODEC.decode({**stored, "unknown_option": 1})
+
+
+def test_work_units_scale_with_images_steps_pixels_and_guidance() -> None:
+    """The unit quotas price work in: images x steps run x megapixels x passes per step."""
+    grid = make_request(width=1000, height=1000, steps=30, guidance=5.0)
+    assert grid.work_units == 4 * 30 * 1.0 * 2
+    # No classifier-free guidance (LCM's 1.0): one pass per step.
+    assert make_request(width=1000, height=1000, steps=4, guidance=1.0).work_units == 16
+    # --stop 50 runs half the steps.
+    assert make_request(width=1000, height=1000, steps=30, stop=50).work_units == 4 * 15 * 2
+    source = SourceImage(job_id="parent", index=1)
+    upscale = make_request(
+        width=2000,
+        height=2000,
+        steps=30,
+        operation=Operation.UPSCALE_SUBTLE,
+        source=source,
+        strength=0.3,
+    )
+    assert upscale.work_units == 1 * 9 * 4.0 * 2  # one image, 30% of the steps, 4 megapixels
+    select = make_request(operation=Operation.SELECT, source=source)
+    assert select.work_units == 0.0

@@ -185,7 +185,11 @@ async def test_cancel_of_a_running_job_stops_it(db_url: str, tmp_path: Path) -> 
             await r.queue.cancel(job.id)
             await until(lambda: status_is(r.queue, job.id, "cancelled"), what="cancel")
         assert worker.stats.cancelled == 1
-        assert (await r.queue.require(job.id)).result_refs == ()
+        view = await r.queue.require(job.id)
+        assert view.result_refs == ()
+        # Cancelled by its owner after it started: charged the time it ran, as measured.
+        assert view.gpu_seconds is not None and view.gpu_seconds > 0
+        assert view.charged == view.gpu_seconds
         assert (await audit(r.db)).ok
 
 

@@ -186,6 +186,7 @@ def new_job(
     batch_key: str = "",
     parent_id: str | None = None,
     prompt: str = "a cat",
+    work_units: float = 0.0,
 ) -> NewJob[dict[str, Any]]:
     return NewJob(
         kind=kind,
@@ -194,6 +195,7 @@ def new_job(
         estimated_cost=cost,
         batch_key=batch_key,
         parent_id=parent_id,
+        work_units=work_units,
     )
 
 

@@ -16,6 +16,8 @@ from storage.quota_policy import (
     capped_charge,
     estimate_seconds,
     frees_enough_at,
+    rate_key,
+    reservation_ms,
 )
 from storage.types import ALPHABET, JOB_ID_LENGTH, JobKind, new_job_id, to_ms
 
@@ -45,9 +47,27 @@ def test_balance_and_capped_charge() -> None:
     balance = Balance(allowance_ms=1000, used_ms=700, reserved_ms=200)
     assert balance.remaining_ms == 100 and balance.fits(100) and not balance.fits(101)
     assert Balance(1000, 1200, 0).remaining_ms == 0
-    assert capped_charge(300, room_ms=500) == (300, 0)
-    assert capped_charge(300, room_ms=120) == (120, 180)
-    assert capped_charge(300, room_ms=-50) == (0, 300)
+    # Charged in full while it fits, then at most one estimate (the overdraft) beyond it.
+    assert capped_charge(300, room_ms=500, overdraft_ms=100) == (300, 0)
+    assert capped_charge(300, room_ms=120, overdraft_ms=100) == (220, 80)
+    assert capped_charge(300, room_ms=120, overdraft_ms=500) == (300, 0)
+    # Already over the allowance (an earlier overdraft): only this job's estimate more.
+    assert capped_charge(300, room_ms=-50, overdraft_ms=100) == (100, 200)
+    assert capped_charge(300, room_ms=-50, overdraft_ms=0) == (0, 300)
+
+
+def test_reservations_scale_with_work_and_keep_their_floor() -> None:
+    # 100 units at the default 0.035 s/unit: 3.5 s, above a 2 s floor.
+    assert reservation_ms(2.0, 100, None, 0.035) == 3500
+    # A measured rate replaces the default.
+    assert reservation_ms(2.0, 100, 0.25, 0.035) == 25_000
+    # Small work keeps the floor; so do nonsense inputs.
+    assert reservation_ms(2.0, 10, 0.035, 0.035) == 2000
+    assert reservation_ms(2.0, float("nan"), 0.25, 0.035) == 2000
+    assert reservation_ms(2.0, 100, float("inf"), 0.035) == 3500
+    assert reservation_ms(2.0, 100, -1.0, 0.035) == 3500
+    assert rate_key(JobKind.UPSCALE, "quality") == "quality/upscale"
+    assert rate_key(JobKind.VARIATION, "fast") == "fast"
 
 
 def test_frees_enough_at_walks_charges_oldest_first() -> None:

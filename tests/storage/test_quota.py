@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from storage import (
+    JobKind,
     JobStatus,
     LedgerKind,
     QueueFullError,
@@ -86,18 +87,72 @@ async def test_reserve_settle_and_refund(small: Services) -> None:
     assert (await audit(s.db)).ok
 
 
-async def test_overrun_is_capped_so_the_balance_never_goes_negative(small: Services) -> None:
+async def test_overrun_is_charged_up_to_one_estimate_beyond_the_allowance(
+    small: Services,
+) -> None:
     s = small
     await _run(s, cost=40.0, gpu_seconds=40.0)
-    job_id = await _run(s, cost=10.0, gpu_seconds=25.0)  # 15 s over what the allowance has
+    job_id = await _run(s, cost=10.0, gpu_seconds=25.0)  # 15 s more than the allowance has
     view = await s.queue.require(job_id)
-    assert view.charged == 10.0 and view.gpu_seconds == 25.0
+    # The 10 s of room plus an overdraft of the job's own 10 s estimate; 5 s are written off.
+    assert view.charged == 20.0 and view.gpu_seconds == 25.0
     readout = await s.quota.readout(1)
-    assert (readout.used, readout.remaining) == (50.0, 0.0)
+    assert (readout.used, readout.remaining) == (60.0, 0.0)
     waived = [e for e in await s.quota.ledger(job_id=job_id) if e.kind == LedgerKind.WAIVE]
-    assert [e.amount for e in waived] == [15.0]
+    assert [e.amount for e in waived] == [5.0]
     with pytest.raises(QuotaExceededError):
         await s.queue.enqueue(owner(), new_job(cost=0.5))
+    assert (await audit(s.db)).ok
+
+
+async def test_underestimated_queued_jobs_overdraw_by_at_most_their_estimates(
+    small: Services,
+) -> None:
+    """The issue's repro, at the storage level: 10 s of room, then jobs whose estimates (1 s)
+    are far below what they use (25 s). Each is charged what it used while there is room, and
+    at most its own estimate beyond the allowance; once over, nothing more is admitted."""
+    s = small
+    await _run(s, cost=40.0, gpu_seconds=40.0)
+    views = [await s.queue.enqueue(owner(), new_job(cost=1.0)) for _ in range(10)]
+    for _ in views:
+        claimed = await s.queue.claim_next("w")
+        assert claimed is not None
+        await s.queue.complete(claimed.id, claimed.lease_token, result_refs=[], gpu_seconds=25.0)
+    charged = [(await s.queue.require(v.id)).charged for v in views]
+    # The first had room 10 - 9 reserved by the others = 1 s, plus its 1 s estimate; each
+    # later one starts over the allowance, so it is charged its estimate.
+    assert charged == [2.0] + [1.0] * 9
+    readout = await s.quota.readout(1)
+    assert readout.used == 40.0 + 11.0 and readout.used <= 50.0 + sum(v.reserved for v in views)
+    with pytest.raises(QuotaExceededError):
+        await s.queue.enqueue(owner(), new_job(cost=0.5))
+    assert (await audit(s.db)).ok
+
+
+async def test_reservations_scale_with_work_at_the_measured_rate(small: Services) -> None:
+    """Until a kind of work is measured it is priced at the settings' default rate; each
+    completion then teaches its kind's rate (upscales apart from grids), never below the floor."""
+    s = small
+    default = s.quota.settings.estimate_seconds_per_unit
+    grid = await s.queue.enqueue(owner(), new_job(cost=1.0, work_units=100.0))
+    assert grid.reserved == round(100 * default, 3)
+    claimed = await s.queue.claim_next("w")
+    assert claimed is not None
+    await s.queue.complete(grid.id, claimed.lease_token, result_refs=[], gpu_seconds=6.0)
+    # 0.06 s per unit now: twice the work reserves twice the measured cost.
+    bigger = await s.queue.enqueue(owner(), new_job(cost=1.0, work_units=200.0))
+    assert bigger.reserved == 12.0
+    small_job = await s.queue.enqueue(owner(), new_job(cost=1.0, work_units=1.0))
+    assert small_job.reserved == 1.0  # the floor
+    # Upscales have a rate of their own, still the default.
+    upscale = await s.queue.enqueue(
+        owner(), new_job(JobKind.UPSCALE, cost=0.5, work_units=100.0, parent_id=grid.id)
+    )
+    assert upscale.reserved == round(100 * default, 3)
+    # Work bigger than the whole allowance is refused up front, naming the estimate.
+    with pytest.raises(QuotaExceededError) as caught:
+        await s.queue.enqueue(owner(), new_job(cost=1.0, work_units=10_000.0))
+    assert caught.value.needed == 600.0 and caught.value.resets_at is None
     assert (await audit(s.db)).ok
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 import pytest
 
@@ -154,7 +155,7 @@ async def test_cancel_queued_is_immediate_and_refunded(services: Services) -> No
     assert await _ledger_kinds(s, view.id) == [LedgerKind.REFUND, LedgerKind.RESERVE]
 
 
-@pytest.mark.parametrize("ending", ["complete", "fail", "release", "reclaim"])
+@pytest.mark.parametrize("ending", ["complete", "fail", "fail-after-running", "release", "reclaim"])
 async def test_cancel_running_is_relayed_and_ends_cancelled(
     services: Services, ending: str
 ) -> None:
@@ -170,6 +171,8 @@ async def test_cancel_running_is_relayed_and_ends_cancelled(
         await s.queue.complete(job_id, token, result_refs=["r"], gpu_seconds=1.0)
     elif ending == "fail":
         await s.queue.fail(job_id, token, error="stopped", retryable=False)
+    elif ending == "fail-after-running":
+        await s.queue.fail(job_id, token, error="stopped", retryable=False, gpu_seconds=0.7)
     elif ending == "release":
         await s.queue.release(job_id, token)
     else:
@@ -177,7 +180,16 @@ async def test_cancel_running_is_relayed_and_ends_cancelled(
         assert await s.queue.reclaim_expired() == [job_id]
     view = await s.queue.require(job_id)
     assert view.status == "cancelled" and view.result_refs == ()
-    assert await _ledger_kinds(s, job_id) == [LedgerKind.REFUND, LedgerKind.RESERVE]
+    # The GPU time a cancelled job used is charged; with none reported (released, lost) it
+    # is refunded, as released and dead jobs are.
+    used = {"complete": 1.0, "fail-after-running": 0.7}.get(ending)
+    if used is None:
+        assert await _ledger_kinds(s, job_id) == [LedgerKind.REFUND, LedgerKind.RESERVE]
+        assert view.charged is None
+    else:
+        kinds = [LedgerKind.CHARGE, LedgerKind.RELEASE, LedgerKind.RESERVE]
+        assert await _ledger_kinds(s, job_id) == kinds
+        assert view.charged == view.gpu_seconds == used
     assert (await audit(s.db)).ok
 
 
@@ -202,6 +214,59 @@ async def test_block_refunds_and_takes_the_lease(services: Services, start: str)
         with pytest.raises(LeaseLost):
             await s.queue.heartbeat(job_id, token)
     assert await _ledger_kinds(s, job_id) == [LedgerKind.REFUND, LedgerKind.RESERVE]
+    assert view.purge_after == s.clock.now  # no appeal period asked for: due at once
+    assert (await audit(s.db)).ok
+
+
+async def test_block_of_a_running_job_can_keep_the_charge_for_the_time_it_ran(
+    services: Services,
+) -> None:
+    s = services
+    job_id, _ = await _running(s)
+    s.clock.advance(3.25)
+    view = await s.queue.block(job_id, "abuse", keep_charge=True)
+    assert view.status == "blocked" and view.gpu_seconds == view.charged == 3.25
+    kinds = [LedgerKind.CHARGE, LedgerKind.RELEASE, LedgerKind.RESERVE]
+    assert await _ledger_kinds(s, job_id) == kinds
+    assert (await audit(s.db)).ok
+
+
+@pytest.mark.parametrize("keep_charge", [False, True])
+async def test_block_of_a_finished_job_takes_it_down(services: Services, keep_charge: bool) -> None:
+    """A succeeded job can be blocked after it was posted: refunded by default (a CREDIT that
+    gives the charge back), its message due for one more edit, its images kept for the appeal
+    period and then handed over for deletion."""
+    s = services
+    job_id, _ = await _in_status(s, JobStatus.SUCCEEDED)
+    await s.deliveries.claim(job_id)
+    assert await s.deliveries.mark_posted(job_id, 123)
+    charged = (await s.queue.require(job_id)).charged
+    assert charged == 0.5 and (await s.quota.readout(1)).used == 0.5
+    view = await s.queue.block(
+        job_id, "took it down", keep_charge=keep_charge, keep_images=timedelta(days=14)
+    )
+    assert view.status == "blocked" and view.error == "took it down"
+    assert view.posted_at is None and view.message_id == 123  # to be edited once more
+    assert view.result_refs == ("x/a.png",)  # kept, never served, until the appeal ends
+    assert [j.id for j in await s.deliveries.list_undelivered(terminal_only=True)] == [job_id]
+    kinds = await _ledger_kinds(s, job_id)
+    if keep_charge:
+        assert view.charged == 0.5 and (await s.quota.readout(1)).used == 0.5
+        assert LedgerKind.CREDIT not in kinds
+    else:
+        assert view.charged == 0.0 and (await s.quota.readout(1)).used == 0.0
+        assert LedgerKind.CREDIT in kinds
+    assert (await audit(s.db)).ok
+    # Blocking twice is refused, and changes nothing.
+    with pytest.raises(IllegalTransition):
+        await s.queue.block(job_id, "again")
+    assert await s.queue.expired_blocked() == []
+    s.clock.advance(14 * 86_400)
+    assert await s.queue.expired_blocked() == [job_id]
+    await s.queue.forget_images(job_id)
+    after = await s.queue.require(job_id)
+    assert after.result_refs == () and after.purge_after is None
+    assert await s.queue.expired_blocked() == []
 
 
 async def test_expired_lease_is_reclaimed_and_the_stale_holder_is_refused(
@@ -270,8 +335,9 @@ async def test_illegal_transitions_change_nothing(services: Services, status: Jo
             assert status is JobStatus.SUCCEEDED
         with pytest.raises(IllegalTransition, match=status.value):
             await s.queue.cancel(job_id)
-        with pytest.raises(IllegalTransition, match=status.value):
-            await s.queue.block(job_id, "late")
+        if status is not JobStatus.SUCCEEDED:  # a moderator may take a result down
+            with pytest.raises(IllegalTransition, match=status.value):
+                await s.queue.block(job_id, "late")
     after = await s.queue.require(job_id)
     assert after == before
     assert await s.quota.ledger(job_id=job_id) == ledger_before
