@@ -195,19 +195,37 @@ class Publisher:
                 files.append(discord.File(io.BytesIO(data), filename=name))
             view = self._view_of(delivery)
         try:
-            message_id = await self._edit_or_post(delivery, content, files, view)
+            if delivery.card.status is JobStatus.BLOCKED:
+                message_id = await self._take_down(delivery, content)
+            else:
+                message_id = await self._edit_or_post(delivery, content, files, view)
         except discord.HTTPException as exc:
             await self.cards.release(delivery.job_id, f"HTTP {exc.status}")
             raise
         await self.cards.mark_posted(delivery.job_id, message_id)
         async with self._posted_changed:
-            self._posted[delivery.job_id] = message_id
+            self._posted[delivery.job_id] = message_id or 0
             while len(self._posted) > POSTED_MEMORY:
                 self._posted.popitem(last=False)
             self._posted_changed.notify_all()
         self._live.pop(delivery.job_id, None)
         self._shown.pop(delivery.job_id, None)
         self._backoff.pop(delivery.job_id, None)
+
+    async def _take_down(self, delivery: JobMessage, content: str) -> int | None:
+        """A blocked job's message says so, with no image and no buttons. Nothing new is
+        posted for it: if its message is gone, or the bot may no longer edit it, there is
+        nothing public left to take down."""
+        if delivery.message_id is None:
+            return None
+        try:
+            # An empty view clears the buttons; no attachments clears the image.
+            await self._edit(
+                delivery, content=content, files=[], view=discord.ui.View(), keep=False
+            )
+        except (discord.NotFound, discord.Forbidden) as exc:
+            log.info("blocked job %s: its message cannot be edited (%s)", delivery.job_id, exc)
+        return delivery.message_id
 
     async def _edit_or_post(
         self,

@@ -78,6 +78,8 @@ class JobCard:
     step: int | None = None
     total_steps: int | None = None
     error: str | None = None
+    #: GPU-seconds charged (None or 0: nothing).
+    charged: float | None = None
 
 
 def _eta(seconds: float | None) -> str:
@@ -100,9 +102,12 @@ def _status_tail(card: JobCard) -> str:
     if status is JobStatus.SUCCEEDED:
         return "done"
     if status is JobStatus.CANCELLED:
+        if card.charged:
+            return f"cancelled; charged {card.charged:.1f} GPU-seconds for the time it ran"
         return "cancelled; nothing was charged"
     if status is JobStatus.BLOCKED:
-        return f"{escape(shorten(card.error or 'blocked by moderation', 300))}; nothing was charged"
+        # The public message names no cost; the owner sees it in /info.
+        return f"removed by a moderator: {escape(shorten(card.error or 'no reason given', 300))}"
     reason = f": {escape(shorten(card.error or 'unknown error', 300))}" if card.error else ""
     return f"failed{reason}; nothing was charged"
 
@@ -179,10 +184,31 @@ class JobLine:
     message_id: int | None
     position: int | None = None
     eta_seconds: float | None = None
+    #: GPU-seconds: held while it waits or runs, then measured and charged.
+    reserved: float = 0.0
+    gpu_seconds: float | None = None
+    charged: float | None = None
 
 
-def render_info(readout: QuotaReadout, jobs: Sequence[JobLine]) -> str:
-    """/info: the quota in the rolling window, then the user's queued and running jobs."""
+def _cost(job: JobLine) -> str:
+    """What a job cost its owner, in the billing table's words."""
+    if not job.status.terminal:
+        return f"holds {job.reserved:.1f}"
+    if job.charged:
+        used = f" of {job.gpu_seconds:.1f} used" if job.gpu_seconds != job.charged else ""
+        return f"charged {job.charged:.1f}{used}"
+    if job.gpu_seconds and job.status is JobStatus.BLOCKED:
+        return f"refunded {job.gpu_seconds:.1f}"
+    if job.gpu_seconds:
+        return f"charged 0.0 of {job.gpu_seconds:.1f} used"
+    return "refunded" if job.status is not JobStatus.SUCCEEDED else "charged 0.0"
+
+
+def render_info(
+    readout: QuotaReadout, jobs: Sequence[JobLine], recent: Sequence[JobLine] = ()
+) -> str:
+    """/info: the quota in the rolling window, the user's queued and running jobs, then what
+    their recent finished jobs cost (GPU-seconds)."""
     reset = f", next reset {relative_time(readout.resets_at)}" if readout.resets_at else ""
     lines = [
         f"**Quota** (GPU-seconds per {readout.window_seconds / 3600:g} h): "
@@ -197,7 +223,10 @@ def render_info(readout: QuotaReadout, jobs: Sequence[JobLine]) -> str:
             if job.message_id
             else "(message pending)"
         )
-        lines.append(f"- `{job.job_id}` {job.kind} {job.status} {link}")
+        lines.append(f"- `{job.job_id}` {job.kind} {job.status} ({_cost(job)}) {link}")
+    if recent:
+        lines.append("**Recent jobs** (GPU-seconds):")
+        lines.extend(f"- `{j.job_id}` {j.kind} {j.status}: {_cost(j)}" for j in recent)
     return shorten("\n".join(lines))
 
 
@@ -231,4 +260,7 @@ def render_quota_override(user_id: int, seconds: float | None) -> str:
 def render_cancelled(count: int) -> str:
     if not count:
         return "You have no queued or running jobs."
-    return f"Cancelled {count} job(s); nothing is charged for them."
+    return (
+        f"Cancelled {count} job(s). Waiting ones are refunded; running ones stop within a step "
+        "and are charged only the GPU time they used."
+    )

@@ -91,16 +91,24 @@ async def open_worker(
 ) -> AsyncIterator[Worker[GenerationRequest]]:
     """A worker running the configured models on the ledger; the default model is loaded once,
     here, unless ``models`` (shared with the bot's prompt check) is given."""
+    from generation.errors import OptionError
     from generation.jobs import EngineGenerator
     from generation.worker import Worker
     from storage.errors import LeaseLost
+    from storage.types import JobStatus
 
     async with contextlib.AsyncExitStack() as stack:
         if models is None:
             models = await stack.enter_async_context(open_models(settings))
 
         async def source_refs(job_id: str) -> Sequence[str]:
-            return (await ledger.queue.require(job_id)).result_refs
+            # Only a succeeded job's images are ever served, to a worker as to Discord: a
+            # follow-up of a job blocked since it was queued fails (refunded), it never reads
+            # the images kept for the appeal.
+            parent = await ledger.queue.require(job_id)
+            if parent.status is not JobStatus.SUCCEEDED:
+                raise OptionError(f"job {job_id} was removed by a moderator; nothing to work from")
+            return parent.result_refs
 
         generator = EngineGenerator(models, ledger.images, source_refs, settings.generation)
         worker = Worker(
@@ -182,6 +190,8 @@ async def atelier_runtime(settings: Settings) -> AsyncIterator[Runtime]:
 
     The worker starts with the bot (setup_hook) and is stopped gracefully when it closes.
     """
+    from storage.retention import RetentionLoop
+
     async with open_ledger(settings) as ledger, contextlib.AsyncExitStack() as stack:
         worker = None
         checker = None
@@ -190,6 +200,8 @@ async def atelier_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             worker = await stack.enter_async_context(open_worker(settings, ledger, models))
             checker = TokenCountCheck(models.default)
         bot = wire_bot(settings, ledger, checker)
+        retention = RetentionLoop(ledger.queue, ledger.images)
+        bot.add_background("retention", retention.run, stop=retention.stop)
         if worker is not None:
             bot.add_background("worker", worker.run, stop=worker.stop)
         try:

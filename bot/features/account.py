@@ -41,8 +41,8 @@ class AccountFeature:
 
     async def info(self, interaction: Interaction) -> None:
         await thinking(interaction)
-        readout, jobs = await self.account.info(requester_of(interaction))
-        await answer(interaction, render_info(readout, jobs))
+        readout, jobs, recent = await self.account.info(requester_of(interaction))
+        await answer(interaction, render_info(readout, jobs, recent))
 
     async def queue(self, interaction: Interaction) -> None:
         await thinking(interaction)

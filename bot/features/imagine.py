@@ -92,7 +92,7 @@ class ImageFeature:
         """A job button: a new job with its own public message. A variation click by a user who
         turned remix on first opens an editor with the prompt."""
         if ref.action.spec.remix:
-            prompt = await self._remix_prompt(interaction.user.id, ref)
+            prompt = await self._remix_prompt(requester_of(interaction), ref)
             if prompt is not None:
                 await interaction.response.send_modal(RemixModal(self, ref, prompt))
                 return
@@ -105,13 +105,15 @@ class ImageFeature:
         note = f"{ref.action.announce(ref.index)}: job `{ticket.job_id}`."
         await self.publisher.announce(interaction, [ticket], note)
 
-    async def _remix_prompt(self, user_id: int, ref: ButtonRef) -> str | None:
+    async def _remix_prompt(self, requester: Requester, ref: ButtonRef) -> str | None:
         try:
             return await asyncio.wait_for(
-                self.intake.remix_prompt(user_id, ref), timeout=REMIX_LOOKUP_SECONDS
+                self.intake.remix_prompt(requester, ref), timeout=REMIX_LOOKUP_SECONDS
             )
         except TimeoutError:
-            log.warning("remix lookup for user %s took too long; skipping the editor", user_id)
+            log.warning(
+                "remix lookup for user %s took too long; skipping the editor", requester.user_id
+            )
             return None
 
 

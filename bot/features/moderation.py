@@ -7,6 +7,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
+from bot.errors import UserFacingError
 from bot.features.base import Interaction, answer, requester_of, slash, thinking
 from bot.publisher import Publisher
 from bot.router import ButtonRouter
@@ -53,19 +54,40 @@ class ModerationFeature:
         self.publisher = publisher
 
     def register(self, tree: app_commands.CommandTree[Any], router: ButtonRouter) -> None:
-        slash(tree, "block", "Moderators: stop a queued or running job", self.block)
+        slash(tree, "block", "Moderators: stop a job, or take a finished one down", self.block)
         tree.add_command(FilterCommands(self.moderation))
 
     @app_commands.default_permissions(manage_messages=True)
     @app_commands.guild_only()
-    @app_commands.describe(job="The job id shown under the job", reason="Shown in its message")
+    @app_commands.describe(
+        job="The job id shown under the job",
+        reason="Shown in its message instead of the image",
+        charge="Refund its owner (the default), or keep the charge for abuse",
+        followups="Also remove the upscales and variations made from it",
+    )
+    @app_commands.choices(
+        charge=[
+            app_commands.Choice(name="refund (default)", value="refund"),
+            app_commands.Choice(name="keep the charge (abuse)", value="keep"),
+        ]
+    )
     async def block(
         self,
         interaction: Interaction,
         job: app_commands.Range[str, 1, 40],
-        reason: app_commands.Range[str, 1, 200] = "blocked by a moderator",
+        reason: app_commands.Range[str, 1, 200] = "no reason given",
+        charge: str = "refund",
+        followups: bool = False,
     ) -> None:
         await thinking(interaction)
-        text = await self.moderation.block(requester_of(interaction), job.strip().lower(), reason)
+        if charge not in ("refund", "keep"):
+            raise UserFacingError(f"charge must be refund or keep, not {charge!r}")
+        text = await self.moderation.block(
+            requester_of(interaction),
+            job.strip().lower(),
+            reason,
+            keep_charge=charge == "keep",
+            followups=followups,
+        )
         self.publisher.wake()
         await answer(interaction, text)

@@ -45,7 +45,14 @@ def _line(
         message_id=job.message_id,
         position=position,
         eta_seconds=eta,
+        reserved=job.reserved,
+        gpu_seconds=job.gpu_seconds,
+        charged=job.charged,
     )
+
+
+#: How many finished jobs /info lists with their cost.
+RECENT_JOBS = 10
 
 
 class AccountService:
@@ -63,13 +70,16 @@ class AccountService:
         self.prefs = prefs
         self.cards = cards
 
-    async def info(self, requester: Requester) -> tuple[QuotaReadout, list[JobLine]]:
-        """The requester's quota standing and their queued and running jobs."""
+    async def info(self, requester: Requester) -> tuple[QuotaReadout, list[JobLine], list[JobLine]]:
+        """The requester's quota standing, their queued and running jobs, and what their
+        recent finished jobs cost."""
         readout = await self.queue.quota_readout(
             requester.user_id, requester.guild_id, requester.role_ids
         )
-        jobs = await self.queue.list_for_user(requester.user_id, active_only=True)
-        return readout, [_line(job) for job in jobs]
+        active = await self.queue.list_for_user(requester.user_id, active_only=True)
+        latest = await self.queue.list_for_user(requester.user_id, limit=RECENT_JOBS)
+        recent = [_line(job) for job in latest if job.terminal]
+        return readout, [_line(job) for job in active], recent
 
     async def queue_status(
         self, requester: Requester
@@ -88,7 +98,8 @@ class AccountService:
         return counts, lines
 
     async def cancel_all(self, requester: Requester) -> int:
-        """Cancel the requester's queued and running jobs (refunded); how many there were."""
+        """Cancel the requester's queued jobs (refunded) and running ones (charged the GPU time
+        they used); how many there were."""
         return await self.queue.cancel_for_user(requester.user_id)
 
     async def show(self, requester: Requester, job_id: str) -> Ticket:
@@ -96,6 +107,8 @@ class AccountService:
         job = await self.queue.get(job_id)
         if job is None or not requester.may_see(job.guild_id, job.owner_id):
             raise UserFacingError(f"there is no job `{job_id}` in this server")
+        if job.status is JobStatus.BLOCKED:
+            raise UserFacingError(f"job `{job_id}` was removed by a moderator")
         return Ticket(job.id, await self.cards.card(job))
 
     async def update_settings(self, requester: Requester, change: SettingsChange) -> dict[str, Any]:

@@ -140,12 +140,17 @@ class JobIntake:
 
     # -- buttons ------------------------------------------------------------------------
 
-    async def remix_prompt(self, user_id: int, ref: ButtonRef) -> str | None:
-        """The parent's prompt when ``user_id`` has remix on, else None."""
-        if not (await self.prefs.get_user_settings(user_id)).get("remix"):
+    async def remix_prompt(self, requester: Requester, ref: ButtonRef) -> str | None:
+        """The parent's prompt for the remix editor when the clicker has remix on and may use
+        the parent; else None (and the click itself says why it is refused, if it is)."""
+        if not (await self.prefs.get_user_settings(requester.user_id)).get("remix"):
             return None
         parent = await self.queue.get(ref.job_id)
-        return None if parent is None else parent.request.prompt
+        if parent is None or parent.status is not JobStatus.SUCCEEDED:
+            return None
+        if not requester.may_see(parent.guild_id, parent.owner_id):
+            return None  # never show another server's (or another user's DM) prompt
+        return parent.request.prompt
 
     async def click(
         self, requester: Requester, ref: ButtonRef, prompt: str | None = None
@@ -156,6 +161,8 @@ class JobIntake:
         parent = await self.queue.get(ref.job_id)
         if parent is None or not requester.may_see(parent.guild_id, parent.owner_id):
             raise UserFacingError("this button belongs to a job I do not know here")
+        if parent.status is JobStatus.BLOCKED:
+            raise UserFacingError(f"job `{parent.id}` was removed by a moderator")
         if parent.status is not JobStatus.SUCCEEDED:
             raise UserFacingError(f"job `{parent.id}` has no images to work from ({parent.status})")
         await self._check_may_click(requester, parent)

@@ -89,6 +89,7 @@ class JobCards:
             step=job.progress_step,
             total_steps=job.progress_total,
             error=job.error,
+            charged=job.charged,
         )
 
     async def attach_message(
@@ -122,8 +123,10 @@ class JobCards:
             terminal=job.terminal,
             card=await self.card(job),
             buttons=job_buttons(job.id, layout_of(job.request.operation)),
-            image_refs=tuple(job.result_refs),
-            preview_ref=job.preview_ref,
+            # The one rule for serving images: a succeeded job's results, a running job's
+            # preview. A blocked job keeps its files for an appeal, but nothing serves them.
+            image_refs=tuple(job.result_refs) if job.status is JobStatus.SUCCEEDED else (),
+            preview_ref=job.preview_ref if job.status is JobStatus.RUNNING else None,
         )
 
     async def claim(self, job_id: str) -> bool:
@@ -132,7 +135,7 @@ class JobCards:
     async def release(self, job_id: str, error: str) -> None:
         await self.ledger.release(job_id, error)
 
-    async def mark_posted(self, job_id: str, message_id: int) -> None:
+    async def mark_posted(self, job_id: str, message_id: int | None) -> None:
         await self.ledger.mark_posted(job_id, message_id)
 
     async def result_files(self, message: JobMessage) -> list[tuple[str, bytes]]:

@@ -1,4 +1,5 @@
-"""Moderation: refused terms in prompts (the operator's and each server's) and /block.
+"""Moderation: refused terms in prompts (the operator's and each server's) and /block, which
+stops unfinished jobs and takes finished ones down (with the jobs made from them, on request).
 
 Every new job passes :meth:`Moderation.refuse_banned_terms` before it is queued, whichever way it
 comes (/imagine, a button, the remix editor), so a refused prompt is never queued or charged. The
@@ -7,7 +8,9 @@ check reads both the prompt as typed and the words the text encoders will receiv
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from datetime import timedelta
 from typing import Any
 
 from bot.errors import UserFacingError
@@ -20,8 +23,14 @@ from generation.weights import encoder_text
 from storage.errors import IllegalTransition
 from storage.preferences import PreferenceStore
 from storage.queue import JobQueue
+from storage.types import JobStatus, JobView
 
 log = logging.getLogger(__name__)
+
+#: What /block can act on: unfinished jobs, and finished ones with images to take down.
+BLOCKABLE = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED)
+#: The most follow-ups one /block lists or removes with it.
+MAX_FOLLOWUPS = 50
 
 #: Where a guild's refused terms live in its settings document.
 BANNED_TERMS_KEY = "banned_terms"
@@ -65,22 +74,76 @@ class Moderation:
                     "nothing was queued or charged"
                 )
 
-    async def block(self, requester: Requester, job_id: str, reason: str) -> str:
-        """Moderation: stop a queued or running job of this server; its cost is refunded."""
+    async def block(
+        self,
+        requester: Requester,
+        job_id: str,
+        reason: str,
+        *,
+        keep_charge: bool = False,
+        followups: bool = False,
+    ) -> str:
+        """Moderation: stop a queued or running job of this server, or take a finished one
+        down. Refunded unless ``keep_charge`` (for abuse). With ``followups``, the jobs made
+        from it (upscales, variations, re-rolls) go too; without, the answer lists them."""
         if not requester.is_moderator:
             raise UserFacingError("only moderators (Manage Messages) may block jobs")
         job = await self.queue.get(job_id)
-        if job is None or job.guild_id != requester.guild_id:
+        if job is None or requester.guild_id is None or job.guild_id != requester.guild_id:
             raise UserFacingError(f"there is no job `{job_id}` in this server")
-        if job.terminal:
-            raise UserFacingError(
-                f"job `{job_id}` has already ended ({job.status}); delete its message instead"
+        lines = [await self._block_one(job, reason, keep_charge)]
+        children = [
+            child
+            for child in await self.queue.followups(job.id, limit=MAX_FOLLOWUPS)
+            if child.guild_id == requester.guild_id and child.status in BLOCKABLE
+        ]
+        if children and followups:
+            done = 0
+            for child in children:
+                with contextlib.suppress(UserFacingError):  # it ended meanwhile
+                    await self._block_one(child, f"{reason} (made from job {job.id})", keep_charge)
+                    done += 1
+            lines.append(f"Also blocked {done} job(s) made from it.")
+        elif children:
+            listed = ", ".join(f"`{c.id}` ({c.kind}, {c.status})" for c in children)
+            lines.append(
+                f"Made from it: {listed}. Run /block again with followups:True to remove them too."
             )
+        log.info(
+            "moderator %s blocked job %s in guild %s (keep charge: %s, follow-ups: %s)",
+            requester.user_id,
+            job.id,
+            requester.guild_id,
+            keep_charge,
+            followups,
+        )
+        return "\n".join(lines)
+
+    async def _block_one(
+        self, job: JobView[GenerationRequest], reason: str, keep_charge: bool
+    ) -> str:
+        if job.status not in BLOCKABLE:
+            already = "already removed" if job.status is JobStatus.BLOCKED else str(job.status)
+            raise UserFacingError(
+                f"job `{job.id}` has ended ({already}); there is nothing to block"
+            )
+        days = self.settings.bot.appeal_days
         try:
-            await self.queue.block(job_id, f"blocked by moderation: {reason}")
+            blocked = await self.queue.block(
+                job.id, reason, keep_charge=keep_charge, keep_images=timedelta(days=days)
+            )
         except IllegalTransition:
-            raise UserFacingError(f"job `{job_id}` ended before it could be blocked") from None
-        return f"Blocked job `{job_id}`; its owner was not charged."
+            raise UserFacingError(f"job `{job.id}` ended before it could be blocked") from None
+        if job.status is JobStatus.SUCCEEDED:
+            what = (
+                f"Removed job `{job.id}`: its message now says so, and its images are kept "
+                f"hidden for {days:g} days (for an appeal), then deleted."
+            )
+        else:
+            what = f"Blocked job `{job.id}` before it finished."
+        if blocked.charged:
+            return f"{what} Its owner keeps the charge of {blocked.charged:.1f} GPU-seconds."
+        return f"{what} Its owner was not charged."
 
     async def add_banned_term(self, requester: Requester, raw: str) -> str:
         """Moderation: refuse prompts with ``raw`` in this server from now on."""

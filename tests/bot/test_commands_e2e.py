@@ -250,9 +250,11 @@ async def test_cancel_stops_a_running_job_and_the_worker_carries_on(
     await asyncio.wait_for(runtime.bot.publisher.wait_posted(job_id), timeout=30)
     job = await runtime.ledger.queue.require(job_id)
     assert job.status == "cancelled" and not job.result_refs
-    assert "cancelled" in emu.message(message.id).content
+    # Charged the GPU time it used before it stopped, and the message says how much.
+    assert job.gpu_seconds and job.charged == job.gpu_seconds
+    assert f"cancelled; charged {job.charged:.1f} GPU" in emu.message(message.id).content
     readout = await runtime.ledger.queue.quota_readout(emu.default_user.id)
-    assert (readout.used, readout.reserved) == (0, 0)
+    assert (readout.used, readout.reserved) == (job.charged, 0)
     grid = await imagine_grid(emu, "a short road")  # the engine is free again
     assert labels(grid) == GRID_LABELS
     emu.assert_no_violations()
@@ -278,13 +280,70 @@ async def test_moderators_block_jobs_and_their_owners_are_refunded(
     assert reply.ephemeral and f"Blocked job `{job_id}`" in reply.content
     await asyncio.wait_for(runtime.bot.publisher.wait_posted(job_id), timeout=10)
     shown = emu.message(message.id).content
-    assert "off\\-topic" in shown and "nothing was charged" in shown
+    assert "removed by a moderator: off\\-topic" in shown
     job = await runtime.ledger.queue.require(job_id)
     assert job.status == "blocked"
     readout = await runtime.ledger.queue.quota_readout(emu.default_user.id)
     assert (readout.used, readout.reserved) == (0, 0)
     again = await emu.send_slash_command("block", {"job": job_id}, user=moderator)
-    assert "already ended" in (await again.wait_for_original(lambda m: not m.loading)).content
+    assert "already removed" in (await again.wait_for_original(lambda m: not m.loading)).content
+    emu.assert_no_violations()
+
+
+async def test_a_finished_job_is_taken_down_with_its_images_and_buttons(
+    atelier: Atelier, emu: DiscordEmulator, tmp_path: Path
+) -> None:
+    """Issue 9, defect 4: moderation happens after the result is seen. The message loses its
+    image and buttons, /show and the buttons refuse, the owner is refunded, and the jobs made
+    from it are listed (and removed on request)."""
+    runtime = await atelier.start()
+    moderator = emu.make_user(name="mod", roles=[emu.make_role("mods", permissions=1 << 13)])
+    grid = await imagine_grid(emu, "a grim scene")
+    job_id = job_id_of(grid)
+    v1 = button(grid, "V1")
+    click = await emu.click_button(grid.id, button(grid, "U2"))
+    await click.wait_for_followups(1)
+    single = await wait_final(emu, lambda m: "Image 2" in m.content and "Upscale" in str(labels(m)))
+    child_id = job_id_of(single)
+    used = (await runtime.ledger.queue.quota_readout(emu.default_user.id)).used
+    assert used > 0
+
+    async def say(command: str, options: dict[str, Any], user: Any = None) -> str:
+        handle = await emu.send_slash_command(command, options, user=user)
+        reply = await handle.wait_for_original(lambda m: not m.loading)
+        assert reply.ephemeral
+        return reply.content
+
+    assert "only moderators" in await say("block", {"job": job_id, "reason": "gore"})
+    text = await say("block", {"job": job_id, "reason": "gore"}, moderator)
+    assert f"Removed job `{job_id}`" in text and child_id in text and "followups:True" in text
+    taken_down = await emu.wait_for_message(
+        lambda m: m.id == grid.id and "removed by a moderator: gore" in m.content
+    )
+    assert taken_down.attachments == [] and labels(taken_down) == []
+    # A /show copy made earlier, or a client that still shows the buttons: they refuse.
+    stale = emu.post_message(
+        CHANNEL_ID,
+        content="an older copy",
+        author=emu.bot_user,
+        components=[
+            {"type": 1, "components": [{"type": 2, "style": 2, "label": "V1", "custom_id": v1}]}
+        ],
+    )
+    again = await emu.click_button(stale.id, v1)
+    reply = await again.wait_for_original(lambda m: not m.loading)
+    assert reply.ephemeral and "removed by a moderator" in reply.content
+    assert "removed by a moderator" in await say("show", {"job": job_id})
+    # Refunded: only the upscale's cost is left.
+    child = await runtime.ledger.queue.require(child_id)
+    readout = await runtime.ledger.queue.quota_readout(emu.default_user.id)
+    assert readout.used == pytest.approx(child.charged or 0)
+    # The follow-up goes too when asked.
+    text = await say("block", {"job": child_id, "reason": "gore"}, moderator)
+    assert f"Removed job `{child_id}`" in text
+    gone = await emu.wait_for_message(lambda m: m.id == single.id and "removed by" in m.content)
+    assert gone.attachments == [] and labels(gone) == []
+    assert (await runtime.ledger.queue.quota_readout(emu.default_user.id)).used == 0
     emu.assert_no_violations()
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from storage import FileImageStore, ImageNotFound, ImageStore, InvalidImageRef
+from storage.retention import purge_blocked
+from tests.storage.dbfixtures import Services, new_job, owner
 
 
 async def test_put_get_and_paths(tmp_path: Path) -> None:
@@ -48,3 +51,24 @@ async def test_bad_names_are_refused(tmp_path: Path, job_id: str, name: str) -> 
 async def test_bad_refs_are_refused(tmp_path: Path, ref: str) -> None:
     with pytest.raises(InvalidImageRef):
         await FileImageStore(tmp_path).get(ref)
+
+
+async def test_purge_deletes_a_blocked_jobs_images_after_the_appeal_period(
+    services: Services, tmp_path: Path
+) -> None:
+    s = services
+    images = FileImageStore(tmp_path / "images")
+    view = await s.queue.enqueue(owner(), new_job())
+    claimed = await s.queue.claim_next("w")
+    assert claimed is not None
+    ref = await images.put(view.id, "grid.png", b"\x89PNG-bytes")
+    await s.queue.complete(view.id, claimed.lease_token, result_refs=[ref], gpu_seconds=1.0)
+    await s.queue.block(view.id, "gore", keep_images=timedelta(days=14))
+    s.clock.advance(14 * 86_400 - 1)
+    assert await purge_blocked(s.queue, images) == []
+    assert await images.exists(ref)  # kept, hidden, for an appeal
+    s.clock.advance(1)
+    assert await purge_blocked(s.queue, images) == [view.id]
+    assert not await images.exists(ref)
+    assert (await s.queue.require(view.id)).result_refs == ()
+    assert await purge_blocked(s.queue, images) == []  # done once

@@ -51,6 +51,8 @@ class Bench:
     account: AccountService
     checker: RecordingChecker
     seeds: itertools.count[int]
+    moderation: Moderation
+    cards: JobCards
 
     async def finish(self, job_id: str) -> JobView[GenerationRequest]:
         """Run ``job_id`` as a worker would: claim it and complete it with one image ref."""
@@ -84,4 +86,4 @@ async def bench(tmp_path: Path) -> AsyncIterator[Bench]:
             seed_source=lambda: next(seeds),
         )
         account = AccountService(settings, ledger.queue, ledger.prefs, cards)
-        yield Bench(settings, ledger, intake, account, checker, seeds)
+        yield Bench(settings, ledger, intake, account, checker, seeds, moderation, cards)

@@ -16,12 +16,14 @@ from tests.bot.services.conftest import OTHER_GUILD, Bench, member
 async def test_info_and_queue_list_the_members_active_jobs(bench: Bench) -> None:
     first, second = await bench.intake.imagine(member(), ImagineInput("a {cat, dog}"))
     await bench.intake.imagine(member(2), ImagineInput("someone else's"))
-    readout, jobs = await bench.account.info(member())
+    readout, jobs, recent = await bench.account.info(member())
     assert readout.reserved > 0 and readout.remaining < readout.allowance
     assert {job.job_id for job in jobs} == {first.job_id, second.job_id}
     assert all(job.kind is JobKind.IMAGINE and job.status is JobStatus.QUEUED for job in jobs)
-    text = render_info(readout, jobs)
+    assert recent == []
+    text = render_info(readout, jobs, recent)
     assert "(message pending)" in text and first.job_id in text
+    assert f"holds {jobs[0].reserved:.1f}" in text
 
     counts, lines = await bench.account.queue_status(member())
     assert counts == {JobStatus.QUEUED: 3, JobStatus.RUNNING: 0}
@@ -98,3 +100,23 @@ async def test_usage_counts_across_servers(bench: Bench) -> None:
     there = await bench.ledger.queue.quota_readout(1, OTHER_GUILD)
     assert here.used == there.used == 1.0  # one GPU budget
     assert (here.allowance, there.allowance) == (2000, 1000)
+
+
+async def test_info_shows_what_each_recent_job_cost(bench: Bench) -> None:
+    """The billing table as /info shows it: succeeded jobs are charged what they used,
+    cancelled waiting ones are refunded, a cancelled running one pays for the time it ran."""
+    done, waiting, running = await bench.intake.imagine(member(), ImagineInput("a {cat, dog, owl}"))
+    await bench.finish(done.job_id)  # 1.0 GPU-second
+    await bench.ledger.queue.cancel(waiting.job_id)
+    claimed = await bench.ledger.queue.claim_next("w")
+    assert claimed is not None and claimed.id == running.job_id
+    await bench.ledger.queue.cancel(running.job_id)
+    await bench.ledger.queue.fail(
+        claimed.id, claimed.lease_token, error="cancelled", retryable=False, gpu_seconds=0.4
+    )
+    readout, active, recent = await bench.account.info(member())
+    assert active == [] and readout.used == 1.4
+    text = render_info(readout, active, recent)
+    assert f"`{done.job_id}` imagine succeeded: charged 1.0" in text
+    assert f"`{waiting.job_id}` imagine cancelled: refunded" in text
+    assert f"`{running.job_id}` imagine cancelled: charged 0.4" in text

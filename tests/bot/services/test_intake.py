@@ -89,8 +89,12 @@ async def test_v_follows_the_clickers_variation_setting_and_remix_replaces_the_p
     grid = await _grid(bench)
     await bench.ledger.prefs.update_user_settings(1, {"variation": "subtle", "remix": True})
     ref = ButtonRef(Action.VARY, grid, 1)
-    assert await bench.intake.remix_prompt(1, ref) == "a lighthouse"
-    assert await bench.intake.remix_prompt(2, ref) is None  # remix off for user 2
+    assert await bench.intake.remix_prompt(member(), ref) == "a lighthouse"
+    assert await bench.intake.remix_prompt(member(2), ref) is None  # remix off for user 2
+    # A forged button naming another server's job never shows its prompt (it did before).
+    await bench.ledger.prefs.update_user_settings(3, {"remix": True})
+    assert await bench.intake.remix_prompt(member(3, OTHER_GUILD), ref) is None
+    assert await bench.intake.remix_prompt(member(3, None), ref) is None
     ticket = await bench.intake.click(member(), ref, prompt="  a  lighthouse   at night ")
     request = (await bench.ledger.queue.require(ticket.job_id)).request
     assert request.operation is Operation.VARY_SUBTLE and request.prompt == "a lighthouse at night"
