@@ -17,6 +17,7 @@ import discord
 from discord import app_commands
 
 from bot.customid import CustomIdError
+from bot.render import shorten
 from generation.errors import GenerationError
 from storage.errors import StorageError
 
@@ -62,6 +63,8 @@ async def reply_error(interaction: discord.Interaction[Any], error: BaseExceptio
             exc_info=error,
         )
         text = f"Something went wrong on our side (ref {ref}). Nothing was charged."
+    # A message Discord refuses for its length would leave the user with "interaction failed".
+    text = shorten(text)
     try:
         if interaction.response.is_done():
             await interaction.followup.send(text, ephemeral=True)

@@ -8,17 +8,19 @@ file named by ``ATELIER_CONFIG``, and the defaults below.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_origin
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
@@ -36,6 +38,8 @@ from config.errors import ConfigError, looks_secret_name, mask_secrets, mask_url
 DEFAULT_GATEWAY_URL = "wss://gateway.discord.gg"
 DEFAULT_API_BASE_URL = "https://discord.com/api/v10"
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+#: A Discord role id, the key of ``quota.role_multipliers``.
+RoleId = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,20}$")]
 
 
 class SecretUrl(SecretStr):
@@ -47,7 +51,9 @@ class SecretUrl(SecretStr):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No setting means "forever" by infinity: a lease or window of inf overflows the first
+    # timedelta made from it, so every number must be finite.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DiscordSettings(_Section):
@@ -153,10 +159,13 @@ class GenerationSettings(_Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> GenerationSettings:
-        if self.min_steps > self.max_steps:
-            raise ValueError("min_steps must not exceed max_steps")
-        if self.min_guidance > self.max_guidance:
-            raise ValueError("min_guidance must not exceed max_guidance")
+        for low, high in (("min_steps", "max_steps"), ("min_guidance", "max_guidance")):
+            if getattr(self, low) > getattr(self, high):
+                raise ValueError(
+                    f"{low} (ATELIER_GENERATION_{low.upper()}) is {getattr(self, low):g}, above "
+                    f"{high} (ATELIER_GENERATION_{high.upper()}), {getattr(self, high):g}; "
+                    f"{low} must not exceed {high}"
+                )
         return self
 
 
@@ -239,7 +248,7 @@ class QuotaSettings(_Section):
             return self.admin_override_max_gpu_seconds
         return 3 * self.user_daily_gpu_seconds
 
-    role_multipliers: dict[str, float] = Field(
+    role_multipliers: dict[RoleId, Annotated[float, Field(ge=0)]] = Field(
         default_factory=dict, description='Discord role id -> multiplier, e.g. {"123": 3.0}.'
     )
     estimate_seconds_per_unit: float = Field(
@@ -361,14 +370,37 @@ class Settings(BaseSettings):
 
 
 def _describe(error: ErrorDetails) -> str:
-    loc = ".".join(str(part) for part in error["loc"])
-    env = "ATELIER_" + "_".join(str(part) for part in error["loc"]).upper()
+    names, entry = _setting_path([str(part) for part in error["loc"]])
+    loc = ".".join(names)
+    env = "ATELIER_" + "_".join(names).upper()
     msg = error["msg"]
     ctx = error.get("ctx") or {}
     expected = ctx.get("expected")
     if expected and str(expected) not in msg:
         msg = f"{msg} (allowed: {expected})"
-    return f"setting {loc} ({env}): {msg}{_shown_input(error)}"
+    # An entry of a list or mapping is named apart: "quota.role_multipliers.1" would read as
+    # one token-like run and be masked, and ATELIER_QUOTA_ROLE_MULTIPLIERS_1 is no variable.
+    where = ""
+    if entry[-1:] == ["[key]"]:
+        where = f", key {'.'.join(entry[:-1])!r}"
+    elif entry:
+        where = f", entry {'.'.join(entry)!r}"
+    return f"setting {loc} ({env}){where}: {msg}{_shown_input(error)}"
+
+
+def _setting_path(loc: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``loc`` split into the setting's name (sections and field) and the entry within its value
+    (a list index or mapping key); an unknown name is kept whole."""
+    model: type[BaseModel] = Settings
+    for index, part in enumerate(loc):
+        field = model.model_fields.get(part)
+        if field is None:
+            return list(loc), []
+        annotation = field.annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return list(loc[: index + 1]), list(loc[index + 1 :])
+        model = annotation
+    return list(loc), []
 
 
 def _shown_input(error: Any) -> str:
@@ -415,4 +447,31 @@ def load_settings(**overrides: Any) -> Settings:
         lines = [_describe(err) for err in exc.errors()]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
     except ValueError as exc:  # malformed TOML or env JSON
-        raise ConfigError(f"invalid configuration: {exc}") from None
+        lines = _unparsable_variables() or [str(exc)]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def _unparsable_variables() -> list[str]:
+    """One line for each ATELIER_ variable of a section, list or mapping whose value is not
+    JSON (pydantic-settings names only the section). Values are not shown: one may be a secret."""
+    environ = {name.upper(): value for name, value in os.environ.items()}
+    lines = []
+    for section, section_field in Settings.model_fields.items():
+        model = section_field.annotation
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        candidates = [(section, f"ATELIER_{section.upper()}", "a JSON object")]
+        for name, field in model.model_fields.items():
+            origin = get_origin(field.annotation)
+            kind = "a JSON list" if origin is list else "a JSON object" if origin is dict else ""
+            if kind:
+                candidates.append((f"{section}.{name}", f"ATELIER_{section}_{name}".upper(), kind))
+        for setting, env, kind in candidates:
+            raw = environ.get(env)
+            if raw is None:
+                continue
+            try:
+                json.loads(raw)
+            except ValueError:
+                lines.append(f"setting {setting} ({env}): must be {kind}; its value is not JSON")
+    return lines

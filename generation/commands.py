@@ -9,6 +9,7 @@ prints (parameters, seeds, paths, timings).
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import sys
 import warnings
@@ -155,6 +156,9 @@ def read_grid_file(settings: Settings, grid_path: Path) -> tuple[GenerationReque
         "(4 x ATELIER_GENERATION_MAX_OUTPUT_PIXELS)"
     )
     try:
+        # A FIFO or a device would block the read or never end; only a regular file is read.
+        if not stat.S_ISREG(grid_path.stat().st_mode):
+            raise CommandFileError(f"{grid_path} cannot be read: it is not a regular file")
         with warnings.catch_warnings():
             # Pillow only warns between its two bomb limits; a warning would be a second line.
             warnings.simplefilter("error", Image.DecompressionBombWarning)

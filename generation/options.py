@@ -513,7 +513,9 @@ def aspect_size(aspect: str, preset: ModelPreset, max_ratio: float) -> tuple[int
     """Width and height for ``W:H`` at the preset's native pixel count, snapped to its multiple."""
     match = _ASPECT.match(aspect.strip())
     if not match:
-        raise OptionError(f"--ar must be two whole numbers like 3:2 or 16:9; got '{aspect}'")
+        raise OptionError(
+            f"--ar must be two whole numbers like 3:2 or 16:9; got '{_shown(aspect)}'"
+        )
     w, h = int(match.group(1)), int(match.group(2))
     if w == 0 or h == 0:
         raise OptionError(f"--ar sides must be at least 1; got '{aspect}'")
@@ -556,11 +558,11 @@ def _int(values: dict[str, tuple[str, str]], name: str, low: int, high: int) -> 
     if not _ASCII_INT.fullmatch(raw):
         raise OptionError(
             f"--{typed} must be a whole number from {low} to {high}, written with the digits "
-            f"0-9; got '{raw}'"
+            f"0-9; got '{_shown(raw)}'"
         )
     value = int(raw)
     if not low <= value <= high:
-        raise OptionError(f"--{typed} must be from {low} to {high}; got {value}")
+        raise OptionError(f"--{typed} must be from {low} to {high}; got {_shown(str(value))}")
     return value
 
 
@@ -573,8 +575,16 @@ def _float(values: dict[str, tuple[str, str]], name: str, low: float, high: floa
     if not math.isfinite(value):
         raise OptionError(
             f"--{typed} must be a number from {low:g} to {high:g}, written with the digits 0-9; "
-            f"got '{raw}'"
+            f"got '{_shown(raw)}'"
         )
     if not low <= value <= high:
         raise OptionError(f"--{typed} must be from {low:g} to {high:g}; got {value:g}")
     return value
+
+
+#: How much of a refused value a message repeats: enough to recognise it, never a wall of text.
+_SHOWN_CHARS = 40
+
+
+def _shown(value: str) -> str:
+    return value if len(value) <= _SHOWN_CHARS else value[: _SHOWN_CHARS - 1] + "\u2026"

@@ -145,10 +145,10 @@ class AccountService:
             await self.queue.quota.clear_override(user_id, guild_id=requester.guild_id)
             return
         ceiling = self.settings.quota.admin_override_ceiling
-        if seconds > ceiling:
+        if not 0 <= seconds <= ceiling:  # NaN too: Discord bounds the option, we check again
             raise UserFacingError(
-                f"{seconds:g} GPU-seconds is more than a server may grant; the bot's operator "
-                f"allows 0 to {ceiling:g} per member"
+                f"{seconds:g} GPU-seconds is not an allowance a server may grant; the bot's "
+                f"operator allows 0 to {ceiling:g} per member"
             )
         await self.queue.quota.set_override(
             user_id,
