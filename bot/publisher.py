@@ -115,9 +115,10 @@ class Publisher:
         ]
         view = self._view_of(message) if files else discord.utils.MISSING
         await interaction.edit_original_response(content=f"Job `{ticket.job_id}` is below.")
-        await interaction.followup.send(
-            render_card(ticket.card), files=files, allowed_mentions=_NONE, view=view
+        copy = await interaction.followup.send(
+            render_card(ticket.card), files=files, allowed_mentions=_NONE, view=view, wait=True
         )
+        await self.cards.add_copy(ticket.job_id, copy.channel.id, copy.id)
 
     async def _remember(
         self, interaction: discord.Interaction[Any], job_id: str, message_id: int
@@ -213,9 +214,18 @@ class Publisher:
         self._backoff.pop(delivery.job_id, None)
 
     async def _take_down(self, delivery: JobMessage, content: str) -> int | None:
-        """A blocked job's message says so, with no image and no buttons. Nothing new is
-        posted for it: if its message is gone, or the bot may no longer edit it, there is
-        nothing public left to take down."""
+        """A blocked job's message, and every ``/show`` copy of it, says so, with no image and
+        no buttons. Nothing new is posted for it: if a message is gone, or the bot may no longer
+        edit it, there is nothing public left to take down there."""
+        for channel_id, message_id in await self.cards.copies(delivery.job_id):
+            copy = self.client().get_partial_messageable(channel_id)
+            try:
+                await copy.get_partial_message(message_id).edit(
+                    content=content, attachments=[], view=None, allowed_mentions=_NONE
+                )
+            except (discord.NotFound, discord.Forbidden) as exc:
+                log.info("a copy of blocked job %s cannot be edited (%s)", delivery.job_id, exc)
+        await self.cards.forget_copies(delivery.job_id)
         if delivery.message_id is None:
             return None
         try:

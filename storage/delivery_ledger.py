@@ -14,18 +14,20 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Generic, overload
 
-from sqlalchemy import ColumnElement, and_, exists, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import Database
 from storage.errors import DeliveryClaimLost, JobNotFound
-from storage.models import DELIVERIES, JOBS
+from storage.models import DELIVERIES, JOB_COPIES, JOBS
 from storage.sql import utc_now
 from storage.types import JSON_CODEC, TERMINAL_STATUSES, JobView, RequestCodec, RequestT
 from storage.views import job_view_select, job_views
 
 Clock = Callable[[], datetime]
 MAX_ERROR_CHARS = 1000
+#: The most copies (``/show`` messages) recorded per job; older records are dropped first.
+MAX_COPIES = 50
 
 
 class DeliveryLedger(Generic[RequestT]):
@@ -219,5 +221,53 @@ class DeliveryLedger(Generic[RequestT]):
                     updated_at=now,
                 )
             )
+
+        await self.db.write(work)
+
+    # -- copies: messages that show a job again ------------------------------------------------
+
+    async def add_copy(self, job_id: str, channel_id: int, message_id: int) -> None:
+        """Record a message that shows ``job_id`` again (``/show``), so a moderator's block
+        reaches it too. At most ``MAX_COPIES`` per job are kept, the newest."""
+        now = self.clock()
+
+        async def work(session: AsyncSession) -> None:
+            await session.execute(
+                insert(JOB_COPIES).values(
+                    job_id=job_id, channel_id=channel_id, message_id=message_id, created_at=now
+                )
+            )
+            keep = (
+                select(JOB_COPIES.c.id)
+                .where(JOB_COPIES.c.job_id == job_id)
+                .order_by(JOB_COPIES.c.id.desc())
+                .limit(MAX_COPIES)
+            )
+            await session.execute(
+                delete(JOB_COPIES).where(
+                    JOB_COPIES.c.job_id == job_id, JOB_COPIES.c.id.not_in(keep.scalar_subquery())
+                )
+            )
+
+        await self.db.write(work)
+
+    async def copies(self, job_id: str) -> list[tuple[int, int]]:
+        """The (channel id, message id) of each recorded copy of ``job_id``, oldest first."""
+
+        async def work(session: AsyncSession) -> list[tuple[int, int]]:
+            rows = await session.execute(
+                select(JOB_COPIES.c.channel_id, JOB_COPIES.c.message_id)
+                .where(JOB_COPIES.c.job_id == job_id)
+                .order_by(JOB_COPIES.c.id)
+            )
+            return [(channel, message) for channel, message in rows.all()]
+
+        return await self.db.read(work)
+
+    async def forget_copies(self, job_id: str) -> None:
+        """Drop the records of ``job_id``'s copies (they were taken down)."""
+
+        async def work(session: AsyncSession) -> None:
+            await session.execute(delete(JOB_COPIES).where(JOB_COPIES.c.job_id == job_id))
 
         await self.db.write(work)

@@ -126,6 +126,13 @@ class Job(Base):
     work_units: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     #: A blocked job's images are kept (never served) until then, for an appeal; None after.
     purge_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Within one owner, jobs are claimed in this order: the interaction's snowflake (when
+    #: Discord received the command), whatever order the handlers committed in.
+    order_key: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    #: Times a stopping worker gave the job back (not attempts; bounded all the same).
+    releases: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: When retention deleted its images (the row stays for the ledger and /show's answer).
+    pruned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         CheckConstraint(_in("status", JobStatus), name="status"),
@@ -142,6 +149,7 @@ class Job(Base):
         # Finding batch partners.
         Index("ix_jobs_status_batch_key_seq", "status", "batch_key", "seq"),
         Index("ix_jobs_parent_id", "parent_id"),
+        Index("ix_jobs_owner_id_order_key", "owner_id", "order_key"),
     )
 
 
@@ -165,8 +173,40 @@ class DeliveryRecord(Base):
     claim_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: The interaction this job answers, kept by the bot only (workers never read deliveries):
+    #: a restarted bot finishes its response while the token lives; the token is cleared after.
+    interaction_id: Mapped[int | None] = mapped_column(BigInteger)
+    interaction_token: Mapped[str | None] = mapped_column(Text)
+    #: Transient failures back off until then.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Set when delivery was given up for good (permanent errors after the fallbacks).
+    given_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    give_up_reason: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index("ix_deliveries_posted_at", "posted_at"),)
+
+
+class JobCopy(Base):
+    """A message that shows a job again (``/show``), so taking the job down reaches it too."""
+
+    __tablename__ = "job_copies"
+
+    id: Mapped[int] = mapped_column(BigKey, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(16), ForeignKey("jobs.id", ondelete="CASCADE"))
+    channel_id: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_job_copies_job_id", "job_id"),)
+
+
+class LeftGuild(Base):
+    """A guild the bot was removed from: nothing is queued or delivered there any more."""
+
+    __tablename__ = "left_guilds"
+
+    guild_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    left_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class UserAccount(Base):
@@ -290,6 +330,8 @@ class Meta(Base):
 
 JOBS = cast(Table, Job.__table__)
 DELIVERIES = cast(Table, DeliveryRecord.__table__)
+JOB_COPIES = cast(Table, JobCopy.__table__)
+LEFT_GUILDS = cast(Table, LeftGuild.__table__)
 USER_ACCOUNTS = cast(Table, UserAccount.__table__)
 GUILD_ACCOUNTS = cast(Table, GuildAccount.__table__)
 QUOTA_OVERRIDES = cast(Table, QuotaOverrideRow.__table__)

@@ -135,6 +135,15 @@ class JobCards:
     async def release(self, job_id: str, error: str) -> None:
         await self.ledger.release(job_id, error)
 
+    async def add_copy(self, job_id: str, channel_id: int, message_id: int) -> None:
+        await self.ledger.add_copy(job_id, channel_id, message_id)
+
+    async def copies(self, job_id: str) -> list[tuple[int, int]]:
+        return await self.ledger.copies(job_id)
+
+    async def forget_copies(self, job_id: str) -> None:
+        await self.ledger.forget_copies(job_id)
+
     async def mark_posted(self, job_id: str, message_id: int | None) -> None:
         await self.ledger.mark_posted(job_id, message_id)
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from bot.devtools.emulator import DiscordEmulator
+from bot.devtools.emulator.models import StoredMessage
 from config.settings import QueueSettings
 from tests.bot.conftest import CHANNEL_ID, GUILD_ID, Atelier, job_id_of, labels, wait_final
 from tests.bot.test_e2e import GRID_LABELS, NO_WORKER, button, imagine_grid
@@ -307,6 +308,9 @@ async def test_a_finished_job_is_taken_down_with_its_images_and_buttons(
     child_id = job_id_of(single)
     used = (await runtime.ledger.queue.quota_readout(emu.default_user.id)).used
     assert used > 0
+    show = await emu.send_slash_command("show", {"job": job_id})
+    copy = (await show.wait_for_followups(1))[0]
+    assert copy.attachments and labels(copy) == GRID_LABELS
 
     async def say(command: str, options: dict[str, Any], user: Any = None) -> str:
         handle = await emu.send_slash_command(command, options, user=user)
@@ -317,10 +321,14 @@ async def test_a_finished_job_is_taken_down_with_its_images_and_buttons(
     assert "only moderators" in await say("block", {"job": job_id, "reason": "gore"})
     text = await say("block", {"job": job_id, "reason": "gore"}, moderator)
     assert f"Removed job `{job_id}`" in text and child_id in text and "followups:True" in text
-    taken_down = await emu.wait_for_message(
-        lambda m: m.id == grid.id and "removed by a moderator: gore" in m.content
-    )
-    assert taken_down.attachments == [] and labels(taken_down) == []
+    # The job's own message and its /show copy.
+    for message_id in (grid.id, copy.id):
+
+        def removed(m: StoredMessage, i: int = message_id) -> bool:
+            return m.id == i and "removed by a moderator: gore" in m.content
+
+        taken_down = await emu.wait_for_message(removed)
+        assert taken_down.attachments == [] and labels(taken_down) == []
     # A /show copy made earlier, or a client that still shows the buttons: they refuse.
     stale = emu.post_message(
         CHANNEL_ID,
