@@ -23,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import discord
 
@@ -31,7 +31,7 @@ from bot.render import render_card
 from bot.router import ButtonRouter
 from bot.services.job_cards import JobCards, JobMessage, Ticket
 from generation.request import GenerationRequest
-from storage.types import JobStatus, JobView
+from storage.types import JobStatus, JobView, OpenInteraction
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 TOKEN_MARGIN = timedelta(seconds=60)
 TOKEN_LIFETIME = timedelta(minutes=15)
 INVALID_WEBHOOK_TOKEN = 50027
+#: Discord's answers for an interaction that can no longer be answered: Unknown Webhook (it
+#: was never acknowledged), Unknown Interaction (its 3 seconds passed).
+UNANSWERABLE = (10015, 10062)
+ORIGINAL = "@original"
 POSTED_MEMORY = 10_000
 _NONE = discord.AllowedMentions.none()
 
@@ -89,22 +93,91 @@ class Publisher:
     async def announce(
         self, interaction: discord.Interaction[Any], tickets: list[Ticket], note: str
     ) -> None:
-        """Show accepted (already stored) jobs, each as a public message, after an ephemeral
-        note to the user.
+        """Answer for jobs that are already stored, then give each its public message.
 
-        The interaction is deferred ephemerally, if the handler has not done so. Its 'thinking'
-        message is edited first: Discord turns the first follow-up after a defer into an edit of
-        the deferred message (ephemeral, here), and each job needs a new public message.
+        Not yet acknowledged (the fast path): ``note`` is the interaction's first and final
+        response, sent only now that the jobs are stored, so the answer proves it. Deferred (the
+        ledger was slow): ``note`` replaces "thinking...". Then each job gets a public message,
+        a follow-up. If Discord refuses the answer because the interaction is gone (the user saw
+        "This interaction failed"), the jobs are withdrawn: cancelled and refunded.
         """
-        if not interaction.response.is_done():
-            await interaction.response.defer(ephemeral=True, thinking=True)
-        await interaction.edit_original_response(content=note)
+        try:
+            if not interaction.response.is_done():
+                await interaction.response.send_message(note, ephemeral=True)
+            else:
+                await interaction.edit_original_response(content=note)
+        except discord.NotFound as exc:
+            if exc.code in UNANSWERABLE:
+                ids = [ticket.job_id for ticket in tickets]
+                log.warning("interaction for job(s) %s was gone; withdrawing them", ids)
+                await self.cards.withdraw(ids)
+            raise
         for ticket in tickets:
             message = await interaction.followup.send(
                 render_card(ticket.card), wait=True, allowed_mentions=_NONE
             )
             await self._remember(interaction, ticket.job_id, message.id)
         self.wake()
+
+    async def recover(self) -> None:
+        """After a restart: finish the answers a previous process left open.
+
+        For every stored job whose interaction token still lives and whose message was never
+        posted: the response is (re)written to say it is queued, and the job's message posted
+        as a follow-up. A response Discord says was never acknowledged means the user saw the
+        command fail: its jobs are withdrawn instead. Tokens are forgotten once they are no
+        longer needed (message posted, or expired).
+        """
+        await self.cards.forget_tokens()
+        pending = await self.cards.open_interactions()
+        by_interaction: dict[int, list[OpenInteraction]] = {}
+        for item in pending:
+            if item.message_id is not None:
+                await self.cards.forget_tokens([item.job_id])
+            else:
+                by_interaction.setdefault(item.interaction_id, []).append(item)
+        for items in by_interaction.values():
+            try:
+                await self._finish_answer(items)
+            except discord.HTTPException as exc:
+                log.warning(
+                    "could not finish the answer for job(s) %s after a restart: HTTP %s",
+                    [item.job_id for item in items],
+                    exc.status,
+                )
+        if by_interaction:
+            self.wake()
+
+    async def _finish_answer(self, items: list[OpenInteraction]) -> None:
+        client = self.client()
+        application_id = client.application_id
+        assert application_id is not None, "recover() runs once the client is ready"
+        webhook = discord.Webhook.partial(application_id, items[0].token, client=client)
+        ids = ", ".join(f"`{item.job_id}`" for item in items)
+        try:
+            # Discord's "@original" names the interaction's own response.
+            await webhook.edit_message(
+                cast(int, ORIGINAL), content=f"Queued: job {ids} (after a restart)."
+            )
+        except discord.NotFound as exc:
+            if exc.code not in UNANSWERABLE:
+                raise
+            log.warning("job(s) %s were never acknowledged; withdrawing them", ids)
+            await self.cards.withdraw([item.job_id for item in items])
+            await self.cards.forget_tokens([item.job_id for item in items])
+            return
+        for item in items:
+            delivery = await self.cards.message_of(item.job_id)
+            if delivery.terminal:
+                continue  # the publisher's pass posts its result
+            message = await webhook.send(
+                render_card(delivery.card), wait=True, allowed_mentions=_NONE
+            )
+            self._live[item.job_id] = _Live(webhook, message.id, item.expires_at)
+            await self.cards.attach_message(
+                item.job_id, message.id, delivery.attachment_limit, item.expires_at
+            )
+            await self.cards.forget_tokens([item.job_id])
 
     async def show(self, interaction: discord.Interaction[Any], ticket: Ticket) -> None:
         """Post a finished job again (/show), with its result and working buttons."""
@@ -126,6 +199,9 @@ class Publisher:
         expires = interaction.created_at + TOKEN_LIFETIME
         self._live[job_id] = _Live(interaction.followup, message_id, expires)
         await self.cards.attach_message(job_id, message_id, interaction.filesize_limit, expires)
+        # The message exists: the live token (in memory) edits it, and after a restart the
+        # channel does. The stored copy of the token has done its work.
+        await self.cards.forget_tokens([job_id])
 
     async def wait_posted(self, job_id: str) -> int:
         """The message id once this process has posted ``job_id``'s result (for tests, benches)."""
@@ -136,7 +212,14 @@ class Publisher:
     # -- the loop ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Forever: wait for a change or the poll interval, then bring messages up to date."""
+        """Finish what a previous process left open, then forever: wait for a change or the
+        poll interval, and bring messages up to date."""
+        try:
+            await self.recover()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("finishing open answers after a restart failed")
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)

@@ -21,7 +21,14 @@ from storage.db import Database
 from storage.errors import DeliveryClaimLost, JobNotFound
 from storage.models import DELIVERIES, JOB_COPIES, JOBS
 from storage.sql import utc_now
-from storage.types import JSON_CODEC, TERMINAL_STATUSES, JobView, RequestCodec, RequestT
+from storage.types import (
+    JSON_CODEC,
+    TERMINAL_STATUSES,
+    JobView,
+    OpenInteraction,
+    RequestCodec,
+    RequestT,
+)
 from storage.views import job_view_select, job_views
 
 Clock = Callable[[], datetime]
@@ -271,3 +278,52 @@ class DeliveryLedger(Generic[RequestT]):
             await session.execute(delete(JOB_COPIES).where(JOB_COPIES.c.job_id == job_id))
 
         await self.db.write(work)
+
+    # -- interactions: finishing responses after a restart ------------------------------------
+
+    async def open_interactions(self, limit: int = 500) -> list[OpenInteraction]:
+        """Jobs not posted yet whose interaction token still lives (oldest first)."""
+        now = self.clock()
+
+        async def work(session: AsyncSession) -> list[OpenInteraction]:
+            rows = await session.execute(
+                select(
+                    DELIVERIES.c.job_id,
+                    DELIVERIES.c.interaction_id,
+                    DELIVERIES.c.interaction_token,
+                    DELIVERIES.c.interaction_expires_at,
+                    DELIVERIES.c.channel_id,
+                    DELIVERIES.c.message_id,
+                )
+                .select_from(DELIVERIES.join(JOBS, JOBS.c.id == DELIVERIES.c.job_id))
+                .where(
+                    DELIVERIES.c.interaction_token.is_not(None),
+                    DELIVERIES.c.interaction_expires_at > now,
+                    DELIVERIES.c.posted_at.is_(None),
+                )
+                .order_by(JOBS.c.seq)
+                .limit(limit)
+            )
+            return [OpenInteraction(*row) for row in rows.all()]
+
+        return await self.db.read(work)
+
+    async def forget_tokens(self, job_ids: list[str] | None = None) -> int:
+        """Clear interaction tokens: the expired ones, or those of ``job_ids`` (answered for
+        good). Returns how many were cleared."""
+        now = self.clock()
+        guard = (
+            DELIVERIES.c.job_id.in_(job_ids)
+            if job_ids is not None
+            else DELIVERIES.c.interaction_expires_at <= now
+        )
+
+        async def work(session: AsyncSession) -> int:
+            result = await session.execute(
+                update(DELIVERIES)
+                .where(guard, DELIVERIES.c.interaction_token.is_not(None))
+                .values(interaction_token=None, updated_at=now)
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
+        return await self.db.write(work)

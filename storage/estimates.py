@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import JOBS, MODE_STATS, USER_ACCOUNTS, WORK_RATES
@@ -26,13 +26,13 @@ EMA_ALPHA = 0.2
 TurnKey = tuple[bool, datetime, int]
 
 
-def turn_key(last_started_at: datetime | None, head_seq: int) -> TurnKey:
+def turn_key(last_started_at: datetime | None, head_key: int) -> TurnKey:
     """A user's place in the rotation: never-started first, then oldest last start, then the
-    oldest waiting job (the scheduler's tiebreak)."""
+    order key of their oldest waiting job (the scheduler's tiebreak)."""
     return (
         last_started_at is not None,
         last_started_at or datetime.min.replace(tzinfo=UTC),
-        head_seq,
+        head_key,
     )
 
 
@@ -48,10 +48,13 @@ class WaitingGroup:
     turn: TurnKey
 
 
-def jobs_ahead(groups: Sequence[WaitingGroup], owner_id: int, priority: int, seq: int) -> int:
-    """How many waiting jobs should start before the job (``owner_id``, ``priority``, ``seq``)."""
+def jobs_ahead(
+    groups: Sequence[WaitingGroup], owner_id: int, priority: int, order_key: int
+) -> int:
+    """How many waiting jobs should start before the job (``owner_id``, ``priority``,
+    ``order_key``)."""
     mine = [g for g in groups if g.owner_id == owner_id and g.priority == priority]
-    rank, my_turn = (mine[0].before, mine[0].turn) if mine else (0, turn_key(None, seq))
+    rank, my_turn = (mine[0].before, mine[0].turn) if mine else (0, turn_key(None, order_key))
     ahead = rank
     for group in groups:
         if group.priority > priority:
@@ -61,17 +64,23 @@ def jobs_ahead(groups: Sequence[WaitingGroup], owner_id: int, priority: int, seq
     return ahead
 
 
-async def waiting_groups(session: AsyncSession, priority: int, seq: int) -> list[WaitingGroup]:
+async def waiting_groups(
+    session: AsyncSession, priority: int, order_key: int, seq: int
+) -> list[WaitingGroup]:
     """One grouped count over the waiting jobs of ``priority`` and above (indexed by status,
-    priority)."""
-    before = func.sum(case((and_(JOBS.c.priority == priority, JOBS.c.seq < seq), 1), else_=0))
+    priority). A job is before (``order_key``, ``seq``) in the scheduler's order within a user:
+    by order key, then insertion."""
+    earlier = or_(
+        JOBS.c.order_key < order_key, and_(JOBS.c.order_key == order_key, JOBS.c.seq < seq)
+    )
+    before = func.sum(case((and_(JOBS.c.priority == priority, earlier), 1), else_=0))
     rows = await session.execute(
         select(
             JOBS.c.owner_id,
             JOBS.c.priority,
             func.count(),
             before,
-            func.min(JOBS.c.seq),
+            func.min(JOBS.c.order_key),
             USER_ACCOUNTS.c.last_started_at,
         )
         .select_from(JOBS.join(USER_ACCOUNTS, USER_ACCOUNTS.c.user_id == JOBS.c.owner_id))

@@ -80,6 +80,7 @@ from storage.types import (
     RequestCodec,
     RequestT,
     new_job_id,
+    snowflake_at,
     to_ms,
 )
 from storage.views import claimed_job, job_view, job_view_select, job_views
@@ -209,6 +210,8 @@ class JobQueue(Generic[RequestT]):
                     {
                         "job_id": job_id,
                         "channel_id": owner.channel_id,
+                        "interaction_id": job.interaction_id,
+                        "interaction_token": job.interaction_token,
                         "interaction_expires_at": job.interaction_expires_at,
                         "post_attempts": 0,
                         "updated_at": now,
@@ -261,6 +264,7 @@ class JobQueue(Generic[RequestT]):
             "reserved_ms": ms,
             "allowance_ms": allowance,
             "work_units": job.work_units,
+            "order_key": job.order_key if job.order_key is not None else snowflake_at(now),
             "result_refs": [],
         }
 
@@ -766,6 +770,7 @@ class JobQueue(Generic[RequestT]):
                             JOBS.c.owner_id,
                             JOBS.c.priority,
                             JOBS.c.seq,
+                            JOBS.c.order_key,
                             JOBS.c.mode,
                             JOBS.c.started_at,
                             JOBS.c.estimated_ms,
@@ -785,8 +790,8 @@ class JobQueue(Generic[RequestT]):
                 return QueuePlace(job_id, status, 0, max(0.0, per_job - elapsed))
             if status is not JobStatus.QUEUED:
                 return QueuePlace(job_id, status, 0, 0.0)
-            groups = await waiting_groups(session, job["priority"], job["seq"])
-            ahead = jobs_ahead(groups, job["owner_id"], job["priority"], job["seq"])
+            groups = await waiting_groups(session, job["priority"], job["order_key"], job["seq"])
+            ahead = jobs_ahead(groups, job["owner_id"], job["priority"], job["order_key"])
             eta = (ahead + 1) * per_job / max(1, workers)
             return QueuePlace(job_id, status, ahead + 1, eta)
 

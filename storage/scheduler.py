@@ -6,7 +6,9 @@ Order, most important first:
 2. the owner's running jobs, fewest first, and owners at ``max_running_per_user`` are skipped;
 3. the owner's last start, oldest (or never) first: users take turns instead of plain FIFO, so
    one user's hundred jobs do not starve five other users;
-4. the job's insertion order (FIFO within a user).
+4. the job's order key, then its insertion order: FIFO within a user, in the order Discord
+   received the commands (their interactions' snowflakes), whatever order their handlers
+   committed in.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def candidate_query(
             JOBS.c.priority.desc(),
             n_running,
             USER_ACCOUNTS.c.last_started_at.asc().nulls_first(),
+            JOBS.c.order_key,
             JOBS.c.seq,
         )
         .limit(1)

@@ -78,6 +78,15 @@ def new_job_id() -> str:
     return "".join(ALPHABET[(bits >> (5 * i)) & 31] for i in range(JOB_ID_LENGTH))
 
 
+#: Discord's epoch (2015-01-01) in Unix milliseconds: snowflakes count from it.
+DISCORD_EPOCH_MS = 1_420_070_400_000
+
+
+def snowflake_at(moment: datetime) -> int:
+    """The smallest Discord snowflake of ``moment``: comparable with interaction ids."""
+    return max(0, int(moment.timestamp() * 1000) - DISCORD_EPOCH_MS) << 22
+
+
 def to_ms(seconds: float) -> int:
     """GPU-seconds to the whole milliseconds the ledger stores."""
     if seconds < 0:
@@ -148,6 +157,13 @@ class NewJob(Generic[RequestT]):
     parent_id: str | None = None
     #: How much sampler work the job is (images x steps x megapixels x guidance passes).
     work_units: float = 0.0
+    #: Within one owner, jobs are claimed in this order (then insertion order): the snowflake
+    #: of the interaction that asked for it, i.e. when Discord received it. None: now.
+    order_key: int | None = None
+    #: The interaction this job answers, kept in its delivery record (never on the job row
+    #: workers claim) so a restarted bot can finish the response while the token lives.
+    interaction_id: int | None = None
+    interaction_token: str | None = field(default=None, repr=False)
     priority: int | None = None
     #: When the interaction token the bot holds for this job's message stops working.
     interaction_expires_at: datetime | None = None
@@ -196,6 +212,7 @@ class JobView(Generic[RequestT]):
     work_units: float = 0.0
     #: A blocked job's images are deleted after this (the appeal period); None once deleted.
     purge_after: datetime | None = None
+    order_key: int = 0
 
     @property
     def terminal(self) -> bool:
@@ -217,6 +234,19 @@ class ClaimedJob(Generic[RequestT]):
     max_attempts: int
     owner_id: int
     parent_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenInteraction:
+    """A stored job whose interaction token still lives: what a restarted bot needs to finish
+    the response (the token is a credential: never logged)."""
+
+    job_id: str
+    interaction_id: int
+    token: str = field(repr=False)
+    expires_at: datetime
+    channel_id: int | None
+    message_id: int | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
 from typing import Any, Protocol, TypeVar
 
 import discord
@@ -13,6 +14,7 @@ from discord import app_commands
 from bot.render import shorten
 from bot.requester import Requester
 from bot.router import ButtonRouter
+from bot.services.intake import Origin
 
 Interaction = discord.Interaction[Any]
 T = TypeVar("T")
@@ -21,6 +23,8 @@ log = logging.getLogger(__name__)
 #: How long a handler may work before it must acknowledge: Discord allows 3 s for the first
 #: response, and the network takes its share.
 ACK_BUDGET_SECONDS = 1.5
+#: How long Discord accepts an interaction's token (responses, follow-ups, edits).
+INTERACTION_TOKEN_LIFETIME = timedelta(minutes=15)
 
 
 class Feature(Protocol):
@@ -91,6 +95,13 @@ async def before_ack(interaction: Interaction, work: Awaitable[T]) -> T:
         return await task
     finally:
         task.cancel()  # a no-op once it is done; stops it when this handler is cancelled
+
+
+def origin_of(interaction: Interaction) -> Origin:
+    """The interaction as a new job records it (see ``Origin``)."""
+    return Origin(
+        interaction.id, interaction.token, interaction.created_at + INTERACTION_TOKEN_LIFETIME
+    )
 
 
 async def thinking(interaction: Interaction) -> None:

@@ -13,7 +13,14 @@ from discord import app_commands
 from bot.actions import Action
 from bot.customid import ButtonRef, decode_job_payload
 from bot.errors import reply_error
-from bot.features.base import Interaction, before_ack, requester_of, slash, thinking
+from bot.features.base import (
+    Interaction,
+    before_ack,
+    origin_of,
+    requester_of,
+    slash,
+    thinking,
+)
 from bot.publisher import Publisher
 from bot.requester import Requester
 from bot.router import ButtonRouter, Route
@@ -75,7 +82,8 @@ class ImageFeature:
         )
         command = ImagineInput(prompt, options)
         tickets = await before_ack(
-            interaction, self.intake.imagine(requester_of(interaction), command)
+            interaction,
+            self.intake.imagine(requester_of(interaction), command, origin_of(interaction)),
         )
         ids = ", ".join(f"`{ticket.job_id}`" for ticket in tickets)
         note = cleaning_note(prompt, options)
@@ -101,7 +109,10 @@ class ImageFeature:
     async def start_followup(
         self, interaction: Interaction, requester: Requester, ref: ButtonRef, prompt: str | None
     ) -> None:
-        ticket = await before_ack(interaction, self.intake.click(requester, ref, prompt=prompt))
+        ticket = await before_ack(
+            interaction,
+            self.intake.click(requester, ref, prompt=prompt, origin=origin_of(interaction)),
+        )
         note = f"{ref.action.announce(ref.index)}: job `{ticket.job_id}`."
         await self.publisher.announce(interaction, [ticket], note)
 

@@ -10,6 +10,7 @@ acknowledged, and :meth:`JobIntake.submit` queues exactly those requests, with n
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from bot.customid import ButtonRef
@@ -47,6 +48,18 @@ class ImagineInput:
 
     prompt: str
     options: CommandOptions = field(default_factory=CommandOptions)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """The interaction a new job answers: its snowflake orders the owner's jobs as Discord
+    received them, and its token (a credential for 15 minutes; never logged or shown) lets a
+    restarted bot finish the response. Kept in the job's delivery record, which workers never
+    read."""
+
+    interaction_id: int
+    token: str = field(repr=False)
+    expires_at: datetime
 
 
 @dataclass(frozen=True)
@@ -95,12 +108,18 @@ class JobIntake:
         )
         return await self._admit(requester, requests, JobKind.IMAGINE, parent_id=None)
 
-    async def imagine(self, requester: Requester, command: ImagineInput) -> list[Ticket]:
+    async def imagine(
+        self, requester: Requester, command: ImagineInput, origin: Origin | None = None
+    ) -> list[Ticket]:
         """/imagine: prepare, then submit."""
-        return await self.submit(requester, await self.prepare_imagine(requester, command))
+        admitted = await self.prepare_imagine(requester, command)
+        return await self.submit(requester, admitted, origin)
 
-    async def submit(self, requester: Requester, admitted: Admitted) -> list[Ticket]:
-        """Queue admitted requests (quota reserved in the same transaction)."""
+    async def submit(
+        self, requester: Requester, admitted: Admitted, origin: Origin | None = None
+    ) -> list[Ticket]:
+        """Queue admitted requests (quota reserved in the same transaction), in the order of
+        ``origin``'s interaction, with the interaction kept for the response."""
         owner = Owner(requester.user_id, requester.guild_id, requester.channel_id)
         jobs = [
             NewJob(
@@ -113,6 +132,10 @@ class JobIntake:
                     self.settings.quota, admitted.kind, request.mode.value
                 ),
                 work_units=request.work_units,
+                order_key=origin.interaction_id if origin else None,
+                interaction_id=origin.interaction_id if origin else None,
+                interaction_token=origin.token if origin else None,
+                interaction_expires_at=origin.expires_at if origin else None,
             )
             for request in admitted.requests
         ]
@@ -153,7 +176,11 @@ class JobIntake:
         return parent.request.prompt
 
     async def click(
-        self, requester: Requester, ref: ButtonRef, prompt: str | None = None
+        self,
+        requester: Requester,
+        ref: ButtonRef,
+        prompt: str | None = None,
+        origin: Origin | None = None,
     ) -> Ticket:
         """A new job from a button, after checking the job, the guild and the clicker.
 
@@ -170,7 +197,7 @@ class JobIntake:
         if prompt is not None and prompt.strip() != new.prompt:
             new = self._remixed(new, prompt)
         admitted = await self._admit(requester, [new], ref.action.spec.kind, parent_id=parent.id)
-        return (await self.submit(requester, admitted))[0]
+        return (await self.submit(requester, admitted, origin))[0]
 
     async def _followup(
         self, requester: Requester, ref: ButtonRef, parent: GenerationRequest, parent_id: str

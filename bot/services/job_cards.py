@@ -8,6 +8,7 @@ delivery steps (claim, release, mark posted) for the publisher.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,9 +19,10 @@ from config.settings import Settings
 from generation.grid import reencode
 from generation.request import GenerationRequest
 from storage.delivery_ledger import DeliveryLedger
+from storage.errors import IllegalTransition, JobNotFound
 from storage.images import ImageStore
 from storage.queue import JobQueue
-from storage.types import JobStatus, JobView
+from storage.types import JobStatus, JobView, OpenInteraction
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,19 @@ class JobCards:
 
     async def release(self, job_id: str, error: str) -> None:
         await self.ledger.release(job_id, error)
+
+    async def open_interactions(self) -> list[OpenInteraction]:
+        return await self.ledger.open_interactions()
+
+    async def forget_tokens(self, job_ids: list[str] | None = None) -> int:
+        return await self.ledger.forget_tokens(job_ids)
+
+    async def withdraw(self, job_ids: list[str]) -> None:
+        """Cancel (and refund) jobs whose interaction was never answered: the user saw it fail,
+        so the job must not run either."""
+        for job_id in job_ids:
+            with contextlib.suppress(IllegalTransition, JobNotFound):
+                await self.queue.cancel(job_id)
 
     async def add_copy(self, job_id: str, channel_id: int, message_id: int) -> None:
         await self.ledger.add_copy(job_id, channel_id, message_id)
