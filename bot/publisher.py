@@ -137,8 +137,11 @@ class Publisher:
     async def run(self) -> None:
         """Forever: wait for a change or the poll interval, then bring messages up to date."""
         while True:
+            # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that arrives as the
+            # wait finishes (a job announced as the bot closes), and the loop would poll on.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+                async with asyncio.timeout(self.poll_seconds):
+                    await self._wake.wait()
             self._wake.clear()
             await self.pass_once()
 

@@ -107,9 +107,8 @@ class ImageFeature:
 
     async def _remix_prompt(self, user_id: int, ref: ButtonRef) -> str | None:
         try:
-            return await asyncio.wait_for(
-                self.intake.remix_prompt(user_id, ref), timeout=REMIX_LOOKUP_SECONDS
-            )
+            async with asyncio.timeout(REMIX_LOOKUP_SECONDS):
+                return await self.intake.remix_prompt(user_id, ref)
         except TimeoutError:
             log.warning("remix lookup for user %s took too long; skipping the editor", user_id)
             return None
