@@ -115,13 +115,13 @@ class AtelierBot(discord.Client):
             await asyncio.wait(graceful, timeout=grace)
         for task in self._tasks:
             task.cancel()
+        if self._tasks:
+            # asyncio.wait, not ``await task``: a CancelledError caught there could be close()'s
+            # own, and swallowing it would let a caller's timeout pass unnoticed.
+            await asyncio.wait(self._tasks)
         for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception:  # noqa: BLE001 - already logged by the runner
-                pass
+            if not task.cancelled():
+                task.exception()  # already logged by the runner; retrieved so asyncio is quiet
         self._tasks.clear()
         await super().close()
 

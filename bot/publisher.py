@@ -221,8 +221,11 @@ class Publisher:
         except Exception:
             log.exception("finishing open answers after a restart failed")
         while True:
+            # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that arrives as the
+            # wait finishes (a job announced as the bot closes), and the loop would poll on.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+                async with asyncio.timeout(self.poll_seconds):
+                    await self._wake.wait()
             self._wake.clear()
             await self.pass_once()
 

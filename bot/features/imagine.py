@@ -118,9 +118,8 @@ class ImageFeature:
 
     async def _remix_prompt(self, requester: Requester, ref: ButtonRef) -> str | None:
         try:
-            return await asyncio.wait_for(
-                self.intake.remix_prompt(requester, ref), timeout=REMIX_LOOKUP_SECONDS
-            )
+            async with asyncio.timeout(REMIX_LOOKUP_SECONDS):
+                return await self.intake.remix_prompt(requester, ref)
         except TimeoutError:
             log.warning(
                 "remix lookup for user %s took too long; skipping the editor", requester.user_id

@@ -373,3 +373,24 @@ async def test_commands_resync_only_when_changed_and_go_global_without_a_guild(
     )
     assert len(emu.requests("bulk_overwrite_global_commands")) == 1  # new target: global
     assert len(emu.requests("bulk_overwrite_guild_commands")) == 2
+
+
+async def test_new_jobs_are_rate_limited_per_member(atelier: Atelier, emu: DiscordEmulator) -> None:
+    """Issue 9, defect 13: imagine-and-cancel loops were free and each posted a message."""
+    runtime = await atelier.start(
+        queue=QueueSettings(run_worker_in_process=False, new_jobs_per_window=2, new_jobs_burst=2)
+    )
+    for prompt in ("one owl", "two owls"):
+        handle = await emu.send_slash_command("imagine", {"prompt": prompt})
+        await handle.wait_for_followups(1)
+    cancel = await emu.send_slash_command("cancel")
+    assert "Cancelled 2 job(s)" in (await cancel.wait_for_followups(1))[0].content
+    handle = await emu.send_slash_command("imagine", {"prompt": "three owls"})
+    refusal = await refusal_of(handle)
+    assert "too fast" in refusal.content and "try again in" in refusal.content
+    other = emu.make_user(name="other")
+    allowed = await emu.send_slash_command("imagine", {"prompt": "an owl"}, user=other)
+    await allowed.wait_for_followups(1)
+    jobs = await runtime.ledger.queue.list_for_user(emu.default_user.id)
+    assert sorted(job.request.prompt for job in jobs) == ["one owl", "two owls"]
+    emu.assert_no_violations()
