@@ -167,9 +167,9 @@ class Publisher:
             await self.cards.forget_tokens([item.job_id for item in items])
             return
         for item in items:
+            # Finished or not, the job gets its message here; the publisher's pass, which
+            # starts after this, then shows its progress or result in it.
             delivery = await self.cards.message_of(item.job_id)
-            if delivery.terminal:
-                continue  # the publisher's pass posts its result
             message = await webhook.send(
                 render_card(delivery.card), wait=True, allowed_mentions=_NONE
             )

@@ -48,9 +48,7 @@ class WaitingGroup:
     turn: TurnKey
 
 
-def jobs_ahead(
-    groups: Sequence[WaitingGroup], owner_id: int, priority: int, order_key: int
-) -> int:
+def jobs_ahead(groups: Sequence[WaitingGroup], owner_id: int, priority: int, order_key: int) -> int:
     """How many waiting jobs should start before the job (``owner_id``, ``priority``,
     ``order_key``)."""
     mine = [g for g in groups if g.owner_id == owner_id and g.priority == priority]

@@ -57,8 +57,10 @@ class RetentionLoop:
                 await purge_blocked(self.queue, self.images)
             except Exception:
                 log.exception("purging blocked jobs' images failed; will try again")
+            # Not asyncio.wait_for: on Python 3.11 it can swallow a cancel (see the publisher).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=self.interval)
+                async with asyncio.timeout(self.interval):
+                    await self._stop.wait()
 
     def stop(self) -> None:
         self._stop.set()

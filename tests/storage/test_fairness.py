@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import replace
 
 from storage import ClaimedJob, JobKind, JobStatus, audit
 from tests.storage.dbfixtures import make_services, new_job, owner, queue_settings
@@ -95,5 +96,42 @@ async def test_claim_batch_takes_compatible_jobs_fairly(db_url: str) -> None:
         assert [j.id for j in await s.queue.claim_batch("w", 4)] == [other_key]
         assert [j.id for j in await s.queue.claim_batch("w", 4)] == [alone]
         assert await s.queue.claim_batch("w", 4) == []
+    finally:
+        await s.db.dispose()
+
+
+async def test_a_users_jobs_run_in_order_key_order_whatever_order_they_were_stored(
+    db_url: str,
+) -> None:
+    """Issue 10: concurrent handlers commit in any order; the order key (the interaction's
+    snowflake) decides. Jobs of one command share a key and keep their insertion order."""
+    s = await make_services(
+        db_url, queue=queue_settings(max_queued_per_user=100, max_running_per_user=1)
+    )
+    try:
+        keys = [1000 + 7 * ((n * 11) % 20) for n in range(20)]  # a shuffle of 20 distinct keys
+
+        async def send(key: int) -> list[str]:
+            jobs = [replace(new_job(), order_key=key) for _ in range(2)]
+            return [v.id for v in await s.queue.enqueue_many(owner(1), jobs)]
+
+        stored = dict(zip(keys, await asyncio.gather(*(send(k) for k in keys)), strict=True))
+        expected = [job for key in sorted(stored) for job in stored[key]]
+        # Positions follow the same order.
+        places = [(await s.queue.place(job)).position for job in expected]
+        assert places == list(range(1, 41))
+        starts = []
+        while (claimed := await s.queue.claim_next("w")) is not None:
+            starts.append(claimed.id)
+            await s.queue.complete(claimed.id, claimed.lease_token, result_refs=[], gpu_seconds=0)
+        assert starts == expected
+        # Follow-ups keep their priority lane, ahead of any key.
+        grid = await s.queue.enqueue(owner(1), replace(new_job(), order_key=5000))
+        upscale = await s.queue.enqueue(
+            owner(1), replace(new_job(JobKind.UPSCALE, parent_id=starts[0]), order_key=9000)
+        )
+        first = await s.queue.claim_next("w")
+        assert first is not None and first.id == upscale.id != grid.id
+        assert (await audit(s.db)).ok
     finally:
         await s.db.dispose()
