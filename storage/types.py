@@ -196,6 +196,8 @@ class JobView(Generic[RequestT]):
     work_units: float = 0.0
     #: A blocked job's images are deleted after this (the appeal period); None once deleted.
     purge_after: datetime | None = None
+    #: Times a stopping worker gave the job back (bounded by ``queue.max_releases``).
+    releases: int = 0
 
     @property
     def terminal(self) -> bool:
@@ -217,6 +219,8 @@ class ClaimedJob(Generic[RequestT]):
     max_attempts: int
     owner_id: int
     parent_id: str | None
+    #: GPU-seconds reserved for the job: what the worker's time limit is derived from.
+    reserved: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
