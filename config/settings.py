@@ -230,8 +230,8 @@ class QueueSettings(_Section):
         default=10.0,
         gt=0,
         description="A job's time limit is this times its reservation (a batch's: the sum), "
-        "never less than job_time_limit_floor_seconds. Past it the attempt fails, retryable "
-        "and refunded.",
+        "never less than job_time_limit_floor_seconds. Past it the attempt fails and is "
+        "retried; a job that never finishes ends dead, refunded.",
     )
     job_stop_grace_seconds: float = Field(
         default=15.0,
