@@ -6,7 +6,7 @@ import pytest
 
 from bot.errors import UserFacingError
 from bot.render import render_info, render_queue
-from bot.services.account import SettingsChange
+from bot.services.account import AccountService, SettingsChange
 from bot.services.intake import ImagineInput
 from generation.errors import OptionError
 from storage.types import JobKind, JobStatus
@@ -32,6 +32,18 @@ async def test_info_and_queue_list_the_members_active_jobs(bench: Bench) -> None
     assert "3 waiting, 0 running" in render_queue(counts, lines)
     assert "stopped after a job hung" not in render_queue(counts, lines)
     assert "stopped after a job hung" in render_queue(counts, lines, worker_hung=True)
+
+
+async def test_queue_says_when_the_in_process_worker_stopped_after_a_hang(bench: Bench) -> None:
+    hung = False
+    account = AccountService(
+        bench.settings, bench.ledger.queue, bench.ledger.prefs, bench.cards, lambda: hung
+    )
+    assert (await account.queue_status(member()))[2] is False
+    hung = True
+    counts, lines, worker_hung = await account.queue_status(member())
+    assert worker_hung
+    assert "restarts the bot" in render_queue(counts, lines, worker_hung=worker_hung)
 
 
 async def test_cancel_all_refunds_and_counts(bench: Bench) -> None:
