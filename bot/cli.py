@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.runtime import run_bot, run_worker
+from bot.runtime import WORKER_HUNG_EXIT, run_bot, run_worker
 from config import ConfigError, Settings, load_settings
 from config.errors import mask_url_passwords
 
@@ -141,8 +142,15 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if command == "bench":
         return _bench(settings, args)
     if command == "worker":
-        asyncio.run(run_worker(settings))
-        return 0
+        status = asyncio.run(run_worker(settings))
+        if status == WORKER_HUNG_EXIT:
+            # A hung engine thread may sit in a driver call that interpreter shutdown (atexit
+            # hooks of CUDA libraries) would wait on: leave without running them.
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+        return status
     if command == "run":
         asyncio.run(run_bot(settings))
         return 0

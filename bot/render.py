@@ -230,10 +230,19 @@ def render_info(
     return shorten("\n".join(lines))
 
 
-def render_queue(counts: Mapping[JobStatus, int], jobs: Sequence[JobLine]) -> str:
-    """/queue: the queue's depth, then the user's positions and ETAs."""
+def render_queue(
+    counts: Mapping[JobStatus, int], jobs: Sequence[JobLine], *, worker_hung: bool = False
+) -> str:
+    """/queue: the queue's depth, then the user's positions and ETAs. ``worker_hung``: the
+    bot's own worker stopped after a job hung."""
     queued, running = counts.get(JobStatus.QUEUED, 0), counts.get(JobStatus.RUNNING, 0)
     lines = [f"Queue: {queued} waiting, {running} running."]
+    if worker_hung:
+        lines.append(
+            "The worker inside this bot stopped after a job hung, and runs nothing until the "
+            "bot's operator restarts the bot. Waiting jobs keep their place; other workers, if "
+            "any, still run them."
+        )
     for job in jobs:
         if job.status is JobStatus.QUEUED:
             lines.append(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -85,12 +85,18 @@ async def open_models(settings: Settings) -> AsyncIterator[ModelPool]:
         await models.close()
 
 
+#: `atelier worker`'s exit status after a job hung (see ``generation.worker``): its thread cannot
+#: be interrupted, so the process exits for its supervisor (systemd, Docker) to restart it.
+WORKER_HUNG_EXIT = 3
+
+
 @contextlib.asynccontextmanager
 async def open_worker(
     settings: Settings, ledger: Ledger, models: ModelPool | None = None
 ) -> AsyncIterator[Worker[GenerationRequest]]:
     """A worker running the configured models on the ledger; the default model is loaded once,
-    here, unless ``models`` (shared with the bot's prompt check) is given."""
+    here, unless ``models`` (shared with the bot's prompt check) is given, in which case the
+    worker runs in the bot's process (``in_process``)."""
     from generation.errors import OptionError
     from generation.jobs import EngineGenerator
     from generation.worker import Worker
@@ -98,6 +104,7 @@ async def open_worker(
     from storage.types import JobStatus
 
     async with contextlib.AsyncExitStack() as stack:
+        in_process = models is not None
         if models is None:
             models = await stack.enter_async_context(open_models(settings))
 
@@ -117,6 +124,7 @@ async def open_worker(
             generator,
             settings.queue,
             lease_lost_errors=(LeaseLost,),
+            in_process=in_process,
         )
         ledger.queue.on_new_work = worker.notify
         yield worker
@@ -137,11 +145,13 @@ class TokenCountCheck:
             self._engine.validate(request, counter=self._counter)
 
 
-async def run_worker(settings: Settings) -> None:
-    """`atelier worker`: claim and run jobs until SIGTERM/SIGINT. Needs no Discord token."""
+async def run_worker(settings: Settings) -> int:
+    """`atelier worker`: claim and run jobs until SIGTERM/SIGINT (status 0), or until a job hangs
+    (``WORKER_HUNG_EXIT``). Needs no Discord token."""
     async with open_ledger(settings) as ledger, open_worker(settings, ledger) as worker:
         worker.install_signal_handlers()
         await worker.run()
+        return 0 if worker.hang is None else WORKER_HUNG_EXIT
 
 
 @dataclass
@@ -153,8 +163,14 @@ class Runtime:
     worker: Worker[GenerationRequest] | None
 
 
-def wire_bot(settings: Settings, ledger: Ledger, checker: PromptChecker | None) -> AtelierBot:
-    """The bot over the ledger, with every feature registered: one line per feature."""
+def wire_bot(
+    settings: Settings,
+    ledger: Ledger,
+    checker: PromptChecker | None,
+    worker_hung: Callable[[], bool] | None = None,
+) -> AtelierBot:
+    """The bot over the ledger, with every feature registered: one line per feature.
+    ``worker_hung`` says whether the in-process worker stopped after a job hung."""
     from bot.app import AtelierBot
     from bot.features.account import AccountFeature
     from bot.features.imagine import ImageFeature
@@ -169,7 +185,7 @@ def wire_bot(settings: Settings, ledger: Ledger, checker: PromptChecker | None) 
     cards = JobCards(settings, ledger.queue, ledger.delivery, ledger.images)
     moderation = Moderation(settings, ledger.queue, ledger.prefs)
     intake = JobIntake(settings, ledger.queue, ledger.prefs, cards, moderation, checker)
-    account = AccountService(settings, ledger.queue, ledger.prefs, cards)
+    account = AccountService(settings, ledger.queue, ledger.prefs, cards, worker_hung)
     router = ButtonRouter()
     publisher = Publisher(
         cards,
@@ -199,7 +215,7 @@ async def atelier_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             models = await stack.enter_async_context(open_models(settings))
             worker = await stack.enter_async_context(open_worker(settings, ledger, models))
             checker = TokenCountCheck(models.default)
-        bot = wire_bot(settings, ledger, checker)
+        bot = wire_bot(settings, ledger, checker, _hung(worker))
         retention = RetentionLoop(ledger.queue, ledger.images)
         bot.add_background("retention", retention.run, stop=retention.stop)
         if worker is not None:
@@ -208,6 +224,12 @@ async def atelier_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             yield Runtime(bot=bot, ledger=ledger, worker=worker)
         finally:
             await bot.close()
+
+
+def _hung(worker: Worker[GenerationRequest] | None) -> Callable[[], bool] | None:
+    if worker is None:
+        return None
+    return lambda: worker.hang is not None
 
 
 def discord_token(settings: Settings) -> str:

@@ -214,6 +214,32 @@ class QueueSettings(_Section):
     shutdown_grace_seconds: float = Field(
         default=30.0, ge=0, description="On SIGTERM, time to finish the current job before release."
     )
+    max_releases: int = Field(
+        default=5,
+        ge=1,
+        description="Times a stopping worker may give a job back (not counted as attempts) "
+        "before the job is dead, refunded.",
+    )
+    job_time_limit_floor_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Least time a job (or batch) may run on a worker, loading its model "
+        "included, before the watchdog stops it.",
+    )
+    job_time_limit_factor: float = Field(
+        default=10.0,
+        gt=0,
+        description="A job's time limit is this times its reservation (a batch's: the sum), "
+        "never less than job_time_limit_floor_seconds. Past it the attempt fails and is "
+        "retried; a job that never finishes ends dead, refunded.",
+    )
+    job_stop_grace_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="After a job's time limit, how long its generator has to stop at a step; "
+        "if it does not, it is hung: `atelier worker` exits with status 3 and the worker in "
+        "`atelier run` stops claiming.",
+    )
     batching: bool = Field(default=False, description="Batch compatible queued jobs in one call.")
     max_batch: int = Field(default=4, ge=1, description="Most jobs in one batched call.")
     run_worker_in_process: bool = Field(

@@ -41,5 +41,15 @@ class OutOfMemoryError(GenerationError):
     retryable = True
 
 
+class JobTimedOutError(GenerationError):
+    """The job ran past its time limit (the worker's watchdog); another attempt may finish."""
+
+    retryable = True
+
+    def __init__(self, limit_seconds: float) -> None:
+        super().__init__(f"it ran longer than its time limit of {round(limit_seconds, 1):g} s")
+        self.limit_seconds = limit_seconds
+
+
 class JobCancelledError(GenerationError):
     """The job was cancelled while it ran; its partial result was discarded."""

@@ -79,6 +79,14 @@ class ModelPool:
             self._runners[model] = runner
             return runner
 
+    def abandon(self) -> None:
+        """A job's call hung on an engine thread: abandon every loaded runner (they share one
+        device, and the stuck one is not known for sure) and forget them. Nothing waits for
+        their threads again; a later ``runner()`` would load the model afresh."""
+        for runner in self._runners.values():
+            runner.abandon()
+        self._runners.clear()
+
     async def close(self) -> None:
         for runner in self._runners.values():
             await runner.close()
@@ -119,6 +127,10 @@ class EngineGenerator:
         self.images = images
         self.source_refs = source_refs
         self.settings = settings
+
+    def abandon(self) -> None:
+        """The worker's watchdog found a job hung: see ``ModelPool.abandon``."""
+        self.models.abandon()
 
     async def run(self, job: ClaimedJobLike[GenerationRequest], control: JobControl) -> WorkResult:
         request = job.request

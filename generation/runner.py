@@ -4,6 +4,10 @@ The engine is synchronous and holds one model, so every call goes through a sing
 executor: jobs run one after another and never block the loop. Progress reported on the engine's
 thread is handed to the loop with ``call_soon_threadsafe`` and delivered, in order, to the
 caller's callback (a plain function or a coroutine function) on the loop's thread.
+
+The engine thread is a daemon thread, not a ``ThreadPoolExecutor``'s (which the interpreter
+joins at exit): a call stuck in a driver, like a hung CUDA kernel, cannot be interrupted, and
+after ``abandon()`` nothing waits for it, so the process can still stop.
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ import asyncio
 import functools
 import inspect
 import logging
+import queue
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from concurrent.futures import Executor, Future
+from typing import ParamSpec, TypeVar
 
 from PIL import Image
 
@@ -26,6 +31,7 @@ from generation.results import GenerationResult, Progress
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+P = ParamSpec("P")
 #: Called on the event loop's thread; may return an awaitable, which is awaited in order.
 AsyncProgressCallback = Callable[[Progress], Awaitable[None] | None]
 
@@ -35,8 +41,10 @@ class EngineRunner:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atelier-engine")
+        self._executor = EngineThread("atelier-engine")
         self._closed = False
+        #: Set by ``abandon()``: a call is stuck on the engine thread and nothing waits for it.
+        self.abandoned = False
 
     async def load(self) -> float:
         """Load the model (once) on the engine thread; return the seconds it took."""
@@ -68,6 +76,18 @@ class EngineRunner:
         """:meth:`Engine.generate_batch` without blocking the loop."""
         call = functools.partial(self.engine.generate_batch, list(requests))
         return await self._run_job(call, on_progress, cancel)
+
+    def abandon(self) -> None:
+        """A call on the engine thread is hung: refuse new work and never wait for the thread
+        again (``close()`` returns at once). The model stays in memory until the process ends."""
+        if self.abandoned:
+            return
+        self.abandoned = True
+        self._closed = True
+        self._executor.shutdown(wait=False)
+        log.error(
+            "engine thread of model %s abandoned: a call on it is hung", self.engine.preset.name
+        )
 
     async def close(self) -> None:
         """Let queued work finish, unload the model and stop the thread."""
@@ -105,6 +125,48 @@ class EngineRunner:
         finally:
             if relay is not None:
                 await relay.close()
+
+
+class EngineThread(Executor):
+    """One daemon thread running submitted calls in order (see the module on why a daemon)."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Future[object], Callable[[], object]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._lock = threading.Lock()
+        self._shutdown = False
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        future: Future[T] = Future()
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new calls after shutdown")
+            call = functools.partial(fn, *args, **kwargs)
+            self._calls.put((future, call))  # type: ignore[arg-type]
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            if not self._shutdown:
+                self._shutdown = True
+                self._calls.put(None)
+        if wait:
+            self._thread.join()
+
+    def _serve(self) -> None:
+        while (item := self._calls.get()) is not None:
+            future, call = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = call()
+            except BaseException as exc:  # noqa: BLE001 - the caller gets it, as ThreadPoolExecutor's
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
 
 
 class _ProgressRelay:

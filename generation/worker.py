@@ -19,12 +19,23 @@ One job (or one batch) at a time:
 - a reclaim task puts jobs of dead workers back in the queue every ``reclaim_interval_seconds``;
 - on SIGTERM (``stop()``) the current job gets ``shutdown_grace_seconds`` to finish, else it is
   released at once for another worker. A second SIGTERM releases at once.
+
+The watchdog: a job (or batch) may run ``time_limit(jobs)`` seconds, its reservation times
+``job_time_limit_factor`` and never less than ``job_time_limit_floor_seconds``. Past it the
+generator is told to stop; the attempt fails as retryable (``JobTimedOutError``, refunded if it
+never finishes). A generator that does not stop within ``job_stop_grace_seconds`` is hung: a
+thread stuck in a driver call (a hung CUDA kernel) cannot be interrupted. The worker then fails
+the job all the same, tells the generator to abandon the stuck call (``Abandonable``: never wait
+for that thread again), records ``hang`` and stops claiming. A standalone worker then returns from
+``run()`` for its process to exit non-zero (its supervisor restarts it); one in the bot's process
+(``in_process``) stops while the bot keeps running, and ``/queue`` says so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import os
 import secrets
@@ -37,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from config.settings import QueueSettings
-from generation.errors import GenerationError, JobCancelledError
+from generation.errors import GenerationError, JobCancelledError, JobTimedOutError
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +90,10 @@ class ClaimedJobLike(Protocol[RequestT_co]):
     def request(self) -> RequestT_co: ...
     @property
     def attempts(self) -> int: ...
+    @property
+    def reserved(self) -> float:
+        """GPU-seconds reserved for the job; its time limit derives from this."""
+        ...
 
 
 class LeaseReply(Protocol):
@@ -231,11 +246,40 @@ class BatchGenerator(Protocol[RequestT_contra]):
     ) -> Sequence[WorkResult]: ...
 
 
+@runtime_checkable
+class Abandonable(Protocol):
+    """A generator that can give up a call stuck where it cannot be interrupted."""
+
+    def abandon(self) -> None:
+        """The current call is hung: never wait for the thread it runs on again (shutdown
+        included), and take no more work on it."""
+        ...
+
+
 # -- the loop -------------------------------------------------------------------------------------
 
 SHUTDOWN = "worker shutting down"
 LEASE_LOST = "lease lost"
 CANCEL_REQUESTED = "cancel requested"
+TIMED_OUT = "time limit reached"
+
+
+class _Ending(enum.Enum):
+    """How supervising a running job ended."""
+
+    FINISHED = "finished"
+    RELEASE = "release"  # stopping, and the grace period is over
+    TIMED_OUT = "timed out"
+
+
+@dataclass(frozen=True)
+class Hang:
+    """A job whose generator did not stop after its time limit: the worker stopped for good."""
+
+    job_ids: tuple[str, ...]
+    limit_seconds: float
+    #: Wall-clock time (``time.time()``) when the worker gave up on it.
+    at: float
 
 
 def default_worker_id() -> str:
@@ -254,11 +298,15 @@ class WorkerStats:
     lost: int = 0
     reclaimed: int = 0
     idle_waits: int = 0
+    timed_out: int = 0
     batches: list[int] = field(default_factory=list)
 
 
 class Worker(Generic[RequestT]):
-    """Claims and runs jobs until stopped. See the module docstring for the life of a job."""
+    """Claims and runs jobs until stopped. See the module docstring for the life of a job.
+
+    ``in_process``: the worker runs inside the bot (``atelier run``), so a hang stops only the
+    worker, never the process; otherwise the process is expected to exit after a hang."""
 
     def __init__(
         self,
@@ -269,6 +317,7 @@ class Worker(Generic[RequestT]):
         *,
         worker_id: str | None = None,
         lease_lost_errors: tuple[type[BaseException], ...] = (),
+        in_process: bool = False,
     ) -> None:
         self.source = source
         self.images = images
@@ -276,7 +325,12 @@ class Worker(Generic[RequestT]):
         self.settings = settings
         self.worker_id = worker_id or default_worker_id()
         self.lease_lost_errors = lease_lost_errors
+        self.in_process = in_process
         self.stats = WorkerStats()
+        #: Set when a job hung: the worker has stopped and will claim nothing more.
+        self.hang: Hang | None = None
+        # Generator tasks that ignored cancellation after a hang: kept, never awaited.
+        self._stuck: list[asyncio.Task[Sequence[WorkResult]]] = []
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._force = asyncio.Event()
@@ -298,6 +352,15 @@ class Worker(Generic[RequestT]):
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
+
+    def time_limit(self, jobs: Sequence[ClaimedJobLike[object]]) -> float:
+        """Seconds ``jobs`` (one call) may run: their reservations times
+        ``job_time_limit_factor``, never less than ``job_time_limit_floor_seconds``."""
+        reserved = sum(job.reserved for job in jobs)
+        return max(
+            self.settings.job_time_limit_floor_seconds,
+            self.settings.job_time_limit_factor * reserved,
+        )
 
     def install_signal_handlers(self) -> None:
         """SIGTERM and SIGINT stop the worker gracefully (Unix event loops)."""
@@ -360,18 +423,27 @@ class Worker(Generic[RequestT]):
     async def _process(self, jobs: list[ClaimedJobLike[RequestT]]) -> None:
         controls = [JobControl(job) for job in jobs]
         started = time.monotonic()
+        limit = self.time_limit(jobs)
         run = asyncio.create_task(self._generate(jobs, controls), name=f"generate:{jobs[0].id}")
         keeper = asyncio.create_task(self._keep_leases(jobs, controls), name=f"lease:{jobs[0].id}")
         try:
-            finished = await self._supervise(run)
+            ending = await self._supervise(run, started + limit)
+            if ending is _Ending.TIMED_OUT:
+                # The lease keeper still runs: the generator gets its chance to stop.
+                for control in controls:
+                    control.cancel(TIMED_OUT)
+                await asyncio.wait({run}, timeout=self.settings.job_stop_grace_seconds)
         except asyncio.CancelledError:
             # Hard cancellation of the worker itself: hand the jobs back before going.
             await self._abandon(jobs, controls, run)
             raise
         finally:
             await _cancel_and_wait(keeper)
-        if not finished:
+        if ending is _Ending.RELEASE:
             await self._abandon(jobs, controls, run)
+            return
+        if ending is _Ending.TIMED_OUT and not _succeeded(run):
+            await self._timed_out(jobs, controls, run, limit)
             return
         error = run.exception()
         if error is None:
@@ -392,31 +464,76 @@ class Worker(Generic[RequestT]):
             raise GenerationError(f"generator returned {len(results)} results for {len(jobs)} jobs")
         return results
 
-    async def _supervise(self, run: asyncio.Task[Sequence[WorkResult]]) -> bool:
-        """Wait for the generator. On stop, allow the grace period; False means give up."""
-        stop = asyncio.create_task(self._stopping.wait())
-        try:
-            await asyncio.wait({run, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            await _cancel_and_wait(stop)
+    async def _supervise(self, run: asyncio.Task[Sequence[WorkResult]], deadline: float) -> _Ending:
+        """Wait for the generator until it ends, or the time limit (``deadline``, monotonic)
+        passes, or a stop's grace period runs out."""
+        await _wait_for(run, self._stopping, deadline - time.monotonic())
         if run.done():
-            return True
+            return _Ending.FINISHED
+        if not self._stopping.is_set():
+            return _Ending.TIMED_OUT
         log.info(
             "worker %s stopping: giving job %s up to %.0f s to finish",
             self.worker_id,
             run.get_name(),
             self.settings.shutdown_grace_seconds,
         )
-        force = asyncio.create_task(self._force.wait())
-        try:
-            await asyncio.wait(
-                {run, force},
-                timeout=self.settings.shutdown_grace_seconds,
-                return_when=asyncio.FIRST_COMPLETED,
+        grace_end = time.monotonic() + self.settings.shutdown_grace_seconds
+        await _wait_for(run, self._force, min(grace_end, deadline) - time.monotonic())
+        if run.done():
+            return _Ending.FINISHED
+        if self._force.is_set() or time.monotonic() >= grace_end:
+            return _Ending.RELEASE
+        return _Ending.TIMED_OUT
+
+    async def _timed_out(
+        self,
+        jobs: list[ClaimedJobLike[RequestT]],
+        controls: list[JobControl],
+        run: asyncio.Task[Sequence[WorkResult]],
+        limit: float,
+    ) -> None:
+        """Fail the attempt (retryable: refunded if the job never finishes). A generator that
+        did not stop when told is hung: abandon it and stop claiming (see the module)."""
+        self.stats.timed_out += len(jobs)
+        ids = ", ".join(job.id for job in jobs)
+        hung = not run.done()
+        if not hung:
+            log.warning("job(s) %s stopped at their time limit of %.0f s", ids, limit)
+            if not run.cancelled():
+                run.exception()  # the generator's own stop; the time limit is what is reported
+        await self._record_failure(jobs, controls, JobTimedOutError(limit))
+        if not hung:
+            return
+        self.hang = Hang(tuple(job.id for job in jobs), limit, time.time())
+        if self.in_process:
+            then = (
+                "the worker inside the bot stops claiming jobs; the bot keeps running. "
+                "Restart `atelier run` to get a worker back"
             )
-        finally:
-            await _cancel_and_wait(force)
-        return run.done()
+        else:
+            then = "the worker stops and its process exits with status 3 to be restarted"
+        log.error(
+            "worker %s: job(s) %s ran past their time limit of %.0f s and did not stop within "
+            "%.0f s when told: the generator is hung and its thread cannot be interrupted. The "
+            "job(s) failed (retryable, refunded if they never finish); %s",
+            self.worker_id,
+            ids,
+            limit,
+            self.settings.job_stop_grace_seconds,
+            then,
+        )
+        if isinstance(self.generator, Abandonable):
+            self.generator.abandon()
+        self._stopping.set()
+        self._wake.set()
+        run.cancel()
+        await asyncio.wait({run}, timeout=self.settings.job_stop_grace_seconds)
+        if run.done():
+            if not run.cancelled():
+                run.exception()  # already reported as the time-out
+        else:
+            self._stuck.append(run)
 
     async def _abandon(
         self,
@@ -586,6 +703,21 @@ class Worker(Generic[RequestT]):
         return await self.source.update_progress(
             job.id, job.lease_token, step=step, total=total, preview_ref=ref
         )
+
+
+def _succeeded(task: asyncio.Task[Sequence[WorkResult]]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is None
+
+
+async def _wait_for(task: asyncio.Task[object], event: asyncio.Event, seconds: float) -> None:
+    """Until ``task`` ends, ``event`` is set or ``seconds`` pass, whichever is first."""
+    waiter = asyncio.create_task(event.wait())
+    try:
+        await asyncio.wait(
+            {task, waiter}, timeout=max(0.0, seconds), return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        await _cancel_and_wait(waiter)
 
 
 async def _cancel_and_wait(task: asyncio.Task[object], *, errors_expected: bool = False) -> None:

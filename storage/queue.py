@@ -8,7 +8,8 @@ State machine (anything else raises IllegalTransition, or LeaseLost for lease-ho
     succeeded --block-->          blocked (taken down)                     (credit, or kept)
     running --fail(retryable)-->  queued (backoff), or dead at max_attempts (refund when dead)
     running --fail(permanent)-->  failed                                   (refund)
-    running --release-->          queued (the attempt is not counted)
+    running --release-->          queued (the attempt is not counted), or dead at
+                                  max_releases                             (refund when dead)
     running --lease expired-->    queued, or dead at max_attempts          (refund when dead)
     running --block-->            blocked                       (refund, or charge time run)
     running --cancel-->           running with cancel_requested; the worker's next complete,
@@ -479,17 +480,35 @@ class JobQueue(Generic[RequestT]):
         return self._decoded(row)
 
     async def release(self, job_id: str, lease_token: str) -> JobView[RequestT]:
-        """Give a running job back at once (worker shutdown); the attempt does not count."""
+        """Give a running job back at once (worker shutdown); the attempt does not count, but
+        the release does: at ``max_releases`` the job is dead and refunded, so a job whose
+        workers keep being stopped under it (a crash-looping deploy, a job that outlives every
+        grace period) ends instead of circulating forever."""
         now = self.clock()
 
         async def work(session: AsyncSession) -> RowMapping:
             job = await self._lock(session, self._held(job_id, lease_token))
             if job is None:
                 raise await self._lease_error(session, job_id, lease_token)
+            releases = (job["releases"] or 0) + 1
             if job["cancel_requested"]:
-                await self._cancel_running(session, job, now)
+                await self._cancel_running(session, job, now, releases=releases)
+            elif releases >= self.settings.max_releases:
+                log.warning(
+                    "job %s is dead: released %d times, last by worker %s",
+                    job_id,
+                    releases,
+                    job["worker_id"],
+                )
+                error = f"the worker running it was stopped {releases} times before it finished"
+                await self.quota.refund(session, job, now, "dead: released too often")
+                await self._finish(
+                    session, job, JobStatus.DEAD, now, error=error, releases=releases
+                )
             else:
-                await self._requeue(session, job, now, attempts=job["attempts"] - 1)
+                await self._requeue(
+                    session, job, now, attempts=job["attempts"] - 1, releases=releases
+                )
             return await self._row(session, job_id)
 
         row = await self.db.write(work)
@@ -926,6 +945,7 @@ class JobQueue(Generic[RequestT]):
         available_at: datetime,
         *,
         attempts: int | None = None,
+        releases: int | None = None,
         error: str | None = None,
     ) -> None:
         values: dict[str, Any] = {
@@ -938,6 +958,8 @@ class JobQueue(Generic[RequestT]):
         }
         if attempts is not None:
             values["attempts"] = attempts
+        if releases is not None:
+            values["releases"] = releases
         if error is not None:
             values["error"] = error
         await session.execute(

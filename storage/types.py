@@ -213,6 +213,8 @@ class JobView(Generic[RequestT]):
     #: A blocked job's images are deleted after this (the appeal period); None once deleted.
     purge_after: datetime | None = None
     order_key: int = 0
+    #: Times a stopping worker gave the job back (bounded by ``queue.max_releases``).
+    releases: int = 0
 
     @property
     def terminal(self) -> bool:
@@ -234,6 +236,8 @@ class ClaimedJob(Generic[RequestT]):
     max_attempts: int
     owner_id: int
     parent_id: str | None
+    #: GPU-seconds reserved for the job: what the worker's time limit is derived from.
+    reserved: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,6 +90,7 @@ def job_view(row: RowMapping, codec: RequestCodec[RequestT]) -> JobView[RequestT
         work_units=float(row["work_units"] or 0.0),
         purge_after=row["purge_after"],
         order_key=row["order_key"],
+        releases=row["releases"] or 0,
     )
 
 
@@ -119,4 +120,5 @@ def claimed_job(row: RowMapping, codec: RequestCodec[RequestT]) -> ClaimedJob[Re
         max_attempts=row["max_attempts"],
         owner_id=row["owner_id"],
         parent_id=row["parent_id"],
+        reserved=to_seconds(row["reserved_ms"]),
     )

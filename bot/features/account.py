@@ -46,8 +46,8 @@ class AccountFeature:
 
     async def queue(self, interaction: Interaction) -> None:
         await thinking(interaction)
-        counts, jobs = await self.account.queue_status(requester_of(interaction))
-        await answer(interaction, render_queue(counts, jobs))
+        counts, jobs, worker_hung = await self.account.queue_status(requester_of(interaction))
+        await answer(interaction, render_queue(counts, jobs, worker_hung=worker_hung))
 
     async def cancel(self, interaction: Interaction) -> None:
         await thinking(interaction)

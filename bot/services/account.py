@@ -6,6 +6,7 @@ values; bot/render.py turns them into messages.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +57,10 @@ RECENT_JOBS = 10
 
 
 class AccountService:
-    """A member's view of their own quota, jobs and settings, and the admins' quota overrides."""
+    """A member's view of their own quota, jobs and settings, and the admins' quota overrides.
+
+    ``worker_hung`` (given when a worker runs in the bot's process) says whether that worker
+    stopped after a job hung; /queue then says so."""
 
     def __init__(
         self,
@@ -64,11 +68,13 @@ class AccountService:
         queue: JobQueue[GenerationRequest],
         prefs: PreferenceStore,
         cards: JobCards,
+        worker_hung: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.queue = queue
         self.prefs = prefs
         self.cards = cards
+        self.worker_hung = worker_hung
 
     async def info(self, requester: Requester) -> tuple[QuotaReadout, list[JobLine], list[JobLine]]:
         """The requester's quota standing, their queued and running jobs, and what their
@@ -83,8 +89,9 @@ class AccountService:
 
     async def queue_status(
         self, requester: Requester
-    ) -> tuple[dict[JobStatus, int], list[JobLine]]:
-        """The queue's depth per status, and the requester's jobs with positions and ETAs."""
+    ) -> tuple[dict[JobStatus, int], list[JobLine], bool]:
+        """The queue's depth per status, the requester's jobs with positions and ETAs, and
+        whether this process's worker stopped after a job hung."""
         jobs = await self.queue.list_for_user(requester.user_id, active_only=True)
         stats = await self.queue.stats()
         lines = []
@@ -95,7 +102,7 @@ class AccountService:
             else:
                 lines.append(_line(job))
         counts = {JobStatus.QUEUED: stats.queued, JobStatus.RUNNING: stats.running}
-        return counts, lines
+        return counts, lines, self.worker_hung is not None and self.worker_hung()
 
     async def cancel_all(self, requester: Requester) -> int:
         """Cancel the requester's queued jobs (refunded) and running ones (charged the GPU time

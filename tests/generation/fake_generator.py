@@ -1,16 +1,18 @@
 """A deterministic, zero-cost stand-in for the diffusers engine, for worker and queue tests.
 
 It makes tiny valid PNGs whose colour depends only on the request (so reruns are bit-identical),
-reports progress every step, honours cancellation within a step, and can be told to fail, hang
-or crash its process for chosen prompts.
+reports progress every step, honours cancellation within a step, and can be told to fail, hang,
+get stuck (ignoring cancellation, on a thread) or crash its process for chosen prompts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,8 +51,10 @@ class FakeGenerator:
     """``steps`` steps of ``step_seconds`` each (0: instant), four images and a grid.
 
     ``errors`` maps a prompt to the exception its job raises; prompts in ``hang`` block until
-    ``gate`` is set or the job is cancelled; prompts in ``crash`` end the process (os._exit),
-    like a segfault in a GPU driver would.
+    ``gate`` is set or the job is cancelled; prompts in ``stuck`` block a daemon thread, deaf to
+    cancellation, until ``unstick`` is set, like a hung CUDA kernel; prompts in ``crash`` end
+    the process (os._exit), like a segfault in a GPU driver would. ``abandoned`` counts the
+    worker's ``abandon()`` calls.
     """
 
     steps: int = 3
@@ -59,7 +63,10 @@ class FakeGenerator:
     errors: dict[str, BaseException] = field(default_factory=dict)
     hang: set[str] = field(default_factory=set)
     crash: set[str] = field(default_factory=set)
+    stuck: set[str] = field(default_factory=set)
     gate: asyncio.Event = field(default_factory=asyncio.Event)
+    unstick: threading.Event = field(default_factory=threading.Event)
+    abandoned: int = 0
     started: list[str] = field(default_factory=list)
     batches: list[list[str]] = field(default_factory=list)
 
@@ -72,6 +79,8 @@ class FakeGenerator:
             control.raise_if_cancelled()
             if prompt in self.hang and step == 2:
                 await self._hang(control)
+            if prompt in self.stuck and step == 2:
+                await self._stuck_call()
             if self.step_seconds:
                 await asyncio.sleep(self.step_seconds)
             preview = tiny_png(_key(job.request) + b"preview", 1)
@@ -84,6 +93,22 @@ class FakeGenerator:
         ]
         images.append(OutputImage("grid.png", tiny_png(_key(job.request) + b"grid", 4)))
         return WorkResult(images=tuple(images), gpu_seconds=self.gpu_seconds)
+
+    def abandon(self) -> None:
+        self.abandoned += 1
+
+    async def _stuck_call(self) -> None:
+        """A call on its own daemon thread that no cancel reaches (awaiting it can be
+        cancelled, as with ``run_in_executor``; the thread goes on until ``unstick``)."""
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def call() -> None:
+            if done.set_running_or_notify_cancel():
+                self.unstick.wait()
+                done.set_result(None)
+
+        threading.Thread(target=call, name="fake-stuck-call", daemon=True).start()
+        await asyncio.wrap_future(done)
 
     async def _hang(self, control: JobControl) -> None:
         gate = asyncio.create_task(self.gate.wait())

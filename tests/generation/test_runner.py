@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import types
+from typing import cast
 
 import pytest
 
@@ -129,3 +131,41 @@ async def test_close_unloads_and_refuses_more_work(tiny_settings: Settings) -> N
     assert not engine.loaded
     with pytest.raises(RuntimeError, match="closed"):
         await runner.generate(make_request())
+
+
+class _StuckEngine:
+    """Stands in for an Engine whose generate never returns until ``release``, deaf to its
+    cancel event: a hung CUDA kernel."""
+
+    def __init__(self) -> None:
+        self.preset = types.SimpleNamespace(name="stuck")
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.closed = False
+
+    def generate(self, *args: object, **kwargs: object) -> None:
+        self.entered.set()
+        self.release.wait()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_an_abandoned_runner_never_waits_for_its_stuck_thread() -> None:
+    engine = _StuckEngine()
+    runner = EngineRunner(cast(Engine, engine))
+    job = asyncio.create_task(runner.generate(make_request()))
+    try:
+        assert await asyncio.to_thread(engine.entered.wait, 30)
+        job.cancel()  # awaiting ends at once; the thread goes on
+        with pytest.raises(asyncio.CancelledError):
+            await job
+        runner.abandon()
+        await runner.close()  # returns without waiting for the stuck call
+        assert runner.abandoned and not engine.closed
+        thread = runner._executor._thread
+        assert thread.daemon and thread.is_alive()  # a daemon: exiting the process never joins it
+        with pytest.raises(RuntimeError, match="closed"):
+            await runner.generate(make_request())
+    finally:
+        engine.release.set()

@@ -59,7 +59,9 @@ class Rig:
     generator: FakeGenerator
     settings: QueueSettings
 
-    def worker(self, name: str = "w1", **overrides: Any) -> Worker[dict[str, Any]]:
+    def worker(
+        self, name: str = "w1", *, in_process: bool = False, **overrides: Any
+    ) -> Worker[dict[str, Any]]:
         settings = self.settings.model_copy(update=overrides)
         return Worker(
             self.queue,
@@ -68,6 +70,7 @@ class Rig:
             settings,
             worker_id=name,
             lease_lost_errors=(LeaseLost,),
+            in_process=in_process,
         )
 
 
@@ -367,3 +370,99 @@ async def test_many_jobs_across_two_workers_finish_exactly_once(
         assert sum(w.stats.succeeded for w in workers) == len(views)
         report = await audit(r.db)
         assert report.ok and report.charged == 0.5 * len(views)
+
+
+# -- the watchdog ---------------------------------------------------------------------------------
+
+#: Time limits for the watchdog tests: a job reserving ``cost`` seconds may run 20 x ``cost``
+#: seconds, at least 0.1 s, and gets 0.1 s to stop when told. Jobs that must finish reserve
+#: enough (``ROOMY``) that their limit is never what decides a test.
+WATCHDOG: dict[str, Any] = {
+    "job_time_limit_floor_seconds": 0.1,
+    "job_time_limit_factor": 20.0,
+    "job_stop_grace_seconds": 0.1,
+}
+TIGHT, ROOMY = 0.01, 60.0
+
+
+async def test_a_job_past_its_time_limit_is_stopped_retried_then_dead_and_refunded(
+    db_url: str, tmp_path: Path
+) -> None:
+    generator = FakeGenerator(hang={"slow"})  # stops when told, so the worker stays healthy
+    async with rig(db_url, tmp_path, generator, max_attempts=2, **WATCHDOG) as r:
+        slow = await r.queue.enqueue(owner(1), new_job(prompt="slow", cost=TIGHT))
+        fine = await r.queue.enqueue(owner(2), new_job(prompt="fine", cost=ROOMY))
+        worker = r.worker()
+        async with running(worker):
+            await until(lambda: status_is(r.queue, slow.id, "dead"), what="slow job dead")
+            await until(lambda: status_is(r.queue, fine.id, "succeeded"), what="other job")
+            assert worker.hang is None and not worker.stopping
+        view = await r.queue.require(slow.id)
+        assert view.attempts == 2 and view.error == "it ran longer than its time limit of 0.2 s"
+        assert view.charged is None and worker.stats.timed_out == 2
+        assert generator.started.count(slow.id) == 2 and generator.abandoned == 0
+        assert (await audit(r.db)).ok
+
+
+async def test_the_time_limit_is_the_reservation_times_the_factor_with_a_floor(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with rig(db_url, tmp_path, **{**WATCHDOG, "job_time_limit_floor_seconds": 0.5}) as r:
+        small = await r.queue.enqueue(owner(1), new_job(cost=TIGHT))
+        large = await r.queue.enqueue(owner(2), new_job(cost=3.0))
+        worker = r.worker()
+        claimed = [await r.queue.claim_next("w1"), await r.queue.claim_next("w1")]
+        by_id = {job.id: job for job in claimed if job is not None}
+        assert by_id[small.id].reserved == TIGHT and by_id[large.id].reserved == 3.0
+        assert worker.time_limit([by_id[small.id]]) == 0.5  # the floor
+        assert worker.time_limit([by_id[large.id]]) == 60.0
+        assert worker.time_limit(list(by_id.values())) == pytest.approx(60.2)  # a batch: the sum
+
+
+async def test_a_hung_standalone_worker_fails_its_job_and_stops(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    generator = FakeGenerator(stuck={"wedge"})
+    async with rig(db_url, tmp_path, generator, **WATCHDOG) as r:
+        # One owner's jobs run in order: the stuck one first.
+        job = await r.queue.enqueue(owner(1), new_job(prompt="wedge", cost=TIGHT))
+        later = await r.queue.enqueue(owner(1), new_job(prompt="later", cost=ROOMY))
+        worker = r.worker()
+        try:
+            # run() returns by itself: `atelier worker` then exits with status 3.
+            await asyncio.wait_for(worker.run(), timeout=30)
+            assert worker.hang is not None and worker.hang.job_ids == (job.id,)
+            assert worker.stopping and generator.abandoned == 1
+            view = await r.queue.require(job.id)
+            assert view.status == "queued" and view.attempts == 1  # retryable, for another worker
+            assert view.error == "it ran longer than its time limit of 0.2 s"
+            assert (await r.queue.require(later.id)).status == "queued"  # nothing more claimed
+            assert "process exits with status 3" in caplog.text
+            assert any(rec.levelname == "ERROR" and "hung" in rec.message for rec in caplog.records)
+        finally:
+            generator.unstick.set()
+        # A fresh worker (what the supervisor's restart gives) runs both, with room to finish.
+        async with running(r.worker("w2", job_time_limit_floor_seconds=60.0)):
+            for job_id in (job.id, later.id):
+                await until(partial(status_is, r.queue, job_id, "succeeded"), what=job_id)
+        assert (await audit(r.db)).ok
+
+
+async def test_a_hung_in_process_worker_stops_claiming_and_the_job_ends_refunded(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    generator = FakeGenerator(stuck={"wedge"})
+    async with rig(db_url, tmp_path, generator, max_attempts=1, **WATCHDOG) as r:
+        job = await r.queue.enqueue(owner(1), new_job(prompt="wedge", cost=TIGHT))
+        worker = r.worker(in_process=True)
+        try:
+            await asyncio.wait_for(worker.run(), timeout=30)
+        finally:
+            generator.unstick.set()
+        assert worker.hang is not None and worker.hang.job_ids == (job.id,)
+        assert generator.abandoned == 1
+        view = await r.queue.require(job.id)
+        assert view.status == "dead" and view.charged is None
+        assert "time limit" in (view.error or "")
+        assert "Restart `atelier run`" in caplog.text and worker.stopping
+        assert (await audit(r.db)).ok

@@ -146,6 +146,39 @@ async def test_release_gives_the_job_back_without_counting_the_attempt(services:
     assert claimed is not None and claimed.id == job_id and claimed.attempts == 1
 
 
+async def test_releases_are_bounded_the_last_one_makes_the_job_dead_and_refunded(
+    services: Services,
+) -> None:
+    s = services
+    s.queue.settings = s.queue.settings.model_copy(update={"max_releases": 3})
+    job_id, token = await _running(s)
+    for n in (1, 2):
+        view = await s.queue.release(job_id, token)
+        assert view.status == "queued" and view.releases == n and view.attempts == 0
+        claimed = await s.queue.claim_next(f"w{n + 1}")
+        assert claimed is not None and claimed.id == job_id and claimed.attempts == 1
+        token = claimed.lease_token
+    view = await s.queue.release(job_id, token)
+    assert view.status == "dead" and view.releases == 3 and view.finished_at is not None
+    assert view.error == "the worker running it was stopped 3 times before it finished"
+    assert view.lease_expires_at is None
+    assert await _ledger_kinds(s, job_id) == [LedgerKind.REFUND, LedgerKind.RESERVE]
+    assert await s.queue.claim_next("w9") is None
+    with pytest.raises(LeaseLost):
+        await s.queue.release(job_id, token)
+    assert (await audit(s.db)).ok
+
+
+async def test_a_failed_attempt_after_releases_keeps_both_counts(services: Services) -> None:
+    s = services
+    job_id, token = await _running(s)
+    await s.queue.release(job_id, token)
+    claimed = await s.queue.claim_next("w2")
+    assert claimed is not None
+    view = await s.queue.fail(job_id, claimed.lease_token, error="oom", retryable=True)
+    assert view.status == "queued" and view.attempts == 1 and view.releases == 1
+
+
 async def test_cancel_queued_is_immediate_and_refunded(services: Services) -> None:
     s = services
     view = await s.queue.enqueue(owner(), new_job())

@@ -6,7 +6,7 @@ import pytest
 
 from bot.errors import UserFacingError
 from bot.render import render_info, render_queue
-from bot.services.account import SettingsChange
+from bot.services.account import AccountService, SettingsChange
 from bot.services.intake import ImagineInput
 from generation.errors import OptionError
 from storage.types import JobKind, JobStatus
@@ -25,10 +25,25 @@ async def test_info_and_queue_list_the_members_active_jobs(bench: Bench) -> None
     assert "(message pending)" in text and first.job_id in text
     assert f"holds {jobs[0].reserved:.1f}" in text
 
-    counts, lines = await bench.account.queue_status(member())
+    counts, lines, worker_hung = await bench.account.queue_status(member())
     assert counts == {JobStatus.QUEUED: 3, JobStatus.RUNNING: 0}
     assert sorted(line.position or 0 for line in lines) == [1, 3]
+    assert not worker_hung
     assert "3 waiting, 0 running" in render_queue(counts, lines)
+    assert "stopped after a job hung" not in render_queue(counts, lines)
+    assert "stopped after a job hung" in render_queue(counts, lines, worker_hung=True)
+
+
+async def test_queue_says_when_the_in_process_worker_stopped_after_a_hang(bench: Bench) -> None:
+    hung = False
+    account = AccountService(
+        bench.settings, bench.ledger.queue, bench.ledger.prefs, bench.cards, lambda: hung
+    )
+    assert (await account.queue_status(member()))[2] is False
+    hung = True
+    counts, lines, worker_hung = await account.queue_status(member())
+    assert worker_hung
+    assert "restarts the bot" in render_queue(counts, lines, worker_hung=worker_hung)
 
 
 async def test_cancel_all_refunds_and_counts(bench: Bench) -> None:
