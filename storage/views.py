@@ -89,6 +89,7 @@ def job_view(row: RowMapping, codec: RequestCodec[RequestT]) -> JobView[RequestT
         post_attempts=row.get("post_attempts") or 0,
         work_units=float(row["work_units"] or 0.0),
         purge_after=row["purge_after"],
+        pruned_at=row["pruned_at"],
     )
 
 
