@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from config.settings import RetentionSettings
 from storage import FileImageStore, JobKind, JobStatus, audit
 from storage.models import DELIVERIES, JOB_COPIES, JOBS, LEDGER
-from storage.retention import Retention
+from storage.retention import Retention, RetentionLoop
 from storage.types import PruneReport
 from tests.storage.dbfixtures import (
     Services,
@@ -255,3 +255,24 @@ async def test_work_goes_in_bounded_batches(s: Services, images: FileImageStore)
         return sorted(rows.scalars())
 
     assert await s.db.read(pruned) == sorted(jobs)
+
+
+async def test_the_bots_loop_prunes_in_bounded_passes(
+    s: Services, images: FileImageStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await finished(s, images)
+    s.clock.advance(31 * DAY)
+    keeper = retention(s, images)
+    loop = RetentionLoop(keeper)
+    calls: list[tuple[PruneReport, object]] = []
+    prune = keeper.prune
+
+    async def one_pass(*, dry_run: bool = False, max_batches: int | None = None) -> PruneReport:
+        report = await prune(dry_run=dry_run, max_batches=max_batches)
+        calls.append((report, max_batches))
+        loop.stop()
+        return report
+
+    monkeypatch.setattr(keeper, "prune", one_pass)
+    await loop.run()  # one pass, then the stop ends the wait at once
+    assert [(report.image_jobs, bound) for report, bound in calls] == [(1, 10)]
