@@ -36,6 +36,10 @@ def _build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_sub.add_parser("upgrade", help="apply all migrations")
+    prune = db_sub.add_parser(
+        "prune", help="delete expired images and job rows now (the bot does it in the background)"
+    )
+    prune.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
 
     quota = sub.add_parser("quota", help="the operator's quota overrides (never from Discord)")
     quota_sub = quota.add_subparsers(dest="quota_command", required=True, metavar="ACTION")
@@ -127,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     command = args.command
+    if command == "db" and args.db_command == "prune":
+        return asyncio.run(_prune(settings, dry_run=args.dry_run))
     if command == "db":
         from storage.migrate import upgrade
 
@@ -194,6 +200,43 @@ async def _quota(settings: Settings, args: argparse.Namespace) -> int:
                     f"set by {override.set_by or 'operator'}  {override.reason}"
                 )
     return 0
+
+
+# -- retention ---------------------------------------------------------------------------------
+
+
+async def _prune(settings: Settings, *, dry_run: bool) -> int:
+    """`atelier db prune [--dry-run]`: what the bot's background retention does, all of it now."""
+    from bot.runtime import open_ledger
+    from storage.retention import Retention
+
+    keep = settings.retention
+    async with open_ledger(settings) as ledger:
+        print(
+            f"retention: images {_days(keep.images_days)}, job rows {_days(keep.rows_days)}, "
+            f"blocked jobs' images {_days(settings.bot.appeal_days)} after the block"
+        )
+        report = await Retention(ledger.queue, ledger.images, keep).prune(dry_run=dry_run)
+    print(
+        f"{'would delete' if dry_run else 'deleted'}: {report.jobs} job row(s) with "
+        f"{report.ledger_lines} quota ledger line(s); the images of {report.image_jobs} more "
+        f"job(s) and of {report.blocked} blocked job(s); {report.image_files} file(s), "
+        f"{_size(report.image_bytes)}"
+    )
+    return 0
+
+
+def _days(days: float) -> str:
+    return "kept forever" if not days else f"kept {days:g} day(s)"
+
+
+def _size(count: int) -> str:
+    size = float(count)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{count} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 # -- local generation ---------------------------------------------------------------------------

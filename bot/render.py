@@ -273,3 +273,11 @@ def render_cancelled(count: int) -> str:
         f"Cancelled {count} job(s). Waiting ones are refunded; running ones stop within a step "
         "and are charged only the GPU time they used."
     )
+
+
+def render_images_expired(job_id: str, days: float) -> str:
+    """Why a job whose images retention deleted cannot be shown or worked from."""
+    if not days:  # pruned under an earlier setting; images are kept forever now
+        return f"the images of job `{job_id}` have expired and were deleted"
+    unit = "day" if days == 1 else "days"
+    return f"the images of job `{job_id}` expired after {days:g} {unit} and were deleted"

@@ -115,6 +115,8 @@ async def open_worker(
             parent = await ledger.queue.require(job_id)
             if parent.status is not JobStatus.SUCCEEDED:
                 raise OptionError(f"job {job_id} was removed by a moderator; nothing to work from")
+            if parent.pruned_at is not None:
+                raise OptionError(f"the images of job {job_id} have expired; nothing to work from")
             return parent.result_refs
 
         generator = EngineGenerator(models, ledger.images, source_refs, settings.generation)
@@ -206,7 +208,7 @@ async def atelier_runtime(settings: Settings) -> AsyncIterator[Runtime]:
 
     The worker starts with the bot (setup_hook) and is stopped gracefully when it closes.
     """
-    from storage.retention import RetentionLoop
+    from storage.retention import Retention, RetentionLoop
 
     async with open_ledger(settings) as ledger, contextlib.AsyncExitStack() as stack:
         worker = None
@@ -216,7 +218,7 @@ async def atelier_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             worker = await stack.enter_async_context(open_worker(settings, ledger, models))
             checker = TokenCountCheck(models.default)
         bot = wire_bot(settings, ledger, checker, _hung(worker))
-        retention = RetentionLoop(ledger.queue, ledger.images)
+        retention = RetentionLoop(Retention(ledger.queue, ledger.images, settings.retention))
         bot.add_background("retention", retention.run, stop=retention.stop)
         if worker is not None:
             bot.add_background("worker", worker.run, stop=worker.stop)

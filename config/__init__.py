@@ -7,6 +7,7 @@ from config.settings import (
     GenerationSettings,
     QueueSettings,
     QuotaSettings,
+    RetentionSettings,
     Settings,
     load_settings,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "GenerationSettings",
     "QueueSettings",
     "QuotaSettings",
+    "RetentionSettings",
     "Settings",
     "load_settings",
 ]

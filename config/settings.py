@@ -325,6 +325,25 @@ class BotSettings(_Section):
     )
 
 
+class RetentionSettings(_Section):
+    """How long finished jobs' images and rows are kept (0 keeps them forever). Retention never
+    touches a job that is waiting, running, not yet delivered or held (see the README)."""
+
+    images_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="Days a finished, delivered job's images are kept; then they are deleted and "
+        "/show says they expired. 0 keeps them forever.",
+    )
+    rows_days: float = Field(
+        default=180.0,
+        ge=0,
+        description="Days a finished, delivered job's row (and its delivery record and quota "
+        "ledger lines, once outside the quota window) is kept; then it is deleted with any "
+        "images left. 0 keeps them forever.",
+    )
+
+
 class Settings(BaseSettings):
     """All of Atelier's configuration. See the README's configuration reference."""
 
@@ -356,6 +375,7 @@ class Settings(BaseSettings):
     queue: QueueSettings = QueueSettings()
     quota: QuotaSettings = QuotaSettings()
     bot: BotSettings = BotSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @field_validator("database_url", mode="before")
     @classmethod

@@ -9,6 +9,9 @@ that used nothing): exactly one REFUND of its whole reservation and nothing else
 running job has neither. Running jobs hold a
 lease and queued ones do not.
 
+Retention (``storage.retention``) deletes a job's lines together with its row, so a line without
+a job is still a violation, and the totals below cover the jobs that are still kept.
+
 It reads every job and ledger line: meant for tests and for an operator's occasional check.
 """
 

@@ -58,6 +58,10 @@ class ImageStore(Protocol):
         """Remove all of a job's images; returns how many were removed."""
         ...
 
+    async def job_usage(self, job_id: str) -> tuple[int, int]:
+        """How many files a job has stored and their bytes (retention's report)."""
+        ...
+
     def path(self, ref: str) -> Path | None:
         """A local file path for ``ref`` when the store is on this machine's disk, else None."""
         ...
@@ -107,6 +111,23 @@ class FileImageStore:
     async def delete_job(self, job_id: str) -> int:
         make_ref(job_id, "x")
         return await asyncio.to_thread(self._delete_dir, self.root / job_id[:2] / job_id)
+
+    async def job_usage(self, job_id: str) -> tuple[int, int]:
+        make_ref(job_id, "x")
+        return await asyncio.to_thread(self._usage, self.root / job_id[:2] / job_id)
+
+    @staticmethod
+    def _usage(directory: Path) -> tuple[int, int]:
+        if not directory.is_dir():
+            return 0, 0
+        files = size = 0
+        for child in directory.iterdir():
+            try:
+                size += child.stat().st_size
+            except FileNotFoundError:  # deleted meanwhile: nothing left to count
+                continue
+            files += 1
+        return files, size
 
     @staticmethod
     def _write(target: Path, data: bytes) -> None:

@@ -215,6 +215,8 @@ class JobView(Generic[RequestT]):
     order_key: int = 0
     #: Times a stopping worker gave the job back (bounded by ``queue.max_releases``).
     releases: int = 0
+    #: When retention deleted the job's images (``storage.retention``); None while kept.
+    pruned_at: datetime | None = None
 
     @property
     def terminal(self) -> bool:
@@ -331,6 +333,26 @@ class LedgerEntry:
     amount: float
     created_at: datetime
     note: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PruneReport:
+    """What one retention pass deleted (or, with ``dry_run``, would delete)."""
+
+    dry_run: bool
+    #: Jobs whose images were deleted while their rows stay (``pruned_at`` set).
+    image_jobs: int = 0
+    #: Image files deleted, and their bytes: of the jobs above and of the deleted rows.
+    image_files: int = 0
+    image_bytes: int = 0
+    #: Job rows deleted (their deliveries and /show copies went with them).
+    jobs: int = 0
+    #: Quota ledger lines of the deleted jobs (all older than the quota window).
+    ledger_lines: int = 0
+    #: Blocked jobs whose images were deleted because their appeal period is over.
+    blocked: int = 0
+    #: True when a pass stopped at its batch limit: the next pass takes the rest.
+    more: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,6 +91,7 @@ def job_view(row: RowMapping, codec: RequestCodec[RequestT]) -> JobView[RequestT
         purge_after=row["purge_after"],
         order_key=row["order_key"],
         releases=row["releases"] or 0,
+        pruned_at=row["pruned_at"],
     )
 
 

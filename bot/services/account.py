@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.errors import UserFacingError
-from bot.render import JobLine
+from bot.render import JobLine, render_images_expired
 from bot.requester import Requester
 from bot.services.job_cards import JobCards, Ticket
 from config.settings import Settings
@@ -116,6 +116,10 @@ class AccountService:
             raise UserFacingError(f"there is no job `{job_id}` in this server")
         if job.status is JobStatus.BLOCKED:
             raise UserFacingError(f"job `{job_id}` was removed by a moderator")
+        if job.status is JobStatus.SUCCEEDED and job.pruned_at is not None:
+            raise UserFacingError(
+                render_images_expired(job.id, self.settings.retention.images_days)
+            )
         return Ticket(job.id, await self.cards.card(job))
 
     async def update_settings(self, requester: Requester, change: SettingsChange) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from bot.customid import ButtonRef
 from bot.errors import UserFacingError
+from bot.render import render_images_expired
 from bot.requester import Requester
 from bot.services.job_cards import JobCards, Ticket
 from bot.services.moderation import Moderation
@@ -171,6 +172,8 @@ class JobIntake:
         parent = await self.queue.get(ref.job_id)
         if parent is None or parent.status is not JobStatus.SUCCEEDED:
             return None
+        if parent.pruned_at is not None and _needs_images(ref):
+            return None
         if not requester.may_see(parent.guild_id, parent.owner_id):
             return None  # never show another server's (or another user's DM) prompt
         return parent.request.prompt
@@ -192,6 +195,11 @@ class JobIntake:
             raise UserFacingError(f"job `{parent.id}` was removed by a moderator")
         if parent.status is not JobStatus.SUCCEEDED:
             raise UserFacingError(f"job `{parent.id}` has no images to work from ({parent.status})")
+        if parent.pruned_at is not None and _needs_images(ref):
+            raise UserFacingError(
+                render_images_expired(parent.id, self.settings.retention.images_days)
+                + " (its re-roll button still works: it needs only the prompt)"
+            )
         await self._check_may_click(requester, parent)
         new = await self._followup(requester, ref, parent.request, parent.id)
         if prompt is not None and prompt.strip() != new.prompt:
@@ -237,3 +245,9 @@ class JobIntake:
                 "only the person who made this job may use its buttons in this server "
                 "(an admin can change that with /settings buttons:anyone)"
             )
+
+
+def _needs_images(ref: ButtonRef) -> bool:
+    """Whether the button's action works from the job's images (all but the re-roll, which
+    needs only the prompt and still works once the images have expired)."""
+    return ref.action.spec.operation is not Operation.IMAGINE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
@@ -9,6 +10,7 @@ import struct
 import sys
 import zlib
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +18,11 @@ import pytest
 from PIL import Image
 
 from bot.cli import main
-from config.settings import GenerationSettings
+from config.settings import GenerationSettings, QueueSettings, QuotaSettings
 from generation.grid import encode_image, read_metadata
 from generation.options import parse_imagine_prompt
+from storage import Database, DeliveryLedger, FileImageStore, JobQueue, Owner, QuotaService, audit
+from tests.storage.dbfixtures import FakeClock, new_job
 
 
 @pytest.fixture
@@ -123,6 +127,66 @@ def test_the_operator_sets_quota_overrides_from_the_command_line(
     assert "0 or more" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["quota", "set", "--user", "x", "--gpu-seconds", "5"])
+
+
+def test_db_prune_says_what_it_deletes_and_dry_run_deletes_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ATELIER_DATA_DIR", str(tmp_path))
+    assert main(["db", "upgrade"]) == 0
+    url = f"sqlite+aiosqlite:///{(tmp_path / 'atelier.db').resolve()}"
+    images = FileImageStore(tmp_path / "images")
+    old, recent = asyncio.run(_seed_posted_jobs(url, images, days_ago=[200, 40]))
+    capsys.readouterr()
+
+    assert main(["db", "prune", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (
+        "retention: images kept 30 day(s), job rows kept 180 day(s), "
+        "blocked jobs' images kept 14 day(s) after the block"
+    )
+    summary = (
+        "1 job row(s) with 3 quota ledger line(s); the images of 1 more job(s) and of 0 "
+        "blocked job(s); 2 file(s), 30 bytes"
+    )
+    assert out[1] == f"would delete: {summary}"
+    assert (tmp_path / "images" / old[:2] / old / "grid.png").is_file()
+
+    assert main(["db", "prune"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == f"deleted: {summary}"
+    assert not (tmp_path / "images" / old[:2] / old).exists()
+    assert not (tmp_path / "images" / recent[:2] / recent).exists()
+    assert main(["db", "prune"]) == 0
+    assert "deleted: 0 job row(s)" in capsys.readouterr().out
+
+    async def audited() -> bool:
+        async with Database(url) as db:
+            return (await audit(db)).ok
+
+    assert asyncio.run(audited())
+    with pytest.raises(SystemExit):
+        main(["db", "prune", "--older-than", "3"])
+
+
+async def _seed_posted_jobs(url: str, images: FileImageStore, days_ago: list[int]) -> list[str]:
+    """Succeeded, posted jobs that finished ``days_ago`` (one 15-byte image each)."""
+    clock = FakeClock(datetime.now(UTC))
+    made = []
+    async with Database(url) as db:
+        quota = QuotaService(db, QuotaSettings(), clock=clock)
+        queue = JobQueue(db, QueueSettings(), quota, clock=clock)
+        deliveries = DeliveryLedger(db, clock=clock)
+        for days in days_ago:
+            clock.now = datetime.now(UTC) - timedelta(days=days)
+            view = await queue.enqueue(Owner(1, 100, 555), new_job())
+            claimed = await queue.claim_next("w")
+            assert claimed is not None and claimed.id == view.id
+            ref = await images.put(view.id, "grid.png", b"x" * 15)
+            await queue.complete(view.id, claimed.lease_token, result_refs=[ref], gpu_seconds=1)
+            assert await deliveries.claim(view.id)
+            assert await deliveries.mark_posted(view.id, 1)
+            made.append(view.id)
+    return made
 
 
 # -- hostile input: every bad file or database gets one line on stderr and exit status 2 --------
@@ -277,7 +341,11 @@ UNREACHABLE_DATABASES = {
 }
 
 
-@pytest.mark.parametrize("argv", [["db", "upgrade"], ["worker"], ["run"]], ids=" ".join)
+@pytest.mark.parametrize(
+    "argv",
+    [["db", "upgrade"], ["db", "prune"], ["db", "prune", "--dry-run"], ["worker"], ["run"]],
+    ids=" ".join,
+)
 @pytest.mark.parametrize("case", list(UNREACHABLE_DATABASES))
 def test_unreachable_database_is_one_line_without_the_password(
     tiny_env: Path,
