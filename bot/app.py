@@ -85,6 +85,13 @@ class AtelierBot(discord.Client):
         for name, factory, _ in self._background:
             self.start_task(name, factory)
 
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        """Modal submits go to the router (discord.py holds none of our modals: they are
+        stateless, see ``ButtonRouter.send_modal``). Commands and buttons are dispatched by
+        discord.py itself."""
+        if interaction.type is discord.InteractionType.modal_submit:
+            await self.router.dispatch_modal(interaction)
+
     def add_background(
         self, name: str, factory: Callable[[], Awaitable[None]], *, stop: Callable[[], None]
     ) -> None:

@@ -46,12 +46,53 @@ class Route(Generic[RefT]):
         await self.handle(interaction, self.decode(code, payload))
 
 
+@dataclass(frozen=True)
+class ModalRoute(Generic[RefT]):
+    """Modals (forms) whose custom_id code is ``code``: how to parse the custom_id's payload and
+    what a submit does with the fields' values (input custom_id -> text)."""
+
+    code: str
+    decode: Callable[[str], RefT]
+    handle: Callable[[Interaction, RefT, dict[str, str]], Awaitable[None]]
+
+
 class ButtonRouter:
-    """custom_id code -> route, and the one DynamicItem class that feeds it."""
+    """custom_id code -> route, and the one DynamicItem class that feeds it; modal submits too.
+
+    Modals are stateless like buttons: everything a submit needs is in its custom_id and the
+    database, and discord.py never holds them (``send_modal``), so a form opened before a
+    restart, or an hour ago, still submits.
+    """
 
     def __init__(self) -> None:
         self._routes: dict[str, Route[Any]] = {}
+        self._modals: dict[str, ModalRoute[Any]] = {}
         self.item_class = self._make_item_class()
+
+    def add_modal(self, route: ModalRoute[Any]) -> None:
+        """Register a feature's forms; a code may belong to one route only."""
+        if route.code in self._modals or route.code in self._routes:
+            raise ValueError(f"code already routed: {route.code}")
+        self._modals[route.code] = route
+
+    async def send_modal(self, interaction: Interaction, modal: discord.ui.Modal) -> None:
+        """Open ``modal`` as the answer to ``interaction`` without discord.py keeping it (a
+        stopped modal is not stored): its submit reaches ``dispatch_modal`` through the bot's
+        ``on_interaction``, whenever it comes."""
+        modal.stop()
+        await interaction.response.send_modal(modal)
+
+    async def dispatch_modal(self, interaction: Interaction) -> None:
+        """Answer one modal submit: the route's handler, or an explanation."""
+        data: dict[str, Any] = dict(interaction.data or {})
+        try:
+            code, payload = split(str(data.get("custom_id", "")))
+            route = self._modals.get(code)
+            if route is None:
+                raise CustomIdError("this form was not made by this version of Atelier")
+            await route.handle(interaction, route.decode(payload), modal_values(data))
+        except Exception as exc:  # noqa: BLE001 - reply_error logs what is not a user error
+            await reply_error(interaction, exc)
 
     def add(self, route: Route[Any]) -> None:
         """Register a feature's buttons; a code may belong to one route only."""
@@ -122,3 +163,20 @@ class ButtonRouter:
                 await router.dispatch(interaction, self.item.custom_id or "")
 
         return RoutedButton
+
+
+def modal_values(data: dict[str, Any]) -> dict[str, str]:
+    """A modal submit's text values by input custom_id (inputs come inside action rows, or
+    inside labels in Discord's newer layout)."""
+    values: dict[str, str] = {}
+    stack = list(data.get("components") or [])
+    while stack:
+        component = stack.pop()
+        if not isinstance(component, dict):
+            continue
+        if "value" in component and "custom_id" in component:
+            values[str(component["custom_id"])] = str(component["value"])
+        stack.extend(component.get("components") or [])
+        if isinstance(component.get("component"), dict):
+            stack.append(component["component"])
+    return values

@@ -11,8 +11,8 @@ import discord
 from discord import app_commands
 
 from bot.actions import Action
-from bot.customid import ButtonRef, decode_job_payload
-from bot.errors import reply_error
+from bot.customid import ButtonRef, CustomIdError, decode_job_payload, join, split
+from bot.errors import UserFacingError
 from bot.features.base import (
     Interaction,
     before_ack,
@@ -23,7 +23,7 @@ from bot.features.base import (
 )
 from bot.publisher import Publisher
 from bot.requester import Requester
-from bot.router import ButtonRouter, Route
+from bot.router import ButtonRouter, ModalRoute, Route
 from bot.services.account import AccountService
 from bot.services.intake import ImagineInput, JobIntake
 from generation.options import CommandOptions, cleaning_note
@@ -48,6 +48,8 @@ class ImageFeature:
         slash(tree, "imagine", "Make a 2x2 grid of images from a prompt", self.imagine)
         slash(tree, "show", "Post a job again, with working buttons", self.show)
         router.add(Route(codes=Action.codes(), decode=decode_job_payload, handle=self.on_click))
+        router.add_modal(ModalRoute(REMIX_CODE, decode_remix, self.on_remix))
+        self.router = router
 
     @app_commands.describe(
         prompt="What to draw; Midjourney-style --options may follow",
@@ -102,7 +104,7 @@ class ImageFeature:
         if ref.action.spec.remix:
             prompt = await self._remix_prompt(requester_of(interaction), ref)
             if prompt is not None:
-                await interaction.response.send_modal(RemixModal(self, ref, prompt))
+                await self.router.send_modal(interaction, RemixModal(ref, prompt))
                 return
         await self.start_followup(interaction, requester_of(interaction), ref, None)
 
@@ -126,28 +128,53 @@ class ImageFeature:
             )
             return None
 
+    async def on_remix(
+        self, interaction: Interaction, ref: ButtonRef, values: dict[str, str]
+    ) -> None:
+        """The remix editor's submit: the variation with the edited prompt. It carries its
+        button in its custom_id, so it works after a restart and however long it stayed open."""
+        prompt = values.get(PROMPT_FIELD)
+        if prompt is None:
+            raise UserFacingError("this form has no prompt field; click the button again")
+        await self.start_followup(interaction, requester_of(interaction), ref, prompt)
+
+
+#: The remix editor's custom_id code: ``atl:1:mx:<button's action code>:<job id>:<index>``.
+REMIX_CODE = "mx"
+PROMPT_FIELD = "prompt"
+
+
+def encode_remix(ref: ButtonRef) -> str:
+    value = join(REMIX_CODE, f"{ref.action.code}:{ref.job_id}:{ref.index}")
+    if decode_remix(split(value)[1]) != ref:
+        raise CustomIdError(f"cannot encode a remix editor for {ref!r}")
+    return value
+
+
+def decode_remix(payload: str) -> ButtonRef:
+    """The button a remix editor was opened from; CustomIdError for anything else."""
+    code, _, rest = payload.partition(":")
+    try:
+        ref = decode_job_payload(code, rest)
+    except CustomIdError:
+        raise CustomIdError("this form was not made by this version of Atelier") from None
+    if not ref.action.spec.remix:
+        raise CustomIdError("this form names an action that has no editor")
+    return ref
+
 
 class RemixModal(discord.ui.Modal, title="Remix"):
-    """Edit the prompt before a variation runs."""
+    """Edit the prompt before a variation runs. Stateless: the submit is routed by its
+    custom_id (``ImageFeature.on_remix``), never by this object."""
 
-    def __init__(self, feature: ImageFeature, ref: ButtonRef, prompt: str) -> None:
-        super().__init__(timeout=600)
-        self.feature = feature
-        self.ref = ref
-        self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
-            label="Prompt",
-            style=discord.TextStyle.paragraph,
-            default=prompt[:1500],
-            max_length=1500,
+    def __init__(self, ref: ButtonRef, prompt: str) -> None:
+        super().__init__(timeout=None, custom_id=encode_remix(ref))
+        self.add_item(
+            discord.ui.TextInput(
+                label="Prompt",
+                custom_id=PROMPT_FIELD,
+                style=discord.TextStyle.paragraph,
+                default=prompt[:1500],
+                max_length=1500,
+            )
         )
-        self.add_item(self.prompt)
-
-    async def on_submit(self, interaction: Interaction) -> None:
-        await self.feature.start_followup(
-            interaction, requester_of(interaction), self.ref, self.prompt.value
-        )
-
-    async def on_error(  # discord.py calls a modal's on_error without an item
-        self, interaction: Interaction, error: Exception, item: object = None, /
-    ) -> None:
-        await reply_error(interaction, error)

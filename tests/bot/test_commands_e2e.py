@@ -115,6 +115,48 @@ async def test_remix_opens_an_editor_and_uses_the_new_prompt(
     emu.assert_no_violations()
 
 
+async def test_a_remix_editor_still_submits_after_a_restart_and_an_hour(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    """Issue 10, seen 9: editors were lost on restart and after 10 minutes. An editor is now
+    stateless: its custom_id names its button, so a submit works whenever it comes."""
+    await atelier.start()
+    await (await emu.send_slash_command("settings", {"remix": True})).wait_for_followups(1)
+    grid = await imagine_grid(emu, "a red fox")
+    click = await emu.click_button(grid.id, button(grid, "V2"))
+    assert await click.wait_for_ack() == 9 and click.modal is not None
+    field = click.modal["components"][0]["components"][0]
+    runtime = await atelier.restart()
+    emu.advance_time(3600)  # Discord keeps a form open as long as the user likes
+    submit = await emu.submit_modal(click, {field["custom_id"]: "a green fox"})
+    message = (await submit.wait_for_followups(1))[0]
+    job = await runtime.ledger.queue.require(job_id_of(message))
+    assert job.request.prompt == "a green fox" and job.parent_id == job_id_of(grid)
+    emu.assert_no_violations()
+
+
+@pytest.mark.parametrize(
+    ("custom_id", "fragment"),
+    [
+        ("atl:1:mx:v:zzzzzzzzzzzz:1", "do not know"),  # a job that does not exist
+        ("atl:1:mx:u:zzzzzzzzzzzz:1", "no editor"),  # an action without an editor
+        ("atl:1:mx:v:zzzzzzzzzzzz:9", "not made by this version"),
+        ("atl:1:mx:garbage", "not made by this version"),
+        ("atl:2:mx:v:zzzzzzzzzzzz:1", "not made by this version"),
+        ("evil", "not made by this version"),
+    ],
+)
+async def test_forged_forms_get_an_explanation_and_queue_nothing(
+    atelier: Atelier, emu: DiscordEmulator, custom_id: str, fragment: str
+) -> None:
+    runtime = await atelier.start(**NO_WORKER)
+    handle = emu.submit_form(custom_id, {"prompt": "a forged fox"})
+    reply = await handle.wait_for_original(lambda m: not m.loading)
+    assert reply.ephemeral and fragment in reply.content
+    assert await runtime.ledger.queue.list_for_user(emu.default_user.id) == []
+    emu.assert_no_violations()
+
+
 async def test_admins_set_quota_overrides_and_click_rules(
     atelier: Atelier, emu: DiscordEmulator
 ) -> None:

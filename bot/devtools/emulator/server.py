@@ -509,6 +509,29 @@ class DiscordEmulator:
             source_message_id=origin.source_message_id,
         )
 
+    def submit_form(
+        self,
+        custom_id: str,
+        values: Mapping[str, str],
+        *,
+        user: EmuUser | None = None,
+        channel_id: int | None = None,
+        dm: bool = False,
+    ) -> InteractionHandle:
+        """Submit a modal the bot never opened (or opened in another life): a forged or stale
+        form, as a hostile client can send. ``values`` are text inputs by custom_id."""
+        rows = [
+            {"type": 1, "components": [{"type": 4, "custom_id": key, "value": value}]}
+            for key, value in values.items()
+        ]
+        who = user or self.default_user
+        return self._dispatch(
+            MODAL_SUBMIT,
+            {"custom_id": custom_id, "components": rows},
+            who,
+            self._where(who, channel_id, None, dm),
+        )
+
     # -- time and faults ---------------------------------------------------------------------
 
     def advance_time(self, seconds: float) -> None:
