@@ -79,6 +79,7 @@ class Publisher:
     #: Recently posted results (job id -> message id), for ``wait_posted``; bounded.
     _posted: OrderedDict[str, int] = field(default_factory=OrderedDict)
     _posted_changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _recovered: asyncio.Event = field(default_factory=asyncio.Event)
 
     def bind(self, client: discord.Client) -> None:
         """The connected client whose channels and DMs the publisher posts through."""
@@ -203,6 +204,10 @@ class Publisher:
         # channel does. The stored copy of the token has done its work.
         await self.cards.forget_tokens([job_id])
 
+    async def wait_recovered(self) -> None:
+        """Until ``recover`` has run in this process (for tests)."""
+        await self._recovered.wait()
+
     async def wait_posted(self, job_id: str) -> int:
         """The message id once this process has posted ``job_id``'s result (for tests, benches)."""
         async with self._posted_changed:
@@ -220,6 +225,7 @@ class Publisher:
             raise
         except Exception:
             log.exception("finishing open answers after a restart failed")
+        self._recovered.set()
         while True:
             # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that arrives as the
             # wait finishes (a job announced as the bot closes), and the loop would poll on.

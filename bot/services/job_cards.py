@@ -149,6 +149,9 @@ class JobCards:
         for job_id in job_ids:
             with contextlib.suppress(IllegalTransition, JobNotFound):
                 await self.queue.cancel(job_id)
+                # Nothing to show: the user saw the command fail, so no "cancelled" message.
+                if await self.ledger.claim(job_id):
+                    await self.ledger.mark_posted(job_id)
 
     async def add_copy(self, job_id: str, channel_id: int, message_id: int) -> None:
         await self.ledger.add_copy(job_id, channel_id, message_id)

@@ -497,8 +497,41 @@ async def test_a_job_whose_interaction_was_never_answered_is_withdrawn(
     user = emu.default_user.id
     (job,) = await runtime.ledger.queue.list_for_user(user)
     runtime = await atelier.restart(**NO_WORKER)
-    await asyncio.wait_for(runtime.bot.publisher.wait_posted(job.id), timeout=10)
-    assert (await runtime.ledger.queue.require(job.id)).status == "cancelled"
+    await asyncio.wait_for(runtime.bot.publisher.wait_recovered(), timeout=10)
+    withdrawn = await runtime.ledger.queue.require(job.id)
+    assert withdrawn.status == "cancelled" and withdrawn.posted_at is not None
+    assert posted_with(emu, job.id) == []  # nothing to show: the user saw it fail
     readout = await runtime.ledger.queue.quota_readout(user)
     assert (readout.used, readout.reserved) == (0, 0)
     emu.assert_no_violations(ignore=["followup_before_acknowledgement", "interaction_timeout"])
+
+
+async def test_a_job_whose_answer_discord_refused_is_withdrawn(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    """The job was stored, but the answer came too late (Discord: 10062 Unknown interaction,
+    the user saw the command fail): the job is cancelled and refunded, and nothing is posted."""
+    runtime = await atelier.start(**NO_WORKER)
+    publisher = runtime.bot.publisher
+    announce, withdraw = publisher.announce, publisher.cards.withdraw
+    withdrawn = asyncio.Event()
+
+    async def late(*args: Any) -> None:
+        emu.advance_time(4)  # past Discord's 3 s for the first answer
+        await announce(*args)
+
+    async def record(job_ids: list[str]) -> None:
+        await withdraw(job_ids)
+        withdrawn.set()
+
+    publisher.announce = late  # type: ignore[method-assign,assignment]
+    publisher.cards.withdraw = record  # type: ignore[method-assign]
+    await emu.send_slash_command("imagine", {"prompt": "a late lark"})
+    await withdrawn.wait()
+    user = emu.default_user.id
+    (job,) = await runtime.ledger.queue.list_for_user(user)
+    assert job.status == "cancelled" and job.posted_at is not None and job.message_id is None
+    readout = await runtime.ledger.queue.quota_readout(user)
+    assert (readout.used, readout.reserved) == (0, 0)
+    assert posted_with(emu, job.id) == []
+    emu.assert_no_violations(ignore=["late_acknowledgement", "interaction_timeout"])
