@@ -21,7 +21,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -44,6 +44,8 @@ INVALID_WEBHOOK_TOKEN = 50027
 UNANSWERABLE = (10015, 10062)
 ORIGINAL = "@original"
 POSTED_MEMORY = 10_000
+#: How many messages after a job's interaction are searched for its unrecorded message.
+HISTORY_SCAN = 100
 _NONE = discord.AllowedMentions.none()
 
 
@@ -171,6 +173,13 @@ class Publisher:
             # Finished or not, the job gets its message here; the publisher's pass, which
             # starts after this, then shows its progress or result in it.
             delivery = await self.cards.message_of(item.job_id)
+            found = await self._find_unrecorded(delivery)
+            if found is not None:  # posted just before the kill, not yet recorded
+                await self.cards.attach_message(
+                    item.job_id, found, delivery.attachment_limit, item.expires_at
+                )
+                await self.cards.forget_tokens([item.job_id])
+                continue
             message = await webhook.send(
                 render_card(delivery.card), wait=True, allowed_mentions=_NONE
             )
@@ -336,6 +345,10 @@ class Publisher:
         files: list[discord.File],
         view: discord.ui.View | None,
     ) -> int:
+        if delivery.message_id is None:
+            found = await self._find_unrecorded(delivery)
+            if found is not None:
+                delivery = replace(delivery, message_id=found)
         if delivery.message_id is not None:
             try:
                 await self._edit(delivery, content=content, files=files, view=view, keep=False)
@@ -411,6 +424,28 @@ class Publisher:
             **_view(view),
         )
         return message.id
+
+    async def _find_unrecorded(self, delivery: JobMessage) -> int | None:
+        """A message of the job's that was posted but never recorded (the process died between
+        the post and the commit): the bot's own message naming the job, after the job's
+        interaction, in the job's channel. Posting another would show the job twice."""
+        if delivery.interaction_id is None or not delivery.channel_id:
+            return None
+        client = self.client()
+        me = client.user.id if client.user else None
+        needle = f"job `{delivery.job_id}`"
+        channel = client.get_partial_messageable(delivery.channel_id)
+        try:
+            async for message in channel.history(
+                after=discord.Object(id=delivery.interaction_id),
+                limit=HISTORY_SCAN,
+                oldest_first=True,
+            ):
+                if message.author.id == me and needle in message.content:
+                    return message.id
+        except discord.HTTPException as exc:
+            log.info("could not look for job %s's message: HTTP %s", delivery.job_id, exc.status)
+        return None
 
     def _view_of(self, message: JobMessage) -> discord.ui.View:
         return self.router.view(

@@ -209,6 +209,8 @@ class JobView(Generic[RequestT]):
     interaction_expires_at: datetime | None = None
     posted_at: datetime | None = None
     post_attempts: int = 0
+    #: The interaction the job answers (its token is never in a view).
+    interaction_id: int | None = None
     work_units: float = 0.0
     #: A blocked job's images are deleted after this (the appeal period); None once deleted.
     purge_after: datetime | None = None

@@ -39,6 +39,7 @@ def job_view_select() -> Select[tuple[object, ...]]:
         DELIVERIES.c.interaction_expires_at,
         DELIVERIES.c.posted_at,
         DELIVERIES.c.post_attempts,
+        DELIVERIES.c.interaction_id,
     ).select_from(JOBS.outerjoin(DELIVERIES, DELIVERIES.c.job_id == JOBS.c.id))
 
 
@@ -87,6 +88,7 @@ def job_view(row: RowMapping, codec: RequestCodec[RequestT]) -> JobView[RequestT
         interaction_expires_at=row.get("interaction_expires_at"),
         posted_at=row.get("posted_at"),
         post_attempts=row.get("post_attempts") or 0,
+        interaction_id=row.get("interaction_id"),
         work_units=float(row["work_units"] or 0.0),
         purge_after=row["purge_after"],
         order_key=row["order_key"],

@@ -47,6 +47,8 @@ class JobMessage:
     buttons: list[list[tuple[str, ButtonRef]]]
     image_refs: tuple[str, ...]
     preview_ref: str | None
+    #: The interaction that asked for it: where to look for a message posted but not recorded.
+    interaction_id: int | None = None
 
 
 class JobCards:
@@ -129,6 +131,7 @@ class JobCards:
             # preview. A blocked job keeps its files for an appeal, but nothing serves them.
             image_refs=tuple(job.result_refs) if job.status is JobStatus.SUCCEEDED else (),
             preview_ref=job.preview_ref if job.status is JobStatus.RUNNING else None,
+            interaction_id=job.interaction_id,
         )
 
     async def claim(self, job_id: str) -> bool:

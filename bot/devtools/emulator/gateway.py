@@ -115,8 +115,9 @@ class GatewayConnection:
     async def stop(self) -> None:
         """Let a requested close go out (briefly), then end the writer."""
         if self.closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._writer), timeout=2.0)
+            # asyncio.wait neither raises the writer's own end (it may have been cancelled when
+            # its peer died: a killed bot) nor cancels it.
+            await asyncio.wait({self._writer}, timeout=2.0)
         self._writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._writer
