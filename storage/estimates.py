@@ -23,16 +23,17 @@ from storage.types import JobStatus
 #: Weight of the newest sample in the per-mode moving average of GPU-seconds.
 EMA_ALPHA = 0.2
 
-TurnKey = tuple[bool, datetime, int]
+TurnKey = tuple[bool, datetime, int, int]
 
 
-def turn_key(last_started_at: datetime | None, head_key: int) -> TurnKey:
+def turn_key(last_started_at: datetime | None, head_key: int, head_seq: int = 0) -> TurnKey:
     """A user's place in the rotation: never-started first, then oldest last start, then the
-    order key of their oldest waiting job (the scheduler's tiebreak)."""
+    order key of their first waiting job, then insertion (the scheduler's tiebreaks)."""
     return (
         last_started_at is not None,
         last_started_at or datetime.min.replace(tzinfo=UTC),
         head_key,
+        head_seq,
     )
 
 
@@ -48,11 +49,13 @@ class WaitingGroup:
     turn: TurnKey
 
 
-def jobs_ahead(groups: Sequence[WaitingGroup], owner_id: int, priority: int, order_key: int) -> int:
+def jobs_ahead(
+    groups: Sequence[WaitingGroup], owner_id: int, priority: int, order_key: int, seq: int = 0
+) -> int:
     """How many waiting jobs should start before the job (``owner_id``, ``priority``,
-    ``order_key``)."""
+    ``order_key``, ``seq``)."""
     mine = [g for g in groups if g.owner_id == owner_id and g.priority == priority]
-    rank, my_turn = (mine[0].before, mine[0].turn) if mine else (0, turn_key(None, order_key))
+    rank, my_turn = (mine[0].before, mine[0].turn) if mine else (0, turn_key(None, order_key, seq))
     ahead = rank
     for group in groups:
         if group.priority > priority:
@@ -79,6 +82,7 @@ async def waiting_groups(
             func.count(),
             before,
             func.min(JOBS.c.order_key),
+            func.min(JOBS.c.seq),
             USER_ACCOUNTS.c.last_started_at,
         )
         .select_from(JOBS.join(USER_ACCOUNTS, USER_ACCOUNTS.c.user_id == JOBS.c.owner_id))
@@ -86,8 +90,8 @@ async def waiting_groups(
         .group_by(JOBS.c.owner_id, JOBS.c.priority, USER_ACCOUNTS.c.last_started_at)
     )
     return [
-        WaitingGroup(owner, prio, int(n), int(earlier or 0), turn_key(last, head))
-        for owner, prio, n, earlier, head, last in rows
+        WaitingGroup(owner, prio, int(n), int(earlier or 0), turn_key(last, head, head_seq))
+        for owner, prio, n, earlier, head, head_seq, last in rows
     ]
 
 

@@ -810,7 +810,9 @@ class JobQueue(Generic[RequestT]):
             if status is not JobStatus.QUEUED:
                 return QueuePlace(job_id, status, 0, 0.0)
             groups = await waiting_groups(session, job["priority"], job["order_key"], job["seq"])
-            ahead = jobs_ahead(groups, job["owner_id"], job["priority"], job["order_key"])
+            ahead = jobs_ahead(
+                groups, job["owner_id"], job["priority"], job["order_key"], job["seq"]
+            )
             eta = (ahead + 1) * per_job / max(1, workers)
             return QueuePlace(job_id, status, ahead + 1, eta)
 

@@ -35,6 +35,7 @@ import sys
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -425,6 +426,8 @@ class Click:
 
     def __init__(self, user_id: int, guild_id: int | None) -> None:
         self.id = 1
+        self.token = "forged-click-token"
+        self.created_at = datetime.now(UTC)
         self.user = _User(user_id)  # not a discord.Member: no roles, no rights
         self.guild_id = guild_id
         self.channel_id = CHANNEL
