@@ -1,5 +1,5 @@
-"""The discord.py client: connection settings, features, command sync, the button router and
-owned background tasks."""
+"""The discord.py client: connection settings, features, command sync, the button router,
+owned background tasks, the servers it is in, and the count of Discord's invalid answers."""
 
 from __future__ import annotations
 
@@ -7,14 +7,17 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from types import SimpleNamespace
 from typing import Any, Protocol
 
+import aiohttp
 import discord
 import yarl
 from discord import app_commands
 from discord.gateway import DiscordWebSocket
 
+from bot.delivery_policy import InvalidRequestBudget
 from bot.errors import install_error_handler
 from bot.features.base import Feature
 from bot.publisher import Publisher
@@ -32,6 +35,30 @@ class MetaStore(Protocol):
     async def get_meta(self, key: str) -> str | None: ...
 
     async def set_meta(self, key: str, value: str) -> None: ...
+
+
+class GuildMembership(Protocol):
+    """What the bot does when it is removed from a server or is (again) in one."""
+
+    async def removed(self, guild_id: int) -> int: ...
+
+    async def present(self, guild_ids: Sequence[int]) -> None: ...
+
+
+def budget_trace(budget: InvalidRequestBudget) -> aiohttp.TraceConfig:
+    """An aiohttp trace that records every REST answer's status in ``budget``: discord.py's own
+    429 retries included, which no exception ever shows."""
+    trace = aiohttp.TraceConfig()
+
+    async def on_request_end(
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceRequestEndParams,
+    ) -> None:
+        budget.record(params.response.status)
+
+    trace.on_request_end.append(on_request_end)
+    return trace
 
 
 def apply_discord_endpoints(settings: Settings) -> None:
@@ -53,6 +80,7 @@ class AtelierBot(discord.Client):
         meta: MetaStore,
         publisher: Publisher,
         router: ButtonRouter,
+        guilds: GuildMembership,
     ) -> None:
         apply_discord_endpoints(settings)
         intents = discord.Intents.none()
@@ -62,11 +90,13 @@ class AtelierBot(discord.Client):
             allowed_mentions=discord.AllowedMentions.none(),
             max_messages=None,
             chunk_guilds_at_startup=False,
+            http_trace=budget_trace(publisher.budget),
         )
         self.settings = settings
         self.meta = meta
         self.publisher = publisher
         self.router = router
+        self.guilds_presence = guilds
         self.tree: app_commands.CommandTree[AtelierBot] = app_commands.CommandTree(self)
         self._tasks: list[asyncio.Task[None]] = []
         self._background: list[tuple[str, Callable[[], Awaitable[None]], Callable[[], None]]] = []
@@ -84,6 +114,19 @@ class AtelierBot(discord.Client):
         self.start_task("publisher", self.publisher.run)
         for name, factory, _ in self._background:
             self.start_task(name, factory)
+
+    async def on_ready(self) -> None:
+        # Added back while this process was not connected: no GUILD_CREATE join reached us.
+        await self.guilds_presence.present([guild.id for guild in self.guilds])
+
+    async def on_guild_remove(self, guild: discord.Guild) -> None:
+        # discord.py calls this only for a GUILD_DELETE without "unavailable": a removal (kick,
+        # ban, the server deleted). An outage is on_guild_unavailable, and changes nothing.
+        await self.guilds_presence.removed(guild.id)
+        self.publisher.wake()
+
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        await self.guilds_presence.present([guild.id])
 
     def add_background(
         self, name: str, factory: Callable[[], Awaitable[None]], *, stop: Callable[[], None]

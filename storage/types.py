@@ -196,6 +196,11 @@ class JobView(Generic[RequestT]):
     work_units: float = 0.0
     #: A blocked job's images are deleted after this (the appeal period); None once deleted.
     purge_after: datetime | None = None
+    #: Delivery backs off until then after a transient failure (5xx, 429).
+    next_attempt_at: datetime | None = None
+    #: When delivery was given up for good, and why (shown to the owner in /info and /show).
+    given_up_at: datetime | None = None
+    give_up_reason: str | None = None
 
     @property
     def terminal(self) -> bool:

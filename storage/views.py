@@ -39,6 +39,9 @@ def job_view_select() -> Select[tuple[object, ...]]:
         DELIVERIES.c.interaction_expires_at,
         DELIVERIES.c.posted_at,
         DELIVERIES.c.post_attempts,
+        DELIVERIES.c.next_attempt_at,
+        DELIVERIES.c.given_up_at,
+        DELIVERIES.c.give_up_reason,
     ).select_from(JOBS.outerjoin(DELIVERIES, DELIVERIES.c.job_id == JOBS.c.id))
 
 
@@ -89,6 +92,9 @@ def job_view(row: RowMapping, codec: RequestCodec[RequestT]) -> JobView[RequestT
         post_attempts=row.get("post_attempts") or 0,
         work_units=float(row["work_units"] or 0.0),
         purge_after=row["purge_after"],
+        next_attempt_at=row.get("next_attempt_at"),
+        given_up_at=row.get("given_up_at"),
+        give_up_reason=row.get("give_up_reason"),
     )
 
 
