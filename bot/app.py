@@ -115,9 +115,10 @@ class AtelierBot(discord.Client):
         for name, factory, _ in self._background:
             self.start_task(name, factory)
 
-    async def on_ready(self) -> None:
-        # Added back while this process was not connected: no GUILD_CREATE join reached us.
-        await self.guilds_presence.present([guild.id for guild in self.guilds])
+    async def on_guild_available(self, guild: discord.Guild) -> None:
+        # Each guild found at start (and after an outage): the bot may have been added back
+        # while this process was not connected, and no join event reached it.
+        await self.guilds_presence.present([guild.id])
 
     async def on_guild_remove(self, guild: discord.Guild) -> None:
         # discord.py calls this only for a GUILD_DELETE without "unavailable": a removal (kick,

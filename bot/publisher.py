@@ -100,6 +100,8 @@ class Publisher:
     _client: discord.Client | None = None
     _live: dict[str, _Live] = field(default_factory=dict)
     _shown: dict[str, _Shown] = field(default_factory=dict)
+    #: In-memory pauses after an unexpected error (a database hiccup); Discord's refusals are
+    #: backed off in the ledger instead (``next_attempt_at``), which a restart keeps.
     _backoff: dict[str, float] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     #: Recently posted results (job id -> message id), for ``wait_posted``; bounded.
@@ -108,6 +110,8 @@ class Publisher:
     #: Results given up by this process (job id -> reason), for ``wait_given_up``; bounded.
     _given_up: OrderedDict[str, str] = field(default_factory=OrderedDict)
     _holding: bool = False
+    #: Sweeps stopped because the budget was spent (for ``wait_held``).
+    held_passes: int = 0
 
     def bind(self, client: discord.Client) -> None:
         """The connected client whose channels and DMs the publisher posts through."""
@@ -172,6 +176,12 @@ class Publisher:
             await self._posted_changed.wait_for(lambda: job_id in self._given_up)
             return self._given_up[job_id]
 
+    async def wait_held(self, after: int) -> int:
+        """Wait until more than ``after`` sweeps stopped on a spent budget (for tests)."""
+        async with self._posted_changed:
+            await self._posted_changed.wait_for(lambda: self.held_passes > after)
+            return self.held_passes
+
     # -- the loop ---------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -191,6 +201,9 @@ class Publisher:
         """
         for job in await self.cards.undelivered_jobs():
             if self._budget_spent():
+                async with self._posted_changed:
+                    self.held_passes += 1
+                    self._posted_changed.notify_all()
                 return
             try:
                 await self._update(job)

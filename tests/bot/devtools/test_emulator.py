@@ -1043,6 +1043,10 @@ class GuildEventsBot(EmuBot):
     async def on_guild_join(self, guild: discord.Guild) -> None:
         self.events.put_nowait(("join", guild.id))
 
+    async def next(self) -> tuple[str, int]:
+        async with asyncio.timeout(5.0):
+            return await self.events.get()
+
     def forget(self) -> None:
         """Drop what was recorded so far (the guilds' first GUILD_CREATE after READY)."""
         while not self.events.empty():
@@ -1055,11 +1059,11 @@ async def test_an_outage_is_not_a_removal(emu: DiscordEmulator) -> None:
     async with running_client(bot, emu):
         bot.forget()
         emu.guild_outage()
-        assert await settle(bot.events.get()) == ("unavailable", guild_id)
+        assert await bot.next() == ("unavailable", guild_id)
         frame = emu.frames(t="GUILD_DELETE")[-1]
         assert frame.d == {"id": str(guild_id), "unavailable": True}
         emu.end_guild_outage()
-        assert await settle(bot.events.get()) == ("available", guild_id)
+        assert await bot.next() == ("available", guild_id)
         channel = bot.get_channel(emu.channel_ids[0])
         assert isinstance(channel, discord.TextChannel)
         await channel.send("still here")  # the bot never left
@@ -1075,7 +1079,7 @@ async def test_removing_the_bot_and_adding_it_back(emu: DiscordEmulator) -> None
         await register(emu, {"name": "ping", "description": "ping"})
         bot.forget()
         emu.remove_bot()
-        assert await settle(bot.events.get()) == ("remove", guild_id)
+        assert await bot.next() == ("remove", guild_id)
         assert emu.frames(t="GUILD_DELETE")[-1].d == {"id": str(guild_id)}
         assert bot.get_guild(guild_id) is None
         status, body = await call(
@@ -1093,7 +1097,7 @@ async def test_removing_the_bot_and_adding_it_back(emu: DiscordEmulator) -> None
         assert ready.d["guilds"] == [], "a new session's READY leaves the guild out"
         assert other.get_guild(guild_id) is None
         emu.add_bot()
-        assert await settle(other.events.get()) == ("join", guild_id)
+        assert await other.next() == ("join", guild_id)
         status, _ = await call(
             emu, "POST", f"/channels/{channel_id}/messages", json_body={"content": "back"}
         )
