@@ -44,6 +44,8 @@ class GuildMembership(Protocol):
 
     async def present(self, guild_ids: Sequence[int]) -> None: ...
 
+    async def reconcile(self, guild_ids: Sequence[int]) -> list[int]: ...
+
 
 def budget_trace(budget: InvalidRequestBudget) -> aiohttp.TraceConfig:
     """An aiohttp trace that records every REST answer's status in ``budget``: discord.py's own
@@ -97,6 +99,8 @@ class AtelierBot(discord.Client):
         self.publisher = publisher
         self.router = router
         self.guilds_presence = guilds
+        #: Set once the guilds READY listed were compared with the ledger (see ``_settle``).
+        self.guilds_settled = asyncio.Event()
         self.tree: app_commands.CommandTree[AtelierBot] = app_commands.CommandTree(self)
         self._tasks: list[asyncio.Task[None]] = []
         self._background: list[tuple[str, Callable[[], Awaitable[None]], Callable[[], None]]] = []
@@ -112,12 +116,22 @@ class AtelierBot(discord.Client):
         await self.sync_commands_if_changed()
         self.publisher.bind(self)
         self.start_task("publisher", self.publisher.run)
+        self.start_task("guilds", self._settle_guilds)
         for name, factory, _ in self._background:
             self.start_task(name, factory)
 
+    async def _settle_guilds(self) -> None:
+        """Once connected: READY lists every guild the bot is in, so the ledger learns of
+        removals and returns that happened while this process was not running."""
+        await self.wait_until_ready()
+        gone = await self.guilds_presence.reconcile([guild.id for guild in self.guilds])
+        if gone:
+            log.info("removed from guild(s) %s while away", ", ".join(map(str, gone)))
+            self.publisher.wake()
+        self.guilds_settled.set()
+
     async def on_guild_available(self, guild: discord.Guild) -> None:
-        # Each guild found at start (and after an outage): the bot may have been added back
-        # while this process was not connected, and no join event reached it.
+        # A guild that is (again) available is one the bot is in.
         await self.guilds_presence.present([guild.id])
 
     async def on_guild_remove(self, guild: discord.Guild) -> None:

@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, overload
 
-from sqlalchemy import ColumnElement, and_, delete, func, insert, select, true, update
+from sqlalchemy import ColumnElement, and_, delete, exists, func, insert, select, true, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -650,6 +650,28 @@ class JobQueue(Generic[RequestT]):
             return int(getattr(result, "rowcount", 0) or 0)
 
         return await self.db.write(work)
+
+    async def guilds_with_work(self) -> list[int]:
+        """Guilds (not recorded as left) with queued or running jobs, or results not yet
+        posted or given up: where the bot must still be, for the work to reach anyone."""
+        delivered = DELIVERIES.c.posted_at.is_not(None) | DELIVERIES.c.given_up_at.is_not(None)
+        pending = exists().where(DELIVERIES.c.job_id == JOBS.c.id, ~delivered)
+        left = exists().where(LEFT_GUILDS.c.guild_id == JOBS.c.guild_id)
+
+        async def work(session: AsyncSession) -> list[int]:
+            stmt = (
+                select(JOBS.c.guild_id)
+                .where(
+                    JOBS.c.guild_id.is_not(None),
+                    ~left,
+                    JOBS.c.status.in_(ACTIVE_STATUSES) | pending,
+                )
+                .distinct()
+                .order_by(JOBS.c.guild_id)
+            )
+            return [int(guild_id) for guild_id in (await session.execute(stmt)).scalars()]
+
+        return await self.db.read(work)
 
     async def left_guilds(self) -> list[int]:
         """The guilds the bot has been removed from (and not added back to)."""

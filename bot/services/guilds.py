@@ -4,7 +4,9 @@ discord.py.
 A removal is final until the bot is added back: the server's queued jobs are cancelled and
 refunded, its running ones stop (charged the GPU time they used, like any cancel), and no result
 is delivered there any more. The record is in the database, so a restart finds the same state.
-An outage (Discord says the server is unavailable) is not a removal, and changes nothing.
+An outage (Discord says the server is unavailable) is not a removal, and changes nothing. A
+removal while the bot was not running is found at its next start, when Discord's READY does not
+list the server.
 """
 
 from __future__ import annotations
@@ -37,3 +39,15 @@ class GuildPresence:
         """The bot is in these guilds (it was added back, or found them at start)."""
         if await self.queue.rejoin_guilds(guild_ids):
             log.info("back in guild(s) %s", ", ".join(map(str, guild_ids)))
+
+    async def reconcile(self, guild_ids: Sequence[int]) -> list[int]:
+        """At start, ``guild_ids`` are all the guilds the bot is in (READY lists every one,
+        available or not). Records of those are dropped (added back while this process was
+        away); a guild with work that is not among them removed the bot meanwhile, and is
+        handled as a removal. Returns those guilds."""
+        await self.present(guild_ids)
+        here = set(guild_ids)
+        gone = [g for g in await self.queue.guilds_with_work() if g not in here]
+        for guild_id in gone:
+            await self.removed(guild_id)
+        return gone

@@ -484,6 +484,11 @@ class RecordedPresence:
         await self.inner.present(guild_ids)
         self.handled.put_nowait(("present", sorted(guild_ids)))
 
+    async def reconcile(self, guild_ids: Any) -> list[int]:
+        gone: list[int] = await self.inner.reconcile(guild_ids)
+        self.handled.put_nowait(("reconcile", gone))
+        return gone
+
     async def next(self, kind: str) -> object:
         """What the next handled event of ``kind`` was about (others are skipped)."""
         while True:
@@ -532,6 +537,30 @@ async def test_removing_the_bot_cancels_the_servers_jobs_and_survives_a_restart(
     final = await imagine_grid(emu, "a castle rebuilt")
     assert labels(final) == GRID_LABELS
     emu.assert_no_violations()
+
+
+async def test_a_removal_while_the_bot_is_away_is_found_at_start(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    runtime = await atelier.start(**NO_WORKER)
+    handle = await emu.send_slash_command("imagine", {"prompt": "a lantern left on"})
+    job_id = job_id_of((await handle.wait_for_followups(1))[0])
+    await asyncio.wait_for(runtime.bot.guilds_settled.wait(), 10)
+    assert await runtime.ledger.queue.guilds_with_work() == [GUILD_ID]
+    await atelier.stop()
+    await emu.disconnect_clients()
+    emu.remove_bot()  # while no bot process runs
+    runtime = await atelier.start(**NO_WORKER)
+    await asyncio.wait_for(runtime.bot.guilds_settled.wait(), 10)  # READY no longer lists it
+    queue = runtime.ledger.queue
+    assert await queue.left_guilds() == [GUILD_ID]
+    job = await queue.require(job_id)
+    assert job.status == "cancelled" and job.given_up_at is not None
+    assert (await queue.quota_readout(emu.default_user.id, GUILD_ID)).reserved == 0
+    assert await queue.guilds_with_work() == []
+    # Until READY's guilds are settled, a progress edit may meet the removal (one 403).
+    assert len(emu.requests(status=403)) <= 1
+    emu.assert_no_violations(ignore=["missing_access"])
 
 
 async def test_an_outage_is_not_a_removal(atelier: Atelier, emu: DiscordEmulator) -> None:

@@ -161,9 +161,11 @@ async def test_a_guild_that_removed_the_bot_gets_nothing_more(
     queued = await s.queue.enqueue(owner(3, gone), new_job(cost=5.0))
     elsewhere = await s.queue.enqueue(owner(4, stays), new_job())
     assert (await s.queue.quota_readout(3)).reserved == 5.0
+    assert await s.queue.guilds_with_work() == [gone, stays]
 
     assert await s.queue.cancel_for_guild(gone, "the bot was removed from the server") == 2
     assert await s.queue.left_guilds() == [gone]
+    assert await s.queue.guilds_with_work() == [stays]
     after = {job_id: await s.queue.require(job_id) for job_id in (queued.id, running.id, done)}
     assert after[queued.id].status is JobStatus.CANCELLED
     assert (await s.queue.quota_readout(3)).reserved == 0.0, "the queued job is refunded"
@@ -197,3 +199,16 @@ async def test_a_guild_that_removed_the_bot_gets_nothing_more(
     assert await s.queue.left_guilds() == []
     assert (await s.queue.require(done)).given_up_at is not None, "given up stays given up"
     assert await s.queue.enqueue(owner(5, gone), new_job())
+
+
+async def test_stuck_deliveries_never_fill_the_head_of_the_line(services: Services) -> None:
+    s = services
+    stuck = [await _finished(s) for _ in range(3)]
+    for job_id in stuck:
+        assert await s.deliveries.claim(job_id)
+        await s.deliveries.release(job_id, "HTTP 503", retry_after=60)
+    fresh = await _finished(s)
+    # The oldest three keep failing; with room for one, the newer result is still listed.
+    assert [v.id for v in await s.deliveries.list_undelivered(terminal_only=True, limit=1)] == [
+        fresh
+    ]
