@@ -1,5 +1,5 @@
-"""The discord.py client: connection settings, features, command sync, the button router and
-owned background tasks."""
+"""The discord.py client: connection settings, features, command sync, the button router,
+owned background tasks, the servers it is in, and the count of Discord's invalid answers."""
 
 from __future__ import annotations
 
@@ -7,14 +7,17 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from types import SimpleNamespace
 from typing import Any, Protocol
 
+import aiohttp
 import discord
 import yarl
 from discord import app_commands
 from discord.gateway import DiscordWebSocket
 
+from bot.delivery_policy import InvalidRequestBudget
 from bot.errors import install_error_handler
 from bot.features.base import Feature
 from bot.publisher import Publisher
@@ -32,6 +35,32 @@ class MetaStore(Protocol):
     async def get_meta(self, key: str) -> str | None: ...
 
     async def set_meta(self, key: str, value: str) -> None: ...
+
+
+class GuildMembership(Protocol):
+    """What the bot does when it is removed from a server or is (again) in one."""
+
+    async def removed(self, guild_id: int) -> int: ...
+
+    async def present(self, guild_ids: Sequence[int]) -> None: ...
+
+    async def reconcile(self, guild_ids: Sequence[int]) -> list[int]: ...
+
+
+def budget_trace(budget: InvalidRequestBudget) -> aiohttp.TraceConfig:
+    """An aiohttp trace that records every REST answer's status in ``budget``: discord.py's own
+    429 retries included, which no exception ever shows."""
+    trace = aiohttp.TraceConfig()
+
+    async def on_request_end(
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceRequestEndParams,
+    ) -> None:
+        budget.record(params.response.status)
+
+    trace.on_request_end.append(on_request_end)
+    return trace
 
 
 def apply_discord_endpoints(settings: Settings) -> None:
@@ -53,6 +82,7 @@ class AtelierBot(discord.Client):
         meta: MetaStore,
         publisher: Publisher,
         router: ButtonRouter,
+        guilds: GuildMembership,
     ) -> None:
         apply_discord_endpoints(settings)
         intents = discord.Intents.none()
@@ -62,11 +92,15 @@ class AtelierBot(discord.Client):
             allowed_mentions=discord.AllowedMentions.none(),
             max_messages=None,
             chunk_guilds_at_startup=False,
+            http_trace=budget_trace(publisher.budget),
         )
         self.settings = settings
         self.meta = meta
         self.publisher = publisher
         self.router = router
+        self.guilds_presence = guilds
+        #: Set once the guilds READY listed were compared with the ledger (see ``_settle``).
+        self.guilds_settled = asyncio.Event()
         self.tree: app_commands.CommandTree[AtelierBot] = app_commands.CommandTree(self)
         self._tasks: list[asyncio.Task[None]] = []
         self._background: list[tuple[str, Callable[[], Awaitable[None]], Callable[[], None]]] = []
@@ -82,6 +116,7 @@ class AtelierBot(discord.Client):
         await self.sync_commands_if_changed()
         self.publisher.bind(self)
         self.start_task("publisher", self.publisher.run)
+        self.start_task("guilds", self._settle_guilds)
         for name, factory, _ in self._background:
             self.start_task(name, factory)
 
@@ -91,6 +126,29 @@ class AtelierBot(discord.Client):
         discord.py itself."""
         if interaction.type is discord.InteractionType.modal_submit:
             await self.router.dispatch_modal(interaction)
+
+    async def _settle_guilds(self) -> None:
+        """Once connected: READY lists every guild the bot is in, so the ledger learns of
+        removals and returns that happened while this process was not running."""
+        await self.wait_until_ready()
+        gone = await self.guilds_presence.reconcile([guild.id for guild in self.guilds])
+        if gone:
+            log.info("removed from guild(s) %s while away", ", ".join(map(str, gone)))
+            self.publisher.wake()
+        self.guilds_settled.set()
+
+    async def on_guild_available(self, guild: discord.Guild) -> None:
+        # A guild that is (again) available is one the bot is in.
+        await self.guilds_presence.present([guild.id])
+
+    async def on_guild_remove(self, guild: discord.Guild) -> None:
+        # discord.py calls this only for a GUILD_DELETE without "unavailable": a removal (kick,
+        # ban, the server deleted). An outage is on_guild_unavailable, and changes nothing.
+        await self.guilds_presence.removed(guild.id)
+        self.publisher.wake()
+
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        await self.guilds_presence.present([guild.id])
 
     def add_background(
         self, name: str, factory: Callable[[], Awaitable[None]], *, stop: Callable[[], None]

@@ -9,6 +9,13 @@ Interaction tokens live 15 minutes and only in memory. After that, or after a re
 is edited through the ordinary channel endpoint; if the message is gone a new one is posted (with a
 nonce Discord uses to drop duplicates), and if the bot may not post in the channel the owner gets a
 DM.
+
+Discord's answers are classified (``bot.delivery_policy``). A passing failure (429, 5xx, no
+answer) releases the result with a stored backoff, doubled per try, with jitter; a lasting one
+(403, 404 Unknown Channel) goes down the fallbacks once (a new message, then a DM), and when
+those fail too the delivery is given up, with the reason its owner sees in /info and /show. Every
+REST answer is counted against an invalid-request budget; while it is spent, no delivery or
+progress edit is tried.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import contextlib
 import hashlib
 import io
 import logging
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -25,8 +33,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import aiohttp
 import discord
 
+from bot.delivery_policy import Failure, InvalidRequestBudget, backoff_seconds, classify, describe
 from bot.render import render_card
 from bot.router import ButtonRouter
 from bot.services.job_cards import JobCards, JobMessage, Ticket
@@ -61,6 +71,20 @@ class _Shown:
     content: str = ""
     at: float = 0.0
     step: int | None = None
+    #: A progress edit met a lasting refusal: no more progress edits (the result still tries).
+    closed: bool = False
+
+
+class _Undeliverable(Exception):
+    """Every way to post a result met a lasting refusal."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+#: Failures that mean Discord never answered.
+_NO_ANSWER = (aiohttp.ClientError, TimeoutError, OSError)
 
 
 @dataclass
@@ -71,17 +95,30 @@ class Publisher:
     router: ButtonRouter
     progress_interval: float
     retry_seconds: float = 5.0
+    retry_max_seconds: float = 900.0
+    max_attempts: int = 12
     poll_seconds: float = 0.5
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    #: Invalid answers (401, 403, 429) received, and the limit of risky calls.
+    budget: InvalidRequestBudget = field(default_factory=lambda: InvalidRequestBudget(1000))
+    #: Backoff jitter in [0, 1).
+    jitter: Callable[[], float] = random.random
     _client: discord.Client | None = None
     _live: dict[str, _Live] = field(default_factory=dict)
     _shown: dict[str, _Shown] = field(default_factory=dict)
+    #: In-memory pauses after an unexpected error (a database hiccup); Discord's refusals are
+    #: backed off in the ledger instead (``next_attempt_at``), which a restart keeps.
     _backoff: dict[str, float] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     #: Recently posted results (job id -> message id), for ``wait_posted``; bounded.
     _posted: OrderedDict[str, int] = field(default_factory=OrderedDict)
     _posted_changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _recovered: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Results given up by this process (job id -> reason), for ``wait_given_up``; bounded.
+    _given_up: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    _holding: bool = False
+    #: Sweeps stopped because the budget was spent (for ``wait_held``).
+    held_passes: int = 0
 
     def bind(self, client: discord.Client) -> None:
         """The connected client whose channels and DMs the publisher posts through."""
@@ -223,6 +260,18 @@ class Publisher:
             await self._posted_changed.wait_for(lambda: job_id in self._posted)
             return self._posted[job_id]
 
+    async def wait_given_up(self, job_id: str) -> str:
+        """The reason once this process has given up ``job_id``'s delivery (for tests)."""
+        async with self._posted_changed:
+            await self._posted_changed.wait_for(lambda: job_id in self._given_up)
+            return self._given_up[job_id]
+
+    async def wait_held(self, after: int) -> int:
+        """Wait until more than ``after`` sweeps stopped on a spent budget (for tests)."""
+        async with self._posted_changed:
+            await self._posted_changed.wait_for(lambda: self.held_passes > after)
+            return self.held_passes
+
     # -- the loop ---------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -248,9 +297,15 @@ class Publisher:
         """One sweep over every job whose message is not final yet.
 
         The job list is one query; a job's card (which asks the queue for its position) is only
-        built when its message is due: finished, or not edited for ``progress_interval``.
+        built when its message is due: finished, or not edited for ``progress_interval``. While
+        the invalid-request budget is spent, the sweep stops: nothing is claimed, nothing lost.
         """
         for job in await self.cards.undelivered_jobs():
+            if self._budget_spent():
+                async with self._posted_changed:
+                    self.held_passes += 1
+                    self._posted_changed.notify_all()
+                return
             try:
                 await self._update(job)
             except asyncio.CancelledError:
@@ -258,6 +313,21 @@ class Publisher:
             except Exception:
                 log.exception("delivering job %s failed; will retry", job.id)
                 self._backoff[job.id] = time.monotonic() + self.retry_seconds
+
+    def _budget_spent(self) -> bool:
+        if not self.budget.exhausted():
+            self._holding = False
+            return False
+        if not self._holding:
+            log.warning(
+                "%d invalid Discord answers (401/403/429) in the last %g s: holding deliveries "
+                "and progress edits for %.0f s",
+                self.budget.used(),
+                self.budget.window_seconds,
+                self.budget.frees_in(),
+            )
+            self._holding = True
+        return True
 
     async def _update(self, job: JobView[GenerationRequest]) -> None:
         now = time.monotonic()
@@ -269,7 +339,7 @@ class Publisher:
         if job.message_id is None:
             return  # announced by another path that has not attached yet, or lost: wait for end
         shown = self._shown.setdefault(job.id, _Shown())
-        if now - shown.at < self.progress_interval:
+        if shown.closed or now - shown.at < self.progress_interval:
             return
         delivery = await self.cards.message_for(job)
         content = render_card(delivery.card)
@@ -281,14 +351,17 @@ class Publisher:
         files = [discord.File(io.BytesIO(preview), filename="preview.webp")] if preview else []
         try:
             await self._edit(delivery, content=content, files=files, view=None, keep=not files)
-        except (discord.NotFound, discord.Forbidden) as exc:
+        except discord.HTTPException as exc:
             # Progress is best effort; the final result finds another way (new message, DM).
+            # After a lasting refusal, no more progress edits: each would be refused again.
+            shown.closed = classify(exc.status, exc.code).permanent
             log.info("progress of job %s not shown: %s", delivery.job_id, exc)
         shown.content, shown.at, shown.step = content, now, delivery.card.step
 
     async def _deliver_final(self, delivery: JobMessage) -> None:
         if not await self.cards.claim(delivery.job_id):
-            return  # another bot process is posting it, or it already was
+            return  # another bot process is posting it, it already was, or it is backing off
+        attempt = delivery.post_attempts + 1
         content = render_card(delivery.card)
         files = []
         view: discord.ui.View | None = None
@@ -301,18 +374,60 @@ class Publisher:
                 message_id = await self._take_down(delivery, content)
             else:
                 message_id = await self._edit_or_post(delivery, content, files, view)
+        except _Undeliverable as exc:
+            await self._give_up(delivery, exc.reason)
+            return
         except discord.HTTPException as exc:
-            await self.cards.release(delivery.job_id, f"HTTP {exc.status}")
-            raise
+            what = describe(exc.status, exc.code)
+            if classify(exc.status, exc.code).permanent:
+                await self._give_up(delivery, f"Discord refused it ({what})")
+            else:
+                await self._retry_later(delivery, attempt, what)
+            return
+        except _NO_ANSWER as exc:
+            log.info("job %s: no answer from Discord (%r)", delivery.job_id, exc)
+            await self._retry_later(delivery, attempt, describe(0))
+            return
         await self.cards.mark_posted(delivery.job_id, message_id)
         async with self._posted_changed:
             self._posted[delivery.job_id] = message_id or 0
             while len(self._posted) > POSTED_MEMORY:
                 self._posted.popitem(last=False)
             self._posted_changed.notify_all()
-        self._live.pop(delivery.job_id, None)
-        self._shown.pop(delivery.job_id, None)
-        self._backoff.pop(delivery.job_id, None)
+        self._forget(delivery.job_id)
+
+    async def _retry_later(self, delivery: JobMessage, attempt: int, what: str) -> None:
+        """A passing failure: try again after a backoff, stored with the delivery; after
+        ``max_attempts`` tries, give up."""
+        if attempt >= self.max_attempts:
+            await self._give_up(delivery, f"Discord kept failing ({what}) for {attempt} tries")
+            return
+        delay = backoff_seconds(
+            attempt, base=self.retry_seconds, cap=self.retry_max_seconds, jitter=self.jitter()
+        )
+        log.info(
+            "job %s not posted (%s, try %d); next try in %.1f s",
+            delivery.job_id,
+            what,
+            attempt,
+            delay,
+        )
+        await self.cards.release(delivery.job_id, what, retry_after=delay)
+
+    async def _give_up(self, delivery: JobMessage, reason: str) -> None:
+        log.warning("job %s: delivery given up: %s", delivery.job_id, reason)
+        await self.cards.give_up(delivery.job_id, reason)
+        async with self._posted_changed:
+            self._given_up[delivery.job_id] = reason
+            while len(self._given_up) > POSTED_MEMORY:
+                self._given_up.popitem(last=False)
+            self._posted_changed.notify_all()
+        self._forget(delivery.job_id)
+
+    def _forget(self, job_id: str) -> None:
+        self._live.pop(job_id, None)
+        self._shown.pop(job_id, None)
+        self._backoff.pop(job_id, None)
 
     async def _take_down(self, delivery: JobMessage, content: str) -> int | None:
         """A blocked job's message, and every ``/show`` copy of it, says so, with no image and
@@ -345,6 +460,11 @@ class Publisher:
         files: list[discord.File],
         view: discord.ui.View | None,
     ) -> int:
+        """Edit the job message; if it is gone, post a new one; if the channel refuses, DM the
+        owner. Each fallback is tried once. A passing failure is raised as it is (the caller
+        backs off); when every way met a lasting refusal, ``_Undeliverable`` says why."""
+        refusals: list[str] = []
+        post_new = True
         if delivery.message_id is None:
             found = await self._find_unrecorded(delivery)
             if found is not None:
@@ -353,22 +473,44 @@ class Publisher:
             try:
                 await self._edit(delivery, content=content, files=files, view=view, keep=False)
                 return delivery.message_id
-            except discord.NotFound:
-                log.info("message of job %s is gone; posting a new one", delivery.job_id)
-            except discord.Forbidden:
-                return await self._dm_owner(delivery, content, files, view)
-            for file in files:
-                file.reset()
+            except discord.HTTPException as exc:
+                failure = classify(exc.status, exc.code)
+                if failure is Failure.CLOSED:
+                    # The channel itself refuses (or is gone): a new message there would be
+                    # refused too, and count as one more invalid request.
+                    refusals.append(describe(exc.status, exc.code))
+                    post_new = False
+                elif failure is Failure.MESSAGE_GONE:
+                    log.info("message of job %s is gone; posting a new one", delivery.job_id)
+                else:
+                    raise
+            _rewind(files)
+        if post_new:
+            try:
+                channel = self.client().get_partial_messageable(delivery.channel_id)
+                message = await channel.send(
+                    content,
+                    files=files,
+                    allowed_mentions=_NONE,
+                    nonce=_nonce(delivery),
+                    **_view(view),
+                )
+                return message.id
+            except discord.HTTPException as exc:
+                failure = classify(exc.status, exc.code)
+                if failure in (Failure.TRANSIENT, Failure.REJECTED):
+                    raise
+                refusals.append(describe(exc.status, exc.code))
+            _rewind(files)
         try:
-            channel = self.client().get_partial_messageable(delivery.channel_id)
-            message = await channel.send(
-                content, files=files, allowed_mentions=_NONE, nonce=_nonce(delivery), **_view(view)
-            )
-            return message.id
-        except (discord.Forbidden, discord.NotFound):
-            for file in files:
-                file.reset()
             return await self._dm_owner(delivery, content, files, view)
+        except discord.HTTPException as exc:
+            if not classify(exc.status, exc.code).permanent:
+                raise
+            raise _Undeliverable(
+                f"the channel refused it ({', '.join(refusals)}), and so did a direct message "
+                f"to you ({describe(exc.status, exc.code)})"
+            ) from exc
 
     async def _edit(
         self,
@@ -456,6 +598,11 @@ class Publisher:
         if self._client is None:
             raise RuntimeError("Publisher used before bind()")
         return self._client
+
+
+def _rewind(files: list[discord.File]) -> None:
+    for file in files:
+        file.reset()
 
 
 def _view(view: discord.ui.View | None) -> dict[str, Any]:

@@ -80,6 +80,8 @@ class JobCard:
     error: str | None = None
     #: GPU-seconds charged (None or 0: nothing).
     charged: float | None = None
+    #: Why its result could not be delivered, once the bot gave up (None: not given up).
+    undeliverable: str | None = None
 
 
 def _eta(seconds: float | None) -> str:
@@ -118,7 +120,14 @@ def render_card(card: JobCard) -> str:
     if card.label != OPERATION_TITLES[Operation.IMAGINE]:
         head = f"{card.label}: {head}"
     job = f"job `{card.job_id}`"
-    return shorten(f"{head} - {mention(card.owner_id)} - {job} - {_status_tail(card)}")
+    tail = _status_tail(card)
+    if card.undeliverable:
+        tail += f" ({_undeliverable(card.undeliverable)})"
+    return shorten(f"{head} - {mention(card.owner_id)} - {job} - {tail}")
+
+
+def _undeliverable(reason: str) -> str:
+    return f"could not be delivered: {escape(shorten(reason, 300))}"
 
 
 def job_buttons(job_id: str, layout: Layout) -> list[list[tuple[str, ButtonRef]]]:
@@ -188,6 +197,8 @@ class JobLine:
     reserved: float = 0.0
     gpu_seconds: float | None = None
     charged: float | None = None
+    #: Why its result could not be delivered, once the bot gave up.
+    undeliverable: str | None = None
 
 
 def _cost(job: JobLine) -> str:
@@ -226,7 +237,11 @@ def render_info(
         lines.append(f"- `{job.job_id}` {job.kind} {job.status} ({_cost(job)}) {link}")
     if recent:
         lines.append("**Recent jobs** (GPU-seconds):")
-        lines.extend(f"- `{j.job_id}` {j.kind} {j.status}: {_cost(j)}" for j in recent)
+        lines.extend(
+            f"- `{j.job_id}` {j.kind} {j.status}: {_cost(j)}"
+            + (f"; {_undeliverable(j.undeliverable)}" if j.undeliverable else "")
+            for j in recent
+        )
     return shorten("\n".join(lines))
 
 

@@ -174,12 +174,14 @@ def wire_bot(
     """The bot over the ledger, with every feature registered: one line per feature.
     ``worker_hung`` says whether the in-process worker stopped after a job hung."""
     from bot.app import AtelierBot
+    from bot.delivery_policy import InvalidRequestBudget
     from bot.features.account import AccountFeature
     from bot.features.imagine import ImageFeature
     from bot.features.moderation import ModerationFeature
     from bot.publisher import Publisher
     from bot.router import ButtonRouter
     from bot.services.account import AccountService
+    from bot.services.guilds import GuildPresence
     from bot.services.intake import JobIntake
     from bot.services.job_cards import JobCards
     from bot.services.moderation import Moderation
@@ -194,8 +196,11 @@ def wire_bot(
         router,
         progress_interval=settings.bot.progress_interval_seconds,
         retry_seconds=settings.bot.delivery_retry_seconds,
+        retry_max_seconds=settings.bot.delivery_retry_max_seconds,
+        max_attempts=settings.bot.delivery_max_attempts,
+        budget=InvalidRequestBudget(settings.bot.invalid_request_budget),
     )
-    bot = AtelierBot(settings, ledger.prefs, publisher, router)
+    bot = AtelierBot(settings, ledger.prefs, publisher, router, GuildPresence(ledger.queue))
     bot.add_feature(ImageFeature(intake, account, publisher))
     bot.add_feature(AccountFeature(account, settings.generation))
     bot.add_feature(ModerationFeature(moderation, publisher))

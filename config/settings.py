@@ -302,7 +302,28 @@ class BotSettings(_Section):
         default=2.0, gt=0, description="Edit a running job's message at most this often."
     )
     delivery_retry_seconds: float = Field(
-        default=5.0, gt=0, description="Wait before retrying a post that Discord refused (5xx)."
+        default=5.0,
+        gt=0,
+        description="First wait before retrying a result Discord did not take for a passing "
+        "reason (429, 5xx, no answer); it doubles per attempt, with jitter.",
+    )
+    delivery_retry_max_seconds: float = Field(
+        default=900.0, gt=0, description="Longest wait between two tries of one result."
+    )
+    delivery_max_attempts: int = Field(
+        default=12,
+        ge=1,
+        le=1000,
+        description="Tries of one result before its delivery is given up, when every try met "
+        "a passing failure. A lasting refusal (403, 404) gives up at once, after the fallbacks.",
+    )
+    invalid_request_budget: int = Field(
+        default=1000,
+        ge=1,
+        le=5000,
+        description="Invalid answers (401, 403, 429) the bot may receive per 10 minutes; at "
+        "this many it stops deliveries and progress edits until the window frees. Discord bans "
+        "the IP at 10,000.",
     )
     owner_only_buttons: bool = Field(
         default=True, description="Default for guilds that have not chosen who may click."

@@ -15,6 +15,7 @@ from storage.db import Database
 from storage.delivery_ledger import DeliveryLedger
 from storage.errors import (
     DeliveryClaimLost,
+    GuildLeftError,
     IllegalTransition,
     ImageNotFound,
     InvalidImageRef,
@@ -58,6 +59,7 @@ __all__ = [
     "DeliveryClaimLost",
     "DeliveryLedger",
     "FileImageStore",
+    "GuildLeftError",
     "Heartbeat",
     "IllegalTransition",
     "ImageNotFound",

@@ -5,6 +5,11 @@ Posting a final result is claim -> post -> ``mark_posted``. The claim is a lease
 process (``claimer_id``), so two bot processes never post the same result; if the poster dies
 mid-way, the claim expires and another process (or the same one after a restart, found through
 ``list_undelivered``) tries again. ``mark_posted`` is idempotent and refuses a stale claim.
+
+A failed post is released with a time before which it is not tried again (``next_attempt_at``,
+stored, so a restart keeps the backoff), or given up for good (``given_up_at`` and the reason the
+owner sees). Deliveries for a guild the bot has left (``left_guilds``) are neither listed nor
+claimed.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import Database
 from storage.errors import DeliveryClaimLost, JobNotFound
-from storage.models import DELIVERIES, JOB_COPIES, JOBS
+from storage.models import DELIVERIES, JOB_COPIES, JOBS, LEFT_GUILDS
 from storage.sql import utc_now
 from storage.types import (
+    ACTIVE_STATUSES,
     JSON_CODEC,
     TERMINAL_STATUSES,
     JobView,
@@ -115,37 +121,59 @@ class DeliveryLedger(Generic[RequestT]):
 
         await self.db.write(work)
 
+    def _deliverable(self) -> ColumnElement[bool]:
+        """Not posted, not given up, and not for a guild the bot has left."""
+        left = exists().where(LEFT_GUILDS.c.guild_id == JOBS.c.guild_id)
+        return and_(
+            DELIVERIES.c.posted_at.is_(None),
+            DELIVERIES.c.given_up_at.is_(None),
+            ~left,
+        )
+
+    def _due(self, now: datetime) -> ColumnElement[bool]:
+        """Not backing off after a transient failure."""
+        return or_(DELIVERIES.c.next_attempt_at.is_(None), DELIVERIES.c.next_attempt_at <= now)
+
     async def list_undelivered(
-        self, *, terminal_only: bool = False, limit: int = 200
+        self, *, terminal_only: bool = False, active_only: bool = False, limit: int = 200
     ) -> list[JobView[RequestT]]:
-        """Jobs whose final result is not posted yet, oldest first: running ones (for progress
-        edits) and finished ones (to post). Used after a restart to pick up where it stopped.
-        With ``terminal_only``, finished ones not currently claimed by another process.
+        """Jobs whose final result is not posted yet: running ones (for progress edits) and
+        finished ones (to post). Used after a restart to pick up where it stopped.
+
+        Deliveries given up for good, and those of guilds the bot has left, are never listed.
+        With ``terminal_only``: finished ones not claimed by another process and not backing
+        off, those never tried first, then by when their backoff ended, then oldest first, so a
+        delivery that keeps failing moves behind the others instead of holding the head of the
+        line. With ``active_only``: queued and running ones, oldest first.
         Jobs whose request the codec cannot decode are left out (and logged): nothing could
         render them."""
+        if terminal_only and active_only:
+            raise ValueError("terminal_only and active_only exclude each other")
         now = self.clock()
 
         async def work(session: AsyncSession) -> list[JobView[RequestT]]:
-            stmt = (
-                job_view_select()
-                .where(DELIVERIES.c.posted_at.is_(None))
-                .order_by(JOBS.c.seq)
-                .limit(limit)
-            )
+            stmt = job_view_select().where(self._deliverable())
             if terminal_only:
                 stmt = stmt.where(
                     JOBS.c.status.in_(TERMINAL_STATUSES),
                     self._claimable(now),
-                )
-            return job_views((await session.execute(stmt)).mappings(), self.codec)
+                    self._due(now),
+                ).order_by(DELIVERIES.c.next_attempt_at.asc().nulls_first(), JOBS.c.seq)
+            elif active_only:
+                stmt = stmt.where(JOBS.c.status.in_(ACTIVE_STATUSES)).order_by(JOBS.c.seq)
+            else:
+                stmt = stmt.order_by(JOBS.c.seq)
+            return job_views((await session.execute(stmt.limit(limit))).mappings(), self.codec)
 
         return await self.db.read(work)
 
     async def claim(self, job_id: str) -> bool:
-        """Claim the posting of a finished job's result. False when it is already posted,
-        not finished, or claimed by another live process. Re-claiming one's own claim renews it."""
+        """Claim the posting of a finished job's result. False when it is already posted, given
+        up, backing off, not finished, or claimed by another live process. Re-claiming one's own
+        claim renews it. Each claim counts one attempt (``post_attempts``)."""
         now = self.clock()
         finished = exists().where(JOBS.c.id == job_id, JOBS.c.status.in_(TERMINAL_STATUSES))
+        left = exists().where(JOBS.c.id == job_id, LEFT_GUILDS.c.guild_id == JOBS.c.guild_id)
 
         async def work(session: AsyncSession) -> bool:
             result = await session.execute(
@@ -153,8 +181,11 @@ class DeliveryLedger(Generic[RequestT]):
                 .where(
                     DELIVERIES.c.job_id == job_id,
                     DELIVERIES.c.posted_at.is_(None),
+                    DELIVERIES.c.given_up_at.is_(None),
                     self._claimable(now),
+                    self._due(now),
                     finished,
+                    ~left,
                 )
                 .values(
                     claimed_by=self.claimer_id,
@@ -176,6 +207,7 @@ class DeliveryLedger(Generic[RequestT]):
             "posted_at": now,
             "claimed_by": None,
             "claim_expires_at": None,
+            "next_attempt_at": None,
             "updated_at": now,
         }
         if message_id is not None:
@@ -207,29 +239,58 @@ class DeliveryLedger(Generic[RequestT]):
 
         return await self.db.write(work)
 
-    async def release(self, job_id: str, error: str) -> None:
-        """Give up our claim after a failed post, noting why; a later pass retries."""
+    async def release(self, job_id: str, error: str, *, retry_after: float | None = None) -> None:
+        """Give up our claim after a failed post, noting why; a later pass retries, not before
+        ``retry_after`` seconds from now (stored: a backoff that survives a restart)."""
         now = self.clock()
+        retry_at = None if retry_after is None else now + timedelta(seconds=retry_after)
 
         async def work(session: AsyncSession) -> None:
             await session.execute(
                 update(DELIVERIES)
-                .where(
-                    and_(
-                        DELIVERIES.c.job_id == job_id,
-                        DELIVERIES.c.posted_at.is_(None),
-                        DELIVERIES.c.claimed_by == self.claimer_id,
-                    )
-                )
+                .where(self._ours(job_id))
                 .values(
                     claimed_by=None,
                     claim_expires_at=None,
                     last_error=error[:MAX_ERROR_CHARS],
+                    next_attempt_at=retry_at,
                     updated_at=now,
                 )
             )
 
         await self.db.write(work)
+
+    async def give_up(self, job_id: str, reason: str) -> bool:
+        """Stop trying to deliver a result we hold the claim of, for good (every way to post it
+        failed with a permanent error, or transient errors went on too long). ``reason`` is for
+        the owner (/info, /show). False when the claim is no longer ours."""
+        now = self.clock()
+
+        async def work(session: AsyncSession) -> bool:
+            result = await session.execute(
+                update(DELIVERIES)
+                .where(self._ours(job_id))
+                .values(
+                    claimed_by=None,
+                    claim_expires_at=None,
+                    next_attempt_at=None,
+                    given_up_at=now,
+                    give_up_reason=reason[:MAX_ERROR_CHARS],
+                    last_error=reason[:MAX_ERROR_CHARS],
+                    updated_at=now,
+                )
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+        return await self.db.write(work)
+
+    def _ours(self, job_id: str) -> ColumnElement[bool]:
+        return and_(
+            DELIVERIES.c.job_id == job_id,
+            DELIVERIES.c.posted_at.is_(None),
+            DELIVERIES.c.given_up_at.is_(None),
+            DELIVERIES.c.claimed_by == self.claimer_id,
+        )
 
     # -- copies: messages that show a job again ------------------------------------------------
 

@@ -145,6 +145,20 @@ class DeliveryClaimLost(StorageError):
         super().__init__(f"delivery of job {job_id} is claimed by another process")
 
 
+class GuildLeftError(StorageError):
+    """The bot was removed from the server the job would run for. Nothing was queued or charged.
+
+    The bot gets no interactions from a server it left, so this is a race (a command that
+    arrived just before the removal) or a record the bot has not cleared yet."""
+
+    def __init__(self, guild_id: int) -> None:
+        self.guild_id = guild_id
+        super().__init__(
+            "the bot was removed from this server; nothing was queued or charged. "
+            "Ask an admin to add it back."
+        )
+
+
 class ImageNotFound(StorageError):
     """An image reference points at nothing (deleted, or never written)."""
 

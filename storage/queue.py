@@ -15,6 +15,8 @@ State machine (anything else raises IllegalTransition, or LeaseLost for lease-ho
     running --cancel-->           running with cancel_requested; the worker's next complete,
                                   fail or release (or a reclaim) makes it cancelled (charge the
                                   GPU time it reports, refund when it reports none)
+    queued/running --guild left-->  as cancel, for every job of a guild that removed the bot
+                                  (``cancel_for_guild``); its deliveries are given up
 
 Every transition is one write unit of work whose row lookup is guarded by the expected status
 (and, for a worker's calls, the lease token), so a late or duplicate call changes nothing.
@@ -36,13 +38,14 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, overload
 
-from sqlalchemy import ColumnElement, and_, func, insert, select, true, update
+from sqlalchemy import ColumnElement, and_, delete, exists, func, insert, select, true, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.settings import QueueSettings
 from storage.db import Database
 from storage.errors import (
+    GuildLeftError,
     IllegalTransition,
     JobNotFound,
     LeaseLost,
@@ -59,7 +62,7 @@ from storage.estimates import (
     waiting_groups,
     work_rates,
 )
-from storage.models import DELIVERIES, JOBS
+from storage.models import DELIVERIES, JOBS, LEFT_GUILDS
 from storage.quota import QuotaService
 from storage.quota_policy import rate_key, reservation_ms
 from storage.rate_limit import NewJobRate
@@ -189,6 +192,8 @@ class JobQueue(Generic[RequestT]):
 
         async def work(session: AsyncSession) -> list[JobView[RequestT]]:
             await lock_user(session, owner.user_id, now)
+            if owner.guild_id is not None and await self._left(session, owner.guild_id):
+                raise GuildLeftError(owner.guild_id)
             specs = list(zip(ids, jobs, await self._reservations(session, jobs), strict=True))
             await self._check_rate(session, owner.user_id, len(jobs), now)
             waiting = await self._count(session, owner.user_id, JobStatus.QUEUED)
@@ -606,6 +611,102 @@ class JobQueue(Generic[RequestT]):
 
         return await self.db.write(work)
 
+    async def cancel_for_guild(self, guild_id: int, reason: str) -> int:
+        """The bot was removed from ``guild_id``: record it (``left_guilds``), cancel the
+        guild's queued jobs (refunded) and running ones (stopped within a step, charged the GPU
+        time they used, as any cancel), and give up the delivery of every result there not yet
+        posted, with ``reason``. One unit of work, so a restart finds all of it or none. Returns
+        how many queued or running jobs it found."""
+        now = self.clock()
+        reason = reason[:MAX_ERROR_CHARS]
+
+        async def work(session: AsyncSession) -> int:
+            recorded = select(true()).where(LEFT_GUILDS.c.guild_id == guild_id)
+            if (await session.execute(recorded)).first() is None:
+                await session.execute(insert(LEFT_GUILDS).values(guild_id=guild_id, left_at=now))
+            jobs = (
+                (
+                    await session.execute(
+                        select(JOBS)
+                        .where(JOBS.c.guild_id == guild_id, JOBS.c.status.in_(ACTIVE_STATUSES))
+                        .order_by(JOBS.c.seq)
+                        .with_for_update()
+                    )
+                )
+                .mappings()
+                .all()
+            )
+            for job in jobs:
+                await self._cancel_locked(session, job, now)
+            in_guild = select(JOBS.c.id).where(JOBS.c.guild_id == guild_id).scalar_subquery()
+            await session.execute(
+                update(DELIVERIES)
+                .where(
+                    DELIVERIES.c.job_id.in_(in_guild),
+                    DELIVERIES.c.posted_at.is_(None),
+                    DELIVERIES.c.given_up_at.is_(None),
+                )
+                .values(
+                    given_up_at=now,
+                    give_up_reason=reason,
+                    last_error=reason,
+                    claimed_by=None,
+                    claim_expires_at=None,
+                    next_attempt_at=None,
+                    updated_at=now,
+                )
+            )
+            return len(jobs)
+
+        return await self.db.write(work)
+
+    async def rejoin_guilds(self, guild_ids: Sequence[int]) -> int:
+        """The bot is in these guilds (added back, or found at start): forget that it left
+        them. Deliveries given up when it left stay given up. Returns how many were recorded."""
+        if not guild_ids:
+            return 0
+
+        async def work(session: AsyncSession) -> int:
+            result = await session.execute(
+                delete(LEFT_GUILDS).where(LEFT_GUILDS.c.guild_id.in_(list(guild_ids)))
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
+        return await self.db.write(work)
+
+    async def guilds_with_work(self) -> list[int]:
+        """Guilds (not recorded as left) with queued or running jobs, or results not yet
+        posted or given up: where the bot must still be, for the work to reach anyone."""
+        delivered = DELIVERIES.c.posted_at.is_not(None) | DELIVERIES.c.given_up_at.is_not(None)
+        pending = exists().where(DELIVERIES.c.job_id == JOBS.c.id, ~delivered)
+        left = exists().where(LEFT_GUILDS.c.guild_id == JOBS.c.guild_id)
+
+        async def work(session: AsyncSession) -> list[int]:
+            stmt = (
+                select(JOBS.c.guild_id)
+                .where(
+                    JOBS.c.guild_id.is_not(None),
+                    ~left,
+                    JOBS.c.status.in_(ACTIVE_STATUSES) | pending,
+                )
+                .distinct()
+                .order_by(JOBS.c.guild_id)
+            )
+            return [int(guild_id) for guild_id in (await session.execute(stmt)).scalars()]
+
+        return await self.db.read(work)
+
+    async def left_guilds(self) -> list[int]:
+        """The guilds the bot has been removed from (and not added back to)."""
+
+        async def work(session: AsyncSession) -> list[int]:
+            rows = await session.execute(
+                select(LEFT_GUILDS.c.guild_id).order_by(LEFT_GUILDS.c.guild_id)
+            )
+            return [int(guild_id) for guild_id in rows.scalars()]
+
+        return await self.db.read(work)
+
     async def _cancel_locked(self, session: AsyncSession, job: RowMapping, now: datetime) -> None:
         status = JobStatus(job["status"])
         if status is JobStatus.QUEUED:
@@ -1008,6 +1109,10 @@ class JobQueue(Generic[RequestT]):
     async def _count(self, session: AsyncSession, user_id: int, status: JobStatus) -> int:
         stmt = select(func.count()).where(JOBS.c.owner_id == user_id, JOBS.c.status == status)
         return int((await session.execute(stmt)).scalar_one())
+
+    async def _left(self, session: AsyncSession, guild_id: int) -> bool:
+        stmt = select(true()).where(LEFT_GUILDS.c.guild_id == guild_id)
+        return (await session.execute(stmt)).first() is not None
 
     async def _exists(self, session: AsyncSession, job_id: str) -> bool:
         stmt = select(true()).where(JOBS.c.id == job_id)

@@ -219,6 +219,11 @@ class JobView(Generic[RequestT]):
     releases: int = 0
     #: When retention deleted the job's images (``storage.retention``); None while kept.
     pruned_at: datetime | None = None
+    #: Delivery backs off until then after a transient failure (5xx, 429).
+    next_attempt_at: datetime | None = None
+    #: When delivery was given up for good, and why (shown to the owner in /info and /show).
+    given_up_at: datetime | None = None
+    give_up_reason: str | None = None
 
     @property
     def terminal(self) -> bool:

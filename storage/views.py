@@ -40,6 +40,9 @@ def job_view_select() -> Select[tuple[object, ...]]:
         DELIVERIES.c.posted_at,
         DELIVERIES.c.post_attempts,
         DELIVERIES.c.interaction_id,
+        DELIVERIES.c.next_attempt_at,
+        DELIVERIES.c.given_up_at,
+        DELIVERIES.c.give_up_reason,
     ).select_from(JOBS.outerjoin(DELIVERIES, DELIVERIES.c.job_id == JOBS.c.id))
 
 
@@ -94,6 +97,9 @@ def job_view(row: RowMapping, codec: RequestCodec[RequestT]) -> JobView[RequestT
         order_key=row["order_key"],
         releases=row["releases"] or 0,
         pruned_at=row["pruned_at"],
+        next_attempt_at=row.get("next_attempt_at"),
+        given_up_at=row.get("given_up_at"),
+        give_up_reason=row.get("give_up_reason"),
     )
 
 

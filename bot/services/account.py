@@ -49,6 +49,7 @@ def _line(
         reserved=job.reserved,
         gpu_seconds=job.gpu_seconds,
         charged=job.charged,
+        undeliverable=job.give_up_reason if job.given_up_at is not None else None,
     )
 
 

@@ -49,6 +49,8 @@ class JobMessage:
     preview_ref: str | None
     #: The interaction that asked for it: where to look for a message posted but not recorded.
     interaction_id: int | None = None
+    #: Tries of the final post so far (the claim of this try not counted).
+    post_attempts: int = 0
 
 
 class JobCards:
@@ -94,6 +96,7 @@ class JobCards:
             total_steps=job.progress_total,
             error=job.error,
             charged=job.charged,
+            undeliverable=job.give_up_reason if job.given_up_at is not None else None,
         )
 
     async def attach_message(
@@ -107,10 +110,12 @@ class JobCards:
         )
 
     async def undelivered_jobs(self) -> list[JobView[GenerationRequest]]:
-        """Jobs whose message is not final: finished ones first (so a long queue never holds a
-        result back), then queued and running ones, oldest first."""
+        """Jobs whose message is not final: finished ones that are due first (so a long queue
+        never holds a result back; a result that keeps failing waits out its backoff behind the
+        others), then queued and running ones, oldest first. Given-up deliveries and those of
+        servers the bot has left are not listed."""
         finished = await self.ledger.list_undelivered(terminal_only=True)
-        active = [job for job in await self.ledger.list_undelivered() if not job.terminal]
+        active = await self.ledger.list_undelivered(active_only=True)
         return [*finished, *active]
 
     async def message_of(self, job_id: str) -> JobMessage:
@@ -132,13 +137,19 @@ class JobCards:
             image_refs=tuple(job.result_refs) if job.status is JobStatus.SUCCEEDED else (),
             preview_ref=job.preview_ref if job.status is JobStatus.RUNNING else None,
             interaction_id=job.interaction_id,
+            post_attempts=job.post_attempts,
         )
 
     async def claim(self, job_id: str) -> bool:
         return await self.ledger.claim(job_id)
 
-    async def release(self, job_id: str, error: str) -> None:
-        await self.ledger.release(job_id, error)
+    async def release(self, job_id: str, error: str, retry_after: float | None = None) -> None:
+        """Let a failed post go, to be tried again in ``retry_after`` seconds."""
+        await self.ledger.release(job_id, error, retry_after=retry_after)
+
+    async def give_up(self, job_id: str, reason: str) -> bool:
+        """Stop trying to post a result; ``reason`` is shown to its owner."""
+        return await self.ledger.give_up(job_id, reason)
 
     async def open_interactions(self) -> list[OpenInteraction]:
         return await self.ledger.open_interactions()

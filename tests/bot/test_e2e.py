@@ -14,10 +14,12 @@ from pydantic import SecretStr
 
 from bot.devtools.emulator import DiscordEmulator
 from bot.devtools.emulator.models import StoredMessage
-from config.settings import QueueSettings, QuotaSettings
+from bot.runtime import open_worker
+from config.settings import BotSettings, QueueSettings, QuotaSettings
 from tests.bot.conftest import (
     CHANNEL_ID,
     GUILD_ID,
+    OTHER_CHANNEL_ID,
     Atelier,
     custom_ids,
     job_id_of,
@@ -535,3 +537,206 @@ async def test_a_job_whose_answer_discord_refused_is_withdrawn(
     assert (readout.used, readout.reserved) == (0, 0)
     assert posted_with(emu, job.id) == []
     emu.assert_no_violations(ignore=["late_acknowledgement", "interaction_timeout"])
+
+
+# -- results that cannot be delivered, and servers that remove the bot ------------------------
+
+
+def small_budget(budget: int = 1000) -> dict[str, Any]:
+    return {
+        "bot": BotSettings(
+            progress_interval_seconds=0.2,
+            delivery_retry_seconds=0.2,
+            delivery_retry_max_seconds=1.0,
+            invalid_request_budget=budget,
+        )
+    }
+
+
+def failed(request: Any) -> bool:
+    return bool(request.status >= 400)
+
+
+async def test_a_result_that_cannot_be_delivered_is_given_up_after_the_fallbacks(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    await atelier.start(**NO_WORKER)
+    handle = await emu.send_slash_command("imagine", {"prompt": "a sunken bell"})
+    pending = (await handle.wait_for_followups(1))[0]
+    job_id = job_id_of(pending)
+    emu.delete_channel(CHANNEL_ID)  # the channel is gone
+    emu.block_dms(emu.default_user)  # and the owner refuses DMs
+    runtime = await atelier.restart(**small_budget())  # no live token: the channel route only
+    mark = emu.mark()
+    reason = await asyncio.wait_for(runtime.bot.publisher.wait_given_up(job_id), timeout=30)
+    assert "404 Unknown Channel" in reason and "403 Cannot send messages" in reason
+    job = await runtime.ledger.queue.require(job_id)
+    assert job.status == "succeeded" and job.posted_at is None
+    assert job.given_up_at is not None and job.give_up_reason == reason
+    assert job.charged is not None and job.charged > 0, "billing settled: the measured cost"
+    # The fallbacks were each tried once: at most one refused progress edit, then the final
+    # edit (404), no new message in a channel that is gone, and one DM (403).
+    refused = emu.requests(since=mark, predicate=failed)
+    assert [(r.route, r.status) for r in refused if r.route != "edit_message"] == [
+        ("create_message", 403)
+    ]
+    assert 1 <= len([r for r in refused if r.route == "edit_message"]) <= 2
+    assert len(emu.requests(since=mark)) <= 8
+    assert runtime.bot.publisher.budget.totals == {403: 1}
+    # Nothing more is tried: the next sweeps find nothing to deliver.
+    assert await runtime.ledger.delivery.list_undelivered() == []
+    assert not await runtime.ledger.delivery.claim(job_id)
+
+    info = await emu.send_slash_command("info", channel_id=OTHER_CHANNEL_ID)
+    text = (await info.wait_for_followups(1))[0].content
+    assert f"`{job_id}`" in text and "could not be delivered" in text
+    assert "Unknown Channel" in text
+    show = await emu.send_slash_command("show", {"job": job_id}, channel_id=OTHER_CHANNEL_ID)
+    copy = (await show.wait_for_followups(1))[0]
+    assert f"job `{job_id}`" in copy.content and "could not be delivered" in copy.content
+    emu.assert_no_violations(ignore=["unknown_channel", "cannot_message_user"])
+
+
+async def test_the_invalid_request_budget_holds_deliveries_until_the_window_frees(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    await atelier.start(**NO_WORKER)
+    pending = []
+    for prompt in ("a first lost kite", "a second lost kite"):
+        handle = await emu.send_slash_command("imagine", {"prompt": prompt})
+        pending.append((await handle.wait_for_followups(1))[0])
+    first, second = (job_id_of(m) for m in pending)
+    emu.delete_channel(CHANNEL_ID)
+    emu.block_dms(emu.default_user)
+    runtime = await atelier.restart(**NO_WORKER, **small_budget(budget=1))
+    publisher = runtime.bot.publisher
+    now = [1000.0]
+    publisher.budget.clock = lambda: now[0]
+    async with open_worker(atelier.settings(**NO_WORKER), runtime.ledger) as worker:
+        assert await worker.run_once()  # the first job (oldest first)
+        await asyncio.wait_for(publisher.wait_given_up(first), timeout=30)
+        assert publisher.budget.exhausted()  # its DM's 403 spent the budget of 1
+        assert await worker.run_once()
+    mark = emu.mark()
+    held = await asyncio.wait_for(publisher.wait_held(publisher.held_passes), timeout=10)
+    await asyncio.wait_for(publisher.wait_held(held), timeout=10)  # a whole sweep, held
+    assert emu.requests(since=mark) == [], "no risky call while the budget is spent"
+    job = await runtime.ledger.queue.require(second)
+    assert job.status == "succeeded" and job.post_attempts == 0 and job.given_up_at is None
+    now[0] += 601  # the window frees
+    reason = await asyncio.wait_for(publisher.wait_given_up(second), timeout=30)
+    assert "Cannot send messages" in reason
+    assert publisher.budget.totals == {403: 2}
+    emu.assert_no_violations(ignore=["unknown_channel", "cannot_message_user"])
+
+
+class RecordedPresence:
+    """Wraps the bot's guild presence, so a test can wait until a guild event was handled."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.handled: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
+
+    async def removed(self, guild_id: int) -> int:
+        stopped = int(await self.inner.removed(guild_id))
+        self.handled.put_nowait(("removed", (guild_id, stopped)))
+        return stopped
+
+    async def present(self, guild_ids: Any) -> None:
+        await self.inner.present(guild_ids)
+        self.handled.put_nowait(("present", sorted(guild_ids)))
+
+    async def reconcile(self, guild_ids: Any) -> list[int]:
+        gone: list[int] = await self.inner.reconcile(guild_ids)
+        self.handled.put_nowait(("reconcile", gone))
+        return gone
+
+    async def next(self, kind: str) -> object:
+        """What the next handled event of ``kind`` was about (others are skipped)."""
+        while True:
+            handled, about = await asyncio.wait_for(self.handled.get(), 10)
+            if handled == kind:
+                return about
+
+
+async def test_removing_the_bot_cancels_the_servers_jobs_and_survives_a_restart(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    runtime = await atelier.start(**NO_WORKER)
+    ids = []
+    for prompt in ("a castle left behind", "a harbour left behind"):
+        handle = await emu.send_slash_command("imagine", {"prompt": prompt})
+        ids.append(job_id_of((await handle.wait_for_followups(1))[0]))
+    queue = runtime.ledger.queue
+    user = emu.default_user.id
+    assert (await queue.quota_readout(user, GUILD_ID)).reserved > 0
+    presence = RecordedPresence(runtime.bot.guilds_presence)
+    runtime.bot.guilds_presence = presence
+    mark = emu.mark()
+    emu.remove_bot()
+    assert await presence.next("removed") == (GUILD_ID, 2)
+    for job_id in ids:
+        job = await queue.require(job_id)
+        assert job.status == "cancelled" and job.given_up_at is not None
+        assert job.give_up_reason == "the bot was removed from the server"
+    assert (await queue.quota_readout(user, GUILD_ID)).reserved == 0, "refunded"
+    assert await queue.left_guilds() == [GUILD_ID]
+
+    # A restart while the bot is out finds the same state, and runs and posts nothing there.
+    runtime = await atelier.restart()
+    queue = runtime.ledger.queue
+    assert await queue.left_guilds() == [GUILD_ID]
+    assert [(await queue.require(job_id)).status for job_id in ids] == ["cancelled"] * 2
+    assert await runtime.ledger.delivery.list_undelivered() == []
+    assert not [r for r in emu.requests(since=mark) if r.route == "edit_message"]
+
+    # Added back: the record goes; what was given up stays given up.
+    presence = RecordedPresence(runtime.bot.guilds_presence)
+    runtime.bot.guilds_presence = presence
+    emu.add_bot()
+    assert await presence.next("present") == [GUILD_ID]
+    assert await queue.left_guilds() == []
+    final = await imagine_grid(emu, "a castle rebuilt")
+    assert labels(final) == GRID_LABELS
+    emu.assert_no_violations()
+
+
+async def test_a_removal_while_the_bot_is_away_is_found_at_start(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    runtime = await atelier.start(**NO_WORKER)
+    handle = await emu.send_slash_command("imagine", {"prompt": "a lantern left on"})
+    job_id = job_id_of((await handle.wait_for_followups(1))[0])
+    await asyncio.wait_for(runtime.bot.guilds_settled.wait(), 10)
+    assert await runtime.ledger.queue.guilds_with_work() == [GUILD_ID]
+    await atelier.stop()
+    await emu.disconnect_clients()
+    emu.remove_bot()  # while no bot process runs
+    runtime = await atelier.start(**NO_WORKER)
+    await asyncio.wait_for(runtime.bot.guilds_settled.wait(), 10)  # READY no longer lists it
+    queue = runtime.ledger.queue
+    assert await queue.left_guilds() == [GUILD_ID]
+    job = await queue.require(job_id)
+    assert job.status == "cancelled" and job.given_up_at is not None
+    assert (await queue.quota_readout(emu.default_user.id, GUILD_ID)).reserved == 0
+    assert await queue.guilds_with_work() == []
+    # Until READY's guilds are settled, a progress edit may meet the removal (one 403).
+    assert len(emu.requests(status=403)) <= 1
+    emu.assert_no_violations(ignore=["missing_access"])
+
+
+async def test_an_outage_is_not_a_removal(atelier: Atelier, emu: DiscordEmulator) -> None:
+    runtime = await atelier.start(**NO_WORKER)
+    handle = await emu.send_slash_command("imagine", {"prompt": "a lighthouse in the fog"})
+    pending = (await handle.wait_for_followups(1))[0]
+    unavailable = asyncio.ensure_future(runtime.bot.wait_for("guild_unavailable"))
+    emu.guild_outage()
+    guild = await asyncio.wait_for(unavailable, 10)
+    assert guild.id == GUILD_ID
+    assert await runtime.ledger.queue.left_guilds() == []
+    assert (await runtime.ledger.queue.require(job_id_of(pending))).status == "queued"
+    emu.end_guild_outage()
+    async with atelier.worker():
+        final = await wait_final(emu, lambda m: m.id == pending.id)
+    assert labels(final) == GRID_LABELS
+    emu.assert_no_violations()

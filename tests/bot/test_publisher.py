@@ -9,6 +9,7 @@ forever. The stops are bounded here so that a regression fails instead of hangin
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
@@ -70,10 +71,23 @@ async def test_cancel_ends_the_loop_even_as_a_wake_arrives(turns_between: int) -
     assert loop_task.cancelled()
 
 
+class NoGuilds:
+    """Guild membership that records nothing (these tests never connect)."""
+
+    async def removed(self, guild_id: int) -> int:
+        return 0
+
+    async def present(self, guild_ids: Sequence[int]) -> None:
+        return None
+
+    async def reconcile(self, guild_ids: Sequence[int]) -> list[int]:
+        return []
+
+
 async def test_bot_close_stops_a_publisher_that_was_just_woken(tmp_path: Path) -> None:
     cards = NoJobs()
     publisher = idle_publisher(cards)
-    bot = AtelierBot(Settings(data_dir=tmp_path), NoMeta(), publisher, ButtonRouter())
+    bot = AtelierBot(Settings(data_dir=tmp_path), NoMeta(), publisher, ButtonRouter(), NoGuilds())
     bot.start_task("publisher", publisher.run)
     await turns(5)
     publisher.wake()  # announce() wakes the loop as its last step, as the bot may be closing
@@ -92,7 +106,7 @@ async def test_a_cancelled_close_is_not_swallowed(tmp_path: Path) -> None:
     """close() waits for its cancelled tasks; cancelling that wait (a caller's timeout) must
     cancel close() too, not be taken for the task's own end."""
     bot = AtelierBot(
-        Settings(data_dir=tmp_path), NoMeta(), idle_publisher(NoJobs()), ButtonRouter()
+        Settings(data_dir=tmp_path), NoMeta(), idle_publisher(NoJobs()), ButtonRouter(), NoGuilds()
     )
     release = asyncio.Event()
 

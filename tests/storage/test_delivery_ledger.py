@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 
-from storage import DeliveryClaimLost, DeliveryLedger, JobNotFound
-from tests.storage.dbfixtures import Services, new_job, owner
+from storage import DeliveryClaimLost, DeliveryLedger, GuildLeftError, JobNotFound, JobStatus, audit
+from tests.storage.dbfixtures import Services, make_services, new_job, owner
 
 
 async def _finished(s: Services) -> str:
@@ -79,3 +80,135 @@ async def test_release_after_a_failed_post_allows_a_retry(services: Services) ->
     await s.deliveries.release(job_id, "HTTP 503")
     assert await other.claim(job_id)
     assert await other.mark_posted(job_id, 5)
+
+
+async def test_a_failed_post_backs_off_and_others_go_first(services: Services) -> None:
+    s = services
+    stuck = await _finished(s)
+    fresh = await _finished(s)
+    assert await s.deliveries.claim(stuck)
+    await s.deliveries.release(stuck, "HTTP 503", retry_after=30)
+    due = await s.deliveries.list_undelivered(terminal_only=True)
+    assert [v.id for v in due] == [fresh], "a delivery backing off is not listed"
+    assert not await s.deliveries.claim(stuck), "nor claimed before its time"
+    view = await s.queue.require(stuck)
+    assert view.next_attempt_at == s.clock() + timedelta(seconds=30)
+    s.clock.advance(30)
+    # Never-tried deliveries first, then those whose backoff ended, oldest end first: a
+    # delivery that keeps failing never holds the head of the line.
+    assert [v.id for v in await s.deliveries.list_undelivered(terminal_only=True)] == [
+        fresh,
+        stuck,
+    ]
+    assert await s.deliveries.claim(stuck)
+    assert await s.deliveries.mark_posted(stuck, 9)
+    assert (await s.queue.require(stuck)).next_attempt_at is None
+
+
+async def test_the_backoff_is_stored_so_another_process_keeps_it(services: Services) -> None:
+    s = services
+    job_id = await _finished(s)
+    assert await s.deliveries.claim(job_id)
+    await s.deliveries.release(job_id, "HTTP 429", retry_after=60)
+    restarted = DeliveryLedger(s.db, claimer_id="bot-b", clock=s.clock)
+    assert await restarted.list_undelivered(terminal_only=True) == []
+    assert not await restarted.claim(job_id)
+    s.clock.advance(61)
+    assert await restarted.claim(job_id)
+    assert (await s.queue.require(job_id)).post_attempts == 2
+
+
+async def test_a_given_up_delivery_is_never_listed_or_claimed_again(services: Services) -> None:
+    s = services
+    job_id = await _finished(s)
+    other = DeliveryLedger(s.db, claimer_id="bot-b", clock=s.clock)
+    assert not await other.give_up(job_id, "not claimed by b"), "only the claim holder gives up"
+    assert await s.deliveries.claim(job_id)
+    assert await s.deliveries.give_up(job_id, "the channel is gone, and DMs are closed")
+    assert not await s.deliveries.give_up(job_id, "again"), "once"
+    view = await s.queue.require(job_id)
+    assert view.given_up_at == s.clock() and view.posted_at is None
+    assert view.give_up_reason == "the channel is gone, and DMs are closed"
+    assert view.status is JobStatus.SUCCEEDED and view.charged == 1.0, "billing is unchanged"
+    assert await s.deliveries.list_undelivered() == []
+    assert await s.deliveries.list_undelivered(terminal_only=True) == []
+    s.clock.advance(3600)
+    assert not await s.deliveries.claim(job_id)
+    assert not await other.claim(job_id)
+
+
+async def test_active_only_lists_running_and_queued_jobs(services: Services) -> None:
+    s = services
+    done = await _finished(s)
+    queued = await s.queue.enqueue(owner(), new_job())
+    assert [v.id for v in await s.deliveries.list_undelivered(active_only=True)] == [queued.id]
+    assert [v.id for v in await s.deliveries.list_undelivered()] == [done, queued.id]
+    with pytest.raises(ValueError, match="exclude each other"):
+        await s.deliveries.list_undelivered(terminal_only=True, active_only=True)
+
+
+async def test_a_guild_that_removed_the_bot_gets_nothing_more(
+    services: Services, db_url: str
+) -> None:
+    s = services
+    gone, stays = 100, 200
+    done = await _finished(s)  # guild 100, finished, not posted yet
+    posted = await _finished(s)
+    assert await s.deliveries.claim(posted) and await s.deliveries.mark_posted(posted, 1)
+    running = await s.queue.enqueue(owner(2, gone), new_job())
+    claimed = await s.queue.claim_next("w")
+    assert claimed is not None and claimed.id == running.id
+    queued = await s.queue.enqueue(owner(3, gone), new_job(cost=5.0))
+    elsewhere = await s.queue.enqueue(owner(4, stays), new_job())
+    assert (await s.queue.quota_readout(3)).reserved == 5.0
+    assert await s.queue.guilds_with_work() == [gone, stays]
+
+    assert await s.queue.cancel_for_guild(gone, "the bot was removed from the server") == 2
+    assert await s.queue.left_guilds() == [gone]
+    assert await s.queue.guilds_with_work() == [stays]
+    after = {job_id: await s.queue.require(job_id) for job_id in (queued.id, running.id, done)}
+    assert after[queued.id].status is JobStatus.CANCELLED
+    assert (await s.queue.quota_readout(3)).reserved == 0.0, "the queued job is refunded"
+    assert after[running.id].cancel_requested, "the running one stops within a step"
+    for job_id in (queued.id, running.id, done):
+        assert after[job_id].given_up_at is not None
+        assert after[job_id].give_up_reason == "the bot was removed from the server"
+    assert (await s.queue.require(posted)).given_up_at is None, "posted stays posted"
+    assert [v.id for v in await s.deliveries.list_undelivered()] == [elsewhere.id]
+    assert not await s.deliveries.claim(done)
+    with pytest.raises(GuildLeftError):
+        await s.queue.enqueue(owner(5, gone), new_job())
+    assert await s.queue.enqueue(owner(5, None), new_job()), "DMs are not a guild"
+
+    # The worker reports the cancelled job's end: cancelled, charged what it used.
+    await s.queue.complete(running.id, claimed.lease_token, result_refs=["r"], gpu_seconds=2)
+    assert (await s.queue.require(running.id)).status is JobStatus.CANCELLED
+    assert (await audit(s.db)).ok
+
+    # A restart reads the same state from the database.
+    restarted = await make_services(db_url, clock=s.clock)
+    try:
+        assert await restarted.queue.left_guilds() == [gone]
+        ids = [v.id for v in await restarted.deliveries.list_undelivered()]
+        assert running.id not in ids and done not in ids
+    finally:
+        await restarted.db.dispose()
+
+    assert await s.queue.cancel_for_guild(gone, "again") == 0, "a second removal finds nothing"
+    assert await s.queue.rejoin_guilds([gone, stays]) == 1
+    assert await s.queue.left_guilds() == []
+    assert (await s.queue.require(done)).given_up_at is not None, "given up stays given up"
+    assert await s.queue.enqueue(owner(5, gone), new_job())
+
+
+async def test_stuck_deliveries_never_fill_the_head_of_the_line(services: Services) -> None:
+    s = services
+    stuck = [await _finished(s) for _ in range(3)]
+    for job_id in stuck:
+        assert await s.deliveries.claim(job_id)
+        await s.deliveries.release(job_id, "HTTP 503", retry_after=60)
+    fresh = await _finished(s)
+    # The oldest three keep failing; with room for one, the newer result is still listed.
+    assert [v.id for v in await s.deliveries.list_undelivered(terminal_only=True, limit=1)] == [
+        fresh
+    ]

@@ -145,6 +145,11 @@ def invalid_webhook_token(violation: str) -> DiscordHTTPError:
     return DiscordHTTPError(401, 50027, "Invalid Webhook Token", violation=violation)
 
 
+def missing_access() -> DiscordHTTPError:
+    """A channel of a guild the bot is not in (it was removed), or one it cannot see."""
+    return DiscordHTTPError(403, 50001, "Missing Access", violation="missing_access")
+
+
 def missing_permissions() -> DiscordHTTPError:
     return DiscordHTTPError(403, 50013, "Missing Permissions", violation="missing_permissions")
 

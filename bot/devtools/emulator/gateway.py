@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from .errors import EmulatorUsageError
+from .models import EmuGuild
 from .recorder import Recorder
 from .state import EmulatorState
 
@@ -242,7 +243,7 @@ class Gateway:
         ready: JSON = {
             "v": 10,
             "user": bot,
-            "guilds": [{"id": str(g), "unavailable": True} for g in self.state.guilds],
+            "guilds": [{"id": str(g.id), "unavailable": True} for g in self._bot_guilds()],
             "session_id": session.session_id,
             "session_type": "normal",
             "resume_gateway_url": self.state.resume_gateway_url,
@@ -258,11 +259,15 @@ class Gateway:
         if isinstance(data.get("shard"), list):
             ready["shard"] = data["shard"]
         conn.send(session.next_event("READY", ready))
-        for guild in self.state.guilds.values():
+        for guild in self._bot_guilds():
             conn.send(
                 session.next_event("GUILD_CREATE", guild.create_payload(self.state.bot_user.id))
             )
         self._mark_ready(conn, session)
+
+    def _bot_guilds(self) -> list[EmuGuild]:
+        """The guilds READY names: those the bot is a member of."""
+        return [g for g in self.state.guilds.values() if self.state.bot_is_member(g)]
 
     def _resume(self, conn: GatewayConnection, data: JSON) -> None:
         if data.get("token") != self.state.config.token:

@@ -470,6 +470,9 @@ class RestApi:
         channel = self.state.channels.get(ctx.int_param("channel_id", errors.unknown_channel))
         if channel is None:
             raise errors.unknown_channel()
+        guild = self.state.guild_of(channel)
+        if guild is not None and not self.state.bot_is_member(guild):
+            raise errors.missing_access()
         return channel
 
     def _message(self, ctx: RestContext) -> StoredMessage:

@@ -38,6 +38,7 @@ from .models import (
     OVERWRITE_ROLE,
     EmuChannel,
     EmuGuild,
+    EmuMember,
     EmuOverwrite,
     EmuRole,
     EmuUser,
@@ -263,6 +264,50 @@ class DiscordEmulator:
             self.gateway.dispatch_to_bot("GUILD_CREATE", payload)
         return guild
 
+    def remove_bot(self, guild_id: int | None = None) -> None:
+        """The bot is removed from the guild (kicked, banned, or the guild deleted): a connected
+        bot receives GUILD_DELETE without ``unavailable`` (discord.py's on_guild_remove). Its
+        channels answer 403 Missing Access (50001) from then on, a new session's READY leaves
+        the guild out, and its members can no longer reach the bot there."""
+        guild = self._guild(guild_id)
+        if not self.state.bot_is_member(guild):
+            raise EmulatorUsageError(f"the bot is not in guild {guild.id}")
+        del guild.members[self.bot_user.id]
+        self.gateway.dispatch_event("GUILD_DELETE", {"id": str(guild.id)}, INTENT_GUILDS)
+
+    def add_bot(self, guild_id: int | None = None) -> None:
+        """The bot is added back to a guild it was removed from: GUILD_CREATE as a join."""
+        guild = self._guild(guild_id)
+        if self.state.bot_is_member(guild):
+            raise EmulatorUsageError(f"the bot is already in guild {guild.id}")
+        guild.members[self.bot_user.id] = EmuMember(self.bot_user, [], self.clock.now())
+        payload = guild.create_payload(self.bot_user.id)
+        del payload["unavailable"]  # a join, as in add_guild
+        self.gateway.dispatch_event("GUILD_CREATE", payload, INTENT_GUILDS)
+
+    def guild_outage(self, guild_id: int | None = None) -> None:
+        """Discord loses the guild for a while: GUILD_DELETE with ``unavailable: true``
+        (discord.py's on_guild_unavailable). The bot is still a member."""
+        guild = self._guild(guild_id)
+        event = {"id": str(guild.id), "unavailable": True}
+        self.gateway.dispatch_event("GUILD_DELETE", event, INTENT_GUILDS)
+
+    def end_guild_outage(self, guild_id: int | None = None) -> None:
+        """The guild is back: GUILD_CREATE with ``unavailable: false`` (on_guild_available)."""
+        guild = self._guild(guild_id)
+        payload = guild.create_payload(self.bot_user.id)
+        payload["unavailable"] = False
+        self.gateway.dispatch_event("GUILD_CREATE", payload, INTENT_GUILDS)
+
+    def delete_channel(self, channel_id: int) -> None:
+        """Delete a guild channel: its REST routes answer 404 Unknown Channel (10003), and a
+        connected bot receives CHANNEL_DELETE."""
+        channel, guild = self._guild_channel(channel_id)
+        del guild.channels[channel_id]
+        del self.state.channels[channel_id]
+        self.state.denied_channels.discard(channel_id)
+        self.gateway.dispatch_event("CHANNEL_DELETE", channel.payload(), INTENT_GUILDS)
+
     def guild(self, guild_id: int | None = None) -> EmuGuild:
         return self._guild(guild_id)
 
@@ -336,6 +381,9 @@ class DiscordEmulator:
         message: StoredMessage | None = None,
         source_message_id: int | None = None,
     ) -> InteractionHandle:
+        guild = self.state.guild_of(channel)
+        if guild is not None and not self.state.bot_is_member(guild):
+            raise EmulatorUsageError(f"the bot is not in guild {guild.id}: no interaction there")
         interaction_id = self.state.ids.next()
         token = "aW50ZXJhY3Rpb24" + secrets.token_urlsafe(48)
         payload = base_payload(

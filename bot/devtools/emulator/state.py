@@ -142,6 +142,10 @@ class EmulatorState:
             self.channels[channel.id] = channel
         return channel
 
+    def bot_is_member(self, guild: EmuGuild) -> bool:
+        """Whether the bot is in ``guild`` (it may have been removed, and added back)."""
+        return self.bot_user.id in guild.members
+
     def guild_of(self, channel: EmuChannel) -> EmuGuild | None:
         return self.guilds.get(channel.guild_id) if channel.guild_id is not None else None
 

@@ -1019,3 +1019,111 @@ async def test_enforced_nonce_posts_once(emu: DiscordEmulator) -> None:
     assert first.id == again.id != later.id
     assert [m.id for m in emu.messages(emu.channel_ids[0])] == [first.id, later.id]
     assert emu.requests("create_message")[0].json["enforce_nonce"] is True
+
+
+# -- the bot leaves a guild, an outage, a deleted channel -------------------------------------
+
+
+class GuildEventsBot(EmuBot):
+    """Records the guild events discord.py dispatches, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+
+    async def on_guild_remove(self, guild: discord.Guild) -> None:
+        self.events.put_nowait(("remove", guild.id))
+
+    async def on_guild_unavailable(self, guild: discord.Guild) -> None:
+        self.events.put_nowait(("unavailable", guild.id))
+
+    async def on_guild_available(self, guild: discord.Guild) -> None:
+        self.events.put_nowait(("available", guild.id))
+
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        self.events.put_nowait(("join", guild.id))
+
+    async def next(self) -> tuple[str, int]:
+        async with asyncio.timeout(5.0):
+            return await self.events.get()
+
+    def forget(self) -> None:
+        """Drop what was recorded so far (the guilds' first GUILD_CREATE after READY)."""
+        while not self.events.empty():
+            self.events.get_nowait()
+
+
+async def test_an_outage_is_not_a_removal(emu: DiscordEmulator) -> None:
+    bot = GuildEventsBot()
+    guild_id = emu.guild().id
+    async with running_client(bot, emu):
+        bot.forget()
+        emu.guild_outage()
+        assert await bot.next() == ("unavailable", guild_id)
+        frame = emu.frames(t="GUILD_DELETE")[-1]
+        assert frame.d == {"id": str(guild_id), "unavailable": True}
+        emu.end_guild_outage()
+        assert await bot.next() == ("available", guild_id)
+        channel = bot.get_channel(emu.channel_ids[0])
+        assert isinstance(channel, discord.TextChannel)
+        await channel.send("still here")  # the bot never left
+    assert bot.events.empty()
+    emu.assert_no_violations()
+
+
+async def test_removing_the_bot_and_adding_it_back(emu: DiscordEmulator) -> None:
+    bot = GuildEventsBot()
+    guild_id, channel_id = emu.guild().id, emu.channel_ids[0]
+    alice = emu.make_user(name="alice")
+    async with running_client(bot, emu):
+        await register(emu, {"name": "ping", "description": "ping"})
+        bot.forget()
+        emu.remove_bot()
+        assert await bot.next() == ("remove", guild_id)
+        assert emu.frames(t="GUILD_DELETE")[-1].d == {"id": str(guild_id)}
+        assert bot.get_guild(guild_id) is None
+        status, body = await call(
+            emu, "POST", f"/channels/{channel_id}/messages", json_body={"content": "hi"}
+        )
+        assert (status, body["code"]) == (403, 50001)
+        with pytest.raises(EmulatorUsageError, match="not in guild"):
+            await emu.send_slash_command("ping", user=alice)
+        with pytest.raises(EmulatorUsageError, match="not in guild"):
+            emu.remove_bot()
+    mark = emu.frames()[-1].seq
+    other = GuildEventsBot()
+    async with running_client(other, emu):
+        ready = emu.frames(t="READY", since=mark)[0]
+        assert ready.d["guilds"] == [], "a new session's READY leaves the guild out"
+        assert other.get_guild(guild_id) is None
+        emu.add_bot()
+        assert await other.next() == ("join", guild_id)
+        status, _ = await call(
+            emu, "POST", f"/channels/{channel_id}/messages", json_body={"content": "back"}
+        )
+        assert status == 200
+        with pytest.raises(EmulatorUsageError, match="already in guild"):
+            emu.add_bot()
+    emu.assert_no_violations(ignore=["missing_access"])
+
+
+async def test_a_deleted_channel_is_unknown(emu: DiscordEmulator) -> None:
+    bot = EmuBot()
+    channel_id = emu.channel_ids[0]
+    async with running_client(bot, emu):
+        message = emu.post_message(channel_id, content="before", author=emu.bot_user)
+        emu.delete_channel(channel_id)
+        await emu.wait_for_frame(t="CHANNEL_DELETE")
+        status, body = await call(
+            emu,
+            "PATCH",
+            f"/channels/{channel_id}/messages/{message.id}",
+            json_body={"content": "x"},
+        )
+        assert (status, body["code"]) == (404, 10003)
+        status, body = await call(
+            emu, "POST", f"/channels/{channel_id}/messages", json_body={"content": "x"}
+        )
+        assert (status, body["code"]) == (404, 10003)
+        assert bot.get_channel(channel_id) is None
+    emu.assert_no_violations(ignore=["unknown_channel"])
