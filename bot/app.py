@@ -62,6 +62,8 @@ class AtelierBot(discord.Client):
             allowed_mentions=discord.AllowedMentions.none(),
             max_messages=None,
             chunk_guilds_at_startup=False,
+            # Counts every request and 429 for the edit budget (discord.py retries silently).
+            http_trace=publisher.edits.trace(),
         )
         self.settings = settings
         self.meta = meta

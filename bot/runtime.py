@@ -174,6 +174,7 @@ def wire_bot(
     """The bot over the ledger, with every feature registered: one line per feature.
     ``worker_hung`` says whether the in-process worker stopped after a job hung."""
     from bot.app import AtelierBot
+    from bot.edit_budget import EditBudget
     from bot.features.account import AccountFeature
     from bot.features.imagine import ImageFeature
     from bot.features.moderation import ModerationFeature
@@ -194,6 +195,10 @@ def wire_bot(
         router,
         progress_interval=settings.bot.progress_interval_seconds,
         retry_seconds=settings.bot.delivery_retry_seconds,
+        edits=EditBudget(
+            per_channel=settings.bot.edits_per_channel_per_5s,
+            per_second=settings.bot.edits_per_second,
+        ),
     )
     bot = AtelierBot(settings, ledger.prefs, publisher, router)
     bot.add_feature(ImageFeature(intake, account, publisher))
