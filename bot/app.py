@@ -63,6 +63,15 @@ def budget_trace(budget: InvalidRequestBudget) -> aiohttp.TraceConfig:
     return trace
 
 
+def combined_trace(*traces: aiohttp.TraceConfig) -> aiohttp.TraceConfig:
+    """One aiohttp trace (discord.py takes one) that runs every given trace's handlers."""
+    combined = aiohttp.TraceConfig()
+    for trace in traces:
+        for handler in trace.on_request_end:
+            combined.on_request_end.append(handler)
+    return combined
+
+
 def apply_discord_endpoints(settings: Settings) -> None:
     """Point discord.py at the configured REST base and gateway (Discord, or an emulator).
 
@@ -92,7 +101,9 @@ class AtelierBot(discord.Client):
             allowed_mentions=discord.AllowedMentions.none(),
             max_messages=None,
             chunk_guilds_at_startup=False,
-            http_trace=budget_trace(publisher.budget),
+            # Counts every answer for the invalid-request budget and every request and 429 for
+            # the edit budget (discord.py retries 429s silently).
+            http_trace=combined_trace(budget_trace(publisher.budget), publisher.edits.trace()),
         )
         self.settings = settings
         self.meta = meta

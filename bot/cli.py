@@ -98,6 +98,16 @@ def _build_parser() -> argparse.ArgumentParser:
     bot.add_argument("--interactions", type=int, default=1000)
     bot.add_argument("--users", type=int, default=50)
     bot.add_argument("--seconds", type=float, default=60.0)
+    bot.add_argument(
+        "--queued",
+        type=int,
+        default=0,
+        help="instead: N queued jobs in one channel want position edits while one result is "
+        "ready; the naive publisher against the edit budget, with Discord's rate limits on",
+    )
+    bot.add_argument(
+        "--cap", type=float, default=60.0, help="with --queued: most seconds to wait for a result"
+    )
     return parser
 
 
@@ -302,6 +312,11 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
         from bot.devtools.bench import bench_batching
 
         print(asyncio.run(bench_batching(settings, args.jobs)))
+        return 0
+    if what == "bot" and args.queued:
+        from bot.devtools.bench_edits import bench_edits
+
+        print(asyncio.run(bench_edits(settings, args.queued, args.cap)))
         return 0
     if what == "bot":
         from bot.devtools.bench import bench_bot

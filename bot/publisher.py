@@ -37,6 +37,7 @@ import aiohttp
 import discord
 
 from bot.delivery_policy import Failure, InvalidRequestBudget, backoff_seconds, classify, describe
+from bot.edit_budget import EditBudget, most_behind_first
 from bot.render import render_card
 from bot.router import ButtonRouter
 from bot.services.job_cards import JobCards, JobMessage, Ticket
@@ -103,6 +104,8 @@ class Publisher:
     budget: InvalidRequestBudget = field(default_factory=lambda: InvalidRequestBudget(1000))
     #: Backoff jitter in [0, 1).
     jitter: Callable[[], float] = random.random
+    #: Progress edits fit in this budget; the naive way (no limit) by default.
+    edits: EditBudget = field(default_factory=EditBudget.unlimited)
     _client: discord.Client | None = None
     _live: dict[str, _Live] = field(default_factory=dict)
     _shown: dict[str, _Shown] = field(default_factory=dict)
@@ -119,6 +122,8 @@ class Publisher:
     _holding: bool = False
     #: Sweeps stopped because the budget was spent (for ``wait_held``).
     held_passes: int = 0
+    #: Messages found due for a progress edit in this pass, edited once the pass's results are.
+    _due: list[JobView[GenerationRequest]] = field(default_factory=list)
 
     def bind(self, client: discord.Client) -> None:
         """The connected client whose channels and DMs the publisher posts through."""
@@ -313,6 +318,7 @@ class Publisher:
             except Exception:
                 log.exception("delivering job %s failed; will retry", job.id)
                 self._backoff[job.id] = time.monotonic() + self.retry_seconds
+        await self._edit_due()
 
     def _budget_spent(self) -> bool:
         if not self.budget.exhausted():
@@ -334,6 +340,7 @@ class Publisher:
         if self._backoff.get(job.id, 0.0) > now:
             return
         if job.terminal:
+            self.edits.spend(job.channel_id or 0)
             await self._deliver_final(await self.cards.message_for(job))
             return
         if job.message_id is None:
@@ -341,6 +348,34 @@ class Publisher:
         shown = self._shown.setdefault(job.id, _Shown())
         if shown.closed or now - shown.at < self.progress_interval:
             return
+        # Due: edited after this pass's results, if the budget allows (see _edit_due).
+        self._due.append(job)
+
+    async def _edit_due(self) -> None:
+        """The progress edits found due in this pass, most-behind first, within the budget.
+
+        A message over budget is skipped; the next pass renders it afresh, so only its newest
+        state is ever sent, and a result never waits behind a flood of position edits.
+        """
+        # A sweep the invalid-request budget cut short left its due list for this one: the
+        # newest view of each job counts once.
+        due = list({job.id: job for job in self._due}.values())
+        self._due = []
+        for job in most_behind_first(due, lambda job: self._shown[job.id].at):
+            if not self.edits.allows(job.channel_id or 0):
+                self.edits.refuse()
+                continue
+            try:
+                await self._show_progress(job)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("showing the progress of job %s failed; will retry", job.id)
+                self._backoff[job.id] = time.monotonic() + self.retry_seconds
+
+    async def _show_progress(self, job: JobView[GenerationRequest]) -> None:
+        now = time.monotonic()
+        shown = self._shown.setdefault(job.id, _Shown())
         delivery = await self.cards.message_for(job)
         content = render_card(delivery.card)
         if content == shown.content:
@@ -349,6 +384,7 @@ class Publisher:
         if delivery.card.status is JobStatus.RUNNING and delivery.card.step != shown.step:
             preview = await self.cards.preview(delivery)
         files = [discord.File(io.BytesIO(preview), filename="preview.webp")] if preview else []
+        self.edits.take(delivery.channel_id)
         try:
             await self._edit(delivery, content=content, files=files, view=None, keep=not files)
         except discord.HTTPException as exc:

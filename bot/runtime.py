@@ -175,6 +175,7 @@ def wire_bot(
     ``worker_hung`` says whether the in-process worker stopped after a job hung."""
     from bot.app import AtelierBot
     from bot.delivery_policy import InvalidRequestBudget
+    from bot.edit_budget import EditBudget
     from bot.features.account import AccountFeature
     from bot.features.imagine import ImageFeature
     from bot.features.moderation import ModerationFeature
@@ -199,6 +200,10 @@ def wire_bot(
         retry_max_seconds=settings.bot.delivery_retry_max_seconds,
         max_attempts=settings.bot.delivery_max_attempts,
         budget=InvalidRequestBudget(settings.bot.invalid_request_budget),
+        edits=EditBudget(
+            per_channel=settings.bot.edits_per_channel_per_5s,
+            per_second=settings.bot.edits_per_second,
+        ),
     )
     bot = AtelierBot(settings, ledger.prefs, publisher, router, GuildPresence(ledger.queue))
     bot.add_feature(ImageFeature(intake, account, publisher))

@@ -325,6 +325,19 @@ class BotSettings(_Section):
         "this many it stops deliveries and progress edits until the window frees. Discord bans "
         "the IP at 10,000.",
     )
+    edits_per_channel_per_5s: int = Field(
+        default=3,
+        ge=0,
+        description="Most progress and position edits in one channel in any 5 s. Discord allows "
+        "about 5, and discord.py stalls every request once one reaches 0, so 3 leaves room for a "
+        "result. Due messages over it wait for a later pass, most behind first. 0: no limit.",
+    )
+    edits_per_second: int = Field(
+        default=25,
+        ge=0,
+        description="Most progress and position edits a second in all channels (Discord allows "
+        "50 requests a second in all; the rest is left for answers and results). 0: no limit.",
+    )
     owner_only_buttons: bool = Field(
         default=True, description="Default for guilds that have not chosen who may click."
     )

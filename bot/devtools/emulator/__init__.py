@@ -16,6 +16,7 @@ from .models import (
     StoredAttachment,
     StoredMessage,
 )
+from .ratelimits import RateLimits
 from .recorder import GatewayFrame, RecordedFile, RecordedRequest, Violation
 from .server import (
     DEFAULT_APPLICATION_ID,
@@ -45,6 +46,7 @@ __all__ = [
     "GatewayFrame",
     "InteractionHandle",
     "Limits",
+    "RateLimits",
     "RecordedFile",
     "RecordedRequest",
     "StoredAttachment",

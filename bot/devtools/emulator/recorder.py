@@ -103,6 +103,8 @@ class RecordedRequest:
     status: int = 0
     response: Any = None
     fault_injected: bool = False
+    #: Refused with a 429 by the emulator's rate limits (not an injected fault).
+    rate_limited: bool = False
 
     @property
     def authorized(self) -> bool:

@@ -23,6 +23,7 @@ from .callbacks import InteractionService
 from .errors import DiscordHTTPError, json_response
 from .faults import FaultInjector
 from .models import PERM_SEND_MESSAGES, StoredMessage
+from .ratelimits import RateLimiter, RateLimits
 from .recorder import AuthState, RecordedFile, RecordedRequest, Recorder
 from .state import EmulatorState, describe_form_errors
 
@@ -111,8 +112,18 @@ class RestApi:
         self.interactions = interactions
         self.faults = faults
         self.recorder = recorder
+        #: Discord's per-route rate limits, when set (off by default; see ratelimits.py).
+        self.limiter: RateLimiter | None = None
         self.routes = self._routes()
         self._patterns = [(spec, spec.pattern) for spec in self.routes]
+
+    @property
+    def rate_limits(self) -> RateLimits | None:
+        return None if self.limiter is None else self.limiter.limits
+
+    @rate_limits.setter
+    def rate_limits(self, limits: RateLimits | None) -> None:
+        self.limiter = None if limits is None else RateLimiter(limits)
 
     # -- infrastructure ----------------------------------------------------------------------
 
@@ -145,6 +156,7 @@ class RestApi:
             files=[],
         )
         self.interactions.check_deadlines()
+        limit_headers: dict[str, str] = {}
         try:
             record.json, record.files = await _parse_body(request)
             if spec is None:
@@ -156,13 +168,23 @@ class RestApi:
                 response, body = rule.response(record)
                 record.status, record.response, record.fault_injected = response.status, body, True
                 return response
+            if self.limiter is not None:
+                verdict = self.limiter.check(spec.name, params, self.state.clock.monotonic())
+                if verdict is not None:
+                    limit_headers = verdict.headers
+                    if verdict.refused is not None:
+                        record.status, record.response = 429, verdict.body
+                        record.rate_limited = True
+                        return verdict.refused
             reply = spec.handler(RestContext(params, request.query, record.json, record.files))
             record.status, record.response = reply.status, reply.body
-            return reply.to_response()
+            answer = reply.to_response()
+            answer.headers.update(limit_headers)
+            return answer
         except DiscordHTTPError as error:
             self._note_violation(record, error)
             record.status, record.response = error.status, error.body()
-            return json_response(error.body(), status=error.status)
+            return json_response(error.body(), status=error.status, headers=limit_headers)
         except Exception as error:  # noqa: BLE001 - logged and recorded as a violation
             # An emulator bug. Answer 400 (a 5xx would make discord.py retry for ~25 s) and
             # list it with the violations so the test fails loudly.

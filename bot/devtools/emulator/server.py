@@ -44,6 +44,7 @@ from .models import (
     EmuUser,
     StoredMessage,
 )
+from .ratelimits import RateLimits
 from .recorder import Direction, GatewayFrame, RecordedRequest, Recorder, Violation
 from .rest import RestApi
 from .state import INTENT_GUILDS, EmulatorConfig, EmulatorState
@@ -80,6 +81,7 @@ class DiscordEmulator:
         allowed_privileged_intents: int = 0,
         limits: Limits | None = None,
         clock: Clock | None = None,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         self.config = EmulatorConfig(
             token=token,
@@ -99,6 +101,7 @@ class DiscordEmulator:
         self.faults = FaultInjector()
         self.gateway = Gateway(self.state, self.recorder)
         self.rest = RestApi(self.state, self.interactions, self.faults, self.recorder)
+        self.rest.rate_limits = rate_limits
         self.guild_id = guild_id
         self.channel_ids = list(channel_ids)
         self.state.add_guild(guild_id, channel_ids, guild_name)
@@ -619,6 +622,18 @@ class DiscordEmulator:
 
     def clear_failures(self) -> None:
         self.faults.clear()
+
+    @property
+    def rate_limits(self) -> RateLimits | None:
+        """Discord's per-route rate limits, enforced when set (``None``, the default: off).
+
+        Setting it starts every bucket afresh. See ratelimits.py for what is limited.
+        """
+        return self.rest.rate_limits
+
+    @rate_limits.setter
+    def rate_limits(self, limits: RateLimits | None) -> None:
+        self.rest.rate_limits = limits
 
     async def disconnect_clients(
         self,
