@@ -57,6 +57,8 @@ ORIGINAL = "@original"
 POSTED_MEMORY = 10_000
 #: How many messages after a job's interaction are searched for its unrecorded message.
 HISTORY_SCAN = 100
+#: How often expired interaction tokens are cleared from the delivery records.
+TOKEN_SWEEP_SECONDS = 60.0
 _NONE = discord.AllowedMentions.none()
 
 
@@ -117,6 +119,7 @@ class Publisher:
     _posted: OrderedDict[str, int] = field(default_factory=OrderedDict)
     _posted_changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _recovered: asyncio.Event = field(default_factory=asyncio.Event)
+    _tokens_checked_at: float = 0.0
     #: Results given up by this process (job id -> reason), for ``wait_given_up``; bounded.
     _given_up: OrderedDict[str, str] = field(default_factory=OrderedDict)
     _holding: bool = False
@@ -297,6 +300,21 @@ class Publisher:
                     await self._wake.wait()
             self._wake.clear()
             await self.pass_once()
+            await self._forget_expired_tokens()
+
+    async def _forget_expired_tokens(self) -> None:
+        """Now and then, clear the stored interaction tokens that have expired (an answer that
+        failed half-way leaves one behind); a token is a credential for 15 minutes only."""
+        now = time.monotonic()
+        if now < self._tokens_checked_at + TOKEN_SWEEP_SECONDS:
+            return
+        self._tokens_checked_at = now
+        try:
+            await self.cards.forget_tokens()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("clearing expired interaction tokens failed; will try again")
 
     async def pass_once(self) -> None:
         """One sweep over every job whose message is not final yet.

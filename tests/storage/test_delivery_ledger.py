@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -212,3 +213,32 @@ async def test_stuck_deliveries_never_fill_the_head_of_the_line(services: Servic
     assert [v.id for v in await s.deliveries.list_undelivered(terminal_only=True, limit=1)] == [
         fresh
     ]
+
+
+async def test_an_interaction_token_is_kept_for_the_bot_only_until_it_is_not_needed(
+    services: Services,
+) -> None:
+    """Issue 10: the interaction a job answers is kept in its delivery record, never on the job
+    row workers claim, and only while it can still be used."""
+    s = services
+    token = "interaction-token-secret"
+    expires = s.clock.now + timedelta(minutes=15)
+    job = replace(
+        new_job(),
+        order_key=42,
+        interaction_id=42,
+        interaction_token=token,
+        interaction_expires_at=expires,
+    )
+    view = await s.queue.enqueue(owner(), job)
+    assert token not in repr(job) and token not in repr(view)
+    claimed = await s.queue.claim_next("w")
+    assert claimed is not None and token not in repr(claimed)
+    (open_,) = await s.deliveries.open_interactions()
+    assert (open_.job_id, open_.interaction_id, open_.token) == (view.id, 42, token)
+    assert token not in repr(open_)
+    assert await s.deliveries.forget_tokens() == 0  # not expired yet
+    s.clock.advance(15 * 60)
+    assert await s.deliveries.open_interactions() == []  # expired: nothing to finish
+    assert await s.deliveries.forget_tokens() == 1
+    assert await s.deliveries.forget_tokens() == 0
