@@ -740,3 +740,29 @@ async def test_an_outage_is_not_a_removal(atelier: Atelier, emu: DiscordEmulator
         final = await wait_final(emu, lambda m: m.id == pending.id)
     assert labels(final) == GRID_LABELS
     emu.assert_no_violations()
+
+
+async def test_a_message_posted_but_not_recorded_before_a_restart_is_not_posted_twice(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    """The bot stopped after posting the job's message and before recording it: the restarted
+    bot finds that message (its channel's history, after the job's interaction) and uses it."""
+    runtime = await atelier.start(**NO_WORKER)
+    posted = asyncio.Event()
+
+    async def stop_here(*_: object) -> None:
+        posted.set()
+        await asyncio.Event().wait()  # "killed" between the post and the commit
+
+    runtime.bot.publisher._remember = stop_here  # type: ignore[method-assign,assignment]
+    handle = await emu.send_slash_command("imagine", {"prompt": "a shy otter"})
+    (message,) = await handle.wait_for_followups(1)
+    await posted.wait()
+    job_id = job_id_of(message)
+    assert (await runtime.ledger.queue.require(job_id)).message_id is None
+    runtime = await atelier.restart()
+    await asyncio.wait_for(runtime.bot.publisher.wait_recovered(), timeout=10)
+    assert (await runtime.ledger.queue.require(job_id)).message_id == message.id
+    final = await wait_final(emu, lambda m: m.id == message.id)
+    assert "done" in final.content and len(posted_with(emu, job_id)) == 1
+    emu.assert_no_violations()
