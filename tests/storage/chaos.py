@@ -34,7 +34,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, case, func, select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -395,20 +395,43 @@ class Scenario:
             if result.by_status.get(status):
                 self.report.violations.append(f"{result.by_status[status]} job(s) left {status}")
         succeeded = result.by_status.get(JobStatus.SUCCEEDED, 0)
-        others = result.jobs - succeeded
+        # The billing table: every succeeded job is charged what it used, and so is a job its
+        # owner cancelled while it ran (when its worker reported the time); all others are
+        # refunded. The audit above checks each job's lines; these check the totals.
+        charged_jobs, charged_ms, succeeded_ms = await self._charged()
         lines = await self._ledger_counts()
-        if lines.get(LedgerKind.CHARGE, 0) != succeeded:
+        if lines.get(LedgerKind.CHARGE, 0) != charged_jobs:
             self.report.violations.append(
-                f"{lines.get(LedgerKind.CHARGE, 0)} charges for {succeeded} succeeded jobs"
+                f"{lines.get(LedgerKind.CHARGE, 0)} charges for {charged_jobs} charged jobs"
             )
-        if lines.get(LedgerKind.REFUND, 0) != others:
+        if lines.get(LedgerKind.REFUND, 0) != result.jobs - charged_jobs:
             self.report.violations.append(
-                f"{lines.get(LedgerKind.REFUND, 0)} refunds for {others} jobs that did not succeed"
+                f"{lines.get(LedgerKind.REFUND, 0)} refunds for "
+                f"{result.jobs - charged_jobs} jobs that were not charged"
             )
-        if abs(result.charged - GPU_SECONDS * succeeded) > 1e-9:
+        if abs(result.charged - charged_ms / 1000) > 1e-9:
             self.report.violations.append(
-                f"charged {result.charged} GPU-s for {succeeded} jobs of {GPU_SECONDS} s"
+                f"the ledger charged {result.charged} GPU-s, the jobs say {charged_ms / 1000}"
             )
+        if abs(succeeded_ms / 1000 - GPU_SECONDS * succeeded) > 1e-9:
+            self.report.violations.append(
+                f"charged {succeeded_ms / 1000} GPU-s for {succeeded} jobs of {GPU_SECONDS} s"
+            )
+
+    async def _charged(self) -> tuple[int, int, int]:
+        """(jobs charged, their total charge, the total of the succeeded ones), in ms."""
+        succeeded = func.sum(
+            case((JOBS.c.status == JobStatus.SUCCEEDED, JOBS.c.charged_ms), else_=0)
+        )
+        rows = await self._rows(
+            select(
+                func.count().label("n"),
+                func.coalesce(func.sum(JOBS.c.charged_ms), 0).label("total"),
+                func.coalesce(succeeded, 0).label("succeeded"),
+            ).where(JOBS.c.charged_ms.is_not(None))
+        )
+        row = rows[0]
+        return int(row["n"]), int(row["total"]), int(row["succeeded"])
 
     async def _ledger_counts(self) -> dict[str, int]:
         rows = await self._rows(
