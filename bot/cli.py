@@ -56,6 +56,15 @@ def _build_parser() -> argparse.ArgumentParser:
     quota_show = quota_sub.add_parser("show", help="list overrides")
     quota_show.add_argument("--user", type=int, default=None, help="only this Discord user id")
 
+    modlog = sub.add_parser("modlog", help="a server's moderation audit log")
+    modlog_sub = modlog.add_subparsers(dest="modlog_command", required=True, metavar="ACTION")
+    export = modlog_sub.add_parser("export", help="write one server's audit log, oldest first")
+    export.add_argument("--guild", required=True, help="the server's id")
+    export.add_argument("--format", required=True, help="csv or jsonl")
+    export.add_argument(
+        "--output", type=Path, default=None, help="file to write (default: standard output)"
+    )
+
     imagine = sub.add_parser("imagine", help="generate a 2x2 grid locally, no Discord")
     imagine.add_argument("prompt", help='prompt with --options, e.g. "a lighthouse --ar 3:2"')
     imagine.add_argument("--out", type=Path, default=Path("grid.png"), help="output file")
@@ -151,6 +160,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if command == "quota":
         return asyncio.run(_quota(settings, args))
+    if command == "modlog":
+        return asyncio.run(_modlog_export(settings, args))
     if command == "imagine":
         return _imagine(settings, args.prompt, args.out)
     if command in ("upscale", "vary"):
@@ -212,6 +223,90 @@ async def _quota(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# -- the moderation audit log -----------------------------------------------------------------
+
+#: A CSV cell starting with one of these is a formula to a spreadsheet: prefixed with ``'``.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+MODLOG_FIELDS = (
+    "id",
+    "created_at",
+    "guild_id",
+    "actor_id",
+    "action",
+    "target_user_id",
+    "target_job_id",
+    "reason",
+    "details",
+)
+
+
+def csv_cell(value: object) -> str:
+    """One CSV cell, safe to open in a spreadsheet: prompts and reasons are user text, and a
+    cell such as ``=HYPERLINK(...)`` would run as a formula (CSV injection)."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+async def _modlog_export(settings: Settings, args: argparse.Namespace) -> int:
+    """`atelier modlog export --guild ID --format csv|jsonl [--output FILE]`: one server's
+    audit log, oldest first. Written to FILE only once complete (a failure leaves no half
+    file)."""
+    import csv
+    import json
+
+    from bot.runtime import open_ledger
+
+    guild = args.guild.strip()
+    if not guild.isdigit() or not 0 < int(guild) < 2**63:
+        print(f"atelier: --guild must be a server id (digits), not {args.guild!r}", file=sys.stderr)
+        return 2
+    if args.format not in ("csv", "jsonl"):
+        print(f"atelier: --format must be csv or jsonl, not {args.format!r}", file=sys.stderr)
+        return 2
+    output: Path | None = args.output
+    partial = None if output is None else output.with_name(output.name + ".part")
+    try:
+        out = sys.stdout if partial is None else partial.open("w", encoding="utf-8", newline="")
+    except OSError as exc:
+        print(f"atelier: cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    count = 0
+    try:
+        # RFC 4180 line ends: the writer then quotes a cell holding either \r or \n.
+        writer = csv.writer(out) if args.format == "csv" else None
+        async with open_ledger(settings) as ledger:
+            if writer is not None:
+                writer.writerow(MODLOG_FIELDS)
+            async for entry in ledger.modlog.export(int(guild)):
+                row = {
+                    "id": entry.id,
+                    "created_at": entry.created_at.isoformat(),
+                    "guild_id": entry.guild_id,
+                    "actor_id": entry.actor_id,
+                    "action": str(entry.action),
+                    "target_user_id": entry.target_user_id,
+                    "target_job_id": entry.target_job_id,
+                    "reason": entry.reason,
+                    "details": dict(entry.details),
+                }
+                if writer is None:
+                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                else:
+                    row["details"] = json.dumps(row["details"], ensure_ascii=False)
+                    writer.writerow([csv_cell(row[name]) for name in MODLOG_FIELDS])
+                count += 1
+    except BaseException:
+        if partial is not None:
+            out.close()
+            partial.unlink(missing_ok=True)
+        raise
+    if partial is not None and output is not None:
+        out.close()
+        partial.replace(output)
+        print(f"wrote {count} audit log row(s) of server {guild} to {output}", file=sys.stderr)
+    return 0
+
+
 # -- retention ---------------------------------------------------------------------------------
 
 
@@ -224,14 +319,15 @@ async def _prune(settings: Settings, *, dry_run: bool) -> int:
     async with open_ledger(settings) as ledger:
         print(
             f"retention: images {_days(keep.images_days)}, job rows {_days(keep.rows_days)}, "
-            f"blocked jobs' images {_days(settings.bot.appeal_days)} after the block"
+            f"blocked jobs' images {_days(settings.bot.appeal_days)} after the block, "
+            f"audit log rows {_days(keep.modlog_days)}"
         )
         report = await Retention(ledger.queue, ledger.images, keep).prune(dry_run=dry_run)
     print(
         f"{'would delete' if dry_run else 'deleted'}: {report.jobs} job row(s) with "
         f"{report.ledger_lines} quota ledger line(s); the images of {report.image_jobs} more "
         f"job(s) and of {report.blocked} blocked job(s); {report.image_files} file(s), "
-        f"{_size(report.image_bytes)}"
+        f"{_size(report.image_bytes)}; {report.modlog_rows} audit log row(s)"
     )
     return 0
 

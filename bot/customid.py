@@ -79,3 +79,51 @@ def decode_job_payload(code: str, payload: str) -> ButtonRef:
     if index not in action.indexes:
         raise CustomIdError("this button names an image that does not fit its action")
     return ButtonRef(action=action, job_id=match.group("job"), index=index)
+
+
+#: The /modlog page buttons: ``atl:1:ml:<guild>:<o|n>:<row id>:<member or empty>:<job or empty>``.
+MODLOG_CODE = "ml"
+_MODLOG_PAYLOAD = re.compile(
+    r"(?P<guild>[1-9][0-9]{0,19}):(?P<direction>[on]):(?P<anchor>[1-9][0-9]{0,19})"
+    r":(?P<member>(?:[1-9][0-9]{0,19})?):(?P<job>[a-z0-9]{0,16})"
+)
+#: A job filter as /modlog accepts it (and a page button carries it).
+MODLOG_JOB = re.compile(r"[a-z0-9]{1,16}")
+
+
+@dataclass(frozen=True)
+class ModlogPageRef:
+    """An Older (``older``) or Newer page button of a server's audit log: the rows just older or
+    newer than row ``anchor``, with the page's filters. Which server it names is a claim the
+    click handler checks, like everything else in a custom_id."""
+
+    guild_id: int
+    older: bool
+    anchor: int
+    member: int | None = None
+    job: str | None = None
+
+    def encode(self) -> str:
+        member = "" if self.member is None else str(self.member)
+        direction = "o" if self.older else "n"
+        payload = f"{self.guild_id}:{direction}:{self.anchor}:{member}:{self.job or ''}"
+        value = join(MODLOG_CODE, payload)
+        if decode_modlog_page(MODLOG_CODE, payload) != self:
+            raise CustomIdError(f"cannot encode page button {self!r}")
+        return value
+
+
+def decode_modlog_page(code: str, payload: str) -> ModlogPageRef:
+    """A /modlog page button; CustomIdError for anything ``ModlogPageRef.encode`` would not make."""
+    match = _MODLOG_PAYLOAD.fullmatch(payload) if code == MODLOG_CODE else None
+    if not match or any(
+        int(match.group(name) or 0) >= 2**63 for name in ("guild", "anchor", "member")
+    ):
+        raise CustomIdError("this button was not made by this version of Atelier")
+    return ModlogPageRef(
+        guild_id=int(match.group("guild")),
+        older=match.group("direction") == "o",
+        anchor=int(match.group("anchor")),
+        member=int(match.group("member")) if match.group("member") else None,
+        job=match.group("job") or None,
+    )

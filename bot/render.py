@@ -17,7 +17,7 @@ from bot.customid import ButtonRef
 from config.settings import GenerationSettings
 from generation.options import options_help
 from generation.request import Operation
-from storage.types import JobKind, JobStatus, QuotaReadout
+from storage.types import JobKind, JobStatus, ModAction, ModLogEntry, ModLogPage, QuotaReadout
 
 CONTENT_LIMIT = 2000
 _MARKDOWN = re.compile(r"([\\*_~`|>\[\]()#:-])")
@@ -160,7 +160,8 @@ def render_help(settings: GenerationSettings) -> str:
                 "**Buttons**: U1-U4 post one image (then Upscale/Vary it), V1-V4 make four "
                 "variations, \U0001f504 re-rolls with a new seed.",
                 "**Also**: /info (quota), /queue, /cancel, /show job, /settings. "
-                "Moderators: /block job, /filter (terms this server refuses in prompts).",
+                "Moderators: /block job, /filter (terms this server refuses in prompts), "
+                "/modlog (the audit log).",
             ]
         )
     )
@@ -296,3 +297,66 @@ def render_images_expired(job_id: str, days: float) -> str:
         return f"the images of job `{job_id}` have expired and were deleted"
     unit = "day" if days == 1 else "days"
     return f"the images of job `{job_id}` expired after {days:g} {unit} and were deleted"
+
+
+#: How each audit log action reads on a /modlog line.
+MODLOG_VERBS = {
+    ModAction.REFUSED: "refused a prompt",
+    ModAction.HELD: "held",
+    ModAction.CLASSIFIED: "classified",
+    ModAction.APPROVED: "approved",
+    ModAction.REJECTED: "rejected",
+    ModAction.BANNED: "banned",
+    ModAction.UNBANNED: "unbanned",
+    ModAction.FILTER_ADDED: "added a refused term",
+    ModAction.FILTER_REMOVED: "removed a refused term",
+    ModAction.BLOCKED: "blocked",
+    ModAction.PUBLISHED: "published",
+    ModAction.UNPUBLISHED: "unpublished",
+}
+
+
+#: Actions whose reason is a refused term.
+TERM_ACTIONS = (ModAction.REFUSED, ModAction.FILTER_ADDED, ModAction.FILTER_REMOVED)
+
+
+def render_modlog_line(entry: ModLogEntry) -> str:
+    """One audit log row: when, who, what, to whom, why. User text is escaped; the mentions
+    never ping (messages go out with mentions disabled)."""
+    actor = "the bot" if entry.actor_id is None else mention(entry.actor_id)
+    parts = [
+        f"`#{entry.id}` {relative_time(entry.created_at)} {actor} {MODLOG_VERBS[entry.action]}"
+    ]
+    if entry.target_job_id:
+        parts.append(f"job `{entry.target_job_id}`")
+    if entry.target_user_id is not None:
+        parts.append(
+            ("of " if entry.target_job_id or entry.action is ModAction.REFUSED else "")
+            + mention(entry.target_user_id)
+        )
+    line = " ".join(parts)
+    if entry.action in TERM_ACTIONS and entry.reason:
+        # The reason is a refused term, parsed when it was added: shown as code, like /filter.
+        line += ": `" + entry.reason.replace("`", "'") + "`"
+    elif entry.reason:
+        line += f": {escape(shorten(entry.reason, 200))}"
+    prompt = entry.details.get("prompt")
+    if entry.action is ModAction.REFUSED and isinstance(prompt, str):
+        line += f" (prompt: {escape(shorten(prompt, 80))})"
+    if entry.action is ModAction.BLOCKED and entry.details.get("keep_charge"):
+        line += " (charge kept)"
+    return line
+
+
+def render_modlog(page: ModLogPage, *, member: int | None, job: str | None) -> str:
+    """/modlog: one page of the server's audit log, newest first."""
+    scope = []
+    if member is not None:
+        scope.append(f"about {mention(member)}")
+    if job is not None:
+        scope.append(f"about job `{job}`")
+    head = "**Audit log**" + (" " + " and ".join(scope) if scope else "")
+    if not page.entries:
+        return f"{head}: nothing recorded."
+    lines = [f"{head} (newest first):", *(f"- {render_modlog_line(e)}" for e in page.entries)]
+    return shorten("\n".join(lines))

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from storage.db import Database
     from storage.delivery_ledger import DeliveryLedger
     from storage.images import FileImageStore
+    from storage.modlog import ModerationLog
     from storage.preferences import PreferenceStore
     from storage.queue import JobQueue
 
@@ -40,6 +41,8 @@ class Ledger:
     delivery: DeliveryLedger[GenerationRequest]
     prefs: PreferenceStore
     images: FileImageStore
+    #: The moderation audit log.
+    modlog: ModerationLog
 
 
 @contextlib.asynccontextmanager
@@ -50,6 +53,7 @@ async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
     from storage.delivery_ledger import DeliveryLedger
     from storage.images import FileImageStore
     from storage.migrate import upgrade
+    from storage.modlog import ModerationLog
     from storage.preferences import PreferenceStore
     from storage.queue import JobQueue
     from storage.quota import QuotaService
@@ -67,6 +71,7 @@ async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
             delivery=DeliveryLedger(db, codec=REQUEST_CODEC),
             prefs=PreferenceStore(db),
             images=FileImageStore(settings.data_dir / "images"),
+            modlog=ModerationLog(db),
         )
     finally:
         await db.dispose()
@@ -188,7 +193,7 @@ def wire_bot(
     from bot.services.moderation import Moderation
 
     cards = JobCards(settings, ledger.queue, ledger.delivery, ledger.images)
-    moderation = Moderation(settings, ledger.queue, ledger.prefs)
+    moderation = Moderation(settings, ledger.queue, ledger.prefs, ledger.modlog)
     intake = JobIntake(settings, ledger.queue, ledger.prefs, cards, moderation, checker)
     account = AccountService(settings, ledger.queue, ledger.prefs, cards, worker_hung)
     router = ButtonRouter()

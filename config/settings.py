@@ -360,8 +360,9 @@ class BotSettings(_Section):
 
 
 class RetentionSettings(_Section):
-    """How long finished jobs' images and rows are kept (0 keeps them forever). Retention never
-    touches a job that is waiting, running, not yet delivered or held (see the README)."""
+    """How long finished jobs' images and rows, and the moderation audit log, are kept (0 keeps
+    them forever). Retention never touches a job that is waiting, running, not yet delivered or
+    held (see the README)."""
 
     images_days: float = Field(
         default=30.0,
@@ -375,6 +376,12 @@ class RetentionSettings(_Section):
         description="Days a finished, delivered job's row (and its delivery record and quota "
         "ledger lines, once outside the quota window) is kept; then it is deleted with any "
         "images left. 0 keeps them forever.",
+    )
+    modlog_days: float = Field(
+        default=365.0,
+        ge=0,
+        description="Days a row of the moderation audit log (/modlog, atelier modlog export) is "
+        "kept; then it is deleted. 0 keeps them forever.",
     )
 
 

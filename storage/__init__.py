@@ -3,7 +3,8 @@
 Public entry points (the composition root wires them; nothing here imports ``generation``):
 
 - ``Database`` (engine and units of work) and ``upgrade``/``upgrade_sync`` (migrations);
-- ``JobQueue`` (every job transition), ``QuotaService``, ``DeliveryLedger``, ``PreferenceStore``;
+- ``JobQueue`` (every job transition), ``QuotaService``, ``DeliveryLedger``, ``PreferenceStore``,
+  ``ModerationLog`` (the moderation audit log);
 - ``ImageStore``/``FileImageStore``; ``audit``; the frozen types in ``storage.types``;
 - ``RequestCodec``: how the queue and the delivery ledger store the caller's request type
   (``JSON_CODEC``, the default, keeps plain JSON objects);
@@ -28,6 +29,7 @@ from storage.errors import (
 )
 from storage.images import FileImageStore, ImageStore
 from storage.migrate import current_revision, head_revision, upgrade, upgrade_sync
+from storage.modlog import ModerationLog
 from storage.preferences import PreferenceStore
 from storage.queue import JobQueue
 from storage.quota import QuotaService
@@ -42,6 +44,9 @@ from storage.types import (
     JobView,
     LedgerEntry,
     LedgerKind,
+    ModAction,
+    ModLogEntry,
+    ModLogPage,
     NewJob,
     Owner,
     QueuePlace,
@@ -73,6 +78,10 @@ __all__ = [
     "LeaseLost",
     "LedgerEntry",
     "LedgerKind",
+    "ModAction",
+    "ModLogEntry",
+    "ModLogPage",
+    "ModerationLog",
     "NewJob",
     "Owner",
     "PreferenceStore",

@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from storage.types import JobStatus, LedgerKind
+from storage.types import JobStatus, LedgerKind, ModAction
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -318,6 +318,40 @@ class GuildSettingsRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+#: The longest reason a moderation log row keeps (longer ones are shortened).
+MODLOG_REASON_LENGTH = 500
+
+
+class ModerationLogRow(Base):
+    """One moderator action or automated decision in a server: the audit log (``/modlog``).
+
+    No foreign key to ``jobs``: the log outlives the jobs it names (retention deletes job rows
+    sooner than log rows)."""
+
+    __tablename__ = "moderation_log"
+
+    id: Mapped[int] = mapped_column(BigKey, primary_key=True, autoincrement=True)
+    guild_id: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: The moderator; None: the bot decided (a refused prompt, a classifier).
+    actor_id: Mapped[int | None] = mapped_column(BigInteger)
+    action: Mapped[str] = mapped_column(String(16))
+    target_user_id: Mapped[int | None] = mapped_column(BigInteger)
+    target_job_id: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(MODLOG_REASON_LENGTH), default="")
+    details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+    __table_args__ = (
+        CheckConstraint(_in("action", ModAction), name="action"),
+        # Paging a server's log newest first, whole or by member or by job.
+        Index("ix_moderation_log_guild_id_id", "guild_id", "id"),
+        Index("ix_moderation_log_guild_id_target_user_id_id", "guild_id", "target_user_id", "id"),
+        Index("ix_moderation_log_guild_id_target_job_id_id", "guild_id", "target_job_id", "id"),
+        # Retention.
+        Index("ix_moderation_log_created_at", "created_at"),
+    )
+
+
 class Meta(Base):
     """Small key/value facts, e.g. the hash of the command set last synced to Discord."""
 
@@ -341,3 +375,4 @@ WORK_RATES = cast(Table, WorkRate.__table__)
 USER_SETTINGS = cast(Table, UserSettingsRow.__table__)
 GUILD_SETTINGS = cast(Table, GuildSettingsRow.__table__)
 META = cast(Table, Meta.__table__)
+MODERATION_LOG = cast(Table, ModerationLogRow.__table__)

@@ -1,6 +1,6 @@
 """Deleting what is no longer kept: old jobs' images and rows, and blocked jobs' images.
 
-Three rules, applied by ``Retention.prune`` (the bot runs it in the background through
+Four rules, applied by ``Retention.prune`` (the bot runs it in the background through
 ``RetentionLoop``; the operator runs it with ``atelier db prune``):
 
 - **Images.** A finished job older than ``retention.images_days`` loses its images: the files
@@ -15,6 +15,8 @@ Three rules, applied by ``Retention.prune`` (the bot runs it in the background t
   lines add up, no line without a job) true.
 - **Blocked jobs** keep their images ``bot.appeal_days`` for an appeal (``purge_after``), then
   ``purge_blocked`` deletes them.
+- **The moderation audit log.** A row older than ``retention.modlog_days`` is deleted. It names
+  jobs by id only, so it neither holds jobs nor is held by them.
 
 What is never touched, whatever its age, is decided in one place, :func:`kept`. Work goes in
 bounded batches, each one write transaction that selects what is due under the ``kept`` rule,
@@ -40,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from config.settings import RetentionSettings
 from storage.images import FileImageStore
 from storage.models import DELIVERIES, JOBS, LEDGER
+from storage.modlog import ModerationLog
 from storage.queue import JobQueue
 from storage.types import ACTIVE_STATUSES, TERMINAL_STATUSES, JobStatus, PruneReport
 
@@ -97,6 +100,7 @@ class _Batch:
     files: int = 0
     size: int = 0
     ledger_lines: int = 0
+    modlog_rows: int = 0
 
 
 class Retention:
@@ -118,17 +122,19 @@ class Retention:
         self.images = images
         self.settings = settings
         self.batch = batch
+        self.modlog = ModerationLog(queue.db, clock=queue.clock)
 
     async def prune(self, *, dry_run: bool = False, max_batches: int | None = None) -> PruneReport:
         """Delete what is due: rows first (with their images), then the images of the jobs
         that stay, then the images of blocked jobs whose appeal period is over. With
         ``dry_run`` nothing changes and the report says what would go. ``max_batches`` bounds
-        the batches of each kind (None: until nothing is due)."""
+        the batches of each kind (None: until nothing is due). Audit log rows go last."""
         if dry_run:
             return await self._survey()
         rows, more_rows = await self._repeat(self._prune_rows, max_batches)
         images, more_images = await self._repeat(self._prune_images, max_batches)
         blocked, more_blocked = await self._repeat(self._purge_blocked, max_batches)
+        modlog, more_modlog = await self._repeat(self._prune_modlog, max_batches)
         report = PruneReport(
             dry_run=False,
             image_jobs=images.jobs,
@@ -137,8 +143,11 @@ class Retention:
             jobs=rows.jobs,
             ledger_lines=rows.ledger_lines,
             blocked=blocked.jobs,
-            more=more_rows or more_images or more_blocked,
+            modlog_rows=modlog.modlog_rows,
+            more=more_rows or more_images or more_blocked or more_modlog,
         )
+        if report.modlog_rows:
+            log.info("retention: deleted %d moderation log row(s)", report.modlog_rows)
         if report.jobs or report.image_jobs or report.blocked:
             log.info(
                 "retention: deleted %d job row(s) and %d ledger line(s), the images of %d "
@@ -153,6 +162,10 @@ class Retention:
         return report
 
     # -- what is due ------------------------------------------------------------------------
+
+    def _modlog_cutoff(self, now: datetime) -> datetime | None:
+        days = self.settings.modlog_days
+        return now - days * DAY if days else None
 
     def _older_than(self, days: float, now: datetime) -> ColumnElement[bool]:
         return func.coalesce(JOBS.c.finished_at, JOBS.c.created_at) <= now - days * DAY
@@ -235,6 +248,12 @@ class Retention:
 
         return await self.queue.db.write(work)
 
+    async def _prune_modlog(self) -> _Batch:
+        cutoff = self._modlog_cutoff(self.queue.clock())
+        if cutoff is None:
+            return _Batch()
+        return _Batch(modlog_rows=await self.modlog.prune(cutoff, limit=self.batch))
+
     async def _delete_images(self, ids: Sequence[str]) -> tuple[int, int]:
         files = size = 0
         for job_id in ids:
@@ -259,8 +278,9 @@ class Retention:
                 total.files + batch.files,
                 total.size + batch.size,
                 total.ledger_lines + batch.ledger_lines,
+                total.modlog_rows + batch.modlog_rows,
             )
-            if batch.jobs == 0:
+            if batch.jobs == 0 and batch.modlog_rows == 0:
                 return total, False
         return total, True
 
@@ -309,6 +329,8 @@ class Retention:
             return rows, images, lines, blocked
 
         rows, images, lines, blocked = await self.queue.db.read(work)
+        cutoff = self._modlog_cutoff(now)
+        modlog_rows = await self.modlog.count_older(cutoff) if cutoff is not None else 0
         files = size = 0
         for job_id in [*rows, *images, *blocked]:
             count, nbytes = await self.images.job_usage(job_id)
@@ -321,6 +343,7 @@ class Retention:
             jobs=len(rows),
             ledger_lines=lines,
             blocked=len(blocked),
+            modlog_rows=modlog_rows,
         )
 
 

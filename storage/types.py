@@ -358,8 +358,52 @@ class PruneReport:
     ledger_lines: int = 0
     #: Blocked jobs whose images were deleted because their appeal period is over.
     blocked: int = 0
+    #: Moderation audit log rows older than ``retention.modlog_days``.
+    modlog_rows: int = 0
     #: True when a pass stopped at its batch limit: the next pass takes the rest.
     more: bool = False
+
+
+class ModAction(StrEnum):
+    """What one row of the moderation audit log records: a moderator's action or an automated
+    decision. Stored by value; new members need a migration (the table checks the list)."""
+
+    REFUSED = "refused"  # a prompt with a refused term; nothing was queued
+    HELD = "held"
+    CLASSIFIED = "classified"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    BANNED = "banned"
+    UNBANNED = "unbanned"
+    FILTER_ADDED = "filter_added"
+    FILTER_REMOVED = "filter_removed"
+    BLOCKED = "blocked"
+    PUBLISHED = "published"
+    UNPUBLISHED = "unpublished"
+
+
+@dataclass(frozen=True, slots=True)
+class ModLogEntry:
+    """One row of a server's moderation audit log. ``actor_id`` None: the bot itself."""
+
+    id: int
+    guild_id: int
+    created_at: datetime
+    actor_id: int | None
+    action: ModAction
+    target_user_id: int | None
+    target_job_id: str | None
+    reason: str
+    details: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ModLogPage:
+    """Up to a page of audit log rows, newest first, and whether older or newer ones exist."""
+
+    entries: tuple[ModLogEntry, ...]
+    older: bool
+    newer: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,7 +139,7 @@ async def desk(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Desk]:
     )
     async with open_ledger(settings) as ledger:
         cards = JobCards(settings, ledger.queue, ledger.delivery, ledger.images)
-        moderation = Moderation(settings, ledger.queue, ledger.prefs)
+        moderation = Moderation(settings, ledger.queue, ledger.prefs, ledger.modlog)
         intake = JobIntake(settings, ledger.queue, ledger.prefs, cards, moderation)
         account = AccountService(settings, ledger.queue, ledger.prefs, cards)
         await ledger.prefs.update_guild_settings(GUILD, {"banned_terms": SERVER_TERMS})
@@ -461,7 +461,7 @@ async def buttons(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[But
     async with open_ledger(settings) as ledger:
         bot = wire_bot(settings, ledger, None)
         cards = JobCards(settings, ledger.queue, ledger.delivery, ledger.images)
-        moderation = Moderation(settings, ledger.queue, ledger.prefs)
+        moderation = Moderation(settings, ledger.queue, ledger.prefs, ledger.modlog)
         intake = JobIntake(settings, ledger.queue, ledger.prefs, cards, moderation)
         account = AccountService(settings, ledger.queue, ledger.prefs, cards)
         jobs: dict[str, str] = {}

@@ -1,4 +1,5 @@
-"""Moderation commands: /block and /filter add|remove|list (Manage Messages)."""
+"""Moderation commands: /block, /filter add|remove|list and /modlog (Manage Messages), and the
+audit log's Older/Newer buttons."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ from typing import Any
 import discord
 from discord import app_commands
 
+from bot.customid import MODLOG_CODE, MODLOG_JOB, ModlogPageRef, decode_modlog_page
 from bot.errors import UserFacingError
 from bot.features.base import Interaction, answer, requester_of, slash, thinking
 from bot.publisher import Publisher
-from bot.router import ButtonRouter
+from bot.render import render_modlog
+from bot.router import ButtonRouter, Route
 from bot.services.moderation import Moderation
+from storage.types import ModLogPage
 
 
 class FilterCommands(app_commands.Group):
@@ -55,7 +59,12 @@ class ModerationFeature:
 
     def register(self, tree: app_commands.CommandTree[Any], router: ButtonRouter) -> None:
         slash(tree, "block", "Moderators: stop a job, or take a finished one down", self.block)
+        slash(tree, "modlog", "Moderators: this server's audit log, newest first", self.modlog)
         tree.add_command(FilterCommands(self.moderation))
+        router.add(
+            Route(codes=frozenset({MODLOG_CODE}), decode=decode_modlog_page, handle=self.on_page)
+        )
+        self.router = router
 
     @app_commands.default_permissions(manage_messages=True)
     @app_commands.guild_only()
@@ -91,3 +100,60 @@ class ModerationFeature:
         )
         self.publisher.wake()
         await answer(interaction, text)
+
+    @app_commands.default_permissions(manage_messages=True)
+    @app_commands.guild_only()
+    @app_commands.describe(
+        member="Only what was done to or by the bot about this member",
+        job="Only what concerns this job id",
+    )
+    async def modlog(
+        self,
+        interaction: Interaction,
+        member: discord.User | None = None,
+        job: app_commands.Range[str, 1, 40] | None = None,
+    ) -> None:
+        await thinking(interaction)
+        requester = requester_of(interaction)
+        job_id = None if job is None else job.strip().lower()
+        if job_id is not None and not MODLOG_JOB.fullmatch(job_id):
+            raise UserFacingError(f"`{job_id[:40]}` is not a job id; it is shown under each job")
+        member_id = None if member is None else member.id
+        guild_id = requester.guild_id or 0
+        page = await self.moderation.modlog_page(requester, guild_id, member=member_id, job=job_id)
+        text, view = self._page(guild_id, page, member_id, job_id)
+        await interaction.followup.send(text, view=view, ephemeral=True)
+
+    async def on_page(self, interaction: Interaction, ref: ModlogPageRef) -> None:
+        """Older or Newer under a /modlog page: the next page, in place. The button's server,
+        like the rest of its custom_id, is only a claim: the clicker must moderate it, from
+        inside it."""
+        requester = requester_of(interaction)
+        self.moderation.check_modlog_access(requester, ref.guild_id)
+        await interaction.response.defer()
+        page = await self.moderation.modlog_page(
+            requester,
+            ref.guild_id,
+            member=ref.member,
+            job=ref.job,
+            before_id=ref.anchor if ref.older else None,
+            after_id=None if ref.older else ref.anchor,
+        )
+        text, view = self._page(ref.guild_id, page, ref.member, ref.job)
+        await interaction.edit_original_response(content=text, view=view)
+
+    def _page(
+        self, guild_id: int, page: ModLogPage, member: int | None, job: str | None
+    ) -> tuple[str, discord.ui.View]:
+        buttons = []
+        if page.newer:
+            newer = ModlogPageRef(
+                guild_id, older=False, anchor=page.entries[0].id, member=member, job=job
+            )
+            buttons.append(("Newer", newer.encode()))
+        if page.older:
+            older = ModlogPageRef(
+                guild_id, older=True, anchor=page.entries[-1].id, member=member, job=job
+            )
+            buttons.append(("Older", older.encode()))
+        return render_modlog(page, member=member, job=job), self.router.view([buttons])

@@ -1,9 +1,14 @@
-"""Moderation: refused terms in prompts (the operator's and each server's) and /block, which
-stops unfinished jobs and takes finished ones down (with the jobs made from them, on request).
+"""Moderation: refused terms in prompts (the operator's and each server's), /block, which
+stops unfinished jobs and takes finished ones down (with the jobs made from them, on request),
+and the server's audit log (/modlog), where each of those is recorded.
 
 Every new job passes :meth:`Moderation.refuse_banned_terms` before it is queued, whichever way it
 comes (/imagine, a button, the remix editor), so a refused prompt is never queued or charged. The
 check reads both the prompt as typed and the words the text encoders will receive.
+
+The audit log records what happened after it happened: a refused prompt (by the bot: actor
+None), a filter edit and each blocked job. A refusal in a DM belongs to no server and is only
+logged by the application.
 """
 
 from __future__ import annotations
@@ -15,15 +20,17 @@ from typing import Any
 
 from bot.errors import UserFacingError
 from bot.prompt_filter import TermError, TermFilter, parse_term
+from bot.render import shorten
 from bot.requester import Requester
 from config import ConfigError
 from config.settings import Settings
 from generation.request import GenerationRequest
 from generation.weights import encoder_text
 from storage.errors import IllegalTransition
+from storage.modlog import ModerationLog
 from storage.preferences import PreferenceStore
 from storage.queue import JobQueue
-from storage.types import JobStatus, JobView
+from storage.types import JobStatus, JobView, ModAction, ModLogPage
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +41,26 @@ MAX_FOLLOWUPS = 50
 
 #: Where a guild's refused terms live in its settings document.
 BANNED_TERMS_KEY = "banned_terms"
+#: How much of a refused prompt the audit log keeps (never in the reason, which names the term).
+LOGGED_PROMPT_CHARS = 120
+#: Rows on one /modlog page.
+MODLOG_PAGE = 10
 
 
 class Moderation:
     """What moderators (Manage Messages) can do, and the prompt check it implies."""
 
     def __init__(
-        self, settings: Settings, queue: JobQueue[GenerationRequest], prefs: PreferenceStore
+        self,
+        settings: Settings,
+        queue: JobQueue[GenerationRequest],
+        prefs: PreferenceStore,
+        modlog: ModerationLog,
     ) -> None:
         self.settings = settings
         self.queue = queue
         self.prefs = prefs
+        self.modlog = modlog
         try:
             self._operator_terms = tuple(parse_term(term) for term in settings.bot.banned_terms)
         except TermError as exc:
@@ -69,6 +85,18 @@ class Moderation:
                     requester.user_id,
                     requester.guild_id,
                 )
+                if requester.guild_id is not None:
+                    await self.modlog.record(
+                        requester.guild_id,
+                        ModAction.REFUSED,
+                        actor_id=None,
+                        target_user_id=requester.user_id,
+                        reason=term,
+                        details={
+                            "prompt": shorten(request.prompt, LOGGED_PROMPT_CHARS),
+                            "channel_id": requester.channel_id,
+                        },
+                    )
                 raise UserFacingError(
                     f"the prompt contains `{term}`, a term this server does not allow; "
                     "nothing was queued or charged"
@@ -91,7 +119,7 @@ class Moderation:
         job = await self.queue.get(job_id)
         if job is None or requester.guild_id is None or job.guild_id != requester.guild_id:
             raise UserFacingError(f"there is no job `{job_id}` in this server")
-        lines = [await self._block_one(job, reason, keep_charge)]
+        lines = [await self._block_one(requester, job, reason, keep_charge, followups)]
         children = [
             child
             for child in await self.queue.followups(job.id, limit=MAX_FOLLOWUPS)
@@ -101,7 +129,14 @@ class Moderation:
             done = 0
             for child in children:
                 with contextlib.suppress(UserFacingError):  # it ended meanwhile
-                    await self._block_one(child, f"{reason} (made from job {job.id})", keep_charge)
+                    await self._block_one(
+                        requester,
+                        child,
+                        f"{reason} (made from job {job.id})",
+                        keep_charge,
+                        followups,
+                        parent_id=job.id,
+                    )
                     done += 1
             lines.append(f"Also blocked {done} job(s) made from it.")
         elif children:
@@ -120,7 +155,14 @@ class Moderation:
         return "\n".join(lines)
 
     async def _block_one(
-        self, job: JobView[GenerationRequest], reason: str, keep_charge: bool
+        self,
+        requester: Requester,
+        job: JobView[GenerationRequest],
+        reason: str,
+        keep_charge: bool,
+        followups: bool,
+        *,
+        parent_id: str | None = None,
     ) -> str:
         if job.status not in BLOCKABLE:
             already = "already removed" if job.status is JobStatus.BLOCKED else str(job.status)
@@ -134,6 +176,22 @@ class Moderation:
             )
         except IllegalTransition:
             raise UserFacingError(f"job `{job.id}` ended before it could be blocked") from None
+        assert job.guild_id is not None  # block() only reaches a server's own jobs
+        await self.modlog.record(
+            job.guild_id,
+            ModAction.BLOCKED,
+            actor_id=requester.user_id,
+            target_user_id=job.owner_id,
+            target_job_id=job.id,
+            reason=reason,
+            details={
+                "keep_charge": keep_charge,
+                "followups": followups,
+                "was": str(job.status),
+                "charged": blocked.charged,
+                "parent_job_id": parent_id,
+            },
+        )
         if job.status is JobStatus.SUCCEEDED:
             what = (
                 f"Removed job `{job.id}`: its message now says so, and its images are kept "
@@ -163,6 +221,9 @@ class Moderation:
             return {**current, BANNED_TERMS_KEY: sorted([*terms, term])}
 
         await self.prefs.edit_guild_settings(guild_id, add)
+        await self.modlog.record(
+            guild_id, ModAction.FILTER_ADDED, actor_id=requester.user_id, reason=term
+        )
         return f"Prompts containing `{term}` are now refused in this server."
 
     async def remove_banned_term(self, requester: Requester, raw: str) -> str:
@@ -179,6 +240,9 @@ class Moderation:
             return {**current, BANNED_TERMS_KEY: [t for t in terms if t != term]}
 
         await self.prefs.edit_guild_settings(guild_id, remove)
+        await self.modlog.record(
+            guild_id, ModAction.FILTER_REMOVED, actor_id=requester.user_id, reason=term
+        )
         return f"`{term}` is allowed again in this server."
 
     async def banned_terms(self, requester: Requester) -> str:
@@ -195,6 +259,37 @@ class Moderation:
             listed = ", ".join(f"`{t}`" for t in self._operator_terms)
             lines.append(f"Refused everywhere by the bot's operator: {listed}")
         return "\n".join(lines)
+
+    async def modlog_page(
+        self,
+        requester: Requester,
+        guild_id: int,
+        *,
+        member: int | None = None,
+        job: str | None = None,
+        before_id: int | None = None,
+        after_id: int | None = None,
+    ) -> ModLogPage:
+        """Moderation: one page of ``guild_id``'s audit log, newest first, for a moderator of
+        that server (a page button names its server; one from elsewhere is refused)."""
+        self.check_modlog_access(requester, guild_id)
+        return await self.modlog.page(
+            guild_id,
+            member=member,
+            job=job,
+            before_id=before_id,
+            after_id=after_id,
+            limit=MODLOG_PAGE,
+        )
+
+    def check_modlog_access(self, requester: Requester, guild_id: int) -> None:
+        """Refuse anyone but a moderator of ``guild_id`` asking from inside it."""
+        if requester.guild_id is None:
+            raise UserFacingError("the audit log belongs to a server; use /modlog in one")
+        if requester.guild_id != guild_id:
+            raise UserFacingError("this page belongs to another server's audit log")
+        if not requester.is_moderator:
+            raise UserFacingError("only moderators (Manage Messages) may read the audit log")
 
     def _moderator_guild(self, requester: Requester) -> int:
         if requester.guild_id is None:

@@ -143,11 +143,11 @@ def test_db_prune_says_what_it_deletes_and_dry_run_deletes_nothing(
     out = capsys.readouterr().out.splitlines()
     assert out[0] == (
         "retention: images kept 30 day(s), job rows kept 180 day(s), "
-        "blocked jobs' images kept 14 day(s) after the block"
+        "blocked jobs' images kept 14 day(s) after the block, audit log rows kept 365 day(s)"
     )
     summary = (
         "1 job row(s) with 3 quota ledger line(s); the images of 1 more job(s) and of 0 "
-        "blocked job(s); 2 file(s), 30 bytes"
+        "blocked job(s); 2 file(s), 30 bytes; 0 audit log row(s)"
     )
     assert out[1] == f"would delete: {summary}"
     assert (tmp_path / "images" / old[:2] / old / "grid.png").is_file()
@@ -166,6 +166,110 @@ def test_db_prune_says_what_it_deletes_and_dry_run_deletes_nothing(
     assert asyncio.run(audited())
     with pytest.raises(SystemExit):
         main(["db", "prune", "--older-than", "3"])
+
+
+def test_modlog_export_writes_csv_safe_for_spreadsheets_and_jsonl(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Prompts and reasons are user text: a CSV cell that a spreadsheet would run as a formula
+    gets a leading quote. JSON lines keep the text as it is."""
+    import csv
+
+    from storage import ModAction, ModerationLog
+
+    monkeypatch.setenv("ATELIER_DATA_DIR", str(tmp_path))
+    assert main(["db", "upgrade"]) == 0
+    url = f"sqlite+aiosqlite:///{(tmp_path / 'atelier.db').resolve()}"
+    hostile = '=HYPERLINK("http://evil.example","click")'
+
+    async def seed() -> None:
+        async with Database(url) as db:
+            log = ModerationLog(db)
+            await log.record(5, ModAction.FILTER_ADDED, actor_id=50, reason="red fox")
+            await log.record(6, ModAction.FILTER_ADDED, actor_id=60, reason="elsewhere")
+            await log.record(
+                5,
+                ModAction.REFUSED,
+                actor_id=None,
+                target_user_id=7,
+                reason="red fox",
+                details={"prompt": hostile},
+            )
+            for reason in ("+1 spam", "-x", "@cmd", "\tx", "\rx", "plain, with comma"):
+                await log.record(
+                    5, ModAction.BLOCKED, actor_id=50, target_job_id="abc123", reason=reason
+                )
+
+    asyncio.run(seed())
+    capsys.readouterr()
+    target = tmp_path / "log.csv"
+    assert (
+        main(["modlog", "export", "--guild", "5", "--format", "csv", "--output", str(target)]) == 0
+    )
+    assert "wrote 8 audit log row(s)" in capsys.readouterr().err
+    assert not (tmp_path / "log.csv.part").exists()
+    rows = list(csv.reader(target.open(newline="", encoding="utf-8")))
+    assert rows[0][:5] == ["id", "created_at", "guild_id", "actor_id", "action"]
+    assert [r[4] for r in rows[1:3]] == ["filter_added", "refused"]
+    assert rows[1][3] == "50" and rows[2][3] == ""  # the bot is no one
+    details = json.loads(rows[2][8])
+    assert details == {"prompt": hostile}  # a JSON object starts with "{": left as it is
+    assert [r[7] for r in rows[3:]] == [
+        "'+1 spam",
+        "'-x",
+        "'@cmd",
+        "'\tx",
+        "'\rx",
+        "plain, with comma",
+    ]
+    for row in rows[1:]:
+        assert not row[7].startswith(("=", "+", "-", "@", "\t", "\r"))
+
+    assert main(["modlog", "export", "--guild", "5", "--format", "jsonl"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["action"] for line in lines] == ["filter_added", "refused", *["blocked"] * 6]
+    assert lines[1]["details"] == {"prompt": hostile} and lines[2]["reason"] == "+1 spam"
+    assert lines[1]["actor_id"] is None and {line["guild_id"] for line in lines} == {5}
+
+    # Hostile text in a cell that starts the row is guarded as well.
+    from bot.cli import csv_cell
+
+    assert csv_cell(hostile) == "'" + hostile and csv_cell(None) == "" and csv_cell(12) == "12"
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--guild", "abc", "--format", "csv"], "--guild must be a server id"),
+        (["--guild", "0", "--format", "csv"], "--guild must be a server id"),
+        (["--guild", "5", "--format", "xml"], "--format must be csv or jsonl"),
+    ],
+)
+def test_modlog_export_refuses_bad_input_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    fragment: str,
+) -> None:
+    monkeypatch.setenv("ATELIER_DATA_DIR", str(tmp_path))
+    assert main(["modlog", "export", *argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and fragment in captured.err
+
+
+def test_modlog_export_from_an_unreachable_database_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ATELIER_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("ATELIER_DATABASE_URL", "postgresql://atelier:hunter2@127.0.0.1:1/atelier")
+    target = tmp_path / "out.csv"
+    args = ["modlog", "export", "--guild", "5", "--format", "csv", "--output", str(target)]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "hunter2" not in captured.err
+    assert captured.err.startswith("atelier: ")
+    assert not target.exists() and not (tmp_path / "out.csv.part").exists()
 
 
 async def _seed_posted_jobs(url: str, images: FileImageStore, days_ago: list[int]) -> list[str]:

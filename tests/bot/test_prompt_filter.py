@@ -74,7 +74,7 @@ def test_a_bad_operator_term_stops_the_start_naming_the_setting() -> None:
 
     settings = Settings(bot=BotSettings(banned_terms=["fine", "!!"]))
     with pytest.raises(ConfigError, match="ATELIER_BOT_BANNED_TERMS: '!!' has no letters"):
-        Moderation(settings, cast(Any, None), cast(Any, None))
+        Moderation(settings, cast(Any, None), cast(Any, None), cast(Any, None))
 
 
 def test_normalise_drops_invisible_characters_and_combining_marks() -> None:
@@ -145,7 +145,7 @@ def test_a_cyrillic_term_matches_cyrillic_words() -> None:
 
 def _moderation(*terms: str) -> Moderation:
     settings = Settings(bot=BotSettings(banned_terms=list(terms)))
-    return Moderation(settings, cast(Any, None), cast(Any, None))
+    return Moderation(settings, cast(Any, None), cast(Any, None), cast(Any, None))
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.customid import Action, ButtonRef, CustomIdError, decode
+from bot.customid import (
+    Action,
+    ButtonRef,
+    CustomIdError,
+    ModlogPageRef,
+    decode,
+    decode_modlog_page,
+    split,
+)
 from bot.render import JobCard, escape, grid_buttons, job_buttons, render_card, single_buttons
 from storage.types import JobStatus
 
@@ -115,3 +123,31 @@ def test_info_renders_links_timestamps_and_no_raw_status_strings() -> None:
     assert f"<t:{int(datetime(2030, 1, 1, tzinfo=UTC).timestamp())}:R>" in text
     assert "https://discord.com/channels/8/7/6" in text and "imagine running" in text
     assert "per 24 h" in text
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        ModlogPageRef(800, older=True, anchor=12),
+        ModlogPageRef(2**63 - 1, older=False, anchor=2**63 - 1, member=2**63 - 1, job="a" * 16),
+    ],
+)
+def test_modlog_page_buttons_round_trip_within_discords_limit(ref: ModlogPageRef) -> None:
+    value = ref.encode()
+    assert len(value) <= 100 and decode_modlog_page(*split(value)) == ref
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "800:o:0::",
+        "800:o:1:0:",
+        "800:x:1::",
+        "800:o:1::ABC",
+        "800:o:1::" + "a" * 17,
+        "9" * 20 + ":o:1::",
+    ],
+)
+def test_modlog_page_buttons_accept_only_what_they_encode(payload: str) -> None:
+    with pytest.raises(CustomIdError):
+        decode_modlog_page("ml", payload)

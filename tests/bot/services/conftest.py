@@ -75,7 +75,7 @@ async def bench(tmp_path: Path) -> AsyncIterator[Bench]:
     checker = RecordingChecker()
     async with open_ledger(settings) as ledger:
         cards = JobCards(settings, ledger.queue, ledger.delivery, ledger.images)
-        moderation = Moderation(settings, ledger.queue, ledger.prefs)
+        moderation = Moderation(settings, ledger.queue, ledger.prefs, ledger.modlog)
         intake = JobIntake(
             settings,
             ledger.queue,
