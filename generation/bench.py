@@ -3,6 +3,8 @@
 Two ways to make the same grids: ours (the four images in one batched pipeline call) and the
 naive way (four single-image calls). Both run in one process on one warm model, after a warm-up
 of each, so the ratio is a fair comparison. Cold start (loading the model) is reported too.
+A third run makes the batched grids again and scores each with the output image classifier (the
+configured one, else the tiny random one), so the classifier's cost per grid is seen beside them.
 
 ``gpu=True`` benchmarks full-size SDXL geometry without downloading anything: the UNet, VAE and
 text encoders are built from SDXL base's real configs with random weights (speed does not depend
@@ -20,6 +22,7 @@ from typing import Any
 import torch
 
 from config.settings import Settings
+from generation.classifier import TINY_CLASSIFIER, ImageClassifier, load_classifier
 from generation.engine import Engine
 from generation.errors import ModelLoadError, OptionError
 from generation.followups import followup_request
@@ -125,6 +128,12 @@ class BenchReport:
     #: Peak memory beyond the warm model's, per method (None where it cannot be measured).
     batched_peak_bytes: int | None = None
     naive_peak_bytes: int | None = None
+    #: The output classifier's run: the batched grids again, each scored after it is made.
+    classifier: str | None = None
+    classified_seconds: float | None = None
+    #: Of ``classified_seconds``, the time spent in the classifier alone.
+    classify_seconds: float | None = None
+    classified_peak_bytes: int | None = None
 
     @property
     def batched_grids_per_second(self) -> float:
@@ -146,6 +155,11 @@ class BenchReport:
             ("batched (1 call/grid)", self.batched_seconds, self.batched_peak_bytes),
             ("naive (4 calls/grid)", self.naive_seconds, self.naive_peak_bytes),
         ]
+        if self.classified_seconds is not None:
+            rows.insert(
+                1,
+                ("batched + classifier", self.classified_seconds, self.classified_peak_bytes),
+            )
         lines = [
             f"model {self.model} on {self.device} ({self.dtype}{compiled}), "
             f"{self.width}x{self.height}, {self.steps} steps, {self.grids} grid(s) each way",
@@ -163,6 +177,12 @@ class BenchReport:
         lines.append(
             f"batched / naive peak memory: {_ratio(self.batched_peak_bytes, self.naive_peak_bytes)}"
         )
+        if self.classified_seconds is not None and self.classify_seconds is not None:
+            lines.append(
+                f"classifier {self.classifier}: {self.classify_seconds / self.grids:.4f} s/grid "
+                f"scoring the 4 images; with / without classifier time per grid: "
+                f"{self.classified_seconds / self.batched_seconds:.2f}x"
+            )
         return "\n".join(lines)
 
 
@@ -175,13 +195,18 @@ def bench_generation(settings: Settings, gpu: bool, compile: bool, grids: int) -
     if grids < 1:
         raise OptionError("--grids must be at least 1")
     engine, load_seconds = _bench_engine(settings, gpu, compile)
+    classifier = _bench_classifier(settings)
     preset = engine.preset
     request = _bench_request(engine, preset.native_resolution)
+    scored = _Scored(classifier)
     # One warm-up each: first calls pay for allocator growth, kernel selection and compilation.
     _batched(engine, request)
+    scored(engine, request)
     _naive(engine, request)
+    scored.seconds = 0.0
     device = engine.model.device
     batched, batched_peak = _measured(device, lambda: _grids(_batched, engine, request, grids))
+    classified, classified_peak = _measured(device, lambda: _grids(scored, engine, request, grids))
     naive, naive_peak = _measured(device, lambda: _grids(_naive, engine, request, grids))
     model = engine.model
     return BenchReport(
@@ -198,7 +223,37 @@ def bench_generation(settings: Settings, gpu: bool, compile: bool, grids: int) -
         naive_seconds=naive,
         batched_peak_bytes=batched_peak,
         naive_peak_bytes=naive_peak,
+        classifier=classifier.name,
+        classified_seconds=classified,
+        classify_seconds=scored.seconds,
+        classified_peak_bytes=classified_peak,
     )
+
+
+def _bench_classifier(settings: Settings) -> ImageClassifier:
+    """The configured output classifier, or the tiny random one when none is configured."""
+    moderation = settings.moderation
+    if moderation.classifier_model is None:
+        moderation = moderation.model_copy(update={"classifier_model": TINY_CLASSIFIER})
+    classifier = load_classifier(moderation, settings.generation, settings.data_dir)
+    assert classifier is not None  # a model is named
+    return classifier
+
+
+class _Scored:
+    """A batched grid, then the classifier on its images; counts the classifier's seconds."""
+
+    def __init__(self, classifier: ImageClassifier) -> None:
+        self.classifier = classifier
+        self.seconds = 0.0
+
+    def __call__(self, engine: Engine, request: GenerationRequest) -> None:
+        result = engine.generate(request)
+        _synchronize()
+        started = time.perf_counter()
+        self.classifier.classify(request, result.images)
+        _synchronize()
+        self.seconds += time.perf_counter() - started
 
 
 @dataclass(frozen=True)
