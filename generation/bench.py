@@ -3,8 +3,9 @@
 Two ways to make the same grids: ours (the four images in one batched pipeline call) and the
 naive way (four single-image calls). Both run in one process on one warm model, after a warm-up
 of each, so the ratio is a fair comparison. Cold start (loading the model) is reported too.
-A third run makes the batched grids again and scores each with the output image classifier (the
-configured one, else the tiny random one), so the classifier's cost per grid is seen beside them.
+A third run measures the output image classifier (the configured one, else the tiny random one):
+batched grids again, alternately without and with the classifier scoring each grid's images, so
+both halves meet the same load on a shared machine and their ratio is what the classifier adds.
 
 ``gpu=True`` benchmarks full-size SDXL geometry without downloading anything: the UNet, VAE and
 text encoders are built from SDXL base's real configs with random weights (speed does not depend
@@ -13,6 +14,7 @@ on the weights' values) in bfloat16 on CUDA, with SDPA attention and optionally 
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -128,12 +130,17 @@ class BenchReport:
     #: Peak memory beyond the warm model's, per method (None where it cannot be measured).
     batched_peak_bytes: int | None = None
     naive_peak_bytes: int | None = None
-    #: The output classifier's run: the batched grids again, each scored after it is made.
+    #: The output classifier's run: batched grids, alternately without and with the
+    #: classifier scoring them (``grids`` of each); its peak is the whole run's.
     classifier: str | None = None
+    unclassified_seconds: float | None = None
     classified_seconds: float | None = None
     #: Of ``classified_seconds``, the time spent in the classifier alone.
     classify_seconds: float | None = None
     classified_peak_bytes: int | None = None
+    #: The median over grids of (time with the classifier / time without): a median, because
+    #: one grid slowed by a neighbour on a shared machine would sway a ratio of sums.
+    classifier_overhead: float | None = None
 
     @property
     def batched_grids_per_second(self) -> float:
@@ -177,11 +184,12 @@ class BenchReport:
         lines.append(
             f"batched / naive peak memory: {_ratio(self.batched_peak_bytes, self.naive_peak_bytes)}"
         )
-        if self.classified_seconds is not None and self.classify_seconds is not None:
+        overhead = self.classifier_overhead
+        if overhead is not None and self.classify_seconds is not None:
             lines.append(
                 f"classifier {self.classifier}: {self.classify_seconds / self.grids:.4f} s/grid "
-                f"scoring the 4 images; with / without classifier time per grid: "
-                f"{self.classified_seconds / self.batched_seconds:.2f}x"
+                f"scoring its images; with / without classifier (median over {self.grids} grids): "
+                f"{overhead:.2f}x"
             )
         return "\n".join(lines)
 
@@ -198,16 +206,16 @@ def bench_generation(settings: Settings, gpu: bool, compile: bool, grids: int) -
     classifier = _bench_classifier(settings)
     preset = engine.preset
     request = _bench_request(engine, preset.native_resolution)
-    scored = _Scored(classifier)
+    paired = _Paired(classifier)
     # One warm-up each: first calls pay for allocator growth, kernel selection and compilation.
     _batched(engine, request)
-    scored(engine, request)
     _naive(engine, request)
-    scored.seconds = 0.0
+    paired(engine, request)
+    paired.reset()
     device = engine.model.device
     batched, batched_peak = _measured(device, lambda: _grids(_batched, engine, request, grids))
-    classified, classified_peak = _measured(device, lambda: _grids(scored, engine, request, grids))
     naive, naive_peak = _measured(device, lambda: _grids(_naive, engine, request, grids))
+    _, classified_peak = _measured(device, lambda: _grids(paired, engine, request, grids))
     model = engine.model
     return BenchReport(
         model=preset.name,
@@ -224,9 +232,11 @@ def bench_generation(settings: Settings, gpu: bool, compile: bool, grids: int) -
         batched_peak_bytes=batched_peak,
         naive_peak_bytes=naive_peak,
         classifier=classifier.name,
-        classified_seconds=classified,
-        classify_seconds=scored.seconds,
+        unclassified_seconds=paired.without,
+        classified_seconds=paired.with_classifier,
+        classify_seconds=paired.classifying,
         classified_peak_bytes=classified_peak,
+        classifier_overhead=statistics.median(paired.ratios),
     )
 
 
@@ -240,20 +250,47 @@ def _bench_classifier(settings: Settings) -> ImageClassifier:
     return classifier
 
 
-class _Scored:
-    """A batched grid, then the classifier on its images; counts the classifier's seconds."""
+class _Paired:
+    """The same batched grid twice, once without the classifier and once with it scoring the
+    grid's images, the order swapped from one grid to the next.
+
+    Pairing puts both under the same load (a shared CPU's neighbours come and go), and swapping
+    the order cancels what the first call of a pair pays for the second (warm caches).
+    """
 
     def __init__(self, classifier: ImageClassifier) -> None:
         self.classifier = classifier
-        self.seconds = 0.0
+        self.reset()
+
+    def reset(self) -> None:
+        self.without = 0.0
+        self.with_classifier = 0.0
+        self.classifying = 0.0
+        #: Per grid: time with the classifier / time without.
+        self.ratios: list[float] = []
 
     def __call__(self, engine: Engine, request: GenerationRequest) -> None:
+        without, with_classifier = self.without, self.with_classifier
+        halves = (self._plain, self._scored)
+        for half in halves if len(self.ratios) % 2 == 0 else reversed(halves):
+            half(engine, request)
+        self.ratios.append((self.with_classifier - with_classifier) / (self.without - without))
+
+    def _plain(self, engine: Engine, request: GenerationRequest) -> None:
+        started = time.perf_counter()
+        _batched(engine, request)
+        self.without += time.perf_counter() - started
+
+    def _scored(self, engine: Engine, request: GenerationRequest) -> None:
+        started = time.perf_counter()
         result = engine.generate(request)
         _synchronize()
-        started = time.perf_counter()
+        scoring = time.perf_counter()
         self.classifier.classify(request, result.images)
         _synchronize()
-        self.seconds += time.perf_counter() - started
+        finished = time.perf_counter()
+        self.with_classifier += finished - started
+        self.classifying += finished - scoring
 
 
 @dataclass(frozen=True)
