@@ -102,6 +102,7 @@ async def open_worker(
     """A worker running the configured models on the ledger; the default model is loaded once,
     here, unless ``models`` (shared with the bot's prompt check) is given, in which case the
     worker runs in the bot's process (``in_process``)."""
+    from generation.classifier import load_classifier
     from generation.errors import OptionError
     from generation.jobs import EngineGenerator
     from generation.worker import Worker
@@ -124,7 +125,14 @@ async def open_worker(
                 raise OptionError(f"the images of job {job_id} have expired; nothing to work from")
             return parent.result_refs
 
-        generator = EngineGenerator(models, ledger.images, source_refs, settings.generation)
+        # The output classifier (None unless configured) loads before anything is claimed, as
+        # the default model does: a classifier that cannot load stops the start, not a job.
+        classifier = await asyncio.to_thread(
+            load_classifier, settings.moderation, settings.generation, settings.data_dir
+        )
+        generator = EngineGenerator(
+            models, ledger.images, source_refs, settings.generation, classifier=classifier
+        )
         worker = Worker(
             ledger.queue,
             ledger.images,

@@ -385,6 +385,106 @@ class RetentionSettings(_Section):
     )
 
 
+#: A classifier's label as the model's config names it (``id2label``), e.g. ``nsfw``.
+ClassifierLabel = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+#: A probability a label's score is compared with: finite, from 0 to 1.
+Threshold = Annotated[float, Field(ge=0.0, le=1.0)]
+KEYWORD_CLASSIFIER_PREFIX = "keyword:"
+
+
+class ModerationSettings(_Section):
+    """The output image classifier, run by the worker on every result before it is stored.
+
+    Off unless ``classifier_model`` is set. A result's scores are compared with the strict
+    thresholds, or with the loose ones in age-restricted channels (marked by an admin, or
+    Discord's own NSFW flag).
+    """
+
+    classifier_model: str | None = Field(
+        default=None,
+        description="Image classifier run on every result: a hub id (e.g. an NSFW detector), a "
+        "local transformers directory, `tiny` (random weights, for tests) or `keyword:<word>` "
+        "(flags jobs whose prompt has the word; for tests). Unset: no classifier.",
+    )
+    classifier_labels: list[ClassifierLabel] = Field(
+        default_factory=lambda: ["nsfw"],
+        description="The classifier's labels that count (JSON list); each needs a threshold.",
+    )
+    classifier_thresholds: dict[ClassifierLabel, Threshold] = Field(
+        default_factory=lambda: {"nsfw": 0.5},
+        description="Label -> the score (0 to 1) at or above which an image is flagged, in "
+        "every channel that is not age-restricted and in DMs.",
+    )
+    classifier_loose_thresholds: dict[ClassifierLabel, Threshold] = Field(
+        default_factory=dict,
+        description="Label -> threshold in age-restricted channels, at least the strict one; "
+        "a label not listed keeps its strict threshold there.",
+    )
+
+    @field_validator("classifier_model", mode="before")
+    @classmethod
+    def _empty_model_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("classifier_model")
+    @classmethod
+    def _keyword_has_a_word(cls, value: str | None) -> str | None:
+        if value is None or not value.startswith(KEYWORD_CLASSIFIER_PREFIX):
+            return value
+        if not value.removeprefix(KEYWORD_CLASSIFIER_PREFIX).strip():
+            # Phrased without "keyword:" and a word after it: error messages mask any
+            # "key...: value" pair as a possible secret.
+            raise ValueError("a keyword classifier needs its word after the colon")
+        return value
+
+    @model_validator(mode="after")
+    def _thresholds_match_labels(self) -> ModerationSettings:
+        labels = self.classifier_labels
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(
+                f"classifier_labels (ATELIER_MODERATION_CLASSIFIER_LABELS) lists "
+                f"{', '.join(map(repr, repeated))} more than once"
+            )
+        if self.classifier_model is not None and not labels:
+            raise ValueError(
+                "classifier_labels (ATELIER_MODERATION_CLASSIFIER_LABELS) is empty, so the "
+                "classifier could flag nothing: name at least one label, or unset "
+                "classifier_model"
+            )
+        for setting, thresholds in (
+            ("classifier_thresholds", self.classifier_thresholds),
+            ("classifier_loose_thresholds", self.classifier_loose_thresholds),
+        ):
+            unknown = sorted(set(thresholds) - set(labels))
+            if unknown:
+                raise ValueError(
+                    f"{setting} (ATELIER_MODERATION_{setting.upper()}) has a threshold for "
+                    f"{', '.join(map(repr, unknown))}, which classifier_labels does not list "
+                    f"({', '.join(map(repr, labels)) or 'none'})"
+                )
+        missing = [label for label in labels if label not in self.classifier_thresholds]
+        if missing:
+            raise ValueError(
+                "classifier_thresholds (ATELIER_MODERATION_CLASSIFIER_THRESHOLDS) has no "
+                f"threshold for {', '.join(map(repr, missing))}; every label in "
+                "classifier_labels needs one"
+            )
+        for label, loose in self.classifier_loose_thresholds.items():
+            strict = self.classifier_thresholds[label]
+            if loose < strict:
+                raise ValueError(
+                    f"classifier_loose_thresholds (ATELIER_MODERATION_CLASSIFIER_LOOSE_THRESHOLDS)"
+                    f" for {label!r} is {loose:g}, below its strict threshold {strict:g}; "
+                    "age-restricted channels may only be looser (a higher threshold)"
+                )
+        return self
+
+    @property
+    def classifier_enabled(self) -> bool:
+        return self.classifier_model is not None
+
+
 class Settings(BaseSettings):
     """All of Atelier's configuration. See the README's configuration reference."""
 
@@ -417,6 +517,7 @@ class Settings(BaseSettings):
     quota: QuotaSettings = QuotaSettings()
     bot: BotSettings = BotSettings()
     retention: RetentionSettings = RetentionSettings()
+    moderation: ModerationSettings = ModerationSettings()
 
     @field_validator("database_url", mode="before")
     @classmethod

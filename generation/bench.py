@@ -3,6 +3,9 @@
 Two ways to make the same grids: ours (the four images in one batched pipeline call) and the
 naive way (four single-image calls). Both run in one process on one warm model, after a warm-up
 of each, so the ratio is a fair comparison. Cold start (loading the model) is reported too.
+A third run measures the output image classifier (the configured one, else the tiny random one):
+batched grids again, alternately without and with the classifier scoring each grid's images, so
+both halves meet the same load on a shared machine and their ratio is what the classifier adds.
 
 ``gpu=True`` benchmarks full-size SDXL geometry without downloading anything: the UNet, VAE and
 text encoders are built from SDXL base's real configs with random weights (speed does not depend
@@ -11,6 +14,7 @@ on the weights' values) in bfloat16 on CUDA, with SDPA attention and optionally 
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -20,6 +24,7 @@ from typing import Any
 import torch
 
 from config.settings import Settings
+from generation.classifier import TINY_CLASSIFIER, ImageClassifier, load_classifier
 from generation.engine import Engine
 from generation.errors import ModelLoadError, OptionError
 from generation.followups import followup_request
@@ -125,6 +130,17 @@ class BenchReport:
     #: Peak memory beyond the warm model's, per method (None where it cannot be measured).
     batched_peak_bytes: int | None = None
     naive_peak_bytes: int | None = None
+    #: The output classifier's run: batched grids, alternately without and with the
+    #: classifier scoring them (``grids`` of each); its peak is the whole run's.
+    classifier: str | None = None
+    unclassified_seconds: float | None = None
+    classified_seconds: float | None = None
+    #: Of ``classified_seconds``, the time spent in the classifier alone.
+    classify_seconds: float | None = None
+    classified_peak_bytes: int | None = None
+    #: The median over grids of (time with the classifier / time without): a median, because
+    #: one grid slowed by a neighbour on a shared machine would sway a ratio of sums.
+    classifier_overhead: float | None = None
 
     @property
     def batched_grids_per_second(self) -> float:
@@ -146,6 +162,11 @@ class BenchReport:
             ("batched (1 call/grid)", self.batched_seconds, self.batched_peak_bytes),
             ("naive (4 calls/grid)", self.naive_seconds, self.naive_peak_bytes),
         ]
+        if self.classified_seconds is not None:
+            rows.insert(
+                1,
+                ("batched + classifier", self.classified_seconds, self.classified_peak_bytes),
+            )
         lines = [
             f"model {self.model} on {self.device} ({self.dtype}{compiled}), "
             f"{self.width}x{self.height}, {self.steps} steps, {self.grids} grid(s) each way",
@@ -163,6 +184,13 @@ class BenchReport:
         lines.append(
             f"batched / naive peak memory: {_ratio(self.batched_peak_bytes, self.naive_peak_bytes)}"
         )
+        overhead = self.classifier_overhead
+        if overhead is not None and self.classify_seconds is not None:
+            lines.append(
+                f"classifier {self.classifier}: {self.classify_seconds / self.grids:.4f} s/grid "
+                f"scoring its images; with / without classifier (median over {self.grids} grids): "
+                f"{overhead:.2f}x"
+            )
         return "\n".join(lines)
 
 
@@ -175,14 +203,19 @@ def bench_generation(settings: Settings, gpu: bool, compile: bool, grids: int) -
     if grids < 1:
         raise OptionError("--grids must be at least 1")
     engine, load_seconds = _bench_engine(settings, gpu, compile)
+    classifier = _bench_classifier(settings)
     preset = engine.preset
     request = _bench_request(engine, preset.native_resolution)
+    paired = _Paired(classifier)
     # One warm-up each: first calls pay for allocator growth, kernel selection and compilation.
     _batched(engine, request)
     _naive(engine, request)
+    paired(engine, request)
+    paired.reset()
     device = engine.model.device
     batched, batched_peak = _measured(device, lambda: _grids(_batched, engine, request, grids))
     naive, naive_peak = _measured(device, lambda: _grids(_naive, engine, request, grids))
+    _, classified_peak = _measured(device, lambda: _grids(paired, engine, request, grids))
     model = engine.model
     return BenchReport(
         model=preset.name,
@@ -198,7 +231,66 @@ def bench_generation(settings: Settings, gpu: bool, compile: bool, grids: int) -
         naive_seconds=naive,
         batched_peak_bytes=batched_peak,
         naive_peak_bytes=naive_peak,
+        classifier=classifier.name,
+        unclassified_seconds=paired.without,
+        classified_seconds=paired.with_classifier,
+        classify_seconds=paired.classifying,
+        classified_peak_bytes=classified_peak,
+        classifier_overhead=statistics.median(paired.ratios),
     )
+
+
+def _bench_classifier(settings: Settings) -> ImageClassifier:
+    """The configured output classifier, or the tiny random one when none is configured."""
+    moderation = settings.moderation
+    if moderation.classifier_model is None:
+        moderation = moderation.model_copy(update={"classifier_model": TINY_CLASSIFIER})
+    classifier = load_classifier(moderation, settings.generation, settings.data_dir)
+    assert classifier is not None  # a model is named
+    return classifier
+
+
+class _Paired:
+    """The same batched grid twice, once without the classifier and once with it scoring the
+    grid's images, the order swapped from one grid to the next.
+
+    Pairing puts both under the same load (a shared CPU's neighbours come and go), and swapping
+    the order cancels what the first call of a pair pays for the second (warm caches).
+    """
+
+    def __init__(self, classifier: ImageClassifier) -> None:
+        self.classifier = classifier
+        self.reset()
+
+    def reset(self) -> None:
+        self.without = 0.0
+        self.with_classifier = 0.0
+        self.classifying = 0.0
+        #: Per grid: time with the classifier / time without.
+        self.ratios: list[float] = []
+
+    def __call__(self, engine: Engine, request: GenerationRequest) -> None:
+        without, with_classifier = self.without, self.with_classifier
+        halves = (self._plain, self._scored)
+        for half in halves if len(self.ratios) % 2 == 0 else reversed(halves):
+            half(engine, request)
+        self.ratios.append((self.with_classifier - with_classifier) / (self.without - without))
+
+    def _plain(self, engine: Engine, request: GenerationRequest) -> None:
+        started = time.perf_counter()
+        _batched(engine, request)
+        self.without += time.perf_counter() - started
+
+    def _scored(self, engine: Engine, request: GenerationRequest) -> None:
+        started = time.perf_counter()
+        result = engine.generate(request)
+        _synchronize()
+        scoring = time.perf_counter()
+        self.classifier.classify(request, result.images)
+        _synchronize()
+        finished = time.perf_counter()
+        self.with_classifier += finished - started
+        self.classifying += finished - scoring
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ comes last: it is what gets posted, encoded to fit Discord's attachment limit.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import io
 import logging
 import threading
@@ -19,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from PIL import Image
 
 from config.settings import GenerationSettings, Settings
+from generation.classifier import ImageClassifier
 from generation.commands import grid_metadata
 from generation.engine import Engine
 from generation.errors import GenerationError, ModelLoadError, OptionError
@@ -26,6 +29,7 @@ from generation.grid import compose_grid, encode_image
 from generation.request import GenerationRequest
 from generation.results import GenerationResult, Progress
 from generation.runner import EngineRunner
+from generation.verdict import Scores
 from generation.worker import ClaimedJobLike, ImageSink, JobControl, OutputImage, WorkResult
 
 log = logging.getLogger(__name__)
@@ -114,7 +118,12 @@ class ModelPool:
 
 
 class EngineGenerator:
-    """Runs ledger jobs on the warm engine of the model each job names."""
+    """Runs ledger jobs on the warm engine of the model each job names.
+
+    With a ``classifier`` (``ATELIER_MODERATION_CLASSIFIER_MODEL``), each job's images are scored
+    on the same engine thread right after they are made, and the scores travel with the
+    ``WorkResult``; without one, nothing is scored and results carry ``scores=None``.
+    """
 
     def __init__(
         self,
@@ -122,11 +131,13 @@ class EngineGenerator:
         images: ImageSink,
         source_refs: SourceRefs,
         settings: GenerationSettings,
+        classifier: ImageClassifier | None = None,
     ) -> None:
         self.models = models
         self.images = images
         self.source_refs = source_refs
         self.settings = settings
+        self.classifier = classifier
 
     def abandon(self) -> None:
         """The worker's watchdog found a job hung: see ``ModelPool.abandon``."""
@@ -141,7 +152,9 @@ class EngineGenerator:
             result = await runner.generate(
                 request, source, on_progress=_progress_to(control), cancel=cancel
             )
-        return await asyncio.to_thread(self._encode, result, job.kind)
+        scores = await self._classify(runner, result)
+        encoded = await asyncio.to_thread(self._encode, result, job.kind)
+        return dataclasses.replace(encoded, scores=scores)
 
     async def run_batch(
         self, jobs: Sequence[ClaimedJobLike[GenerationRequest]], controls: Sequence[JobControl]
@@ -157,10 +170,21 @@ class EngineGenerator:
         # One call serves them all, so the batch stops only when every job in it was cancelled.
         async with _linked_all(controls, cancel):
             results = await runner.generate_batch(requests, on_progress, cancel)
-        return [
-            await asyncio.to_thread(self._encode, result, job.kind)
-            for result, job in zip(results, jobs, strict=True)
-        ]
+        outputs = []
+        for result, job in zip(results, jobs, strict=True):
+            scores = await self._classify(runner, result)
+            encoded = await asyncio.to_thread(self._encode, result, job.kind)
+            outputs.append(dataclasses.replace(encoded, scores=scores))
+        return outputs
+
+    async def _classify(
+        self, runner: EngineRunner, result: GenerationResult
+    ) -> tuple[Scores, ...] | None:
+        """The classifier's scores of ``result``'s images, or None without a classifier."""
+        if self.classifier is None:
+            return None
+        call = functools.partial(self.classifier.classify, result.request, result.images)
+        return tuple(await runner.call(call))
 
     async def _source_image(self, request: GenerationRequest) -> Image.Image | None:
         if request.source is None:

@@ -77,6 +77,11 @@ class EngineRunner:
         call = functools.partial(self.engine.generate_batch, list(requests))
         return await self._run_job(call, on_progress, cancel)
 
+    async def call(self, work: Callable[[], T]) -> T:
+        """Run ``work`` on the engine thread, after whatever is queued there (e.g. the output
+        classifier on a job's images: one thread keeps the device's work in one line)."""
+        return await self._submit(work)
+
     def abandon(self) -> None:
         """A call on the engine thread is hung: refuse new work and never wait for the thread
         again (``close()`` returns at once). The model stays in memory until the process ends."""

@@ -49,6 +49,7 @@ from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from config.settings import QueueSettings
 from generation.errors import GenerationError, JobCancelledError, JobTimedOutError
+from generation.verdict import Scores
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,10 @@ class WorkResult:
 
     images: tuple[OutputImage, ...]
     gpu_seconds: float
+    #: The output classifier's scores (label -> probability) of each generated image, in the
+    #: order of ``images``' individual images (the grid is not scored apart); None when no
+    #: classifier is configured. Nothing acts on them yet: the moderation workflow will.
+    scores: tuple[Scores, ...] | None = None
 
 
 class JobControl:

@@ -32,6 +32,14 @@ def test_bench_on_the_tiny_model(tiny_settings: Settings) -> None:
     assert "batched (1 call/grid)" in table and "naive (4 calls/grid)" in table
     assert f"{report.speedup:.2f}x" in table
     assert "peak MiB" in table and "batched / naive peak memory" in table
+    # The output classifier, unconfigured here, is measured with the tiny one.
+    assert report.classifier == "tiny" and report.classified_seconds is not None
+    assert report.classify_seconds is not None and report.classify_seconds > 0
+    assert report.unclassified_seconds is not None and report.unclassified_seconds > 0
+    assert report.classify_seconds < report.classified_seconds
+    assert "batched + classifier" in table
+    assert report.classifier_overhead is not None and report.classifier_overhead > 0
+    assert f"(median over 1 grids): {report.classifier_overhead:.2f}x" in table
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
