@@ -68,7 +68,9 @@ async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
         yield Ledger(
             db=db,
             queue=queue,
-            delivery=DeliveryLedger(db, codec=REQUEST_CODEC),
+            delivery=DeliveryLedger(
+                db, codec=REQUEST_CODEC, claim_seconds=settings.bot.delivery_claim_seconds
+            ),
             prefs=PreferenceStore(db),
             images=FileImageStore(settings.data_dir / "images"),
             modlog=ModerationLog(db),

@@ -310,6 +310,14 @@ class BotSettings(_Section):
     delivery_retry_max_seconds: float = Field(
         default=900.0, gt=0, description="Longest wait between two tries of one result."
     )
+    delivery_claim_seconds: float = Field(
+        default=120.0,
+        ge=1,
+        le=3600,
+        description="How long a bot process's claim on posting one result lasts: another "
+        "process (or this one, restarted after a crash) takes the result over after that. "
+        "Longer than the slowest upload of a result.",
+    )
     delivery_max_attempts: int = Field(
         default=12,
         ge=1,

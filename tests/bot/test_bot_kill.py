@@ -43,6 +43,7 @@ pytestmark = pytest.mark.slow
 
 MEMBERS = 8
 COMMANDS_PER_MEMBER = 25
+KILLS = 6
 _JOB = re.compile(r"job `([0-9a-z]{12})`")
 
 
@@ -96,6 +97,8 @@ class BotProcess:
             "ATELIER_QUOTA_USER_DAILY_GPU_SECONDS": "1000000",
             "ATELIER_BOT_PROGRESS_INTERVAL_SECONDS": "1",
             "ATELIER_BOT_DELIVERY_RETRY_SECONDS": "0.2",
+            # A killed process's claim on a result it was posting passes on after this.
+            "ATELIER_BOT_DELIVERY_CLAIM_SECONDS": "3",
         }
         self.emu = emu
         self.run_log = run_log
@@ -127,10 +130,11 @@ class BotProcess:
 
 async def _member(
     emu: DiscordEmulator,
-    bot: BotProcess,
     name: str,
     rng: random.Random,
     sent: list[InteractionHandle],
+    progress: asyncio.Condition,
+    kills: Kills,
 ) -> None:
     user = emu.make_user(name=name)
     for n in range(COMMANDS_PER_MEMBER):
@@ -138,23 +142,57 @@ async def _member(
         handle = await emu.send_slash_command(
             "imagine", {"prompt": f"{name} step {n}"}, user=user, channel_id=CHANNEL_ID
         )
-        sent.append(handle)
-        # The next command once this one was answered, or once it has clearly failed.
-        with contextlib.suppress(TimeoutError):
-            await handle.wait_for_original(lambda m: not m.loading, timeout=4)
+        async with progress:
+            sent.append(handle)
+            progress.notify_all()
+            killed = kills.killed
+        # The next command once this one was answered, or has clearly failed: its bot was
+        # killed, or Discord's 3 s passed with no answer.
+        answered = asyncio.ensure_future(
+            handle.wait_for_original(lambda m: not m.loading, timeout=4)
+        )
+        gone = asyncio.ensure_future(killed.wait())
+        await asyncio.wait({answered, gone}, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (answered, gone):
+            waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await waiter
         await asyncio.sleep(rng.uniform(0.0, 0.05))  # pacing between commands, not a wait
 
 
+@dataclass
+class Kills:
+    """Set when the bot is killed: commands in flight then will never be answered."""
+
+    killed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 async def _killer(
-    bot: BotProcess, rng: random.Random, done: asyncio.Event, report: KillReport
+    bot: BotProcess,
+    rng: random.Random,
+    sent: list[InteractionHandle],
+    progress: asyncio.Condition,
+    report: KillReport,
+    kills: Kills,
 ) -> None:
-    while not done.is_set():
-        try:
-            await asyncio.wait_for(done.wait(), timeout=rng.uniform(0.8, 3.0))
-        except TimeoutError:
-            await bot.kill()
-            report.kills += 1
-            await bot.start()
+    """SIGKILL the bot at ``KILLS`` random points of the stream (as counted in commands sent,
+    so a fast machine gets as many kills as a slow one), each a random few milliseconds after
+    the command that triggers it: while it is parsed, stored, answered or posted."""
+    total = MEMBERS * COMMANDS_PER_MEMBER
+    for point in sorted(rng.sample(range(10, total - 10), KILLS)):
+
+        def reached(p: int = point) -> bool:
+            return len(sent) >= p
+
+        async with progress:
+            await progress.wait_for(reached)
+        await asyncio.sleep(rng.uniform(0.0, 0.08))  # where in the path the kill lands
+        await bot.kill()
+        report.kills += 1
+        async with progress:
+            kills.killed.set()
+            kills.killed = asyncio.Event()
+        await bot.start()
 
 
 async def _settled(db: Database, deadline: float) -> None:
@@ -190,16 +228,18 @@ async def run_kill_test(data_dir: Path, seed: int = 11) -> KillReport:
         bot = BotProcess(emu, data_dir, run_log)
         await bot.start()
         sent: list[InteractionHandle] = []
-        done = asyncio.Event()
+        progress = asyncio.Condition()
+        kills = Kills()
         try:
-            killer = asyncio.create_task(_killer(bot, random.Random(seed + 1), done, report))
+            killer = asyncio.create_task(
+                _killer(bot, random.Random(seed + 1), sent, progress, report, kills)
+            )
             await asyncio.gather(
                 *(
-                    _member(emu, bot, f"m{i}", random.Random(seed + 10 + i), sent)
+                    _member(emu, f"m{i}", random.Random(seed + 10 + i), sent, progress, kills)
                     for i in range(MEMBERS)
                 )
             )
-            done.set()
             await killer
             db = Database(f"sqlite+aiosqlite:///{data_dir / 'atelier.db'}")
             try:
@@ -285,7 +325,7 @@ async def test_killing_the_bot_loses_no_answered_command(tmp_path: Path) -> None
     report = await run_kill_test(tmp_path / "data")
     print(report.table())  # the README's table comes from here
     assert report.commands == MEMBERS * COMMANDS_PER_MEMBER
-    assert report.kills >= 3, report.table()
+    assert report.kills == KILLS, report.table()
     assert report.lost == [], report.table()
     assert report.duplicates == [], report.table()
     assert report.out_of_order == [], report.table()
