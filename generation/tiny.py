@@ -255,13 +255,19 @@ def quiet_progress_bars() -> Iterator[None]:
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
+    # Restore what was there before, so a nested block does not turn the bars back on for
+    # the rest of its enclosing block.
+    diffusers_was = diffusers_logging.is_progress_bar_enabled()
+    transformers_was = transformers_logging.is_progress_bar_enabled()
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     try:
         yield
     finally:
-        diffusers_logging.enable_progress_bar()
-        transformers_logging.enable_progress_bar()
+        if diffusers_was:
+            diffusers_logging.enable_progress_bar()
+        if transformers_was:
+            transformers_logging.enable_progress_bar()
 
 
 def is_built(path: Path) -> bool:

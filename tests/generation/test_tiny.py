@@ -86,3 +86,17 @@ def test_incomplete_build_is_rebuilt(tmp_path: Path) -> None:
     assert not is_built(path)
     build_tiny_model(path)
     assert is_built(path)
+
+
+def test_quiet_progress_bars_nests() -> None:
+    """A nested quiet block leaves the bars off for the rest of the outer one."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from generation.tiny import quiet_progress_bars
+
+    with quiet_progress_bars():
+        with quiet_progress_bars():
+            pass
+        assert not diffusers_logging.is_progress_bar_enabled()
+        assert not transformers_logging.is_progress_bar_enabled()
