@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import json
 import logging
 import os
 import sys
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.runtime import WORKER_HUNG_EXIT, run_bot, run_worker
+from bot.runtime import WORKER_HUNG_EXIT, open_ledger, run_bot, run_worker
 from config import ConfigError, Settings, load_settings
 from config.errors import mask_url_passwords
 
@@ -190,8 +192,6 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 async def _quota(settings: Settings, args: argparse.Namespace) -> int:
     """`atelier quota set|clear|show`: overrides only the operator can make, for one server or
     (without --guild) for every server, where they win over what a server's admins set."""
-    from bot.runtime import open_ledger
-
     async with open_ledger(settings) as ledger:
         quota = ledger.queue.quota
         where = f"in server {args.guild}" if getattr(args, "guild", None) else "everywhere"
@@ -251,11 +251,6 @@ async def _modlog_export(settings: Settings, args: argparse.Namespace) -> int:
     """`atelier modlog export --guild ID --format csv|jsonl [--output FILE]`: one server's
     audit log, oldest first. Written to FILE only once complete (a failure leaves no half
     file)."""
-    import csv
-    import json
-
-    from bot.runtime import open_ledger
-
     guild = args.guild.strip()
     if not guild.isdigit() or not 0 < int(guild) < 2**63:
         print(f"atelier: --guild must be a server id (digits), not {args.guild!r}", file=sys.stderr)
@@ -312,9 +307,6 @@ async def _modlog_export(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _prune(settings: Settings, *, dry_run: bool) -> int:
     """`atelier db prune [--dry-run]`: what the bot's background retention does, all of it now."""
-    from bot.runtime import open_ledger
-    from storage.retention import Retention
-
     keep = settings.retention
     async with open_ledger(settings) as ledger:
         print(
@@ -322,7 +314,7 @@ async def _prune(settings: Settings, *, dry_run: bool) -> int:
             f"blocked jobs' images {_days(settings.bot.appeal_days)} after the block, "
             f"audit log rows {_days(keep.modlog_days)}"
         )
-        report = await Retention(ledger.queue, ledger.images, keep).prune(dry_run=dry_run)
+        report = await ledger.retention.prune(dry_run=dry_run)
     print(
         f"{'would delete' if dry_run else 'deleted'}: {report.jobs} job row(s) with "
         f"{report.ledger_lines} quota ledger line(s); the images of {report.image_jobs} more "

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from storage.modlog import ModerationLog
     from storage.preferences import PreferenceStore
     from storage.queue import JobQueue
+    from storage.retention import Retention
 
 
 @dataclass
@@ -43,6 +44,9 @@ class Ledger:
     images: FileImageStore
     #: The moderation audit log.
     modlog: ModerationLog
+    #: What the retention settings let go: run in the background by the bot and by
+    #: `atelier db prune`.
+    retention: Retention
 
 
 @contextlib.asynccontextmanager
@@ -57,6 +61,7 @@ async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
     from storage.preferences import PreferenceStore
     from storage.queue import JobQueue
     from storage.quota import QuotaService
+    from storage.retention import Retention
 
     url = settings.resolved_database_url
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -65,6 +70,8 @@ async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
     try:
         quota = QuotaService(db, settings.quota)
         queue = JobQueue(db, settings.queue, quota, codec=REQUEST_CODEC)
+        images = FileImageStore(settings.data_dir / "images")
+        modlog = ModerationLog(db)
         yield Ledger(
             db=db,
             queue=queue,
@@ -72,8 +79,9 @@ async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
                 db, codec=REQUEST_CODEC, claim_seconds=settings.bot.delivery_claim_seconds
             ),
             prefs=PreferenceStore(db),
-            images=FileImageStore(settings.data_dir / "images"),
-            modlog=ModerationLog(db),
+            images=images,
+            modlog=modlog,
+            retention=Retention(queue, images, settings.retention, modlog=modlog),
         )
     finally:
         await db.dispose()
@@ -233,7 +241,7 @@ async def atelier_runtime(settings: Settings) -> AsyncIterator[Runtime]:
 
     The worker starts with the bot (setup_hook) and is stopped gracefully when it closes.
     """
-    from storage.retention import Retention, RetentionLoop
+    from storage.retention import RetentionLoop
 
     async with open_ledger(settings) as ledger, contextlib.AsyncExitStack() as stack:
         worker = None
@@ -243,7 +251,7 @@ async def atelier_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             worker = await stack.enter_async_context(open_worker(settings, ledger, models))
             checker = TokenCountCheck(models.default)
         bot = wire_bot(settings, ledger, checker, _hung(worker))
-        retention = RetentionLoop(Retention(ledger.queue, ledger.images, settings.retention))
+        retention = RetentionLoop(ledger.retention)
         bot.add_background("retention", retention.run, stop=retention.stop)
         if worker is not None:
             bot.add_background("worker", worker.run, stop=worker.stop)

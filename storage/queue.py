@@ -593,23 +593,30 @@ class JobQueue(Generic[RequestT]):
         now = self.clock()
 
         async def work(session: AsyncSession) -> int:
-            jobs = (
-                (
-                    await session.execute(
-                        select(JOBS)
-                        .where(JOBS.c.owner_id == user_id, JOBS.c.status.in_(ACTIVE_STATUSES))
-                        .order_by(JOBS.c.seq)
-                        .with_for_update()
-                    )
-                )
-                .mappings()
-                .all()
-            )
-            for job in jobs:
-                await self._cancel_locked(session, job, now)
-            return len(jobs)
+            return await self._cancel_active(session, JOBS.c.owner_id == user_id, now)
 
         return await self.db.write(work)
+
+    async def _cancel_active(
+        self, session: AsyncSession, which: ColumnElement[bool], now: datetime
+    ) -> int:
+        """Cancel every queued or running job matching ``which``, oldest first, under their row
+        locks; how many there were."""
+        jobs = (
+            (
+                await session.execute(
+                    select(JOBS)
+                    .where(which, JOBS.c.status.in_(ACTIVE_STATUSES))
+                    .order_by(JOBS.c.seq)
+                    .with_for_update()
+                )
+            )
+            .mappings()
+            .all()
+        )
+        for job in jobs:
+            await self._cancel_locked(session, job, now)
+        return len(jobs)
 
     async def cancel_for_guild(self, guild_id: int, reason: str) -> int:
         """The bot was removed from ``guild_id``: record it (``left_guilds``), cancel the
@@ -624,20 +631,7 @@ class JobQueue(Generic[RequestT]):
             recorded = select(true()).where(LEFT_GUILDS.c.guild_id == guild_id)
             if (await session.execute(recorded)).first() is None:
                 await session.execute(insert(LEFT_GUILDS).values(guild_id=guild_id, left_at=now))
-            jobs = (
-                (
-                    await session.execute(
-                        select(JOBS)
-                        .where(JOBS.c.guild_id == guild_id, JOBS.c.status.in_(ACTIVE_STATUSES))
-                        .order_by(JOBS.c.seq)
-                        .with_for_update()
-                    )
-                )
-                .mappings()
-                .all()
-            )
-            for job in jobs:
-                await self._cancel_locked(session, job, now)
+            found = await self._cancel_active(session, JOBS.c.guild_id == guild_id, now)
             in_guild = select(JOBS.c.id).where(JOBS.c.guild_id == guild_id).scalar_subquery()
             await session.execute(
                 update(DELIVERIES)
@@ -656,7 +650,7 @@ class JobQueue(Generic[RequestT]):
                     updated_at=now,
                 )
             )
-            return len(jobs)
+            return found
 
         return await self.db.write(work)
 

@@ -117,12 +117,14 @@ class Retention:
         settings: RetentionSettings,
         *,
         batch: int = PURGE_BATCH,
+        modlog: ModerationLog | None = None,
     ) -> None:
         self.queue = queue
         self.images = images
         self.settings = settings
         self.batch = batch
-        self.modlog = ModerationLog(queue.db, clock=queue.clock)
+        # The ledger's own audit log when given; otherwise one over the queue's database.
+        self.modlog = modlog or ModerationLog(queue.db, clock=queue.clock)
 
     async def prune(self, *, dry_run: bool = False, max_batches: int | None = None) -> PruneReport:
         """Delete what is due: rows first (with their images), then the images of the jobs
@@ -212,39 +214,44 @@ class Retention:
     # -- the batches ------------------------------------------------------------------------
 
     async def _prune_rows(self) -> _Batch:
-        now = self.queue.clock()
-        due = self._rows_due(now)
-        if due is None:
-            return _Batch()
-
-        async def work(session: AsyncSession) -> _Batch:
-            ids = await self._due(session, due)
-            if not ids:
-                return _Batch()
-            files, size = await self._delete_images(ids)
+        async def delete_rows(session: AsyncSession, ids: list[str], now: datetime) -> int:
             lines = await session.execute(delete(LEDGER).where(LEDGER.c.job_id.in_(ids)))
             await session.execute(delete(JOBS).where(JOBS.c.id.in_(ids)))
-            return _Batch(len(ids), files, size, int(getattr(lines, "rowcount", 0) or 0))
+            return int(getattr(lines, "rowcount", 0) or 0)
 
-        return await self.queue.db.write(work)
+        return await self._prune_batch(self._rows_due, delete_rows)
 
     async def _prune_images(self) -> _Batch:
-        now = self.queue.clock()
-        due = self._images_due(now)
-        if due is None:
-            return _Batch()
-
-        async def work(session: AsyncSession) -> _Batch:
-            ids = await self._due(session, due)
-            if not ids:
-                return _Batch()
-            files, size = await self._delete_images(ids)
+        async def forget_images(session: AsyncSession, ids: list[str], now: datetime) -> int:
             await session.execute(
                 update(JOBS)
                 .where(JOBS.c.id.in_(ids))
                 .values(result_refs=[], preview_ref=None, pruned_at=now)
             )
-            return _Batch(len(ids), files, size)
+            return 0
+
+        return await self._prune_batch(self._images_due, forget_images)
+
+    async def _prune_batch(
+        self,
+        due_at: Callable[[datetime], ColumnElement[bool] | None],
+        then: Callable[[AsyncSession, list[str], datetime], Awaitable[int]],
+    ) -> _Batch:
+        """One batch: lock the jobs ``due_at`` now selects, delete their image files, then
+        ``then`` updates or deletes their rows (returning the ledger lines it deleted), all in
+        one unit of work."""
+        now = self.queue.clock()
+        due = due_at(now)
+        if due is None:
+            return _Batch()
+
+        async def work(session: AsyncSession) -> _Batch:
+            ids = await self._due(session, due)
+            if not ids:
+                return _Batch()
+            files, size = await self._delete_images(ids)
+            lines = await then(session, ids, now)
+            return _Batch(len(ids), files, size, lines)
 
         return await self.queue.db.write(work)
 

@@ -26,7 +26,7 @@ from PIL import Image
 from pydantic import SecretStr
 
 from bot.app import AtelierBot
-from bot.devtools.emulator import DiscordEmulator, EmuUser
+from bot.devtools.emulator import DiscordEmulator, EmuUser, RateLimits
 from bot.publisher import Publisher
 from bot.runtime import Ledger, open_ledger, open_worker, wire_bot
 from config.settings import DiscordSettings, QueueSettings, QuotaSettings, Settings
@@ -84,14 +84,60 @@ class BotBenchReport:
         )
 
 
-class _EmulatorThread:
+@contextlib.asynccontextmanager
+async def emulated(
+    settings: Settings,
+    token: str,
+    guild: int,
+    channel: int,
+    queue: QueueSettings,
+    bot_updates: dict[str, Any],
+    *,
+    rate_limits: RateLimits | None = None,
+) -> AsyncIterator[tuple[DiscordEmulator, EmulatorThread, Settings]]:
+    """A Discord API emulator on its own thread, and ``settings`` pointed at it with a scratch
+    data dir, ``queue``, an unlimited quota and ``bot_updates``: what every bot bench runs in."""
+    with EmulatorThread() as thread, tempfile.TemporaryDirectory() as scratch:
+        emu = DiscordEmulator(
+            token=token,
+            application_id=guild + 2,
+            guild_id=guild,
+            channel_ids=[channel],
+            rate_limits=rate_limits,
+        )
+        await thread.call(emu.__aenter__())
+        try:
+            yield (
+                emu,
+                thread,
+                settings.model_copy(
+                    update={
+                        "data_dir": Path(scratch),
+                        "database_url": None,
+                        "discord": DiscordSettings(
+                            token=SecretStr(token),
+                            api_base_url=emu.api_base_url,
+                            gateway_url=emu.gateway_url,
+                            guild_id=guild,
+                        ),
+                        "queue": queue,
+                        "quota": QuotaSettings(user_daily_gpu_seconds=10**9),
+                        "bot": settings.bot.model_copy(update=bot_updates),
+                    }
+                ),
+            )
+        finally:
+            await thread.call(emu.__aexit__(None, None, None))
+
+
+class EmulatorThread:
     """The emulator on its own loop in a thread; ``call`` runs a coroutine there."""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="emulator", daemon=True)
 
-    def __enter__(self) -> _EmulatorThread:
+    def __enter__(self) -> EmulatorThread:
         self._thread.start()
         return self
 
@@ -117,56 +163,23 @@ async def bench_bot(
     """Fire ``interactions`` /imagine commands from ``users`` users spread over ``seconds``."""
     token = "bench.bot.token"
     guild, channel = 1_000_000_000_000_000_001, 1_000_000_000_000_000_002
-    with _EmulatorThread() as thread, tempfile.TemporaryDirectory() as scratch:
-        emu = DiscordEmulator(
-            token=token,
-            application_id=1_000_000_000_000_000_003,
-            guild_id=guild,
-            channel_ids=[channel],
-        )
-        await thread.call(emu.__aenter__())
-        try:
-            bench_settings = settings.model_copy(
-                update={
-                    "data_dir": Path(scratch),
-                    "database_url": None,
-                    "discord": DiscordSettings(
-                        token=SecretStr(token),
-                        api_base_url=emu.api_base_url,
-                        gateway_url=emu.gateway_url,
-                        guild_id=guild,
-                    ),
-                    # A load test: the per-user new-jobs rate limit would refuse most of it.
-                    "queue": QueueSettings(
-                        max_running_per_user=2,
-                        max_queued_per_user=interactions,
-                        poll_seconds=0.2,
-                        new_jobs_per_window=0,
-                    ),
-                    "quota": QuotaSettings(user_daily_gpu_seconds=10**9),
-                    "bot": settings.bot.model_copy(
-                        update={"progress_interval_seconds": 2.0, "delivery_retry_seconds": 1.0}
-                    ),
-                }
-            )
-            report = await _drive(
-                bench_settings,
-                emu,
-                thread,
-                interactions,
-                users,
-                seconds,
-                token,
-            )
-        finally:
-            await thread.call(emu.__aexit__(None, None, None))
+    queue = QueueSettings(
+        max_running_per_user=2,
+        max_queued_per_user=interactions,
+        poll_seconds=0.2,
+        # A load test: the per-user new-jobs rate limit would refuse most of it.
+        new_jobs_per_window=0,
+    )
+    bot_updates = {"progress_interval_seconds": 2.0, "delivery_retry_seconds": 1.0}
+    async with emulated(settings, token, guild, channel, queue, bot_updates) as (emu, thread, run):
+        report = await _drive(run, emu, thread, interactions, users, seconds, token)
     return report.table()
 
 
 async def _drive(
     settings: Settings,
     emu: DiscordEmulator,
-    thread: _EmulatorThread,
+    thread: EmulatorThread,
     interactions: int,
     users: int,
     seconds: float,
@@ -181,7 +194,7 @@ async def _drive(
         people = [emu.make_user(name=f"user{i}") for i in range(users)]
         lag: list[float] = []
         stop = asyncio.Event()
-        async with _connected(bot, token, emu, thread):
+        async with connected(bot, token, emu, thread):
             probe = asyncio.create_task(_lag_probe(lag, stop))
             rng = random.Random(7)
             latencies = await _fire(emu, thread, people, interactions, seconds, rng)
@@ -219,8 +232,8 @@ async def _all_posted(ledger: Ledger, publisher: Publisher, people: list[EmuUser
 
 
 @contextlib.asynccontextmanager
-async def _connected(
-    bot: AtelierBot, token: str, emu: DiscordEmulator, thread: _EmulatorThread
+async def connected(
+    bot: AtelierBot, token: str, emu: DiscordEmulator, thread: EmulatorThread
 ) -> AsyncIterator[None]:
     async with bot:
         connection = asyncio.create_task(bot.start(token), name="bench-bot")
@@ -235,7 +248,7 @@ async def _connected(
 
 async def _fire(
     emu: DiscordEmulator,
-    thread: _EmulatorThread,
+    thread: EmulatorThread,
     people: list[EmuUser],
     interactions: int,
     seconds: float,

@@ -15,23 +15,19 @@ tokens have expired (15 minutes): the jobs are seeded into the ledger with messa
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from pydantic import SecretStr
-
-from bot.devtools.bench import ZeroCostGenerator, _connected, _EmulatorThread
+from bot.devtools.bench import EmulatorThread, ZeroCostGenerator, connected, emulated
 from bot.devtools.emulator import DiscordEmulator, RateLimits, RecordedRequest
 from bot.runtime import Ledger, open_ledger, wire_bot
-from config.settings import DiscordSettings, QueueSettings, QuotaSettings, Settings
+from config.settings import QueueSettings, Settings
 from generation.options import parse_imagine_prompt
 from generation.worker import ClaimedJobLike, JobControl, Worker, WorkResult
 from storage.types import JobKind, NewJob, Owner
 
-GUILD, CHANNEL, APPLICATION = 1_000_000_000_000_000_011, 1_000_000_000_000_000_012, 10**18 + 13
+GUILD, CHANNEL = 1_000_000_000_000_000_011, 1_000_000_000_000_000_012
 TOKEN = "bench.edits.token"
 #: Edits the publisher must have made before the first job is finished: it is mid-flood.
 FLOOD_STARTED = 3
@@ -115,43 +111,22 @@ async def measure_publisher(
     settings: Settings, name: str, queued: int, cap: float, *, budget: bool
 ) -> EditRun:
     """One publisher (naive, or with the edit budget) through the flood; see the module."""
-    with _EmulatorThread() as thread, tempfile.TemporaryDirectory() as scratch:
-        emu = DiscordEmulator(
-            token=TOKEN,
-            application_id=APPLICATION,
-            guild_id=GUILD,
-            channel_ids=[CHANNEL],
-            rate_limits=RateLimits(),
-        )
-        await thread.call(emu.__aenter__())
-        try:
-            edits = {} if budget else {"edits_per_channel_per_5s": 0, "edits_per_second": 0}
-            run_settings = settings.model_copy(
-                update={
-                    "data_dir": Path(scratch),
-                    "database_url": None,
-                    "discord": DiscordSettings(
-                        token=SecretStr(TOKEN),
-                        api_base_url=emu.api_base_url,
-                        gateway_url=emu.gateway_url,
-                        guild_id=GUILD,
-                    ),
-                    "queue": QueueSettings(
-                        max_queued_per_user=queued, new_jobs_per_window=0, poll_seconds=0.2
-                    ),
-                    "quota": QuotaSettings(user_daily_gpu_seconds=10**9),
-                    "bot": settings.bot.model_copy(
-                        update={"progress_interval_seconds": 2.0, **edits}
-                    ),
-                }
-            )
-            return await _measure(run_settings, emu, thread, name, queued, cap)
-        finally:
-            await thread.call(emu.__aexit__(None, None, None))
+    edits = {} if budget else {"edits_per_channel_per_5s": 0, "edits_per_second": 0}
+    queue = QueueSettings(max_queued_per_user=queued, new_jobs_per_window=0, poll_seconds=0.2)
+    async with emulated(
+        settings,
+        TOKEN,
+        GUILD,
+        CHANNEL,
+        queue,
+        {"progress_interval_seconds": 2.0, **edits},
+        rate_limits=RateLimits(),
+    ) as (emu, thread, run_settings):
+        return await _measure(run_settings, emu, thread, name, queued, cap)
 
 
 async def _seed(
-    settings: Settings, ledger: Ledger, emu: DiscordEmulator, thread: _EmulatorThread, queued: int
+    settings: Settings, ledger: Ledger, emu: DiscordEmulator, thread: EmulatorThread, queued: int
 ) -> None:
     """``queued`` jobs whose messages the bot posted before (their tokens long expired)."""
     request = parse_imagine_prompt(
@@ -202,7 +177,7 @@ async def _requests_since(emu: DiscordEmulator, start: int) -> list[RecordedRequ
 async def _measure(
     settings: Settings,
     emu: DiscordEmulator,
-    thread: _EmulatorThread,
+    thread: EmulatorThread,
     name: str,
     queued: int,
     cap: float,
@@ -213,7 +188,7 @@ async def _measure(
         worker = Worker(ledger.queue, ledger.images, generator, settings.queue)
         bot = wire_bot(settings, ledger, None)
         start = emu.mark()
-        async with _connected(bot, TOKEN, emu, thread):
+        async with connected(bot, TOKEN, emu, thread):
 
             async def flooded() -> None:
                 await emu.recorder.signal.wait_for(
