@@ -3,7 +3,8 @@
 For every job: exactly one RESERVE equal to its reservation. A finished job then took one of
 two paths. Charged (every succeeded job; a cancelled or blocked one that ran): exactly one
 CHARGE and one RELEASE of its reservation, its charge plus any WAIVE equals the measured cost,
-and at most one CREDIT (blocked jobs only) giving the whole charge back; what the job says it was
+and at most one CREDIT (a blocked job, or one an appeal restored after its rejection: the refund
+stands) giving the whole charge back; what the job says it was
 charged is the charge less the credit. Refunded (failed and dead jobs; cancelled or blocked ones
 that used nothing): exactly one REFUND of its whole reservation and nothing else. A waiting or
 running job has neither. Running jobs hold a
@@ -144,7 +145,7 @@ def _check_charged(
                 f"job {job_id} ({status}) has {count[kind]} {kind} line(s), expected {expected}"
             )
     if count[LedgerKind.CREDIT] > 1 or (
-        count[LedgerKind.CREDIT] and status is not JobStatus.BLOCKED
+        count[LedgerKind.CREDIT] and status not in (JobStatus.BLOCKED, JobStatus.SUCCEEDED)
     ):
         problems.append(f"job {job_id} ({status}) has {count[LedgerKind.CREDIT]} credit line(s)")
     if count[LedgerKind.CREDIT] and total[LedgerKind.CREDIT] != total[LedgerKind.CHARGE]:

@@ -181,3 +181,16 @@ class DatabaseUnavailable(StorageError):
     """
 
     user_facing = False
+
+
+class ReviewRefused(StorageError):
+    """A review queue action that cannot be done (already decided, claimed by another
+    moderator, reported twice, too many reports, no appeal allowed): the message says why."""
+
+
+class ItemNotFound(StorageError):
+    """No review item with this id in this server."""
+
+    def __init__(self, item_id: int) -> None:
+        self.item_id = item_id
+        super().__init__(f"there is no review item #{item_id} in this server")

@@ -29,11 +29,21 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from storage.types import JobStatus, LedgerKind, ModAction
+from storage.types import (
+    Decision,
+    HoldState,
+    JobStatus,
+    LedgerKind,
+    ModAction,
+    ReviewKind,
+    ReviewState,
+)
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -133,6 +143,11 @@ class Job(Base):
     releases: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     #: When retention deleted its images (the row stays for the ledger and /show's answer).
     pruned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Asked in an age-restricted channel (Discord's NSFW flag, or marked by an admin): the
+    #: output classifier's loose thresholds apply.
+    age_restricted: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    #: The output classifier's scores of each result image (label -> probability), if it ran.
+    scores: Mapped[list[dict[str, float]] | None] = mapped_column(JSONType)
 
     __table_args__ = (
         CheckConstraint(_in("status", JobStatus), name="status"),
@@ -182,8 +197,13 @@ class DeliveryRecord(Base):
     #: Set when delivery was given up for good (permanent errors after the fallbacks).
     given_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     give_up_reason: Mapped[str | None] = mapped_column(Text)
+    #: Review: held (generated, never shown in public), approved or rejected; None if never held.
+    review: Mapped[str | None] = mapped_column(String(16))
 
-    __table_args__ = (Index("ix_deliveries_posted_at", "posted_at"),)
+    __table_args__ = (
+        Index("ix_deliveries_posted_at", "posted_at"),
+        CheckConstraint(f"review IS NULL OR {_in('review', HoldState)}", name="review"),
+    )
 
 
 class JobCopy(Base):
@@ -352,6 +372,130 @@ class ModerationLogRow(Base):
     )
 
 
+#: The longest reason or decision text a review item keeps.
+REVIEW_TEXT_LENGTH = 1000
+
+
+class ReviewItemRow(Base):
+    """One item of a server's review queue: a held job, a job's reports (grouped), or an appeal.
+
+    At most one open item per job and kind (a partial unique index), so concurrent reports
+    group into one item; at most one appeal per rejected item (``appeal_of`` is unique). The
+    item's message in the moderators' channel is posted once (``message_id``, a nonce, and a
+    posting claim) and edited whenever ``version`` passes ``shown_version``."""
+
+    __tablename__ = "review_items"
+
+    id: Mapped[int] = mapped_column(BigKey, primary_key=True, autoincrement=True)
+    guild_id: Mapped[int] = mapped_column(BigInteger)
+    job_id: Mapped[str] = mapped_column(String(16), ForeignKey("jobs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    reports: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    appeal_of: Mapped[int | None] = mapped_column(
+        BigKey, ForeignKey("review_items.id", ondelete="CASCADE"), unique=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[int | None] = mapped_column(BigInteger)
+    claim_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decided_by: Mapped[int | None] = mapped_column(BigInteger)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decision: Mapped[str | None] = mapped_column(String(16))
+    decision_reason: Mapped[str | None] = mapped_column(Text)
+    channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    shown_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    post_claimed_by: Mapped[str | None] = mapped_column(String(64))
+    post_claim_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint(_in("kind", ReviewKind), name="kind"),
+        CheckConstraint(_in("state", ReviewState), name="state"),
+        CheckConstraint(f"decision IS NULL OR {_in('decision', Decision)}", name="decision"),
+        Index(
+            "ix_review_items_job_id_kind_open",
+            "job_id",
+            "kind",
+            unique=True,
+            sqlite_where=text("state = 'open'"),
+            postgresql_where=text("state = 'open'"),
+        ),
+        Index("ix_review_items_guild_id_state_id", "guild_id", "state", "id"),
+        Index("ix_review_items_job_id", "job_id"),
+        Index("ix_review_items_stale", "shown_version", "version"),
+    )
+
+
+class ReportRow(Base):
+    """One member's report of one job (once per member and job)."""
+
+    __tablename__ = "reports"
+
+    id: Mapped[int] = mapped_column(BigKey, primary_key=True, autoincrement=True)
+    guild_id: Mapped[int] = mapped_column(BigInteger)
+    job_id: Mapped[str] = mapped_column(String(16), ForeignKey("jobs.id", ondelete="CASCADE"))
+    reporter_id: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "reporter_id"),
+        # The per-member rate limit.
+        Index("ix_reports_reporter_id_created_at", "reporter_id", "created_at"),
+    )
+
+
+class BanRow(Base):
+    """A member banned from Atelier in one server (not a Discord ban): no new jobs, no job
+    buttons, until ``until`` (None: until /unban)."""
+
+    __tablename__ = "bans"
+
+    guild_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    #: The moderator; None: the automatic ban (repeated rejections or refusals).
+    banned_by: Mapped[int | None] = mapped_column(BigInteger)
+    auto: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class NoticeRow(Base):
+    """A direct message owed to a member about their job (held, approved, rejected, appeal
+    decided), written in the transaction that decided it and posted once (a claim and a
+    nonce). DMs a member refuses are given up, not retried."""
+
+    __tablename__ = "notices"
+
+    id: Mapped[int] = mapped_column(BigKey, primary_key=True, autoincrement=True)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    job_id: Mapped[str | None] = mapped_column(
+        String(16), ForeignKey("jobs.id", ondelete="CASCADE")
+    )
+    item_id: Mapped[int | None] = mapped_column(
+        BigKey, ForeignKey("review_items.id", ondelete="SET NULL")
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claim_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Posted (the DM's id), or given up (the member takes no DMs): either ends it.
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_notices_sent_at_failed_at_id", "sent_at", "failed_at", "id"),)
+
+
 class Meta(Base):
     """Small key/value facts, e.g. the hash of the command set last synced to Discord."""
 
@@ -376,3 +520,7 @@ USER_SETTINGS = cast(Table, UserSettingsRow.__table__)
 GUILD_SETTINGS = cast(Table, GuildSettingsRow.__table__)
 META = cast(Table, Meta.__table__)
 MODERATION_LOG = cast(Table, ModerationLogRow.__table__)
+REVIEW_ITEMS = cast(Table, ReviewItemRow.__table__)
+REPORTS = cast(Table, ReportRow.__table__)
+BANS = cast(Table, BanRow.__table__)
+NOTICES = cast(Table, NoticeRow.__table__)

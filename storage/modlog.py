@@ -59,25 +59,22 @@ class ModerationLog:
         details: Mapping[str, Any] | None = None,
     ) -> ModLogEntry:
         """Append one row; ``actor_id`` None means the bot decided. Returns the stored row."""
-        row = {
-            "guild_id": guild_id,
-            "created_at": self.clock(),
-            "actor_id": actor_id,
-            "action": ModAction(action).value,
-            "target_user_id": target_user_id,
-            "target_job_id": target_job_id,
-            "reason": _shorten(reason, MODLOG_REASON_LENGTH),
-            "details": bounded_details(details or {}),
-        }
+        now = self.clock()
 
-        async def work(session: AsyncSession) -> int:
-            result = await session.execute(
-                insert(MODERATION_LOG).values(row).returning(MODERATION_LOG.c.id)
+        async def work(session: AsyncSession) -> ModLogEntry:
+            return await log_row(
+                session,
+                guild_id,
+                action,
+                now,
+                actor_id=actor_id,
+                target_user_id=target_user_id,
+                target_job_id=target_job_id,
+                reason=reason,
+                details=details,
             )
-            return int(result.scalar_one())
 
-        new_id = await self.db.write(work)
-        return _entry({**row, "id": new_id})
+        return await self.db.write(work)
 
     async def page(
         self,
@@ -166,6 +163,36 @@ class ModerationLog:
             return len(due)
 
         return await self.db.write(work)
+
+
+async def log_row(
+    session: AsyncSession,
+    guild_id: int,
+    action: ModAction,
+    now: datetime,
+    *,
+    actor_id: int | None,
+    target_user_id: int | None = None,
+    target_job_id: str | None = None,
+    reason: str = "",
+    details: Mapping[str, Any] | None = None,
+) -> ModLogEntry:
+    """Append one row inside the caller's unit of work, so a decision and its log row commit
+    together (the review queue's decisions, holds and bans)."""
+    row = {
+        "guild_id": guild_id,
+        "created_at": now,
+        "actor_id": actor_id,
+        "action": ModAction(action).value,
+        "target_user_id": target_user_id,
+        "target_job_id": target_job_id,
+        "reason": _shorten(reason, MODLOG_REASON_LENGTH),
+        "details": bounded_details(details or {}),
+    }
+    result = await session.execute(
+        insert(MODERATION_LOG).values(row).returning(MODERATION_LOG.c.id)
+    )
+    return _entry({**row, "id": int(result.scalar_one())})
 
 
 def bounded_details(details: Mapping[str, Any]) -> dict[str, Any]:

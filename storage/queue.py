@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, overload
 
@@ -62,7 +62,9 @@ from storage.estimates import (
     waiting_groups,
     work_rates,
 )
+from storage.holds import hold, hold_state, touch_items
 from storage.models import DELIVERIES, JOBS, LEFT_GUILDS
+from storage.modlog import log_row
 from storage.quota import QuotaService
 from storage.quota_policy import rate_key, reservation_ms
 from storage.rate_limit import NewJobRate
@@ -73,9 +75,11 @@ from storage.types import (
     JSON_CODEC,
     ClaimedJob,
     Heartbeat,
+    HoldState,
     JobKind,
     JobStatus,
     JobView,
+    ModAction,
     NewJob,
     Owner,
     QueuePlace,
@@ -228,6 +232,10 @@ class JobQueue(Generic[RequestT]):
             await self.quota.record_reservations(
                 session, owner, [(job_id, ms) for job_id, _, ms in specs], now
             )
+            for job_id, job, _ in specs:
+                if job.hold_reason is not None and owner.guild_id is not None:
+                    row = await self._row(session, job_id)
+                    await hold(session, row, job.hold_reason, job.hold_details or {}, now)
             result = await session.execute(job_view_select().where(JOBS.c.id.in_(ids)))
             # Decoding what was just encoded: a codec that cannot round-trip queues nothing.
             views = {v.id: v for v in (job_view(r, self.codec) for r in result.mappings())}
@@ -272,6 +280,7 @@ class JobQueue(Generic[RequestT]):
             "work_units": job.work_units,
             "order_key": job.order_key if job.order_key is not None else snowflake_at(now),
             "result_refs": [],
+            "age_restricted": job.age_restricted,
         }
 
     async def _reservations(
@@ -398,7 +407,14 @@ class JobQueue(Generic[RequestT]):
         return await self.db.write(work)
 
     async def complete(
-        self, job_id: str, lease_token: str, *, result_refs: Sequence[str], gpu_seconds: float
+        self,
+        job_id: str,
+        lease_token: str,
+        *,
+        result_refs: Sequence[str],
+        gpu_seconds: float,
+        scores: Sequence[Mapping[str, float]] | None = None,
+        flagged: Mapping[str, Any] | None = None,
     ) -> JobView[RequestT]:
         """Finish a job with its images, charging the measured GPU-seconds.
 
@@ -407,9 +423,17 @@ class JobQueue(Generic[RequestT]):
         retry after a lost reply is safe). If a cancel was requested meanwhile the job ends
         cancelled, charged the GPU time it used like any cancelled job. A job with work units
         also folds its measured GPU-seconds per unit into its kind's rate.
+
+        Review (``storage.holds``), in the same unit of work: ``scores`` (the output
+        classifier's, per image) are kept for reviewers; ``flagged`` (what the classifier's
+        verdict crossed) holds a server's job for review unless a moderator already approved
+        it, and blocks a DM job outright (refunded: no server, no moderators). A job rejected
+        while it ran is blocked now, its charge credited back. A job already held (a review
+        term) has its review item updated, now that its images exist.
         """
         now = self.clock()
         measured = to_ms(gpu_seconds)
+        stored_scores = None if scores is None else [dict(s) for s in scores]
 
         async def work(session: AsyncSession) -> RowMapping:
             guard = JOBS.c.id == job_id
@@ -437,14 +461,53 @@ class JobQueue(Generic[RequestT]):
                     gpu_ms=measured,
                     charged_ms=charged,
                     result_refs=list(result_refs),
+                    scores=stored_scores,
                 )
                 await record_throughput(session, job["mode"], gpu_seconds, now)
                 if job["work_units"] > 0 and gpu_seconds > 0:
                     key = rate_key(JobKind(job["kind"]), job["mode"])
                     await record_work_rate(session, key, gpu_seconds / job["work_units"], now)
+                await self._review_result(session, job_id, flagged, now)
             return await self._row(session, job_id)
 
         return self._decoded(await self.db.write(work))
+
+    async def _review_result(
+        self,
+        session: AsyncSession,
+        job_id: str,
+        flagged: Mapping[str, Any] | None,
+        now: datetime,
+    ) -> None:
+        """What review makes of a job that just succeeded (see ``complete``)."""
+        state = await hold_state(session, job_id)
+        row = await self._row(session, job_id)
+        if state is HoldState.REJECTED:
+            # Rejected while it ran: the decision applies now. Its images are kept for the
+            # appeal period the decision set.
+            keep = (row["purge_after"] or now) - now
+            await self.block_locked(session, row, row["error"] or "rejected", False, keep, now)
+            return
+        if flagged is not None and state is not HoldState.APPROVED:
+            labels = ", ".join(str(label) for label in flagged.get("labels", ()))
+            reason = f"the image classifier flagged it ({labels})"
+            if row["guild_id"] is None:
+                await self.block_locked(session, row, reason, False, timedelta(0), now)
+                return
+            await log_row(
+                session,
+                row["guild_id"],
+                ModAction.CLASSIFIED,
+                now,
+                actor_id=None,
+                target_user_id=row["owner_id"],
+                target_job_id=job_id,
+                reason=reason,
+                details=flagged,
+            )
+            await hold(session, row, reason, {"classifier": True, **flagged}, now)
+        elif state is HoldState.HELD:
+            await touch_items(session, job_id)
 
     async def fail(
         self,
@@ -740,43 +803,58 @@ class JobQueue(Generic[RequestT]):
             job = await self._lock(session, JOBS.c.id == job_id)
             if job is None:
                 raise JobNotFound(job_id)
-            status = JobStatus(job["status"])
-            purge = {"purge_after": now + keep_images}
-            if status is JobStatus.SUCCEEDED:
-                charged = job["charged_ms"]
-                if not keep_charge:
-                    charged -= await self.quota.credit(session, job, now, "blocked; refunded")
-                await session.execute(
-                    update(JOBS)
-                    .where(JOBS.c.id == job_id, JOBS.c.status == JobStatus.SUCCEEDED)
-                    .values(status=JobStatus.BLOCKED, error=reason, charged_ms=charged, **purge)
-                )
-                await session.execute(
-                    update(DELIVERIES)
-                    .where(DELIVERIES.c.job_id == job_id)
-                    .values(posted_at=None, claimed_by=None, claim_expires_at=None, updated_at=now)
-                )
-            elif status is JobStatus.RUNNING and keep_charge:
-                ran = to_ms(max(0.0, (now - job["started_at"]).total_seconds()))
-                charged = await self.quota.settle(session, job, ran, now, "blocked; charge kept")
-                await self._finish(
-                    session,
-                    job,
-                    JobStatus.BLOCKED,
-                    now,
-                    error=reason,
-                    gpu_ms=ran,
-                    charged_ms=charged,
-                    **purge,
-                )
-            elif status in ACTIVE_STATUSES:
-                await self.quota.refund(session, job, now, "blocked")
-                await self._finish(session, job, JobStatus.BLOCKED, now, error=reason, **purge)
-            else:
-                raise IllegalTransition(job_id, "blocked", status)
+            await self.block_locked(session, job, reason, keep_charge, keep_images, now)
             return await self._row(session, job_id)
 
         return self._decoded(await self.db.write(work))
+
+    async def block_locked(
+        self,
+        session: AsyncSession,
+        job: RowMapping,
+        reason: str,
+        keep_charge: bool,
+        keep_images: timedelta,
+        now: datetime,
+    ) -> None:
+        """``block`` inside the caller's unit of work, on a locked row (the review queue's
+        rejections use it too)."""
+        job_id = job["id"]
+        reason = reason[:MAX_ERROR_CHARS]
+        status = JobStatus(job["status"])
+        purge = {"purge_after": now + keep_images}
+        if status is JobStatus.SUCCEEDED:
+            charged = job["charged_ms"]
+            if not keep_charge:
+                charged -= await self.quota.credit(session, job, now, "blocked; refunded")
+            await session.execute(
+                update(JOBS)
+                .where(JOBS.c.id == job_id, JOBS.c.status == JobStatus.SUCCEEDED)
+                .values(status=JobStatus.BLOCKED, error=reason, charged_ms=charged, **purge)
+            )
+            await session.execute(
+                update(DELIVERIES)
+                .where(DELIVERIES.c.job_id == job_id)
+                .values(posted_at=None, claimed_by=None, claim_expires_at=None, updated_at=now)
+            )
+        elif status is JobStatus.RUNNING and keep_charge:
+            ran = to_ms(max(0.0, (now - job["started_at"]).total_seconds()))
+            charged = await self.quota.settle(session, job, ran, now, "blocked; charge kept")
+            await self._finish(
+                session,
+                job,
+                JobStatus.BLOCKED,
+                now,
+                error=reason,
+                gpu_ms=ran,
+                charged_ms=charged,
+                **purge,
+            )
+        elif status in ACTIVE_STATUSES:
+            await self.quota.refund(session, job, now, "blocked")
+            await self._finish(session, job, JobStatus.BLOCKED, now, error=reason, **purge)
+        else:
+            raise IllegalTransition(job_id, "blocked", status)
 
     async def expired_blocked(self, limit: int = 100) -> list[str]:
         """Blocked jobs whose appeal period is over and whose images are still kept."""

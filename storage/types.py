@@ -167,6 +167,12 @@ class NewJob(Generic[RequestT]):
     priority: int | None = None
     #: When the interaction token the bot holds for this job's message stops working.
     interaction_expires_at: datetime | None = None
+    #: Hold the result for review (a review term matched): why, shown to moderators. Only a
+    #: server's jobs can be held.
+    hold_reason: str | None = None
+    hold_details: Mapping[str, Any] | None = None
+    #: Asked in an age-restricted channel: the output classifier's loose thresholds apply.
+    age_restricted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,10 +230,19 @@ class JobView(Generic[RequestT]):
     #: When delivery was given up for good, and why (shown to the owner in /info and /show).
     given_up_at: datetime | None = None
     give_up_reason: str | None = None
+    #: Review: held (never shown in public), approved or rejected; None if never held.
+    hold: HoldState | None = None
+    age_restricted: bool = False
 
     @property
     def terminal(self) -> bool:
         return self.status.terminal
+
+    @property
+    def public(self) -> bool:
+        """Whether its images may be shown where others see them: it succeeded and is not
+        held for review (or was approved)."""
+        return self.status is JobStatus.SUCCEEDED and self.hold in (None, HoldState.APPROVED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +262,8 @@ class ClaimedJob(Generic[RequestT]):
     parent_id: str | None
     #: GPU-seconds reserved for the job: what the worker's time limit is derived from.
     reserved: float = 0.0
+    #: Asked in an age-restricted channel: the output classifier's loose thresholds apply.
+    age_restricted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,6 +397,11 @@ class ModAction(StrEnum):
     BLOCKED = "blocked"
     PUBLISHED = "published"
     UNPUBLISHED = "unpublished"
+    REPORTED = "reported"
+    APPEALED = "appealed"
+    APPEAL_GRANTED = "appeal_granted"
+    APPEAL_DENIED = "appeal_denied"
+    EXPIRED = "expired"  # a hold no moderator decided in time: rejected, refunded
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,3 +441,113 @@ class AuditReport:
     @property
     def ok(self) -> bool:
         return not self.violations
+
+
+class ReviewKind(StrEnum):
+    """Why an item is in a server's review queue."""
+
+    HOLD = "hold"  # a review term or the classifier held the job's result
+    REPORT = "report"  # members reported a posted result (grouped: one open item per job)
+    APPEAL = "appeal"  # the owner appealed a rejection (one per rejection)
+
+
+class ReviewState(StrEnum):
+    OPEN = "open"
+    DECIDED = "decided"
+
+
+class Decision(StrEnum):
+    """What a moderator (or the hold's expiry) decided about a review item."""
+
+    APPROVE = "approve"  # a hold: post it; a report: keep it up
+    REJECT = "reject"  # remove it (refunded unless the charge is kept)
+    EXPIRE = "expire"  # a hold nobody decided in time: as a rejection, by the bot
+    GRANT = "grant"  # an appeal: the job is restored
+    DENY = "deny"  # an appeal: the rejection stands (final)
+    SUPERSEDED = "superseded"  # closed because the job was decided through another item
+
+
+class HoldState(StrEnum):
+    """A job's delivery with respect to review: held (never shown in public), then approved or
+    rejected. None (not stored) for a job nobody held."""
+
+    HELD = "held"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewItem:
+    """One item of a server's review queue, with what a reviewer needs of its job."""
+
+    id: int
+    guild_id: int
+    job_id: str
+    kind: ReviewKind
+    state: ReviewState
+    reason: str
+    details: Mapping[str, Any]
+    reports: int
+    appeal_of: int | None
+    created_at: datetime
+    claimed_by: int | None
+    claim_expires_at: datetime | None
+    decided_by: int | None
+    decided_at: datetime | None
+    decision: Decision | None
+    decision_reason: str | None
+    channel_id: int | None
+    message_id: int | None
+    version: int
+    shown_version: int
+    # The job, as the reviewer sees it.
+    owner_id: int
+    prompt: str
+    job_status: JobStatus
+    hold: HoldState | None
+    result_refs: tuple[str, ...]
+    #: The moderator whose rejection an appeal contests (None for other items).
+    rejected_by: int | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.state is ReviewState.OPEN
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionOutcome:
+    """What one decision did: the item as it now stands, and whether this call decided it
+    (False: someone else had, and ``item`` says who and what)."""
+
+    item: ReviewItem
+    decided: bool
+    #: Set when the decision (reject and ban) also banned the owner.
+    banned_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ban:
+    """A member who may not create jobs or click job buttons in one server until ``until``
+    (None: until unbanned)."""
+
+    guild_id: int
+    user_id: int
+    until: datetime | None
+    reason: str
+    banned_by: int | None
+    auto: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A direct message owed to a member about their job (held, decided): posted once."""
+
+    id: int
+    guild_id: int | None
+    user_id: int
+    job_id: str | None
+    item_id: int | None
+    kind: str
+    text: str
+    attempts: int

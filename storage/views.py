@@ -19,6 +19,7 @@ from storage.errors import UndecodableRequest
 from storage.models import DELIVERIES, JOBS
 from storage.types import (
     ClaimedJob,
+    HoldState,
     JobKind,
     JobStatus,
     JobView,
@@ -43,6 +44,7 @@ def job_view_select() -> Select[tuple[object, ...]]:
         DELIVERIES.c.next_attempt_at,
         DELIVERIES.c.given_up_at,
         DELIVERIES.c.give_up_reason,
+        DELIVERIES.c.review,
     ).select_from(JOBS.outerjoin(DELIVERIES, DELIVERIES.c.job_id == JOBS.c.id))
 
 
@@ -100,6 +102,8 @@ def job_view(row: RowMapping, codec: RequestCodec[RequestT]) -> JobView[RequestT
         next_attempt_at=row.get("next_attempt_at"),
         given_up_at=row.get("given_up_at"),
         give_up_reason=row.get("give_up_reason"),
+        hold=None if row.get("review") is None else HoldState(row["review"]),
+        age_restricted=bool(row["age_restricted"]),
     )
 
 
@@ -130,4 +134,5 @@ def claimed_job(row: RowMapping, codec: RequestCodec[RequestT]) -> ClaimedJob[Re
         owner_id=row["owner_id"],
         parent_id=row["parent_id"],
         reserved=to_seconds(row["reserved_ms"]),
+        age_restricted=bool(row["age_restricted"]),
     )
