@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -33,7 +34,7 @@ def desk(s: Services) -> ReviewDesk:
     return ReviewDesk(s.db, s.queue, clock=s.clock, claimer_id="bot-a")
 
 
-async def _finish(s: Services, job_id: str, **extra: object) -> None:
+async def _finish(s: Services, job_id: str, **extra: Any) -> None:
     claimed = await s.queue.claim_next("w1")
     assert claimed is not None and claimed.id == job_id
     await s.queue.complete(
