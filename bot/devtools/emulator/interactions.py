@@ -1,10 +1,11 @@
 """Interactions: what the emulator dispatches, and the handle a test holds on each one.
 
-The builders (``base_payload``, ``build_options``, ``modal_submission``) turn a test's intent
-("user X runs /imagine prompt:cat") into the INTERACTION_CREATE body Discord would send,
-checking what Discord's client would check (the command is registered, required options are
-present and in range, the modal input exists). ``InteractionHandle``
-lets the test await and inspect what the bot did with it.
+The builders (``base_payload``, ``build_options``, ``message_command_data``,
+``modal_submission``) turn a test's intent ("user X runs /imagine prompt:cat", "user X picks
+Apps > Report on a message") into the INTERACTION_CREATE body Discord would send, checking
+what Discord's client would check (the command is registered, required options are present
+and in range, the modal input exists). ``InteractionHandle`` lets the test await and inspect
+what the bot did with it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .errors import EmulatorUsageError
 from .models import EmuChannel, EmuGuild, EmuRole, EmuUser, StoredAttachment, StoredMessage
 from .recorder import RecordedRequest, Violation
 from .state import EmulatorState
+from .validation import CHAT_INPUT, COMMAND_TYPE_NAMES, MESSAGE_COMMAND
 
 JSON = dict[str, Any]
 
@@ -269,18 +271,24 @@ def base_payload(
     return payload
 
 
-def find_command(state: EmulatorState, name: str, guild: EmuGuild | None) -> JSON:
-    """A registered chat-input command, guild-scoped first, as Discord's client resolves it."""
+def find_command(
+    state: EmulatorState, name: str, guild: EmuGuild | None, *, kind: int = CHAT_INPUT
+) -> JSON:
+    """A registered command of ``kind`` (a slash command unless told), guild-scoped first, as
+    Discord's client resolves it. Names are matched exactly: a context-menu name keeps its
+    case, and Discord's client lists each kind only where it belongs (slash commands in the
+    chat input, MESSAGE commands under a message's "Apps")."""
     scopes = [guild.id] if guild is not None else []
     for scope_id in [*scopes, None]:
         scope = state.scopes.get(scope_id)
         if scope is None:
             continue
         for command in scope.commands:
-            if command["name"] == name and command.get("type", 1) == 1:
+            if command["name"] == name and command.get("type", CHAT_INPUT) == kind:
                 return command
+    what = f"/{name}" if kind == CHAT_INPUT else f"{COMMAND_TYPE_NAMES[kind]} command {name!r}"
     raise EmulatorUsageError(
-        f"/{name} is not registered (globally or for this guild): sync the command tree first"
+        f"{what} is not registered (globally or for this guild): sync the command tree first"
     )
 
 
@@ -440,6 +448,21 @@ def command_data(command: JSON, options: list[JSON], resolved: JSON) -> JSON:
         data["guild_id"] = command["guild_id"]
     if resolved:
         data["resolved"] = resolved
+    return data
+
+
+def message_command_data(command: JSON, message: StoredMessage) -> JSON:
+    """``data`` of a MESSAGE command run on ``message``: Discord names the message in
+    ``target_id`` and sends all of it under ``resolved.messages`` (there are no options)."""
+    data: JSON = {
+        "id": command["id"],
+        "name": command["name"],
+        "type": MESSAGE_COMMAND,
+        "target_id": str(message.id),
+        "resolved": {"messages": {str(message.id): message.payload()}},
+    }
+    if "guild_id" in command:
+        data["guild_id"] = command["guild_id"]
     return data
 
 

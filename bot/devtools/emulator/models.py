@@ -176,7 +176,10 @@ class EmuOverwrite:
 
 @dataclass
 class EmuChannel:
-    """A guild text channel, or a DM channel (``guild_id`` ``None``, ``recipient`` set)."""
+    """A guild text channel, or a DM channel (``guild_id`` ``None``, ``recipient`` set).
+
+    ``nsfw`` is Discord's age-restricted flag (a guild channel setting; DMs have none).
+    """
 
     id: int
     name: str
@@ -185,6 +188,7 @@ class EmuChannel:
     position: int = 0
     recipient: EmuUser | None = None
     overwrites: dict[int, EmuOverwrite] = field(default_factory=dict)
+    nsfw: bool = False
 
     @property
     def is_dm(self) -> bool:
@@ -207,7 +211,7 @@ class EmuChannel:
             "name": self.name,
             "position": self.position,
             "permission_overwrites": [o.payload() for o in self.overwrites.values()],
-            "nsfw": False,
+            "nsfw": self.nsfw,
             "parent_id": None,
             "topic": None,
             "last_message_id": None,

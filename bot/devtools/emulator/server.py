@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -31,6 +31,7 @@ from .interactions import (
     build_options,
     command_data,
     find_command,
+    message_command_data,
     modal_submission,
 )
 from .models import (
@@ -48,7 +49,7 @@ from .ratelimits import RateLimits
 from .recorder import Direction, GatewayFrame, RecordedRequest, Recorder, Violation
 from .rest import RestApi
 from .state import INTENT_GUILDS, EmulatorConfig, EmulatorState
-from .validation import Limits
+from .validation import MESSAGE_COMMAND, Limits
 
 JSON = dict[str, Any]
 
@@ -62,7 +63,8 @@ class DiscordEmulator:
     """A Discord API and gateway on 127.0.0.1, with a driver API for tests.
 
     Use as ``async with DiscordEmulator(...) as emu:``. The bot user's id defaults to the
-    application id, as it is for applications created in recent years.
+    application id, as it is for applications created in recent years. The default guild has
+    the text channels ``channel_ids``; those also in ``nsfw_channel_ids`` are age-restricted.
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class DiscordEmulator:
         application_id: int = DEFAULT_APPLICATION_ID,
         guild_id: int = DEFAULT_GUILD_ID,
         channel_ids: Sequence[int] = (DEFAULT_CHANNEL_ID,),
+        nsfw_channel_ids: Collection[int] = (),
         bot_user_id: int | None = None,
         bot_name: str = "Atelier",
         guild_name: str = "Emulated Guild",
@@ -104,7 +107,7 @@ class DiscordEmulator:
         self.rest.rate_limits = rate_limits
         self.guild_id = guild_id
         self.channel_ids = list(channel_ids)
-        self.state.add_guild(guild_id, channel_ids, guild_name)
+        self.state.add_guild(guild_id, channel_ids, guild_name, nsfw_channel_ids=nsfw_channel_ids)
         self.default_user = self.make_user(name="tester")
         self._runner: web.AppRunner | None = None
         self._port = 0
@@ -245,6 +248,16 @@ class DiscordEmulator:
         channel.overwrites.pop(target.id, None)
         self.gateway.dispatch_event("CHANNEL_UPDATE", channel.payload(), INTENT_GUILDS)
 
+    def set_nsfw(self, channel_id: int, nsfw: bool = True) -> None:
+        """Turn a guild channel's age-restricted (NSFW) setting on or off, as a moderator does
+        in the channel's settings. Discord then sends CHANNEL_UPDATE with the whole channel,
+        so a connected discord.py client's cached ``TextChannel.nsfw`` follows (and with it
+        ``interaction.channel.nsfw``, which discord.py takes from that cache); interactions
+        there carry the flag in their ``channel`` too. DM channels have no such setting."""
+        channel, _ = self._guild_channel(channel_id)
+        channel.nsfw = nsfw
+        self.gateway.dispatch_event("CHANNEL_UPDATE", channel.payload(), INTENT_GUILDS)
+
     def permissions_in(self, user: EmuUser, channel_id: int) -> int:
         """``user``'s permissions in the channel as Discord computes them, overwrites included."""
         return self.state.permissions_in(user, self._channel(channel_id))
@@ -256,10 +269,16 @@ class DiscordEmulator:
         self.state.add_member(guild, user, [r.id if isinstance(r, EmuRole) else r for r in roles])
 
     def add_guild(
-        self, guild_id: int, channel_ids: Sequence[int], *, name: str = "Another Guild"
+        self,
+        guild_id: int,
+        channel_ids: Sequence[int],
+        *,
+        name: str = "Another Guild",
+        nsfw_channel_ids: Collection[int] = (),
     ) -> EmuGuild:
-        """Add a guild; a connected bot receives GUILD_CREATE as if it had just joined."""
-        guild = self.state.add_guild(guild_id, channel_ids, name)
+        """Add a guild (its channels in ``nsfw_channel_ids`` age-restricted); a connected bot
+        receives GUILD_CREATE as if it had just joined."""
+        guild = self.state.add_guild(guild_id, channel_ids, name, nsfw_channel_ids=nsfw_channel_ids)
         if self.gateway.current is not None:
             payload = guild.create_payload(self.bot_user.id)
             # A join carries no "unavailable" key; discord.py then fires on_guild_join.
@@ -448,6 +467,42 @@ class DiscordEmulator:
         command = find_command(self.state, top, self.state.guild_of(channel))
         built, resolved = build_options(self.state, command, subcommands, options or {}, channel)
         data = command_data(command, built, resolved)
+        return self._dispatch(APPLICATION_COMMAND, data, user, channel, locale=locale)
+
+    async def send_message_command(
+        self,
+        name: str,
+        target_message_id: int,
+        *,
+        user: EmuUser | None = None,
+        locale: str = "en-US",
+    ) -> InteractionHandle:
+        """Pick "Apps > ``name``" on a stored message as ``user``; return the handle.
+
+        Discord sends an APPLICATION_COMMAND interaction in the message's channel whose
+        ``data`` has ``type`` 3, ``target_id`` and the whole message under
+        ``resolved.messages`` (discord.py passes it to a ``ContextMenu`` callback as a
+        ``discord.Message``). Its answer may be a message, a deferral or a modal. As in
+        Discord's client, only a command registered as a MESSAGE command is offered (by its
+        exact, case-kept name), and a deleted or ephemeral message has no Apps menu.
+        """
+        message = self.state.messages.get(target_message_id)
+        if message is None or message.deleted:
+            raise EmulatorUsageError(f"message {target_message_id} does not exist")
+        if message.ephemeral:
+            raise EmulatorUsageError(
+                f"message {target_message_id} is ephemeral: Discord offers no Apps menu on it"
+            )
+        user = user or self.default_user
+        channel = self._channel(message.channel_id)
+        if channel.recipient is not None and channel.recipient.id != user.id:
+            raise EmulatorUsageError(
+                f"message {target_message_id} is in a DM with another user: {user.name} "
+                "cannot see it"
+            )
+        guild = self.state.guild_of(channel)
+        command = find_command(self.state, name, guild, kind=MESSAGE_COMMAND)
+        data = message_command_data(command, message)
         return self._dispatch(APPLICATION_COMMAND, data, user, channel, locale=locale)
 
     async def send_autocomplete(

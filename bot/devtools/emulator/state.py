@@ -8,7 +8,7 @@ the ``dispatch`` hook the gateway installs.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,14 +110,34 @@ class EmulatorState:
         self.users[user.id] = user
         return user
 
-    def add_guild(self, guild_id: int, channel_ids: Sequence[int], name: str) -> EmuGuild:
+    def add_guild(
+        self,
+        guild_id: int,
+        channel_ids: Sequence[int],
+        name: str,
+        *,
+        nsfw_channel_ids: Collection[int] = (),
+    ) -> EmuGuild:
+        """A guild with text channels ``channel_ids``; those in ``nsfw_channel_ids`` are
+        age-restricted from the start."""
+        strays = set(nsfw_channel_ids) - set(channel_ids)
+        if strays:
+            raise errors.EmulatorUsageError(
+                f"nsfw_channel_ids {sorted(strays)} are not among the channel_ids"
+            )
         now = self.clock.now()
         guild = EmuGuild(guild_id, name, owner_id=self.owner.id, joined_at=now)
         guild.roles[guild_id] = EmuRole(
             guild_id, guild_id, "@everyone", permissions=DEFAULT_EVERYONE_PERMISSIONS
         )
         for position, channel_id in enumerate(channel_ids):
-            channel = EmuChannel(channel_id, f"channel-{position}", guild_id, position=position)
+            channel = EmuChannel(
+                channel_id,
+                f"channel-{position}",
+                guild_id,
+                position=position,
+                nsfw=channel_id in nsfw_channel_ids,
+            )
             guild.channels[channel_id] = channel
             self.channels[channel_id] = channel
         for user in (self.bot_user, self.owner):

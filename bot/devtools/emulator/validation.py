@@ -8,6 +8,7 @@ test can tighten or loosen them.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,15 @@ LINK_STYLE = 5
 PREMIUM_STYLE = 6
 
 COMMAND_NAME = re.compile(r"^[-_'\w]{1,32}$")
+# USER and MESSAGE command names keep their case and may hold spaces.
+CONTEXT_MENU_NAME = re.compile(r"^[-_' \w]{1,32}$")
+
+# Application command types
+CHAT_INPUT = 1
+USER_COMMAND = 2
+MESSAGE_COMMAND = 3
+COMMAND_TYPE_NAMES = {CHAT_INPUT: "CHAT_INPUT", USER_COMMAND: "USER", MESSAGE_COMMAND: "MESSAGE"}
+CONTEXT_MENU_TYPES = (USER_COMMAND, MESSAGE_COMMAND)
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,8 @@ class Limits:
     command_options: int = 25
     command_choices: int = 25
     commands_per_scope: int = 100
+    # USER and MESSAGE commands each; discord.py's CommandTree refuses more than 5 itself.
+    context_menu_commands: int = 15
 
 
 def _too_long(path: Path, limit: int) -> FieldError:
@@ -370,17 +382,43 @@ def _validate_options(
 
 
 def validate_commands(commands: Sequence[JSON], limits: Limits) -> list[FieldError]:
-    """A bulk-overwrite body: names, descriptions, option order and counts."""
+    """A bulk-overwrite body: types, names, descriptions, option order and counts.
+
+    Discord has three kinds of command an app registers with a bot: CHAT_INPUT (slash
+    commands: lowercase names, a 1-100 character description, options), and the context-menu
+    USER and MESSAGE commands ("Apps > name" on a user or a message), whose names may be mixed
+    case with spaces and which take neither a description nor options. Names are unique per
+    kind, and each kind has its own count limit per scope.
+    """
     errors: list[FieldError] = []
-    if len(commands) > limits.commands_per_scope:
+    counts = Counter(command.get("type", CHAT_INPUT) for command in commands)
+    if counts[CHAT_INPUT] > limits.commands_per_scope:
         errors.append(_too_long((), limits.commands_per_scope))
+    for kind in CONTEXT_MENU_TYPES:
+        if counts[kind] > limits.context_menu_commands:
+            errors.append(
+                FieldError(
+                    (),
+                    "APPLICATION_COMMANDS_MAX_EXCEEDED",
+                    f"Must be {limits.context_menu_commands} or fewer "
+                    f"{COMMAND_TYPE_NAMES[kind]} commands.",
+                )
+            )
     seen: set[tuple[int, str]] = set()
     for index, command in enumerate(commands):
         path: Path = (index,)
-        kind = command.get("type", 1)
+        kind = command.get("type", CHAT_INPUT)
+        if kind not in COMMAND_TYPE_NAMES:
+            errors.append(
+                FieldError(
+                    (*path, "type"),
+                    "BASE_TYPE_CHOICES",
+                    f"Value must be one of {tuple(COMMAND_TYPE_NAMES)}.",
+                )
+            )
+            continue
         name = command.get("name") or ""
-        valid_name = bool(COMMAND_NAME.match(name)) if kind == 1 else 1 <= len(name) <= 32
-        if not valid_name or (kind == 1 and name != name.lower()):
+        if not _valid_command_name(kind, name):
             errors.append(
                 FieldError((*path, "name"), "APPLICATION_COMMAND_INVALID_NAME", "Invalid name")
             )
@@ -393,9 +431,40 @@ def validate_commands(commands: Sequence[JSON], limits: Limits) -> list[FieldErr
                 )
             )
         seen.add((kind, name))
-        if kind == 1:
+        if kind == CHAT_INPUT:
             description = command.get("description") or ""
             if not 1 <= len(description) <= limits.command_description:
                 errors.append(_bad_length((*path, "description"), limits.command_description))
             _validate_options(errors, (*path, "options"), command.get("options") or [], limits)
+        else:
+            _validate_context_menu(errors, path, command)
     return errors
+
+
+def _valid_command_name(kind: int, name: str) -> bool:
+    if kind == CHAT_INPUT:
+        return bool(COMMAND_NAME.match(name)) and name == name.lower()
+    return bool(CONTEXT_MENU_NAME.match(name)) and bool(name.strip())
+
+
+def _validate_context_menu(errors: list[FieldError], path: Path, command: JSON) -> None:
+    """USER and MESSAGE commands: an empty (or absent) description and no options.
+
+    The description error is Discord's own; the options one follows its pattern.
+    """
+    if command.get("description"):
+        errors.append(
+            FieldError(
+                (*path, "description"),
+                "APPLICATION_COMMAND_CONTEXT_MENU_DESCRIPTION_INVALID",
+                "Context menu commands cannot have description",
+            )
+        )
+    if command.get("options"):
+        errors.append(
+            FieldError(
+                (*path, "options"),
+                "APPLICATION_COMMAND_CONTEXT_MENU_OPTIONS_INVALID",
+                "Context menu commands cannot have options",
+            )
+        )
