@@ -419,10 +419,12 @@ class Publisher:
         content = render_card(delivery.card)
         files = []
         view: discord.ui.View | None = None
-        if delivery.card.status is JobStatus.SUCCEEDED:
+        if delivery.public:
             for name, data in await self.cards.result_files(delivery):
                 files.append(discord.File(io.BytesIO(data), filename=name))
             view = self._view_of(delivery)
+        elif delivery.card.status is JobStatus.SUCCEEDED:
+            view = discord.ui.View()  # held for review: no image, no buttons
         try:
             if delivery.card.status is JobStatus.BLOCKED:
                 message_id = await self._take_down(delivery, content)

@@ -17,7 +17,15 @@ from bot.customid import ButtonRef
 from config.settings import GenerationSettings
 from generation.options import options_help
 from generation.request import Operation
-from storage.types import JobKind, JobStatus, ModAction, ModLogEntry, ModLogPage, QuotaReadout
+from storage.types import (
+    HoldState,
+    JobKind,
+    JobStatus,
+    ModAction,
+    ModLogEntry,
+    ModLogPage,
+    QuotaReadout,
+)
 
 CONTENT_LIMIT = 2000
 _MARKDOWN = re.compile(r"([\\*_~`|>\[\]()#:-])")
@@ -82,6 +90,8 @@ class JobCard:
     charged: float | None = None
     #: Why its result could not be delivered, once the bot gave up (None: not given up).
     undeliverable: str | None = None
+    #: Generated, but held for a moderator's review: nothing of it is shown.
+    held: bool = False
 
 
 def _eta(seconds: float | None) -> str:
@@ -101,6 +111,8 @@ def _status_tail(card: JobCard) -> str:
         if card.step is not None and card.total_steps:
             return f"running ({round(100 * card.step / card.total_steps)}%)"
         return "running"
+    if status is JobStatus.SUCCEEDED and card.held:
+        return "held for review by the server's moderators; its owner is told when they decide"
     if status is JobStatus.SUCCEEDED:
         return "done"
     if status is JobStatus.CANCELLED:
@@ -200,6 +212,24 @@ class JobLine:
     charged: float | None = None
     #: Why its result could not be delivered, once the bot gave up.
     undeliverable: str | None = None
+    #: Review: held, approved or rejected (None: never held).
+    hold: HoldState | None = None
+    #: Why it failed or was removed.
+    error: str | None = None
+
+
+def _review(job: JobLine) -> str:
+    """Where a job stands in review, for its owner."""
+    if job.hold is HoldState.HELD and job.status is JobStatus.SUCCEEDED:
+        return "; held for review: not shown until a moderator decides"
+    if job.hold is HoldState.HELD:
+        return "; will be held for review when it finishes"
+    if job.hold is HoldState.REJECTED:
+        reason = escape(shorten(job.error or "no reason given", 200))
+        return f"; rejected in review ({reason}): appeal once with /appeal job:{job.job_id}"
+    if job.hold is HoldState.APPROVED and job.status is JobStatus.SUCCEEDED:
+        return "; approved in review"
+    return ""
 
 
 def _cost(job: JobLine) -> str:
@@ -235,11 +265,13 @@ def render_info(
             if job.message_id
             else "(message pending)"
         )
-        lines.append(f"- `{job.job_id}` {job.kind} {job.status} ({_cost(job)}) {link}")
+        lines.append(
+            f"- `{job.job_id}` {job.kind} {job.status} ({_cost(job)}){_review(job)} {link}"
+        )
     if recent:
         lines.append("**Recent jobs** (GPU-seconds):")
         lines.extend(
-            f"- `{j.job_id}` {j.kind} {j.status}: {_cost(j)}"
+            f"- `{j.job_id}` {j.kind} {j.status}: {_cost(j)}{_review(j)}"
             + (f"; {_undeliverable(j.undeliverable)}" if j.undeliverable else "")
             for j in recent
         )
@@ -313,6 +345,11 @@ MODLOG_VERBS = {
     ModAction.BLOCKED: "blocked",
     ModAction.PUBLISHED: "published",
     ModAction.UNPUBLISHED: "unpublished",
+    ModAction.REPORTED: "reported",
+    ModAction.APPEALED: "appealed the rejection of",
+    ModAction.APPEAL_GRANTED: "granted the appeal of",
+    ModAction.APPEAL_DENIED: "denied the appeal of",
+    ModAction.EXPIRED: "let a hold expire (rejected, refunded):",
 }
 
 

@@ -15,6 +15,9 @@ class Requester:
     role_ids: tuple[int, ...] = ()
     is_admin: bool = False
     is_moderator: bool = False
+    #: The channel is age-restricted by Discord's own NSFW flag (an admin's mark is a server
+    #: setting: see ``ReviewService.age_restricted``).
+    age_restricted: bool = False
 
     def may_see(self, guild_id: int | None, owner_id: int) -> bool:
         """Whether a job made in ``guild_id`` by ``owner_id`` is within reach: a server's jobs

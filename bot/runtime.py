@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from config import ConfigError, Settings
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from storage.preferences import PreferenceStore
     from storage.queue import JobQueue
     from storage.retention import Retention
+    from storage.review import ReviewDesk
 
 
 @dataclass
@@ -47,6 +48,8 @@ class Ledger:
     #: What the retention settings let go: run in the background by the bot and by
     #: `atelier db prune`.
     retention: Retention
+    #: The review queue: holds, reports, appeals, decisions and bans.
+    review: ReviewDesk
 
 
 @contextlib.asynccontextmanager
@@ -62,6 +65,7 @@ async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
     from storage.queue import JobQueue
     from storage.quota import QuotaService
     from storage.retention import Retention
+    from storage.review import ReviewDesk
 
     url = settings.resolved_database_url
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -82,6 +86,7 @@ async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
             images=images,
             modlog=modlog,
             retention=Retention(queue, images, settings.retention, modlog=modlog),
+            review=ReviewDesk(db, queue, claim_seconds=settings.moderation.review_claim_seconds),
         )
     finally:
         await db.dispose()
@@ -115,7 +120,8 @@ async def open_worker(
     from generation.classifier import load_classifier
     from generation.errors import OptionError
     from generation.jobs import EngineGenerator
-    from generation.worker import Worker
+    from generation.verdict import ClassifierPolicy, flagged_details
+    from generation.worker import Worker, WorkResult
     from storage.errors import LeaseLost
     from storage.types import JobStatus
 
@@ -131,6 +137,8 @@ async def open_worker(
             parent = await ledger.queue.require(job_id)
             if parent.status is not JobStatus.SUCCEEDED:
                 raise OptionError(f"job {job_id} was removed by a moderator; nothing to work from")
+            if not parent.public:
+                raise OptionError(f"job {job_id} is held for review; nothing to work from yet")
             if parent.pruned_at is not None:
                 raise OptionError(f"the images of job {job_id} have expired; nothing to work from")
             return parent.result_refs
@@ -143,6 +151,15 @@ async def open_worker(
         generator = EngineGenerator(
             models, ledger.images, source_refs, settings.generation, classifier=classifier
         )
+        judge = None
+        if classifier is not None:
+            policy = ClassifierPolicy.from_settings(settings.moderation)
+
+            def judge(job: Any, result: WorkResult) -> Mapping[str, Any] | None:
+                assert result.scores is not None
+                restricted = bool(getattr(job, "age_restricted", False))
+                return flagged_details(result.scores, policy, age_restricted=restricted)
+
         worker = Worker(
             ledger.queue,
             ledger.images,
@@ -150,6 +167,7 @@ async def open_worker(
             settings.queue,
             lease_lost_errors=(LeaseLost,),
             in_process=in_process,
+            judge=judge,
         )
         ledger.queue.on_new_work = worker.notify
         yield worker
@@ -202,17 +220,25 @@ def wire_bot(
     from bot.features.account import AccountFeature
     from bot.features.imagine import ImageFeature
     from bot.features.moderation import ModerationFeature
+    from bot.features.review import ReviewFeature
     from bot.publisher import Publisher
+    from bot.review_poster import ReviewPoster
     from bot.router import ButtonRouter
     from bot.services.account import AccountService
     from bot.services.guilds import GuildPresence
     from bot.services.intake import JobIntake
     from bot.services.job_cards import JobCards
     from bot.services.moderation import Moderation
+    from bot.services.review import ReviewService
 
     cards = JobCards(settings, ledger.queue, ledger.delivery, ledger.images)
-    moderation = Moderation(settings, ledger.queue, ledger.prefs, ledger.modlog)
-    intake = JobIntake(settings, ledger.queue, ledger.prefs, cards, moderation, checker)
+    review = ReviewService(
+        settings, ledger.review, ledger.queue, ledger.delivery, ledger.prefs, ledger.images
+    )
+    moderation = Moderation(settings, ledger.queue, ledger.prefs, ledger.modlog, review)
+    intake = JobIntake(
+        settings, ledger.queue, ledger.prefs, cards, moderation, checker, review=review
+    )
     account = AccountService(settings, ledger.queue, ledger.prefs, cards, worker_hung)
     router = ButtonRouter()
     publisher = Publisher(
@@ -229,9 +255,13 @@ def wire_bot(
         ),
     )
     bot = AtelierBot(settings, ledger.prefs, publisher, router, GuildPresence(ledger.queue))
+    poster = ReviewPoster(review, ledger.review, router)
+    poster.bind(bot)
+    bot.add_background("review", poster.run, stop=poster.stop)
     bot.add_feature(ImageFeature(intake, account, publisher))
-    bot.add_feature(AccountFeature(account, settings.generation))
+    bot.add_feature(AccountFeature(account, settings.generation, review))
     bot.add_feature(ModerationFeature(moderation, publisher))
+    bot.add_feature(ReviewFeature(review, publisher, poster))
     return bot
 
 

@@ -429,6 +429,30 @@ class ModerationSettings(_Section):
         "a label not listed keeps its strict threshold there.",
     )
 
+    hold_days: float = Field(
+        default=7.0,
+        gt=0,
+        le=365,
+        description="A held result no moderator decides within this many days counts as "
+        "rejected (refunded, logged).",
+    )
+    reports_per_hour: int = Field(
+        default=5, ge=1, le=100, description="Most reports one member may send per hour."
+    )
+    review_claim_seconds: float = Field(
+        default=300.0,
+        ge=10,
+        le=3600,
+        description="How long a moderator who opened an item's Reject form holds it: no other "
+        "moderator may decide it meanwhile.",
+    )
+    reject_ban_hours: float = Field(
+        default=168.0,
+        gt=0,
+        le=87600,
+        description="How long 'Reject and ban' bans the owner from Atelier in that server.",
+    )
+
     @field_validator("classifier_model", mode="before")
     @classmethod
     def _empty_model_is_unset(cls, value: Any) -> Any:

@@ -140,3 +140,15 @@ def reencode(data: bytes, limit_bytes: int, stem: str = "atelier") -> EncodedIma
     metadata = read_metadata(data) or {}
     with Image.open(io.BytesIO(data)) as image:
         return encode_image(image.convert("RGB"), limit_bytes, metadata, stem=stem)
+
+
+def thumbnail(data: bytes, max_side: int = 384) -> bytes:
+    """A small WebP of an encoded image (no metadata), e.g. for a moderator's review item."""
+    if max_side < _SMALLEST_SIDE:
+        raise ValueError(f"a thumbnail is at least {_SMALLEST_SIDE} px on a side, not {max_side}")
+    with Image.open(io.BytesIO(data)) as image:
+        small = image.convert("RGB")
+        small.thumbnail((max_side, max_side))
+        buffer = io.BytesIO()
+        small.save(buffer, format="WEBP", quality=80, method=4)
+        return buffer.getvalue()

@@ -104,3 +104,20 @@ def verdict(
             images.append(index)
     labels = tuple(label for label in thresholds if label in crossed)
     return Verdict(labels=labels, images=tuple(images), max_score=max_score)
+
+
+def flagged_details(
+    scores: Sequence[Scores], policy: ClassifierPolicy, *, age_restricted: bool = False
+) -> dict[str, object] | None:
+    """What a worker reports for a job whose images crossed a threshold (labels, highest score,
+    1-based image numbers, and the thresholds that applied), or None when none did: the
+    details a reviewer sees and the audit log keeps."""
+    found = verdict(scores, policy, age_restricted=age_restricted)
+    if not found.flagged:
+        return None
+    return {
+        "labels": list(found.labels),
+        "max_score": round(found.max_score, 4),
+        "images": [index + 1 for index in found.images],
+        "age_restricted": age_restricted,
+    }

@@ -43,9 +43,9 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from config.settings import QueueSettings
 from generation.errors import GenerationError, JobCancelledError, JobTimedOutError
@@ -128,8 +128,18 @@ class JobSource(Protocol[RequestT_co]):
     ) -> LeaseReply: ...
 
     async def complete(
-        self, job_id: str, lease_token: str, *, result_refs: Sequence[str], gpu_seconds: float
-    ) -> object: ...
+        self,
+        job_id: str,
+        lease_token: str,
+        *,
+        result_refs: Sequence[str],
+        gpu_seconds: float,
+        scores: Sequence[Mapping[str, float]] | None = None,
+        flagged: Mapping[str, Any] | None = None,
+    ) -> object:
+        """``scores``: the output classifier's, per image; ``flagged``: what its verdict
+        crossed (the source holds the result for review, or blocks it where nobody can)."""
+        ...
 
     async def fail(
         self,
@@ -175,8 +185,14 @@ class WorkResult:
     gpu_seconds: float
     #: The output classifier's scores (label -> probability) of each generated image, in the
     #: order of ``images``' individual images (the grid is not scored apart); None when no
-    #: classifier is configured. Nothing acts on them yet: the moderation workflow will.
+    #: classifier is configured. The worker's judge turns them into a verdict (``Judge``).
     scores: tuple[Scores, ...] | None = None
+
+
+#: What a finished job's classifier scores mean where it was asked: the verdict's details
+#: (labels crossed, highest score, flagged images) when it is flagged, else None. The
+#: composition root builds it from the settings' thresholds (``generation.verdict``).
+Judge = Callable[["ClaimedJobLike[Any]", WorkResult], Mapping[str, Any] | None]
 
 
 class JobControl:
@@ -323,8 +339,10 @@ class Worker(Generic[RequestT]):
         worker_id: str | None = None,
         lease_lost_errors: tuple[type[BaseException], ...] = (),
         in_process: bool = False,
+        judge: Judge | None = None,
     ) -> None:
         self.source = source
+        self.judge = judge
         self.images = images
         self.generator = generator
         self.settings = settings
@@ -576,11 +594,19 @@ class Worker(Generic[RequestT]):
                 log.exception("job %s: storing its images failed", job.id)
                 await self._record_failure([job], [control], exc)
                 continue
+            flagged = None
+            if self.judge is not None and result.scores is not None:
+                flagged = self.judge(job, result)
             done = await self._report(
                 job,
                 "complete",
                 self.source.complete(
-                    job.id, job.lease_token, result_refs=refs, gpu_seconds=result.gpu_seconds
+                    job.id,
+                    job.lease_token,
+                    result_refs=refs,
+                    gpu_seconds=result.gpu_seconds,
+                    scores=result.scores,
+                    flagged=flagged,
                 ),
             )
             if done:

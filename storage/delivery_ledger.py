@@ -332,6 +332,24 @@ class DeliveryLedger(Generic[RequestT]):
 
         return await self.db.read(work)
 
+    async def job_of_message(self, message_id: int) -> str | None:
+        """The job a message of ours shows: its own message, or a recorded ``/show`` copy."""
+
+        async def work(session: AsyncSession) -> str | None:
+            own = await session.execute(
+                select(DELIVERIES.c.job_id).where(DELIVERIES.c.message_id == message_id).limit(1)
+            )
+            found = own.scalar_one_or_none()
+            if found is not None:
+                return str(found)
+            copy = await session.execute(
+                select(JOB_COPIES.c.job_id).where(JOB_COPIES.c.message_id == message_id).limit(1)
+            )
+            value = copy.scalar_one_or_none()
+            return None if value is None else str(value)
+
+        return await self.db.read(work)
+
     async def forget_copies(self, job_id: str) -> None:
         """Drop the records of ``job_id``'s copies (they were taken down)."""
 

@@ -202,6 +202,8 @@ class DeliveryRecord(Base):
 
     __table_args__ = (
         Index("ix_deliveries_posted_at", "posted_at"),
+        # A report from a message's context menu finds the job the message shows.
+        Index("ix_deliveries_message_id", "message_id"),
         CheckConstraint(f"review IS NULL OR {_in('review', HoldState)}", name="review"),
     )
 
@@ -217,7 +219,10 @@ class JobCopy(Base):
     message_id: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_job_copies_job_id", "job_id"),)
+    __table_args__ = (
+        Index("ix_job_copies_job_id", "job_id"),
+        Index("ix_job_copies_message_id", "message_id"),
+    )
 
 
 class LeftGuild(Base):

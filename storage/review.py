@@ -486,6 +486,23 @@ class ReviewDesk:
 
     # -- the items' messages in the moderators' channel -------------------------------------
 
+    async def repost_open(self, guild_id: int) -> int:
+        """The server's moderators' channel changed: every open item gets a new message
+        there (its old one, if any, stays where it was). How many."""
+
+        async def work(session: AsyncSession) -> int:
+            result = await session.execute(
+                update(REVIEW_ITEMS)
+                .where(
+                    REVIEW_ITEMS.c.guild_id == guild_id,
+                    REVIEW_ITEMS.c.state == ReviewState.OPEN.value,
+                )
+                .values(message_id=None, channel_id=None, version=REVIEW_ITEMS.c.version + 1)
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
+        return await self.db.write(work)
+
     async def stale_items(self, limit: int = 20) -> list[ReviewItem]:
         """Items whose message is missing or behind (``version`` > ``shown_version``) and
         not being posted by another live process, oldest first."""
@@ -531,16 +548,22 @@ class ReviewDesk:
 
         return await self.db.write(work)
 
-    async def shown(self, item_id: int, version: int, channel_id: int, message_id: int) -> None:
-        """Record that the item's message (``message_id``) shows ``version``."""
+    async def shown(
+        self, item_id: int, version: int, channel_id: int | None, message_id: int | None
+    ) -> None:
+        """Record that the item's message (``message_id``) shows ``version``; without a
+        message (the server has no moderators' channel), that there is nothing to show it in
+        until one is set (``repost_open``)."""
+        where: dict[str, Any] = {}
+        if message_id is not None:
+            where = {"channel_id": channel_id, "message_id": message_id}
 
         async def work(session: AsyncSession) -> None:
             await session.execute(
                 update(REVIEW_ITEMS)
                 .where(REVIEW_ITEMS.c.id == item_id)
                 .values(
-                    channel_id=channel_id,
-                    message_id=message_id,
+                    **where,
                     shown_version=func.max(REVIEW_ITEMS.c.shown_version, version)
                     if self.db.is_sqlite
                     else func.greatest(REVIEW_ITEMS.c.shown_version, version),

@@ -67,6 +67,7 @@ def requester_of(interaction: Interaction) -> Requester:
         role_ids=roles,
         is_admin=admin,
         is_moderator=moderator,
+        age_restricted=bool(getattr(interaction.channel, "nsfw", False)),
     )
 
 

@@ -3,7 +3,7 @@ audit log's Older/Newer buttons."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import discord
 from discord import app_commands
@@ -30,11 +30,21 @@ class FilterCommands(app_commands.Group):
         )
         self.moderation = moderation
 
-    @app_commands.command(name="add", description="Refuse prompts containing a word or phrase")
-    @app_commands.describe(term="A word or phrase; end it with * to match words it starts")
-    async def add(self, interaction: Interaction, term: app_commands.Range[str, 1, 100]) -> None:
+    @app_commands.command(
+        name="add", description="Refuse prompts with a word or phrase, or hold their results"
+    )
+    @app_commands.describe(
+        term="A word or phrase; end it with * to match words it starts",
+        action="refuse: nothing is queued (default); review: it runs, a moderator approves it",
+    )
+    async def add(
+        self,
+        interaction: Interaction,
+        term: app_commands.Range[str, 1, 100],
+        action: Literal["refuse", "review"] = "refuse",
+    ) -> None:
         await thinking(interaction)
-        text = await self.moderation.add_banned_term(requester_of(interaction), term)
+        text = await self.moderation.add_banned_term(requester_of(interaction), term, action)
         await answer(interaction, text)
 
     @app_commands.command(name="remove", description="Allow a refused term again")

@@ -50,6 +50,8 @@ def _line(
         gpu_seconds=job.gpu_seconds,
         charged=job.charged,
         undeliverable=job.give_up_reason if job.given_up_at is not None else None,
+        hold=job.hold,
+        error=job.error,
     )
 
 
@@ -117,6 +119,8 @@ class AccountService:
             raise UserFacingError(f"there is no job `{job_id}` in this server")
         if job.status is JobStatus.BLOCKED:
             raise UserFacingError(f"job `{job_id}` was removed by a moderator")
+        if job.status is JobStatus.SUCCEEDED and not job.public:
+            raise UserFacingError(f"job `{job_id}` is held for a moderator's review")
         if job.status is JobStatus.SUCCEEDED and job.pruned_at is not None:
             raise UserFacingError(
                 render_images_expired(job.id, self.settings.retention.images_days)

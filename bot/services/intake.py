@@ -19,6 +19,7 @@ from bot.render import render_images_expired
 from bot.requester import Requester
 from bot.services.job_cards import JobCards, Ticket
 from bot.services.moderation import Moderation
+from bot.services.review import ReviewService
 from config.settings import Settings
 from generation.errors import OptionError
 from generation.followups import followup_request, reroll_request
@@ -70,6 +71,10 @@ class Admitted:
     requests: tuple[GenerationRequest, ...]
     kind: JobKind
     parent_id: str | None = None
+    #: A review term matched: the results are held for a moderator (the reason they see).
+    hold_reason: str | None = None
+    #: Asked in an age-restricted channel: the output classifier's loose thresholds apply.
+    age_restricted: bool = False
 
 
 class JobIntake:
@@ -84,7 +89,9 @@ class JobIntake:
         moderation: Moderation,
         checker: PromptChecker | None = None,
         seed_source: SeedSource = random_seed,
+        review: ReviewService | None = None,
     ) -> None:
+        self.review = review
         self.settings = settings
         self.queue = queue
         self.prefs = prefs
@@ -137,6 +144,8 @@ class JobIntake:
                 interaction_id=origin.interaction_id if origin else None,
                 interaction_token=origin.token if origin else None,
                 interaction_expires_at=origin.expires_at if origin else None,
+                hold_reason=admitted.hold_reason,
+                age_restricted=admitted.age_restricted,
             )
             for request in admitted.requests
         ]
@@ -155,12 +164,17 @@ class JobIntake:
         kind: JobKind,
         parent_id: str | None,
     ) -> Admitted:
-        """The checks every new job passes: token count, then the refused terms."""
+        """The checks every new job passes: a ban, the token count, then the server's terms
+        (refused, or held for review)."""
+        restricted = False
+        if self.review is not None:
+            await self.review.check_not_banned(requester)
+            restricted = await self.review.age_restricted(requester)
         if self.checker is not None:
             for request in requests:
                 self.checker.check(request)
-        await self.moderation.refuse_banned_terms(requester, requests)
-        return Admitted(tuple(requests), kind, parent_id)
+        hold = await self.moderation.screen(requester, requests)
+        return Admitted(tuple(requests), kind, parent_id, hold, restricted)
 
     # -- buttons ------------------------------------------------------------------------
 
@@ -169,8 +183,13 @@ class JobIntake:
         the parent; else None (and the click itself says why it is refused, if it is)."""
         if not (await self.prefs.get_user_settings(requester.user_id)).get("remix"):
             return None
+        if self.review is not None:
+            try:
+                await self.review.check_not_banned(requester)
+            except UserFacingError:
+                return None  # the click itself answers with the ban
         parent = await self.queue.get(ref.job_id)
-        if parent is None or parent.status is not JobStatus.SUCCEEDED:
+        if parent is None or not parent.public:
             return None
         if parent.pruned_at is not None and _needs_images(ref):
             return None
@@ -193,6 +212,11 @@ class JobIntake:
             raise UserFacingError("this button belongs to a job I do not know here")
         if parent.status is JobStatus.BLOCKED:
             raise UserFacingError(f"job `{parent.id}` was removed by a moderator")
+        if parent.status is JobStatus.SUCCEEDED and not parent.public:
+            raise UserFacingError(
+                f"job `{parent.id}` is held for a moderator's review; its buttons work once "
+                "it is approved"
+            )
         if parent.status is not JobStatus.SUCCEEDED:
             raise UserFacingError(f"job `{parent.id}` has no images to work from ({parent.status})")
         if parent.pruned_at is not None and _needs_images(ref):

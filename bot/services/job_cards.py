@@ -51,6 +51,8 @@ class JobMessage:
     interaction_id: int | None = None
     #: Tries of the final post so far (the claim of this try not counted).
     post_attempts: int = 0
+    #: Its result may be shown (succeeded, not held for review).
+    public: bool = False
 
 
 class JobCards:
@@ -97,6 +99,7 @@ class JobCards:
             error=job.error,
             charged=job.charged,
             undeliverable=job.give_up_reason if job.given_up_at is not None else None,
+            held=job.status is JobStatus.SUCCEEDED and not job.public,
         )
 
     async def attach_message(
@@ -132,12 +135,23 @@ class JobCards:
             terminal=job.terminal,
             card=await self.card(job),
             buttons=job_buttons(job.id, layout_of(job.request.operation)),
-            # The one rule for serving images: a succeeded job's results, a running job's
-            # preview. A blocked job keeps its files for an appeal, but nothing serves them.
-            image_refs=tuple(job.result_refs) if job.status is JobStatus.SUCCEEDED else (),
-            preview_ref=job.preview_ref if job.status is JobStatus.RUNNING else None,
+            # The one rule for serving images: a succeeded job's results unless they are held
+            # for review, a running job's preview. A blocked job keeps its files for an
+            # appeal, but nothing serves them. Previews are shown only while nothing can hold
+            # the result: no review term matched and no output classifier is configured (a
+            # preview of a result the classifier will flag would be public already).
+            image_refs=tuple(job.result_refs) if job.public else (),
+            preview_ref=job.preview_ref if self._previews_shown(job) else None,
             interaction_id=job.interaction_id,
             post_attempts=job.post_attempts,
+            public=job.public,
+        )
+
+    def _previews_shown(self, job: JobView[GenerationRequest]) -> bool:
+        return (
+            job.status is JobStatus.RUNNING
+            and job.hold is None
+            and self.settings.moderation.classifier_model is None
         )
 
     async def claim(self, job_id: str) -> bool:

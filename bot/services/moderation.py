@@ -2,9 +2,11 @@
 stops unfinished jobs and takes finished ones down (with the jobs made from them, on request),
 and the server's audit log (/modlog), where each of those is recorded.
 
-Every new job passes :meth:`Moderation.refuse_banned_terms` before it is queued, whichever way it
-comes (/imagine, a button, the remix editor), so a refused prompt is never queued or charged. The
-check reads both the prompt as typed and the words the text encoders will receive.
+Every new job passes :meth:`Moderation.screen` before it is queued, whichever way it comes
+(/imagine, a button, the remix editor), so a refused prompt is never queued or charged. A server's
+terms have an action: ``refuse`` (nothing is queued) or ``review`` (the job runs, and its result
+is held for a moderator). The check reads both the prompt as typed and the words the text
+encoders will receive.
 
 The audit log records what happened after it happened: a refused prompt (by the bot: actor
 None), a filter edit and each blocked job. A refusal in a DM belongs to no server and is only
@@ -22,6 +24,7 @@ from bot.errors import UserFacingError
 from bot.prompt_filter import TermError, TermFilter, parse_term
 from bot.render import shorten
 from bot.requester import Requester
+from bot.services.review import ReviewService
 from config import ConfigError
 from config.settings import Settings
 from generation.request import GenerationRequest
@@ -41,6 +44,10 @@ MAX_FOLLOWUPS = 50
 
 #: Where a guild's refused terms live in its settings document.
 BANNED_TERMS_KEY = "banned_terms"
+#: Where a guild's review terms live (prompts with them are held for a moderator).
+REVIEW_TERMS_KEY = "review_terms"
+#: What a term does, and the settings key of each list.
+TERM_ACTIONS = {"refuse": BANNED_TERMS_KEY, "review": REVIEW_TERMS_KEY}
 #: How much of a refused prompt the audit log keeps (never in the reason, which names the term).
 LOGGED_PROMPT_CHARS = 120
 #: Rows on one /modlog page.
@@ -56,51 +63,67 @@ class Moderation:
         queue: JobQueue[GenerationRequest],
         prefs: PreferenceStore,
         modlog: ModerationLog,
+        review: ReviewService | None = None,
     ) -> None:
         self.settings = settings
         self.queue = queue
         self.prefs = prefs
         self.modlog = modlog
+        self.review = review
         try:
             self._operator_terms = tuple(parse_term(term) for term in settings.bot.banned_terms)
         except TermError as exc:
             raise ConfigError(f"ATELIER_BOT_BANNED_TERMS: {exc}") from None
 
-    async def refuse_banned_terms(
-        self, requester: Requester, requests: list[GenerationRequest]
-    ) -> None:
-        """Every new job passes here: a prompt with a refused term queues nothing."""
+    async def screen(self, requester: Requester, requests: list[GenerationRequest]) -> str | None:
+        """Every new job passes here. A prompt with a refused term queues nothing (and counts
+        towards the server's automatic ban); one with a review term is admitted, and the
+        returned reason holds its result for a moderator. None: nothing matched."""
         server_terms: list[str] = []
+        review_terms: list[str] = []
         if requester.guild_id is not None:
             guild = await self.prefs.get_guild_settings(requester.guild_id)
             server_terms = guild.get(BANNED_TERMS_KEY, [])
+            review_terms = guild.get(REVIEW_TERMS_KEY, [])
         terms = TermFilter.of(self._operator_terms, server_terms)
+        review = TermFilter.of((), review_terms)
+        hold: str | None = None
         for request in requests:
             # The raw prompt, and the words the model gets: escapes (``n\\sfw``) and weight
             # marks split a word for the eye but not for the text encoders.
-            term = terms.find(request.prompt) or terms.find(encoder_text(request.prompt))
+            encoded = encoder_text(request.prompt)
+            term = terms.find(request.prompt) or terms.find(encoded)
             if term is not None:
-                log.info(
-                    "refused a prompt of user %s in guild %s: it contains a banned term",
-                    requester.user_id,
-                    requester.guild_id,
-                )
-                if requester.guild_id is not None:
-                    await self.modlog.record(
-                        requester.guild_id,
-                        ModAction.REFUSED,
-                        actor_id=None,
-                        target_user_id=requester.user_id,
-                        reason=term,
-                        details={
-                            "prompt": shorten(request.prompt, LOGGED_PROMPT_CHARS),
-                            "channel_id": requester.channel_id,
-                        },
-                    )
-                raise UserFacingError(
-                    f"the prompt contains `{term}`, a term this server does not allow; "
-                    "nothing was queued or charged"
-                )
+                await self._refused(requester, request, term)
+            found = review.find(request.prompt) or review.find(encoded)
+            if found is not None and hold is None:
+                hold = f"review term `{found}`"
+        return hold
+
+    async def _refused(self, requester: Requester, request: GenerationRequest, term: str) -> None:
+        log.info(
+            "refused a prompt of user %s in guild %s: it contains a banned term",
+            requester.user_id,
+            requester.guild_id,
+        )
+        if requester.guild_id is not None:
+            await self.modlog.record(
+                requester.guild_id,
+                ModAction.REFUSED,
+                actor_id=None,
+                target_user_id=requester.user_id,
+                reason=term,
+                details={
+                    "prompt": shorten(request.prompt, LOGGED_PROMPT_CHARS),
+                    "channel_id": requester.channel_id,
+                },
+            )
+            if self.review is not None:
+                await self.review.strike(requester.guild_id, requester.user_id)
+        raise UserFacingError(
+            f"the prompt contains `{term}`, a term this server does not allow; "
+            "nothing was queued or charged"
+        )
 
     async def block(
         self,
@@ -203,27 +226,45 @@ class Moderation:
             return f"{what} Its owner keeps the charge of {blocked.charged:.1f} GPU-seconds."
         return f"{what} Its owner was not charged."
 
-    async def add_banned_term(self, requester: Requester, raw: str) -> str:
-        """Moderation: refuse prompts with ``raw`` in this server from now on."""
+    async def add_banned_term(self, requester: Requester, raw: str, action: str = "refuse") -> str:
+        """Moderation: refuse prompts with ``raw`` in this server from now on, or (``review``)
+        hold their results for a moderator. A term is on one list at a time: adding it with
+        the other action moves it."""
         guild_id = self._moderator_guild(requester)
+        if action not in TERM_ACTIONS:
+            raise UserFacingError(f"a term's action is refuse or review, not {action!r}")
         term = _parsed(raw)
         limit = self.settings.bot.max_banned_terms
+        key = TERM_ACTIONS[action]
+        other = REVIEW_TERMS_KEY if key == BANNED_TERMS_KEY else BANNED_TERMS_KEY
 
         def add(current: dict[str, Any]) -> dict[str, Any]:
-            terms: list[str] = current.get(BANNED_TERMS_KEY, [])
+            terms: list[str] = current.get(key, [])
             if term in terms:
-                raise UserFacingError(f"`{term}` is already refused in this server")
-            if len(terms) >= limit:
+                already = "refused" if action == "refuse" else "held for review"
+                raise UserFacingError(f"`{term}` is already {already} in this server")
+            total = len(terms) + len(current.get(other, []))
+            if len(terms) >= limit or total >= 2 * limit:
                 raise UserFacingError(
-                    f"this server already refuses {len(terms)} terms, the most allowed "
+                    f"this server already has {len(terms)} {action} terms, the most allowed "
                     f"({limit}); remove one with /filter remove first"
                 )
-            return {**current, BANNED_TERMS_KEY: sorted([*terms, term])}
+            moved = [t for t in current.get(other, []) if t != term]
+            return {**current, key: sorted([*terms, term]), other: moved}
 
         await self.prefs.edit_guild_settings(guild_id, add)
         await self.modlog.record(
-            guild_id, ModAction.FILTER_ADDED, actor_id=requester.user_id, reason=term
+            guild_id,
+            ModAction.FILTER_ADDED,
+            actor_id=requester.user_id,
+            reason=term,
+            details={"action": action},
         )
+        if action == "review":
+            return (
+                f"Prompts containing `{term}` now run, but their results are held for a "
+                "moderator's review before anyone sees them."
+            )
         return f"Prompts containing `{term}` are now refused in this server."
 
     async def remove_banned_term(self, requester: Requester, raw: str) -> str:
@@ -232,12 +273,12 @@ class Moderation:
         term = _parsed(raw)
 
         def remove(current: dict[str, Any]) -> dict[str, Any]:
-            terms: list[str] = current.get(BANNED_TERMS_KEY, [])
-            if term not in terms:
+            lists = {key: current.get(key, []) for key in TERM_ACTIONS.values()}
+            if not any(term in terms for terms in lists.values()):
                 raise UserFacingError(
-                    f"`{term}` is not on this server's list; /filter list shows the list"
+                    f"`{term}` is not on this server's lists; /filter list shows them"
                 )
-            return {**current, BANNED_TERMS_KEY: [t for t in terms if t != term]}
+            return {**current, **{k: [t for t in v if t != term] for k, v in lists.items()}}
 
         await self.prefs.edit_guild_settings(guild_id, remove)
         await self.modlog.record(
@@ -250,10 +291,12 @@ class Moderation:
         guild_id = self._moderator_guild(requester)
         guild = await self.prefs.get_guild_settings(guild_id)
         server = guild.get(BANNED_TERMS_KEY, [])
+        held = guild.get(REVIEW_TERMS_KEY, [])
         lines = [
             f"This server refuses {len(server)} term(s) of at most "
             f"{self.settings.bot.max_banned_terms}: "
-            + (", ".join(f"`{t}`" for t in server) or "none")
+            + (", ".join(f"`{t}`" for t in server) or "none"),
+            f"Held for review ({len(held)}): " + (", ".join(f"`{t}`" for t in held) or "none"),
         ]
         if self._operator_terms:
             listed = ", ".join(f"`{t}`" for t in self._operator_terms)

@@ -169,7 +169,7 @@ async def test_every_new_job_is_checked_as_the_model_reads_it(prompt: str) -> No
     )
     dm = Requester(user_id=1, guild_id=None, channel_id=2)
     with pytest.raises(UserFacingError, match="contains `nsfw`"):
-        await _moderation("nsfw").refuse_banned_terms(dm, requests)
+        await _moderation("nsfw").screen(dm, requests)
 
 
 async def test_innocent_prompts_pass_the_moderation_check() -> None:
@@ -180,4 +180,4 @@ async def test_innocent_prompts_pass_the_moderation_check() -> None:
         seed_source=lambda: 1,
     )
     dm = Requester(user_id=1, guild_id=None, channel_id=2)
-    await _moderation("nsfw", "ass", "kot").refuse_banned_terms(dm, requests)
+    await _moderation("nsfw", "ass", "kot").screen(dm, requests)

@@ -46,6 +46,8 @@ def upgrade() -> None:
     with op.batch_alter_table("moderation_log", recreate="always") as batch:
         batch.drop_constraint("ck_moderation_log_action", type_="check")
         batch.create_check_constraint("ck_moderation_log_action", f"action IN ({NEW_ACTIONS})")
+    op.create_index("ix_deliveries_message_id", "deliveries", ["message_id"])
+    op.create_index("ix_job_copies_message_id", "job_copies", ["message_id"])
     op.create_table(
         "review_items",
         sa.Column("id", BIGKEY, primary_key=True, autoincrement=True),
@@ -174,6 +176,8 @@ def downgrade() -> None:
     ):
         op.drop_index(index, table_name="review_items")
     op.drop_table("review_items")
+    op.drop_index("ix_job_copies_message_id", table_name="job_copies")
+    op.drop_index("ix_deliveries_message_id", table_name="deliveries")
     op.execute(
         "DELETE FROM moderation_log WHERE action IN "
         "('reported', 'appealed', 'appeal_granted', 'appeal_denied', 'expired')"

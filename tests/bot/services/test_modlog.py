@@ -76,9 +76,9 @@ async def test_a_refusal_in_dms_is_not_in_any_servers_log(bench: Bench) -> None:
         "gore", settings=bench.settings.generation, model="tiny", seed_source=lambda: 1
     )
     with pytest.raises(UserFacingError):
-        await moderation.refuse_banned_terms(member(guild_id=None), requests)
+        await moderation.screen(member(guild_id=None), requests)
     with pytest.raises(UserFacingError):
-        await moderation.refuse_banned_terms(member(), requests)
+        await moderation.screen(member(), requests)
     assert [e.guild_id async for e in bench.ledger.modlog.export(GUILD)] == [GUILD]
 
 
