@@ -50,7 +50,9 @@ def why(item: ReviewItem) -> str:
             f"the owner appeals the rejection by {who} (\u201c{rejection}\u201d): "
             f"\u201c{escape(shorten(item.reason, 600))}\u201d"
         )
-    parts = [escape(shorten(item.reason, 300))]
+    # A hold's reason is the bot's own words (a term as /filter parsed it, a classifier's
+    # labels from the settings): shown as it is, but never able to ping.
+    parts = [shorten(item.reason, 300).replace("@", "@\u200b")]
     if details.get("classifier"):
         labels = ", ".join(str(label) for label in details.get("labels", []))
         images = ", ".join(str(i) for i in details.get("images", []))
