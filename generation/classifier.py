@@ -77,9 +77,14 @@ class ImageClassifier(Protocol):
         ...
 
 
+#: What the keyword classifier scores a matching job's images: below 1, so that a strict and a
+#: looser threshold (an age-restricted channel's) can be told apart in tests.
+KEYWORD_SCORE = 0.75
+
+
 class KeywordClassifier:
     """Deterministic: every image of a job whose prompt has ``word`` (a whole word or phrase,
-    any case) scores 1.0 for each of ``labels``, every other image 0.0."""
+    any case) scores ``KEYWORD_SCORE`` for each of ``labels``, every other image 0.0."""
 
     def __init__(self, word: str, labels: Sequence[str]) -> None:
         self.word = word.strip()
@@ -93,7 +98,7 @@ class KeywordClassifier:
     def classify(
         self, request: GenerationRequest, images: Sequence[Image.Image]
     ) -> list[dict[str, float]]:
-        score = 1.0 if self._pattern.search(request.prompt) else 0.0
+        score = KEYWORD_SCORE if self._pattern.search(request.prompt) else 0.0
         return [dict.fromkeys(self.labels, score) for _ in images]
 
 

@@ -14,6 +14,7 @@ from PIL import Image
 
 from config.settings import GenerationSettings, ModerationSettings, Settings
 from generation.classifier import (
+    KEYWORD_SCORE,
     TINY_CLASSIFIER_DIR,
     HubImageClassifier,
     KeywordClassifier,
@@ -149,10 +150,10 @@ def test_keyword_classifier_flags_jobs_whose_prompt_has_the_word(tmp_path: Path)
     def scores(prompt: str) -> list[dict[str, float]]:
         return classifier.classify(make_request(prompt=prompt), images)
 
-    assert scores("a Forbidden Fruit on a table") == [{"nsfw": 1.0}] * 4
+    assert scores("a Forbidden Fruit on a table") == [{"nsfw": KEYWORD_SCORE}] * 4
     assert scores("forbidden fruitcake, forbidden fruits") == [{"nsfw": 0.0}] * 4
     assert scores("a castle") == [{"nsfw": 0.0}] * 4
-    assert scores("forbidden fruit") == [{"nsfw": 1.0}] * 4
+    assert scores("forbidden fruit") == [{"nsfw": KEYWORD_SCORE}] * 4
 
 
 # -- the worker's generator -----------------------------------------------------------------------
@@ -235,5 +236,8 @@ async def test_a_known_prompt_word_is_flagged_by_the_keyword_classifier(
     )
     flagged, clean = (verdict(result.scores or (), policy) for result in results)
     assert flagged.labels == ("nsfw",) and flagged.images == (0, 1, 2, 3)
-    assert flagged.max_score == 1.0
-    assert not clean.flagged and clean.max_score == 0.0
+    assert flagged.max_score == KEYWORD_SCORE
+    assert not clean.flagged
+    # In an age-restricted channel the loose threshold applies, and 0.75 is under it.
+    loose = verdict(results[0].scores or (), policy, age_restricted=True)
+    assert not loose.flagged and clean.max_score == 0.0
