@@ -21,6 +21,7 @@ from bot.delivery_policy import InvalidRequestBudget
 from bot.errors import install_error_handler
 from bot.features.base import Feature
 from bot.publisher import Publisher
+from bot.review_poster import ReviewPoster
 from bot.router import ButtonRouter
 from config.settings import Settings
 
@@ -108,6 +109,8 @@ class AtelierBot(discord.Client):
         self.settings = settings
         self.meta = meta
         self.publisher = publisher
+        #: The review queue's poster, when the review feature is wired (tests wait on it).
+        self.review_poster: ReviewPoster | None = None
         self.router = router
         self.guilds_presence = guilds
         #: Set once the guilds READY listed were compared with the ledger (see ``_settle``).

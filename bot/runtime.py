@@ -86,7 +86,13 @@ async def open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
             images=images,
             modlog=modlog,
             retention=Retention(queue, images, settings.retention, modlog=modlog),
-            review=ReviewDesk(db, queue, claim_seconds=settings.moderation.review_claim_seconds),
+            review=ReviewDesk(
+                db,
+                queue,
+                claim_seconds=settings.moderation.review_claim_seconds,
+                # A killed process's claim on posting an item passes on like a delivery's.
+                post_claim_seconds=settings.bot.delivery_claim_seconds,
+            ),
         )
     finally:
         await db.dispose()
@@ -257,6 +263,7 @@ def wire_bot(
     bot = AtelierBot(settings, ledger.prefs, publisher, router, GuildPresence(ledger.queue))
     poster = ReviewPoster(review, ledger.review, router)
     poster.bind(bot)
+    bot.review_poster = poster
     bot.add_background("review", poster.run, stop=poster.stop)
     bot.add_feature(ImageFeature(intake, account, publisher))
     bot.add_feature(AccountFeature(account, settings.generation, review))
