@@ -26,6 +26,7 @@ from bot.requester import Requester
 from bot.router import ButtonRouter, ModalRoute, Route
 from bot.services.account import AccountService
 from bot.services.intake import ImagineInput, JobIntake
+from bot.services.job_cards import Ticket
 from generation.options import CommandOptions, cleaning_note
 from generation.request import Mode
 
@@ -90,7 +91,9 @@ class ImageFeature:
         ids = ", ".join(f"`{ticket.job_id}`" for ticket in tickets)
         note = cleaning_note(prompt, options)
         cleaned = f" I {note} from your text." if note else ""
-        await self.publisher.announce(interaction, tickets, f"Queued: job {ids}.{cleaned}")
+        await self.publisher.announce(
+            interaction, tickets, f"Queued: job {ids}.{cleaned}{held_note(tickets)}"
+        )
 
     @app_commands.describe(job="The job id shown under every result")
     async def show(self, interaction: Interaction, job: app_commands.Range[str, 1, 40]) -> None:
@@ -115,7 +118,7 @@ class ImageFeature:
             interaction,
             self.intake.click(requester, ref, prompt=prompt, origin=origin_of(interaction)),
         )
-        note = f"{ref.action.announce(ref.index)}: job `{ticket.job_id}`."
+        note = f"{ref.action.announce(ref.index)}: job `{ticket.job_id}`.{held_note([ticket])}"
         await self.publisher.announce(interaction, [ticket], note)
 
     async def _remix_prompt(self, requester: Requester, ref: ButtonRef) -> str | None:
@@ -137,6 +140,16 @@ class ImageFeature:
         if prompt is None:
             raise UserFacingError("this form has no prompt field; click the button again")
         await self.start_followup(interaction, requester_of(interaction), ref, prompt)
+
+
+def held_note(tickets: list[Ticket]) -> str:
+    """What the first answer says when a review term will hold the result."""
+    if not any(ticket.held for ticket in tickets):
+        return ""
+    return (
+        " Its prompt has a term this server reviews: the result will be held for a "
+        "moderator, and you will be told (here in /info, and by DM) when they decide."
+    )
 
 
 #: The remix editor's custom_id code: ``atl:1:mx:<button's action code>:<job id>:<index>``.

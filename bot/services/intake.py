@@ -35,7 +35,7 @@ from generation.request import GenerationRequest, Mode, Operation
 from storage.preferences import PreferenceStore
 from storage.queue import JobQueue
 from storage.quota_policy import estimate_seconds
-from storage.types import JobKind, JobStatus, JobView, NewJob, Owner
+from storage.types import HoldState, JobKind, JobStatus, JobView, NewJob, Owner
 
 
 class PromptChecker(Protocol):
@@ -150,7 +150,10 @@ class JobIntake:
             for request in admitted.requests
         ]
         views = await self.queue.enqueue_many(owner, jobs, role_ids=requester.role_ids)
-        return [Ticket(view.id, await self.cards.card(view)) for view in views]
+        return [
+            Ticket(view.id, await self.cards.card(view), held=view.hold is HoldState.HELD)
+            for view in views
+        ]
 
     async def _defaults(self, user_id: int) -> PromptDefaults:
         stored = await self.prefs.get_user_settings(user_id)

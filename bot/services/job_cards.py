@@ -31,6 +31,8 @@ class Ticket:
 
     job_id: str
     card: JobCard
+    #: Its result will be held for a moderator's review (a review term matched).
+    held: bool = False
 
 
 @dataclass(frozen=True)

@@ -145,7 +145,14 @@ async def test_the_whole_moderation_chain(atelier: Atelier, emu: DiscordEmulator
 
     # 1. A review term holds a job: it runs, its message says "held", the item arrives.
     held_id = await imagine(emu, "a dragon over the hills", owner)
+    await emu.wait_for_message(
+        lambda m: (
+            m.ephemeral and f"`{held_id}`" in m.content and "held for a moderator" in m.content
+        )
+    )
     await job_message(emu, held_id, "held for review")
+    info = await say(emu, "info", {}, owner)
+    assert f"`{held_id}`" in info and "held for review" in info
     held_item = await item_message(emu, held_id, "review term `dragon`", "Open:")
     assert held_item.attachments and held_item.attachments[0].filename.startswith("SPOILER_")
     await dm(emu, owner, f"`{held_id}`", "held for review")
@@ -182,6 +189,9 @@ async def test_the_whole_moderation_chain(atelier: Atelier, emu: DiscordEmulator
     await job_message(emu, flagged_id, "removed by a moderator: sea monsters are not allowed")
     rejection = await dm(emu, owner, f"`{flagged_id}`", "was removed")
     await item_message(emu, flagged_id, "Decided: **rejected**")
+    assert "rejected in review" in await say(emu, "info", {}, owner)
+    lineage = await click(emu, flagged_item, "Show lineage", mod_b)
+    assert f"Lineage of job `{flagged_id}`" in lineage and "an original prompt" in lineage
 
     # 5. The owner appeals from the DM; the rejecting moderator may not decide it, a second
     # moderator grants it, and the job is posted again.

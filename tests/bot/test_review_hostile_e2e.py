@@ -181,3 +181,60 @@ async def test_a_flagged_dm_job_is_removed_and_refunded(
     assert not removed.attachments
     job = await runtime.ledger.queue.require(job_id_of(removed))
     assert job.status is JobStatus.BLOCKED and job.charged == 0
+
+
+async def test_reject_and_ban_and_automatic_bans(atelier: Atelier, emu: DiscordEmulator) -> None:
+    await atelier.start(**POLICY)
+    admin = emu.make_user(name="admin", roles=[emu.make_role("admins", permissions=MANAGE_SERVER)])
+    mod = emu.make_user(name="mod", roles=[emu.make_role("mods", permissions=MANAGE_MESSAGES)])
+    owner = emu.make_user(name="owner")
+    reporter = emu.make_user(name="reporter")
+    troll = emu.make_user(name="troll")
+    text = await say(
+        emu,
+        "settings",
+        {
+            "review_channel": emu.guild().channels[OTHER_CHANNEL_ID],
+            "auto_ban_strikes": 2,
+            "auto_ban_window_hours": 24,
+            "auto_ban_hours": 2,
+        },
+        admin,
+    )
+    assert "Automatic ban: 2 rejections or refusals within 24 h ban for 2 h" in text
+
+    # Reject and ban, from a member's report: the owner's buttons and commands now refuse.
+    earlier_id = await imagine(emu, "a quiet lake", owner)
+    earlier = await wait_done(emu, earlier_id)
+    reported_id = await imagine(emu, "a loud lake", owner)
+    reported = await wait_done(emu, reported_id)
+    handle = await emu.send_message_command("Report to moderators", reported.id, user=reporter)
+    await handle.wait_for_ack()
+    await (await emu.submit_modal(handle, {"reason": "spam"}, user=reporter)).wait_for_ack()
+    item = await item_message(emu, reported_id, "reported by 1 member(s)")
+    text = await with_reason(emu, item, "Reject and ban", mod, "spam")
+    assert "banned here until <t:" in text
+    click = await emu.click_button(earlier.id, button(earlier, "U1"), user=owner)
+    refusal = await click.wait_for_original(lambda m: not m.loading)
+    assert "banned from Atelier in this server until <t:" in refusal.content
+    assert "by a moderator: spam" in refusal.content
+    assert "banned from Atelier" in await say(emu, "imagine", {"prompt": "a pond"}, owner)
+
+    # Two refused prompts within the window ban automatically; /unban ends it.
+    await say(emu, "filter add", {"term": "gore"}, mod)
+    for attempt in range(2):
+        refused = await say(emu, "imagine", {"prompt": f"gore {attempt}"}, troll)
+        assert "does not allow" in refused
+    banned = await say(emu, "imagine", {"prompt": "a cat"}, troll)
+    assert "banned from Atelier in this server until" in banned and "automatically" in banned
+    assert "may use Atelier here again" in await say(emu, "unban", {"member": troll}, mod)
+    assert "is not banned" in await say(emu, "unban", {"member": troll}, mod)
+    handle = await emu.send_slash_command("imagine", {"prompt": "a cat"}, user=troll)
+    assert await handle.wait_for_ack() in (4, 5)
+    assert "Queued" in (await handle.wait_for_original(lambda m: not m.loading)).content
+
+
+async def wait_done(emu: DiscordEmulator, job_id: str) -> StoredMessage:
+    return await emu.wait_for_message(
+        lambda m: f"job `{job_id}`" in m.content and m.content.endswith(" - done"), timeout=30
+    )
