@@ -136,6 +136,7 @@ class ReviewPoster:
         )
         if expired:
             log.info("%d held result(s) expired undecided: rejected and refunded", expired)
+        await self.desk.forget_expired_bans()
 
     # -- items --------------------------------------------------------------------------------
 

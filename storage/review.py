@@ -752,6 +752,21 @@ class ReviewDesk:
         row = await self.db.read(work)
         return None if row is None else _ban_view(row)
 
+    async def forget_expired_bans(self, limit: int = 1000) -> int:
+        """Delete bans whose end has passed (the audit log keeps their story); how many."""
+        now = self.clock()
+
+        async def work(session: AsyncSession) -> int:
+            due = select(BANS.c.guild_id, BANS.c.user_id).where(BANS.c.until <= now).limit(limit)
+            rows = (await session.execute(due)).all()
+            for guild_id, user_id in rows:
+                await session.execute(
+                    delete(BANS).where(BANS.c.guild_id == guild_id, BANS.c.user_id == user_id)
+                )
+            return len(rows)
+
+        return await self.db.write(work)
+
     async def strike(self, guild_id: int, user_id: int, rule: AutoBan) -> Ban | None:
         """After a rejection or refusal: ban the member automatically when they reached
         ``rule.strikes`` within ``rule.window`` and are not banned already. The new ban, or

@@ -25,6 +25,11 @@ from config.settings import (
     Settings,
 )
 
+# The storage fixtures (a fresh database per test, both backends), for the bot's service tests.
+from tests.storage.dbfixtures import db_url, pg_template, services, sqlite_template
+
+__all__ = ["db_url", "pg_template", "services", "sqlite_template"]
+
 TOKEN = "MTIz.emulated.bot-token-secret"
 APP_ID = 900_000_000_000_000_001
 GUILD_ID = 800_000_000_000_000_001

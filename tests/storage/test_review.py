@@ -320,6 +320,7 @@ async def test_bans_and_automatic_bans(services: Services) -> None:
     auto = await d.strike(GUILD, 6, rule)
     assert auto is not None and auto.auto and auto.until == s.clock() + timedelta(hours=24)
     s.clock.advance(86401)
+    assert await d.forget_expired_bans() == 1 and await d.forget_expired_bans() == 0
     # The strikes before that ban do not ban again on their own.
     await log.record(GUILD, ModAction.REFUSED, actor_id=None, target_user_id=6, reason="x")
     assert await d.strike(GUILD, 6, rule) is None
