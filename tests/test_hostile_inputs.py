@@ -431,6 +431,7 @@ class Click:
         self.user = _User(user_id)  # not a discord.Member: no roles, no rights
         self.guild_id = guild_id
         self.channel_id = CHANNEL
+        self.channel = None  # not an age-restricted channel (discord.py: a partial channel)
         self.sent: list[tuple[str, bool]] = []
         self.response = _Response(self.sent)
         self.followup = _Followup(self.sent)
@@ -567,6 +568,22 @@ CUSTOM_IDS = [
     case("U by a stranger", "atl:1:u:{grid}:1", AS_STRANGER, OWNER_ONLY),
     case("V by a stranger", "atl:1:v:{grid}:3", AS_STRANGER, OWNER_ONLY),
     case("re-roll by a stranger", "atl:1:r:{grid}:0", AS_STRANGER, OWNER_ONLY),
+    # the review queue's buttons and the DM's Appeal button
+    case("review: unknown action", "atl:1:rv:z:1", AS_OWNER, NOT_OURS),
+    case("review: item 0", "atl:1:rv:a:0", AS_OWNER, NOT_OURS),
+    case("review: negative item", "atl:1:rv:a:-1", AS_OWNER, NOT_OURS),
+    case("review: 20-digit item", "atl:1:rv:a:" + "9" * 20, AS_OWNER, NOT_OURS),
+    case("review: extra field", "atl:1:rv:a:1:2", AS_OWNER, NOT_OURS),
+    case("review: job id for item", "atl:1:rv:a:{grid}", AS_OWNER, NOT_OURS),
+    case("review: approve by a member", "atl:1:rv:a:1", AS_STRANGER, "only moderators"),
+    case("review: reject by a member", "atl:1:rv:r:1", AS_STRANGER, "only moderators"),
+    case("review: lineage by a member", "atl:1:rv:l:1", AS_STRANGER, "only moderators"),
+    case("review: approve in DMs", "atl:1:rv:a:1", IN_DMS, "belongs to a server"),
+    case("appeal: another's job", "atl:1:ap:{grid}", AS_STRANGER, "you have no job"),
+    case("appeal: a job never rejected", "atl:1:ap:{grid}", AS_OWNER, "was not rejected"),
+    case("appeal: a DM job by a stranger", "atl:1:ap:{dm}", STRANGER_IN_DMS, "you have no job"),
+    case("appeal: traversal", "atl:1:ap:../../etc/passwd", AS_OWNER, NOT_OURS),
+    case("appeal: upper-case job id", "atl:1:ap:{GRID}", AS_OWNER, NOT_OURS),
 ]
 
 
