@@ -44,6 +44,8 @@ def parse_query(text: str) -> tuple[Term, ...]:
         raise BadSearchQuery(
             f"a search is at most {MAX_QUERY_CHARS} characters (this one has {len(text)})"
         )
+    if "\x00" in text or not _encodable(text):
+        raise BadSearchQuery("a search cannot contain that character")
     terms: list[Term] = []
     text = text.translate(_QUOTES)
     i = 0
@@ -68,6 +70,15 @@ def parse_query(text: str) -> tuple[Term, ...]:
     if len(terms) > MAX_TERMS:
         raise BadSearchQuery(f"a search has at most {MAX_TERMS} words or phrases")
     return tuple(terms)
+
+
+def _encodable(text: str) -> bool:
+    """False for text UTF-8 cannot carry (a lone surrogate from a JSON escape)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _add(terms: list[Term], text: str, prefix: bool) -> None:
