@@ -15,7 +15,7 @@ page, full.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -138,8 +138,8 @@ class _List:
     where: ColumnElement[bool]
     key: tuple[ColumnElement[Any], ...]
     #: Turns a row's sort key into cursor numbers, and cursor numbers back into SQL values.
-    to_ints: Any
-    from_ints: Any
+    to_ints: Callable[[RowMapping], tuple[int, ...]]
+    from_ints: Callable[[tuple[int, ...]], tuple[Any, ...]]
 
 
 def _micros(moment: datetime) -> int:
@@ -162,7 +162,9 @@ def gallery_list(
     froms: FromClause = JOBS.outerjoin(DELIVERIES, DELIVERIES.c.job_id == JOBS.c.id)
     base = item_select().select_from(froms)
     where = visible_clause(viewer_id, guild_id, is_moderator=is_moderator)
-    plain = (lambda r: (r["seq"],), lambda k: k)
+    plain: tuple[
+        Callable[[RowMapping], tuple[int, ...]], Callable[[tuple[int, ...]], tuple[Any, ...]]
+    ] = (lambda r: (r["seq"],), lambda k: k)
     if view in TOP_WINDOWS or view is GalleryView.TOP_ALL:
         where = and_(where, JOBS.c.like_count > 0)
         if view in TOP_WINDOWS:
