@@ -5,6 +5,9 @@ Public entry points (the composition root wires them; nothing here imports ``gen
 - ``Database`` (engine and units of work) and ``upgrade``/``upgrade_sync`` (migrations);
 - ``JobQueue`` (every job transition), ``QuotaService``, ``DeliveryLedger``, ``PreferenceStore``,
   ``ModerationLog`` (the moderation audit log);
+- ``SharingStore`` (likes, owner deletion, visibility, gallery pages, prompt search, saved
+  searches) and the one visibility rule, ``visible_clause``/``visible``
+  (``storage.visibility``);
 - ``ImageStore``/``FileImageStore``; ``audit``; the frozen types in ``storage.types``;
 - ``RequestCodec``: how the queue and the delivery ledger store the caller's request type
   (``JSON_CODEC``, the default, keeps plain JSON objects);
@@ -15,15 +18,19 @@ from storage.audit import audit
 from storage.db import Database
 from storage.delivery_ledger import DeliveryLedger
 from storage.errors import (
+    BadSearchQuery,
     DeliveryClaimLost,
     GuildLeftError,
     IllegalTransition,
     ImageNotFound,
     InvalidImageRef,
     JobNotFound,
+    JobUnavailable,
     LeaseLost,
     QueueFullError,
     QuotaExceededError,
+    SavedQueryGone,
+    SharingRefused,
     StorageError,
     UndecodableRequest,
 )
@@ -34,16 +41,22 @@ from storage.preferences import PreferenceStore
 from storage.queue import JobQueue
 from storage.quota import QuotaService
 from storage.quota_policy import estimate_seconds
+from storage.sharing import SharingStore
 from storage.types import (
     JSON_CODEC,
     AuditReport,
     ClaimedJob,
+    DeletedJob,
+    GalleryItem,
+    GalleryPage,
+    GalleryView,
     Heartbeat,
     JobKind,
     JobStatus,
     JobView,
     LedgerEntry,
     LedgerKind,
+    LikeResult,
     ModAction,
     ModLogEntry,
     ModLogPage,
@@ -54,16 +67,27 @@ from storage.types import (
     QuotaOverride,
     QuotaReadout,
     RequestCodec,
+    SavedQuery,
+    SearchFilters,
+    SearchPage,
+    SharedMessage,
+    Visibility,
 )
+from storage.visibility import visible, visible_clause
 
 __all__ = [
     "JSON_CODEC",
     "AuditReport",
+    "BadSearchQuery",
     "ClaimedJob",
     "Database",
+    "DeletedJob",
     "DeliveryClaimLost",
     "DeliveryLedger",
     "FileImageStore",
+    "GalleryItem",
+    "GalleryPage",
+    "GalleryView",
     "GuildLeftError",
     "Heartbeat",
     "IllegalTransition",
@@ -74,10 +98,12 @@ __all__ = [
     "JobNotFound",
     "JobQueue",
     "JobStatus",
+    "JobUnavailable",
     "JobView",
     "LeaseLost",
     "LedgerEntry",
     "LedgerKind",
+    "LikeResult",
     "ModAction",
     "ModLogEntry",
     "ModLogPage",
@@ -93,12 +119,22 @@ __all__ = [
     "QuotaReadout",
     "QuotaService",
     "RequestCodec",
+    "SavedQuery",
+    "SavedQueryGone",
+    "SearchFilters",
+    "SearchPage",
+    "SharedMessage",
+    "SharingRefused",
+    "SharingStore",
     "StorageError",
     "UndecodableRequest",
+    "Visibility",
     "audit",
     "current_revision",
     "estimate_seconds",
     "head_revision",
     "upgrade",
     "upgrade_sync",
+    "visible",
+    "visible_clause",
 ]

@@ -194,3 +194,31 @@ class ItemNotFound(StorageError):
     def __init__(self, item_id: int) -> None:
         self.item_id = item_id
         super().__init__(f"there is no review item #{item_id} in this server")
+
+
+class SharingRefused(StorageError):
+    """A sharing action that cannot be done (not the owner, a job still running or under
+    moderation, a DM job made public): the message says why."""
+
+
+class JobUnavailable(SharingRefused):
+    """The job cannot be liked, shown or deleted by this member: it does not exist, or it is
+    not visible to them (``storage.visibility``). One message for both, so the answer never
+    reveals that a stealth, held or deleted job exists."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"job `{job_id}` is not available")
+
+
+class BadSearchQuery(SharingRefused):
+    """Search text or filters that cannot be searched (too long, too many words, a bad page
+    size); the message names the limit."""
+
+
+class SavedQueryGone(SharingRefused):
+    """A stored search that expired, was pruned, or belongs to someone else."""
+
+    def __init__(self, query_id: str) -> None:
+        self.query_id = query_id
+        super().__init__("this search has expired; run /search again")

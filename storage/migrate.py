@@ -80,6 +80,24 @@ async def upgrade(url: str | URL, revision: str = "head") -> str | None:
         await db.dispose()
 
 
+async def downgrade(url: str | URL, revision: str) -> str | None:
+    """Undo migrations down to ``revision`` (an operator's step back before running older
+    code); the revision the database is now at. Same lock as ``upgrade``."""
+
+    def _downgrade(sync_conn: Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = sync_conn
+        command.downgrade(config, revision)
+
+    db = Database(url, pool_size=1)
+    try:
+        async with db.engine.execution_options(atelier_write=True).begin() as conn:
+            await migrate_on_connection(conn, _downgrade)
+        return await current_revision_of(db)
+    finally:
+        await db.dispose()
+
+
 def _check_sqlite_folder(db: Database, where: str) -> None:
     """Refuse a SQLite file whose folder is missing before connecting: aiosqlite's failed
     connect leaves its thread posting to the event loop, which ``asyncio.run`` may already have

@@ -43,6 +43,7 @@ from storage.types import (
     ModAction,
     ReviewKind,
     ReviewState,
+    Visibility,
 )
 
 NAMING = {
@@ -82,6 +83,11 @@ BigKey = BigInteger().with_variant(Integer(), "sqlite")
 
 def _in(column: str, values: Iterable[StrEnum]) -> str:
     return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
+
+
+#: The longest model name and aspect ratio the jobs table keeps.
+MODEL_LENGTH = 255
+ASPECT_LENGTH = 32
 
 
 class Base(DeclarativeBase):
@@ -148,9 +154,28 @@ class Job(Base):
     age_restricted: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     #: The output classifier's scores of each result image (label -> probability), if it ran.
     scores: Mapped[list[dict[str, float]] | None] = mapped_column(JSONType)
+    # Sharing (issue 12). The full-text index over ``prompt`` is not modelled: an FTS5 table
+    # kept by triggers on SQLite, a generated ``search_vector`` column on PostgreSQL (migration
+    # 0007, ``storage.search``); the schema test leaves those objects out by name.
+    #: public or stealth (``storage.visibility``); DM jobs are always stealth.
+    visibility: Mapped[str] = mapped_column(
+        String(16), default=Visibility.PUBLIC.value, server_default=Visibility.PUBLIC.value
+    )
+    #: When its owner deleted it: hidden everywhere, images gone, ledger untouched.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: ``likes`` rows of the job, kept exact in the transaction that adds or removes one.
+    like_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: When it was posted to the showcase channel (at most once).
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The request's prompt, model and aspect as plain columns, for search and its filters.
+    prompt: Mapped[str] = mapped_column(Text, default="", server_default="")
+    model: Mapped[str] = mapped_column(String(MODEL_LENGTH), default="", server_default="")
+    aspect: Mapped[str] = mapped_column(String(ASPECT_LENGTH), default="", server_default="")
 
     __table_args__ = (
         CheckConstraint(_in("status", JobStatus), name="status"),
+        CheckConstraint(_in("visibility", Visibility), name="visibility"),
+        CheckConstraint("like_count >= 0", name="like_count"),
         CheckConstraint("attempts >= 0", name="attempts"),
         CheckConstraint("reserved_ms >= 0 AND estimated_ms >= 0", name="amounts"),
         # The scheduler scans queued jobs in priority/FIFO order.
@@ -165,6 +190,9 @@ class Job(Base):
         Index("ix_jobs_status_batch_key_seq", "status", "batch_key", "seq"),
         Index("ix_jobs_parent_id", "parent_id"),
         Index("ix_jobs_owner_id_order_key", "owner_id", "order_key"),
+        # Galleries: a server's recent jobs, and its top jobs by likes.
+        Index("ix_jobs_guild_id_seq", "guild_id", "seq"),
+        Index("ix_jobs_guild_id_like_count_seq", "guild_id", "like_count", "seq"),
     )
 
 
@@ -501,6 +529,49 @@ class NoticeRow(Base):
     __table_args__ = (Index("ix_notices_sent_at_failed_at_id", "sent_at", "failed_at", "id"),)
 
 
+class LikeRow(Base):
+    """One member's like of one job (once per member and job). ``jobs.like_count`` counts
+    them, updated in the same transaction. Rows go with their job (ON DELETE CASCADE)."""
+
+    __tablename__ = "likes"
+
+    job_id: Mapped[str] = mapped_column(
+        String(16), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        # "Liked by me", newest like first.
+        Index("ix_likes_user_id_created_at", "user_id", "created_at"),
+    )
+
+
+#: The longest search text a saved query keeps.
+SEARCH_TEXT_LENGTH = 1000
+
+
+class SearchQueryRow(Base):
+    """A search's parameters, stored so result pages fit in a 100-character custom_id: only
+    its creator may load it, only until ``expires_at``; retention deletes expired rows and
+    each member keeps a bounded number (``storage.sharing``)."""
+
+    __tablename__ = "search_queries"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    guild_id: Mapped[int] = mapped_column(BigInteger)
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    query: Mapped[str] = mapped_column(Text)
+    filters: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_search_queries_expires_at", "expires_at"),
+        Index("ix_search_queries_user_id_created_at", "user_id", "created_at"),
+    )
+
+
 class Meta(Base):
     """Small key/value facts, e.g. the hash of the command set last synced to Discord."""
 
@@ -529,3 +600,5 @@ REVIEW_ITEMS = cast(Table, ReviewItemRow.__table__)
 REPORTS = cast(Table, ReportRow.__table__)
 BANS = cast(Table, BanRow.__table__)
 NOTICES = cast(Table, NoticeRow.__table__)
+LIKES = cast(Table, LikeRow.__table__)
+SEARCH_QUERIES = cast(Table, SearchQueryRow.__table__)

@@ -63,7 +63,7 @@ from storage.estimates import (
     work_rates,
 )
 from storage.holds import hold, hold_state, touch_items
-from storage.models import DELIVERIES, JOBS, LEFT_GUILDS
+from storage.models import ASPECT_LENGTH, DELIVERIES, JOBS, LEFT_GUILDS, MODEL_LENGTH
 from storage.modlog import log_row
 from storage.quota import QuotaService
 from storage.quota_policy import rate_key, reservation_ms
@@ -87,6 +87,7 @@ from storage.types import (
     QuotaReadout,
     RequestCodec,
     RequestT,
+    Visibility,
     new_job_id,
     snowflake_at,
     to_ms,
@@ -102,6 +103,25 @@ MAX_RETRY_DELAY = timedelta(minutes=10)
 #: How long place()/eta estimates reuse the per-mode averages and worker count.
 ESTIMATE_CACHE_SECONDS = 5.0
 MAX_ERROR_CHARS = 2000
+
+
+def search_fields(job: NewJob[Any], stored: Mapping[str, Any]) -> dict[str, str]:
+    """The ``prompt``, ``model`` and ``aspect`` columns of a new job: ``NewJob``'s fields when
+    given, else the encoded request's top-level keys of those names when they are strings (the
+    same place migration 0007 backfilled existing jobs from), else "". Raises ValueError for a
+    model or aspect longer than the columns."""
+    values: dict[str, str] = {}
+    for name, given, limit in (
+        ("prompt", job.prompt, None),
+        ("model", job.model, MODEL_LENGTH),
+        ("aspect", job.aspect, ASPECT_LENGTH),
+    ):
+        value = given if given is not None else stored.get(name)
+        value = value if isinstance(value, str) else ""
+        if limit is not None and len(value) > limit:
+            raise ValueError(f"a job's {name} is at most {limit} characters (got {len(value)})")
+        values[name] = value
+    return values
 
 
 class JobQueue(Generic[RequestT]):
@@ -193,6 +213,7 @@ class JobQueue(Generic[RequestT]):
         now = self.clock()
         ids = [new_job_id() for _ in jobs]
         stored = {i: self.codec.encode(job.request) for i, job in zip(ids, jobs, strict=True)}
+        described = {i: search_fields(job, stored[i]) for i, job in zip(ids, jobs, strict=True)}
 
         async def work(session: AsyncSession) -> list[JobView[RequestT]]:
             await lock_user(session, owner.user_id, now)
@@ -210,7 +231,10 @@ class JobQueue(Generic[RequestT]):
             needed = sum(ms for _, _, ms in specs)
             allowance = await self.quota.check_room(session, owner, needed, role_ids, now)
             rows = [
-                self._new_row(job_id, owner, job, stored[job_id], ms, allowance, now)
+                {
+                    **self._new_row(job_id, owner, job, stored[job_id], ms, allowance, now),
+                    **described[job_id],
+                }
                 for job_id, job, ms in specs
             ]
             await session.execute(insert(JOBS), rows)
@@ -281,6 +305,12 @@ class JobQueue(Generic[RequestT]):
             "order_key": job.order_key if job.order_key is not None else snowflake_at(now),
             "result_refs": [],
             "age_restricted": job.age_restricted,
+            # A DM has no server whose members could see it: always stealth.
+            "visibility": (
+                Visibility(job.visibility).value
+                if owner.guild_id is not None
+                else Visibility.STEALTH.value
+            ),
         }
 
     async def _reservations(

@@ -17,6 +17,8 @@ Four rules, applied by ``Retention.prune`` (the bot runs it in the background th
   ``purge_blocked`` deletes them.
 - **The moderation audit log.** A row older than ``retention.modlog_days`` is deleted. It names
   jobs by id only, so it neither holds jobs nor is held by them.
+- **Saved searches** (``search_queries``) are deleted once expired, whatever the settings:
+  they only answer a search's page buttons for a day.
 
 What is never touched, whatever its age, is decided in one place, :func:`kept`. Work goes in
 bounded batches, each one write transaction that selects what is due under the ``kept`` rule,
@@ -44,6 +46,7 @@ from storage.images import FileImageStore
 from storage.models import DELIVERIES, JOBS, LEDGER
 from storage.modlog import ModerationLog
 from storage.queue import JobQueue
+from storage.sharing import count_expired_queries, prune_saved_queries
 from storage.types import ACTIVE_STATUSES, TERMINAL_STATUSES, JobStatus, PruneReport
 
 log = logging.getLogger(__name__)
@@ -66,10 +69,13 @@ def kept() -> ColumnElement[bool]:
     - not yet delivered: its result is not on Discord and delivery was not given up;
     - under moderation: blocked and within its appeal period (``purge_after`` set; the appeal
       purge handles it);
-    - the source of a waiting or running follow-up, which will read its images.
+    - the source of a waiting or running follow-up, which will read its images;
+    - shared: a succeeded job its owner has not deleted that members liked (``like_count`` >
+      0) or that was posted to the showcase channel (``published_at`` set). A deleted job
+      loses its likes, so it is pruned as usual.
 
-    Later features that hold a job (published, liked, part of a group session) add their
-    reason here, and every kind of pruning honours it.
+    Later features that hold a job (part of a group session) add their reason here, and every
+    kind of pruning honours it.
     """
     followup = JOBS.alias("followup")
     undelivered = (
@@ -86,11 +92,17 @@ def kept() -> ColumnElement[bool]:
         .where(followup.c.parent_id == JOBS.c.id, followup.c.status.in_(ACTIVE_STATUSES))
         .correlate(JOBS)
     )
+    shared = and_(
+        JOBS.c.status == JobStatus.SUCCEEDED.value,
+        JOBS.c.deleted_at.is_(None),
+        or_(JOBS.c.like_count > 0, JOBS.c.published_at.is_not(None)),
+    )
     return or_(
         JOBS.c.status.in_(ACTIVE_STATUSES),
         undelivered,
         JOBS.c.purge_after.is_not(None),
         source_of_active,
+        shared,
     )
 
 
@@ -101,6 +113,7 @@ class _Batch:
     size: int = 0
     ledger_lines: int = 0
     modlog_rows: int = 0
+    saved_queries: int = 0
 
 
 class Retention:
@@ -137,6 +150,7 @@ class Retention:
         images, more_images = await self._repeat(self._prune_images, max_batches)
         blocked, more_blocked = await self._repeat(self._purge_blocked, max_batches)
         modlog, more_modlog = await self._repeat(self._prune_modlog, max_batches)
+        queries, more_queries = await self._repeat(self._prune_queries, max_batches)
         report = PruneReport(
             dry_run=False,
             image_jobs=images.jobs,
@@ -146,7 +160,8 @@ class Retention:
             ledger_lines=rows.ledger_lines,
             blocked=blocked.jobs,
             modlog_rows=modlog.modlog_rows,
-            more=more_rows or more_images or more_blocked or more_modlog,
+            saved_queries=queries.saved_queries,
+            more=more_rows or more_images or more_blocked or more_modlog or more_queries,
         )
         if report.modlog_rows:
             log.info("retention: deleted %d moderation log row(s)", report.modlog_rows)
@@ -261,6 +276,10 @@ class Retention:
             return _Batch()
         return _Batch(modlog_rows=await self.modlog.prune(cutoff, limit=self.batch))
 
+    async def _prune_queries(self) -> _Batch:
+        now = self.queue.clock()
+        return _Batch(saved_queries=await prune_saved_queries(self.queue.db, now, limit=self.batch))
+
     async def _delete_images(self, ids: Sequence[str]) -> tuple[int, int]:
         files = size = 0
         for job_id in ids:
@@ -286,8 +305,9 @@ class Retention:
                 total.size + batch.size,
                 total.ledger_lines + batch.ledger_lines,
                 total.modlog_rows + batch.modlog_rows,
+                total.saved_queries + batch.saved_queries,
             )
-            if batch.jobs == 0 and batch.modlog_rows == 0:
+            if batch.jobs == 0 and batch.modlog_rows == 0 and batch.saved_queries == 0:
                 return total, False
         return total, True
 
@@ -338,6 +358,7 @@ class Retention:
         rows, images, lines, blocked = await self.queue.db.read(work)
         cutoff = self._modlog_cutoff(now)
         modlog_rows = await self.modlog.count_older(cutoff) if cutoff is not None else 0
+        saved_queries = await count_expired_queries(self.queue.db, now)
         files = size = 0
         for job_id in [*rows, *images, *blocked]:
             count, nbytes = await self.images.job_usage(job_id)
@@ -351,6 +372,7 @@ class Retention:
             ledger_lines=lines,
             blocked=len(blocked),
             modlog_rows=modlog_rows,
+            saved_queries=saved_queries,
         )
 
 

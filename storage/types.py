@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final, Generic, Protocol
+from typing import Any, Final, Generic, NamedTuple, Protocol
 
 from typing_extensions import TypeVar
 
@@ -53,6 +53,17 @@ class JobKind(StrEnum):
 
 PRIORITY_NORMAL = 0
 PRIORITY_FOLLOW_UP = 1
+
+
+class Visibility(StrEnum):
+    """Who may find a job beyond the message it was posted in (``storage.visibility``).
+
+    ``public``: its server's members may list, search, like, remix and show it. ``stealth``: only
+    its owner and the server's moderators; it is never listed for others, searched, shown by
+    ``/show`` or remixed by others, and never on the web. DM jobs are always stealth."""
+
+    PUBLIC = "public"
+    STEALTH = "stealth"
 
 
 class LedgerKind(StrEnum):
@@ -173,6 +184,15 @@ class NewJob(Generic[RequestT]):
     hold_details: Mapping[str, Any] | None = None
     #: Asked in an age-restricted channel: the output classifier's loose thresholds apply.
     age_restricted: bool = False
+    #: Public or stealth (``storage.visibility``); a DM job (no guild) is stored stealth
+    #: whatever this says.
+    visibility: Visibility = Visibility.PUBLIC
+    #: What search indexes and galleries show, kept in plain columns next to the request.
+    #: None: taken from the encoded request's top-level ``"prompt"``, ``"model"`` and
+    #: ``"aspect"`` keys when they are strings (what migration 0007 backfilled from), else "".
+    prompt: str | None = None
+    model: str | None = None
+    aspect: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +253,17 @@ class JobView(Generic[RequestT]):
     #: Review: held (never shown in public), approved or rejected; None if never held.
     hold: HoldState | None = None
     age_restricted: bool = False
+    # Sharing (``storage.sharing``).
+    visibility: Visibility = Visibility.PUBLIC
+    #: When its owner deleted it (images gone, hidden everywhere); None while it stands.
+    deleted_at: datetime | None = None
+    like_count: int = 0
+    #: When it was posted to the showcase channel (at most once); None if never.
+    published_at: datetime | None = None
+    #: The prompt, model and aspect as stored for search ("" when unknown).
+    prompt: str = ""
+    model: str = ""
+    aspect: str = ""
 
     @property
     def terminal(self) -> bool:
@@ -377,6 +408,8 @@ class PruneReport:
     blocked: int = 0
     #: Moderation audit log rows older than ``retention.modlog_days``.
     modlog_rows: int = 0
+    #: Saved search queries (``search_queries``) past their expiry.
+    saved_queries: int = 0
     #: True when a pass stopped at its batch limit: the next pass takes the rest.
     more: bool = False
 
@@ -551,3 +584,139 @@ class Notice:
     kind: str
     text: str
     attempts: int
+
+
+# -- sharing (issue 12) ------------------------------------------------------------------------
+
+
+class GalleryView(StrEnum):
+    """The gallery's lists (``SharingStore.gallery``)."""
+
+    TOP_WEEK = "top_week"  # liked jobs of the last 7 days, most likes first
+    TOP_MONTH = "top_month"  # the same over 30 days
+    TOP_ALL = "top_all"  # every liked job, most likes first
+    RECENT = "recent"  # newest first
+    MINE = "mine"  # the viewer's own jobs, stealth ones included, newest first
+    LIKED = "liked"  # jobs the viewer liked, most recent like first
+    MEMBER = "member"  # one member's jobs, newest first (others see only the public ones)
+
+
+@dataclass(frozen=True, slots=True)
+class GalleryItem:
+    """One job on a contact sheet or a search page: what a thumbnail, its caption and its
+    buttons need. ``image_ref`` is the image to show: a grid's last ref (the grid itself),
+    a single image's only one."""
+
+    job_id: str
+    owner_id: int
+    guild_id: int
+    channel_id: int | None
+    message_id: int | None
+    prompt: str
+    #: None only for a job that stored no images.
+    image_ref: str | None
+    like_count: int
+    created_at: datetime
+    visibility: Visibility
+    kind: JobKind
+    mode: str
+    model: str
+    aspect: str
+    parent_id: str | None
+    published_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class GalleryPage:
+    """One page of a gallery list. Paging is keyset-based: ``next_cursor``/``prev_cursor``
+    are short opaque strings (at most ``CURSOR_MAX_CHARS``) for a custom_id, None when there is
+    no such page."""
+
+    view: GalleryView
+    items: tuple[GalleryItem, ...]
+    next_cursor: str | None
+    prev_cursor: str | None
+
+    @property
+    def has_next(self) -> bool:
+        return self.next_cursor is not None
+
+    @property
+    def has_prev(self) -> bool:
+        return self.prev_cursor is not None
+
+
+#: The longest gallery cursor (two base-36 numbers and a separator).
+CURSOR_MAX_CHARS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilters:
+    """What a search is narrowed to besides its text. Datetimes are aware UTC; ``since`` is
+    inclusive and ``until`` exclusive (of ``created_at``)."""
+
+    member_id: int | None = None
+    model: str | None = None
+    mode: str | None = None
+    aspect: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    """One page of search results (offset paging: ``page`` counts from 0), best first."""
+
+    items: tuple[GalleryItem, ...]
+    page: int
+    has_next: bool
+
+    @property
+    def has_prev(self) -> bool:
+        return self.page > 0
+
+
+@dataclass(frozen=True, slots=True)
+class SavedQuery:
+    """A search stored server-side so its pages fit in a custom_id (``id`` is short)."""
+
+    id: str
+    guild_id: int
+    user_id: int
+    text: str
+    filters: SearchFilters
+    created_at: datetime
+    expires_at: datetime
+
+
+class LikeResult(NamedTuple):
+    """After a toggle: whether the member now likes the job, and its like count (a tuple, so
+    ``liked, count = await store.toggle_like(...)`` works)."""
+
+    liked: bool
+    like_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class SharedMessage:
+    """A Discord message that shows a job: its own post, a ``/show`` copy."""
+
+    channel_id: int
+    message_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedJob:
+    """What deleting a job did, and what the caller still has to remove from Discord.
+
+    ``refs`` are the image refs the job had (empty on a repeat: they are gone); ``messages``
+    are every message known to show it (its post and ``/show`` copies), given on every call so
+    a caller that failed to delete some can call again. ``already`` is True when an earlier
+    call deleted it."""
+
+    job_id: str
+    refs: tuple[str, ...]
+    messages: tuple[SharedMessage, ...]
+    already: bool
+    #: When it went to the showcase channel (that post goes too); None if never.
+    published_at: datetime | None = None

@@ -25,6 +25,7 @@ from storage.types import (
     JobView,
     RequestCodec,
     RequestT,
+    Visibility,
     to_seconds,
 )
 
@@ -104,6 +105,13 @@ def job_view(row: RowMapping, codec: RequestCodec[RequestT]) -> JobView[RequestT
         give_up_reason=row.get("give_up_reason"),
         hold=None if row.get("review") is None else HoldState(row["review"]),
         age_restricted=bool(row["age_restricted"]),
+        visibility=Visibility(row["visibility"]),
+        deleted_at=row["deleted_at"],
+        like_count=row["like_count"] or 0,
+        published_at=row["published_at"],
+        prompt=row["prompt"] or "",
+        model=row["model"] or "",
+        aspect=row["aspect"] or "",
     )
 
 

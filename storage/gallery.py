@@ -1,0 +1,266 @@
+"""Gallery lists as SQL: what a contact sheet shows, keyset-paged.
+
+Every list is ``visible_clause`` (``storage.visibility``) plus the list's own narrowing, in a
+total order that ends with ``jobs.seq`` (unique), so ties are stable.
+
+Paging is keyset, not offset: a cursor names the sort key of the row a page ended (or began)
+at, and the next page is the rows strictly after it. New jobs, new likes and deletions between
+two clicks then never repeat or skip a row that kept its place, which offsets do whenever
+anything before the page changes (every new job shifts "recent" by one). A cursor is short
+(``a``/``b`` for after/before, then base-36 numbers) and fits in a custom_id; it is untrusted
+input and parsed strictly. A "previous" page that reaches the start comes back as the first
+page, full.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, FromClause, Select, and_, or_, select, true
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.errors import BadSearchQuery
+from storage.models import DELIVERIES, JOBS, LIKES
+from storage.types import (
+    CURSOR_MAX_CHARS,
+    GalleryItem,
+    GalleryPage,
+    GalleryView,
+    JobKind,
+    Visibility,
+)
+from storage.visibility import visible_clause
+
+#: Page sizes a contact sheet holds.
+MIN_PAGE_SIZE, MAX_PAGE_SIZE = 4, 9
+TOP_WINDOWS = {
+    GalleryView.TOP_WEEK: timedelta(days=7),
+    GalleryView.TOP_MONTH: timedelta(days=30),
+}
+_CURSOR = re.compile(r"^([ab])([0-9a-z]{1,13})(?:\.([0-9a-z]{1,13}))?$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def check_page_size(size: int) -> None:
+    if not MIN_PAGE_SIZE <= size <= MAX_PAGE_SIZE:
+        raise ValueError(
+            f"a page holds {MIN_PAGE_SIZE} to {MAX_PAGE_SIZE} images (got size={size})"
+        )
+
+
+def item_select() -> Select[Any]:
+    """The columns a GalleryItem needs: the job and its post's message id."""
+    return select(
+        JOBS.c.id,
+        JOBS.c.seq,
+        JOBS.c.owner_id,
+        JOBS.c.guild_id,
+        JOBS.c.channel_id,
+        JOBS.c.prompt,
+        JOBS.c.result_refs,
+        JOBS.c.like_count,
+        JOBS.c.created_at,
+        JOBS.c.visibility,
+        JOBS.c.kind,
+        JOBS.c.mode,
+        JOBS.c.model,
+        JOBS.c.aspect,
+        JOBS.c.parent_id,
+        JOBS.c.published_at,
+        DELIVERIES.c.message_id,
+    )
+
+
+def item_from(row: RowMapping) -> GalleryItem:
+    refs = list(row["result_refs"] or ())
+    return GalleryItem(
+        job_id=row["id"],
+        owner_id=row["owner_id"],
+        guild_id=row["guild_id"],
+        channel_id=row["channel_id"],
+        message_id=row["message_id"],
+        prompt=row["prompt"] or "",
+        # A grid's refs are its images then the grid: the last one is what a sheet shows.
+        image_ref=refs[-1] if refs else None,
+        like_count=row["like_count"] or 0,
+        created_at=row["created_at"],
+        visibility=Visibility(row["visibility"]),
+        kind=JobKind(row["kind"]),
+        mode=row["mode"],
+        model=row["model"] or "",
+        aspect=row["aspect"] or "",
+        parent_id=row["parent_id"],
+        published_at=row["published_at"],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Cursor:
+    after: bool
+    key: tuple[int, ...]
+
+
+def _encode(after: bool, key: Sequence[int]) -> str:
+    text = ("a" if after else "b") + ".".join(_base36(k) for k in key)
+    assert len(text) <= CURSOR_MAX_CHARS
+    return text
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if n == 0:
+            return out
+
+
+def _decode(cursor: str, width: int) -> _Cursor:
+    found = _CURSOR.fullmatch(cursor)
+    parts = [p for p in found.groups()[1:] if p is not None] if found else []
+    if found is None or len(parts) != width:
+        raise BadSearchQuery("this page link is not valid; open the gallery again")
+    return _Cursor(found.group(1) == "a", tuple(int(p, 36) for p in parts))
+
+
+@dataclass(frozen=True, slots=True)
+class _List:
+    """One list: its FROM, its filter, and its sort key (all descending)."""
+
+    froms: FromClause
+    stmt: Select[Any]
+    where: ColumnElement[bool]
+    key: tuple[ColumnElement[Any], ...]
+    #: Turns a row's sort key into cursor numbers, and cursor numbers back into SQL values.
+    to_ints: Callable[[RowMapping], tuple[int, ...]]
+    from_ints: Callable[[tuple[int, ...]], tuple[Any, ...]]
+
+
+def _micros(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _from_micros(n: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=n)
+
+
+def gallery_list(
+    view: GalleryView,
+    guild_id: int,
+    viewer_id: int | None,
+    *,
+    is_moderator: bool,
+    member_id: int | None,
+    now: datetime,
+) -> _List:
+    froms: FromClause = JOBS.outerjoin(DELIVERIES, DELIVERIES.c.job_id == JOBS.c.id)
+    base = item_select().select_from(froms)
+    where = visible_clause(viewer_id, guild_id, is_moderator=is_moderator)
+    plain: tuple[
+        Callable[[RowMapping], tuple[int, ...]], Callable[[tuple[int, ...]], tuple[Any, ...]]
+    ] = (lambda r: (r["seq"],), lambda k: k)
+    if view in TOP_WINDOWS or view is GalleryView.TOP_ALL:
+        where = and_(where, JOBS.c.like_count > 0)
+        if view in TOP_WINDOWS:
+            where = and_(where, JOBS.c.created_at >= now - TOP_WINDOWS[view])
+        return _List(
+            froms,
+            base,
+            where,
+            (JOBS.c.like_count, JOBS.c.seq),
+            lambda r: (r["like_count"], r["seq"]),
+            lambda k: k,
+        )
+    if view is GalleryView.RECENT:
+        return _List(froms, base, where, (JOBS.c.seq,), *plain)
+    if view is GalleryView.MINE:
+        if viewer_id is None:
+            raise ValueError("the 'mine' gallery needs a viewer")
+        return _List(froms, base, and_(where, JOBS.c.owner_id == viewer_id), (JOBS.c.seq,), *plain)
+    if view is GalleryView.MEMBER:
+        if member_id is None:
+            raise ValueError("the 'member' gallery needs a member_id")
+        return _List(froms, base, and_(where, JOBS.c.owner_id == member_id), (JOBS.c.seq,), *plain)
+    if view is GalleryView.LIKED:
+        if viewer_id is None:
+            raise ValueError("the 'liked' gallery needs a viewer")
+        liked_from = froms.join(
+            LIKES, and_(LIKES.c.job_id == JOBS.c.id, LIKES.c.user_id == viewer_id)
+        )
+        liked = item_select().add_columns(LIKES.c.created_at.label("liked_at"))
+        return _List(
+            liked_from,
+            liked.select_from(liked_from),
+            where,
+            (LIKES.c.created_at, JOBS.c.seq),
+            lambda r: (_micros(r["liked_at"]), r["seq"]),
+            lambda k: (_from_micros(k[0]), k[1]),
+        )
+    raise ValueError(f"unknown gallery view {view!r}")  # pragma: no cover
+
+
+def _beyond(key: Sequence[ColumnElement[Any]], values: Sequence[Any], after: bool) -> Any:
+    """Rows strictly after (descending order) or before ``values``: the row comparison
+    spelled out, which both backends plan well."""
+    first, rest = key[0], key[1:]
+    strict = first < values[0] if after else first > values[0]
+    if not rest:
+        return strict
+    return or_(strict, and_(first == values[0], _beyond(rest, values[1:], after)))
+
+
+async def gallery_page(
+    session: AsyncSession,
+    view: GalleryView,
+    listing: _List,
+    cursor: str | None,
+    size: int,
+) -> GalleryPage:
+    check_page_size(size)
+    width = len(listing.key)
+    parsed = None if cursor is None else _decode(cursor, width)
+    stmt = listing.stmt.where(listing.where)
+    rows: list[RowMapping]
+    if parsed is not None and not parsed.after:
+        values = listing.from_ints(parsed.key)
+        found = await session.execute(
+            stmt.where(_beyond(listing.key, values, after=False))
+            .order_by(*(k.asc() for k in listing.key))
+            .limit(size)
+        )
+        rows = list(reversed(found.mappings().all()))
+        if len(rows) < size:  # reached the start: show the first page, full
+            parsed = None
+    if parsed is None or parsed.after:
+        page = stmt
+        if parsed is not None:
+            page = page.where(_beyond(listing.key, listing.from_ints(parsed.key), after=True))
+        found = await session.execute(page.order_by(*(k.desc() for k in listing.key)).limit(size))
+        rows = list(found.mappings().all())
+    if not rows:
+        return GalleryPage(view, (), None, None)
+    first, last = listing.to_ints(rows[0]), listing.to_ints(rows[-1])
+    more_after = await _exists(session, listing, listing.from_ints(last), after=True)
+    more_before = await _exists(session, listing, listing.from_ints(first), after=False)
+    return GalleryPage(
+        view,
+        tuple(item_from(r) for r in rows),
+        _encode(True, last) if more_after else None,
+        _encode(False, first) if more_before else None,
+    )
+
+
+async def _exists(session: AsyncSession, listing: _List, values: Any, *, after: bool) -> bool:
+    stmt = (
+        select(true())
+        .select_from(listing.froms)
+        .where(listing.where, _beyond(listing.key, values, after))
+        .limit(1)
+    )
+    return (await session.execute(stmt)).first() is not None

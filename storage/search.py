@@ -1,0 +1,115 @@
+"""Full-text search over prompts, on each backend's own index.
+
+- SQLite: the FTS5 table ``jobs_fts`` (external content ``jobs``, rowid ``jobs.seq``), kept in
+  sync by triggers; ranked by ``bm25``.
+- PostgreSQL: the generated ``jobs.search_vector`` column (``to_tsvector('simple', ...)``) with
+  a GIN index; ranked by ``ts_rank``.
+
+Both are created by migration 0007 and are not in the models (the schema test leaves
+``UNMODELLED`` out). The member's text is parsed by ``storage.search_syntax`` and reaches the
+database only as a bound parameter holding quoted tokens. Results: the visibility rule and the
+filters, ranked by relevance, then likes, then newest. With no words (only filters, or text
+with no letters or digits) they are ranked by likes, then newest.
+
+Paging is by offset (``page`` from 0): relevance is a float no cursor can carry exactly, and
+search pages are read soon after the query is saved. At most ``MAX_SEARCH_PAGES`` pages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Boolean, ColumnElement, Float, and_, literal_column, table
+from sqlalchemy import column as sql_column
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import func
+from sqlalchemy.sql.expression import ColumnClause
+
+from storage.errors import BadSearchQuery
+from storage.gallery import check_page_size, item_from, item_select
+from storage.models import DELIVERIES, JOBS
+from storage.search_syntax import Term, fts5_match, parse_query, pg_tsquery
+from storage.types import SearchFilters, SearchPage
+from storage.visibility import visible_clause
+
+#: Objects of the search index that the models leave out (migration 0007 makes them).
+UNMODELLED_TABLE_PREFIX = "jobs_fts"
+UNMODELLED_COLUMNS = frozenset({"search_vector"})
+UNMODELLED_INDEXES = frozenset({"ix_jobs_search_vector"})
+#: The deepest page a search reaches (offsets beyond this get slow and nobody clicks them).
+MAX_SEARCH_PAGES = 50
+
+_FTS = table("jobs_fts", sql_column("rowid"))
+
+
+def filters_clause(filters: SearchFilters) -> list[ColumnElement[bool]]:
+    terms: list[ColumnElement[bool]] = []
+    if filters.member_id is not None:
+        terms.append(JOBS.c.owner_id == filters.member_id)
+    if filters.model is not None:
+        terms.append(JOBS.c.model == filters.model)
+    if filters.mode is not None:
+        terms.append(JOBS.c.mode == filters.mode)
+    if filters.aspect is not None:
+        terms.append(JOBS.c.aspect == filters.aspect)
+    if filters.since is not None:
+        terms.append(JOBS.c.created_at >= filters.since)
+    if filters.until is not None:
+        terms.append(JOBS.c.created_at < filters.until)
+    return terms
+
+
+async def search_page(
+    session: AsyncSession,
+    text: str,
+    filters: SearchFilters,
+    *,
+    guild_id: int,
+    viewer_id: int | None,
+    is_moderator: bool,
+    page: int,
+    size: int,
+) -> SearchPage:
+    """One page of results (see the module). Raises BadSearchQuery for text that cannot be
+    searched or a page past the last, ValueError for a page size outside 4..9."""
+    check_page_size(size)
+    if not 0 <= page < MAX_SEARCH_PAGES:
+        raise BadSearchQuery(f"search results have at most {MAX_SEARCH_PAGES} pages")
+    terms = parse_query(text)
+    froms: Any = JOBS.outerjoin(DELIVERIES, DELIVERIES.c.job_id == JOBS.c.id)
+    where = [visible_clause(viewer_id, guild_id, is_moderator=is_moderator)]
+    where += filters_clause(filters)
+    order: list[Any] = []
+    if terms:
+        dialect = session.get_bind().dialect.name
+        froms, match, rank = _fulltext(dialect, froms, terms)
+        where.append(match)
+        order.append(rank)
+    order += [JOBS.c.like_count.desc(), JOBS.c.seq.desc()]
+    stmt = (
+        item_select()
+        .select_from(froms)
+        .where(and_(*where))
+        .order_by(*order)
+        .offset(page * size)
+        .limit(size + 1)
+    )
+    rows = (await session.execute(stmt)).mappings().all()
+    has_next = len(rows) > size and page + 1 < MAX_SEARCH_PAGES
+    return SearchPage(tuple(item_from(r) for r in rows[:size]), page, has_next)
+
+
+def _fulltext(
+    dialect: str, froms: Any, terms: tuple[Term, ...]
+) -> tuple[Any, ColumnElement[bool], Any]:
+    """The joined FROM, the match condition and the ORDER BY term (best first)."""
+    if dialect == "sqlite":
+        fts: ColumnClause[Any] = literal_column("jobs_fts")
+        match = fts.op("MATCH", is_comparison=True)(fts5_match(terms))
+        # bm25 is lower for better matches.
+        rank = func.bm25(fts, type_=Float).asc()
+        return froms.join(_FTS, _FTS.c.rowid == JOBS.c.seq), match, rank
+    vector: ColumnClause[Any] = literal_column("jobs.search_vector")
+    query = func.to_tsquery(literal_column("'simple'::regconfig"), pg_tsquery(terms))
+    match = vector.op("@@", return_type=Boolean)(query)
+    return froms, match, func.ts_rank(vector, query, type_=Float).desc()
