@@ -312,14 +312,15 @@ async def _prune(settings: Settings, *, dry_run: bool) -> int:
         print(
             f"retention: images {_days(keep.images_days)}, job rows {_days(keep.rows_days)}, "
             f"blocked jobs' images {_days(settings.bot.appeal_days)} after the block, "
-            f"audit log rows {_days(keep.modlog_days)}"
+            f"audit log rows {_days(keep.modlog_days)}; liked and published jobs are kept"
         )
         report = await ledger.retention.prune(dry_run=dry_run)
     print(
         f"{'would delete' if dry_run else 'deleted'}: {report.jobs} job row(s) with "
         f"{report.ledger_lines} quota ledger line(s); the images of {report.image_jobs} more "
         f"job(s) and of {report.blocked} blocked job(s); {report.image_files} file(s), "
-        f"{_size(report.image_bytes)}; {report.modlog_rows} audit log row(s)"
+        f"{_size(report.image_bytes)}; {report.modlog_rows} audit log row(s); "
+        f"{report.saved_queries} expired saved search(es)"
     )
     return 0
 

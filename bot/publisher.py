@@ -419,7 +419,7 @@ class Publisher:
         content = render_card(delivery.card)
         files = []
         view: discord.ui.View | None = None
-        if delivery.public:
+        if delivery.showable:
             for name, data in await self.cards.result_files(delivery):
                 files.append(discord.File(io.BytesIO(data), filename=name))
             view = self._view_of(delivery)

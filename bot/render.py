@@ -92,6 +92,8 @@ class JobCard:
     undeliverable: str | None = None
     #: Generated, but held for a moderator's review: nothing of it is shown.
     held: bool = False
+    #: Deleted by its owner: nothing of it is shown.
+    deleted: bool = False
 
 
 def _eta(seconds: float | None) -> str:
@@ -111,6 +113,8 @@ def _status_tail(card: JobCard) -> str:
         if card.step is not None and card.total_steps:
             return f"running ({round(100 * card.step / card.total_steps)}%)"
         return "running"
+    if card.deleted:
+        return "deleted by its owner"
     if status is JobStatus.SUCCEEDED and card.held:
         return "held for review by the server's moderators; its owner is told when they decide"
     if status is JobStatus.SUCCEEDED:

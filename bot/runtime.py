@@ -143,7 +143,7 @@ async def open_worker(
             parent = await ledger.queue.require(job_id)
             if parent.status is not JobStatus.SUCCEEDED:
                 raise OptionError(f"job {job_id} was removed by a moderator; nothing to work from")
-            if not parent.public:
+            if not parent.showable:
                 raise OptionError(f"job {job_id} is held for review; nothing to work from yet")
             if parent.pruned_at is not None:
                 raise OptionError(f"the images of job {job_id} have expired; nothing to work from")
@@ -227,6 +227,7 @@ def wire_bot(
     from bot.features.imagine import ImageFeature
     from bot.features.moderation import ModerationFeature
     from bot.features.review import ReviewFeature
+    from bot.features.sharing import SharingFeature
     from bot.publisher import Publisher
     from bot.review_poster import ReviewPoster
     from bot.router import ButtonRouter
@@ -236,6 +237,8 @@ def wire_bot(
     from bot.services.job_cards import JobCards
     from bot.services.moderation import Moderation
     from bot.services.review import ReviewService
+    from bot.services.sharing import SharingService
+    from storage.sharing import SharingStore
 
     cards = JobCards(settings, ledger.queue, ledger.delivery, ledger.images)
     review = ReviewService(
@@ -269,6 +272,10 @@ def wire_bot(
     bot.add_feature(AccountFeature(account, settings.generation, review))
     bot.add_feature(ModerationFeature(moderation, publisher))
     bot.add_feature(ReviewFeature(review, publisher, poster))
+    sharing = SharingService(
+        settings, SharingStore(ledger.db, images=ledger.images), ledger.queue, cards
+    )
+    bot.add_feature(SharingFeature(sharing, publisher))
     return bot
 
 

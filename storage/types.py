@@ -270,10 +270,15 @@ class JobView(Generic[RequestT]):
         return self.status.terminal
 
     @property
-    def public(self) -> bool:
-        """Whether its images may be shown where others see them: it succeeded and is not
-        held for review (or was approved)."""
-        return self.status is JobStatus.SUCCEEDED and self.hold in (None, HoldState.APPROVED)
+    def showable(self) -> bool:
+        """Whether its images may be shown at all: it succeeded, is not held for review (or
+        was approved) and was not deleted by its owner. Who may find it beyond its own message
+        is ``storage.visibility``'s question."""
+        return (
+            self.status is JobStatus.SUCCEEDED
+            and self.hold in (None, HoldState.APPROVED)
+            and self.deleted_at is None
+        )
 
 
 @dataclass(frozen=True, slots=True)

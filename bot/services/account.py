@@ -20,7 +20,7 @@ from generation.presets import resolve_preset
 from generation.request import GenerationRequest
 from storage.preferences import PreferenceStore
 from storage.queue import JobQueue
-from storage.types import JobStatus, JobView, QuotaReadout
+from storage.types import JobStatus, JobView, QuotaReadout, Visibility
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,15 @@ class AccountService:
             raise UserFacingError(f"there is no job `{job_id}` in this server")
         if job.status is JobStatus.BLOCKED:
             raise UserFacingError(f"job `{job_id}` was removed by a moderator")
-        if job.status is JobStatus.SUCCEEDED and not job.public:
+        if job.deleted_at is not None:
+            raise UserFacingError(f"job `{job_id}` was deleted by its owner")
+        if job.guild_id is not None and job.visibility is Visibility.STEALTH:
+            if job.owner_id != requester.user_id and not requester.is_moderator:
+                raise UserFacingError(f"there is no job `{job_id}` in this server")
+            raise UserFacingError(
+                f"job `{job_id}` is stealth: /show would post it for everyone here"
+            )
+        if job.status is JobStatus.SUCCEEDED and not job.showable:
             raise UserFacingError(f"job `{job_id}` is held for a moderator's review")
         if job.status is JobStatus.SUCCEEDED and job.pruned_at is not None:
             raise UserFacingError(

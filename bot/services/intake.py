@@ -192,7 +192,7 @@ class JobIntake:
             except UserFacingError:
                 return None  # the click itself answers with the ban
         parent = await self.queue.get(ref.job_id)
-        if parent is None or not parent.public:
+        if parent is None or not parent.showable:
             return None
         if parent.pruned_at is not None and _needs_images(ref):
             return None
@@ -215,7 +215,9 @@ class JobIntake:
             raise UserFacingError("this button belongs to a job I do not know here")
         if parent.status is JobStatus.BLOCKED:
             raise UserFacingError(f"job `{parent.id}` was removed by a moderator")
-        if parent.status is JobStatus.SUCCEEDED and not parent.public:
+        if parent.deleted_at is not None:
+            raise UserFacingError(f"job `{parent.id}` was deleted by its owner")
+        if parent.status is JobStatus.SUCCEEDED and not parent.showable:
             raise UserFacingError(
                 f"job `{parent.id}` is held for a moderator's review; its buttons work once "
                 "it is approved"

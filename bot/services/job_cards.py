@@ -22,7 +22,7 @@ from storage.delivery_ledger import DeliveryLedger
 from storage.errors import IllegalTransition, JobNotFound
 from storage.images import ImageStore
 from storage.queue import JobQueue
-from storage.types import JobStatus, JobView, OpenInteraction
+from storage.types import HoldState, JobStatus, JobView, OpenInteraction
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,8 @@ class JobMessage:
     interaction_id: int | None = None
     #: Tries of the final post so far (the claim of this try not counted).
     post_attempts: int = 0
-    #: Its result may be shown (succeeded, not held for review).
-    public: bool = False
+    #: Its result may be shown (succeeded, not held for review, not deleted).
+    showable: bool = False
 
 
 class JobCards:
@@ -101,7 +101,8 @@ class JobCards:
             error=job.error,
             charged=job.charged,
             undeliverable=job.give_up_reason if job.given_up_at is not None else None,
-            held=job.status is JobStatus.SUCCEEDED and not job.public,
+            held=job.status is JobStatus.SUCCEEDED and job.hold is HoldState.HELD,
+            deleted=job.deleted_at is not None,
         )
 
     async def attach_message(
@@ -142,11 +143,11 @@ class JobCards:
             # appeal, but nothing serves them. Previews are shown only while nothing can hold
             # the result: no review term matched and no output classifier is configured (a
             # preview of a result the classifier will flag would be public already).
-            image_refs=tuple(job.result_refs) if job.public else (),
+            image_refs=tuple(job.result_refs) if job.showable else (),
             preview_ref=job.preview_ref if self._previews_shown(job) else None,
             interaction_id=job.interaction_id,
             post_attempts=job.post_attempts,
-            public=job.public,
+            showable=job.showable,
         )
 
     def _previews_shown(self, job: JobView[GenerationRequest]) -> bool:

@@ -143,11 +143,12 @@ def test_db_prune_says_what_it_deletes_and_dry_run_deletes_nothing(
     out = capsys.readouterr().out.splitlines()
     assert out[0] == (
         "retention: images kept 30 day(s), job rows kept 180 day(s), "
-        "blocked jobs' images kept 14 day(s) after the block, audit log rows kept 365 day(s)"
+        "blocked jobs' images kept 14 day(s) after the block, audit log rows kept 365 day(s); "
+        "liked and published jobs are kept"
     )
     summary = (
         "1 job row(s) with 3 quota ledger line(s); the images of 1 more job(s) and of 0 "
-        "blocked job(s); 2 file(s), 30 bytes; 0 audit log row(s)"
+        "blocked job(s); 2 file(s), 30 bytes; 0 audit log row(s); 0 expired saved search(es)"
     )
     assert out[1] == f"would delete: {summary}"
     assert (tmp_path / "images" / old[:2] / old / "grid.png").is_file()

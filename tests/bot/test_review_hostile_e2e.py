@@ -153,14 +153,14 @@ async def test_age_restricted_channels_use_the_loose_threshold(
 
     # Discord's NSFW flag: 0.75 is under the loose 0.9; posted.
     nsfw = await run(OTHER_CHANNEL_ID, "a kraken by night")
-    assert nsfw.age_restricted and nsfw.public
+    assert nsfw.age_restricted and nsfw.showable
     # A channel without it: the strict 0.5 holds it.
     strict = await run(CHANNEL_ID, "a kraken by day")
     assert not strict.age_restricted and strict.hold is HoldState.HELD
     # An admin marks the channel age-restricted: the loose threshold applies there too.
     assert "now age-restricted" in await say(emu, "settings", {"age_restricted": True}, admin)
     marked = await run(CHANNEL_ID, "a kraken at dawn")
-    assert marked.age_restricted and marked.public
+    assert marked.age_restricted and marked.showable
     assert "only server admins" in await say(emu, "settings", {"age_restricted": False}, owner)
 
 

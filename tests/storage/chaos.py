@@ -21,6 +21,7 @@ wakes up believing it still holds its job. Only those can produce a double compl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import random
@@ -159,9 +160,12 @@ class Fleet:
         proc.join(10)
 
     def signal(self, slot: int, sig: signal.Signals) -> None:
+        """Signal a worker; one that has exited meanwhile (a frozen worker can still die: its
+        lease expired and the kill task chose it, or it was stopped) needs nothing."""
         pid = self.procs[slot].pid
         if pid is not None:
-            os.kill(pid, sig)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
 
     def restart_dead(self) -> None:
         for slot, proc in list(self.procs.items()):

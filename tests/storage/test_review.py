@@ -64,7 +64,7 @@ async def test_a_review_term_holds_the_job_from_the_start_and_approval_posts_it(
     assert item.shown_version == 0 and item.version == 1  # its message is due
     await _finish(s, job_id)
     view = await s.queue.require(job_id)
-    assert view.status is JobStatus.SUCCEEDED and view.hold is HoldState.HELD and not view.public
+    assert view.status is JobStatus.SUCCEEDED and view.hold is HoldState.HELD and not view.showable
     assert (await d.get(item.id, GUILD)).version == 2  # the thumbnail now exists: edit due
     # The publisher may post "held" (posted_at set); approval makes it due again.
     assert await s.deliveries.claim(job_id)
@@ -72,7 +72,7 @@ async def test_a_review_term_holds_the_job_from_the_start_and_approval_posts_it(
     outcome = await d.decide(item.id, GUILD, MOD_A, Decision.APPROVE, "fine", keep_images=APPEAL)
     assert outcome.decided and outcome.item.decision is Decision.APPROVE
     view = await s.queue.require(job_id)
-    assert view.public and view.posted_at is None and view.charged == 2.0
+    assert view.showable and view.posted_at is None and view.charged == 2.0
     assert [n.kind for n in await d.due_notices()] == ["held", "approved"]
     assert await _actions(s) == [ModAction.HELD, ModAction.APPROVED]
     assert (await audit(s.db)).ok
@@ -236,7 +236,7 @@ async def test_an_appeal_goes_to_another_moderator_and_a_grant_restores_the_job(
     outcome = await d.decide(appeal.id, GUILD, MOD_B, Decision.GRANT, "lizard", keep_images=APPEAL)
     assert outcome.decided
     view = await s.queue.require(job_id)
-    assert view.status is JobStatus.SUCCEEDED and view.public and view.posted_at is None
+    assert view.status is JobStatus.SUCCEEDED and view.showable and view.posted_at is None
     assert view.charged == 0  # the refund stands
     assert [n.kind for n in await d.due_notices()] == ["held", "rejected", "granted"]
     assert (await audit(s.db)).ok

@@ -1,0 +1,166 @@
+"""Sharing in Discord: /delete (an owner's job), /search (a server's prompts, paged with stored
+queries) and the Open buttons under search results.
+
+A search's page buttons carry only the stored query's short id and a page number
+(``atl:1:sq:<id>:<page>``); an Open button carries a job id (``atl:1:so:<job>``). Both are
+checked against the database and the clicker at every click.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import discord
+from discord import app_commands
+
+from bot.customid import CustomIdError, join
+from bot.features.base import Interaction, answer, requester_of, slash, thinking
+from bot.publisher import Publisher
+from bot.render import escape, mention, message_link, shorten
+from bot.router import ButtonRouter, Route
+from bot.services.sharing import SearchInput, SharingService
+from storage.types import SavedQuery, SearchPage
+
+log = logging.getLogger(__name__)
+
+PAGE_CODE = "sq"
+OPEN_CODE = "so"
+_PAGE = re.compile(r"(?P<query>[0-9a-z]{12}):(?P<page>[0-9]{1,2})")
+_JOB = re.compile(r"[a-z0-9]{6,32}")
+_NONE = discord.AllowedMentions.none()
+
+
+@dataclass(frozen=True)
+class PageRef:
+    query_id: str
+    page: int
+
+
+def decode_page(code: str, payload: str) -> PageRef:
+    match = _PAGE.fullmatch(payload)
+    if code != PAGE_CODE or not match or int(match.group("page")) >= 50:
+        raise CustomIdError("this button was not made by this version of Atelier")
+    return PageRef(match.group("query"), int(match.group("page")))
+
+
+def decode_open(code: str, payload: str) -> str:
+    if code != OPEN_CODE or not _JOB.fullmatch(payload):
+        raise CustomIdError("this button was not made by this version of Atelier")
+    return payload
+
+
+def render_results(saved: SavedQuery, page: SearchPage) -> str:
+    """A page of search results: number, prompt, owner, likes, link."""
+    head = f"**Search** \u201c{escape(shorten(saved.text, 100))}\u201d, page {page.page + 1}"
+    if not page.items:
+        return f"{head}: nothing found." if page.page == 0 else f"{head}: no more results."
+    lines = [f"{head}:"]
+    for number, item in enumerate(page.items, start=1):
+        link = (
+            " " + message_link(item.guild_id, item.channel_id, item.message_id)
+            if item.message_id
+            else ""
+        )
+        lines.append(
+            f"{number}. **{escape(shorten(item.prompt, 120))}** by {mention(item.owner_id)}"
+            f" \u00b7 \u2764 {item.like_count} \u00b7 job `{item.job_id}`{link}"
+        )
+    return shorten("\n".join(lines))
+
+
+class SharingFeature:
+    """/delete, /search and the search results' buttons."""
+
+    def __init__(self, sharing: SharingService, publisher: Publisher) -> None:
+        self.sharing = sharing
+        self.publisher = publisher
+
+    def register(self, tree: app_commands.CommandTree[Any], router: ButtonRouter) -> None:
+        self.router = router
+        slash(
+            tree, "delete", "Delete one of your jobs: its images and every post of it", self.delete
+        )
+        slash(tree, "search", "Search this server's shared prompts", self.search)
+        router.add(Route(codes=frozenset({PAGE_CODE}), decode=decode_page, handle=self.on_page))
+        router.add(Route(codes=frozenset({OPEN_CODE}), decode=decode_open, handle=self.on_open))
+
+    @app_commands.describe(job="The job id shown under the job and in /info")
+    async def delete(self, interaction: Interaction, job: app_commands.Range[str, 1, 40]) -> None:
+        await thinking(interaction)
+        job_id = job.strip().lower()
+        deleted = await self.sharing.delete(requester_of(interaction), job_id)
+        removed = 0
+        for shared in deleted.messages:
+            channel = interaction.client.get_partial_messageable(shared.channel_id)
+            with contextlib.suppress(discord.NotFound, discord.Forbidden):
+                await channel.get_partial_message(shared.message_id).edit(
+                    content=f"Job `{job_id}` was deleted by its owner.",
+                    attachments=[],
+                    view=None,
+                    allowed_mentions=_NONE,
+                )
+                removed += 1
+        again = " (it was deleted already)" if deleted.already else ""
+        await answer(
+            interaction,
+            f"Deleted job `{job_id}`{again}: its images are gone and {removed} message(s) of it "
+            "now say so. What it cost stays in your quota's history.",
+        )
+
+    @app_commands.guild_only()
+    @app_commands.describe(
+        query='Words, "exact phrases" and prefixes like light*',
+        member="Only this member's jobs",
+        mode="Only fast or quality jobs",
+        aspect="Only this aspect ratio, e.g. 3:2",
+        days="Only jobs of the last this many days",
+    )
+    async def search(
+        self,
+        interaction: Interaction,
+        query: app_commands.Range[str, 1, 300],
+        member: discord.User | None = None,
+        mode: Literal["fast", "quality"] | None = None,
+        aspect: app_commands.Range[str, 1, 10] | None = None,
+        days: app_commands.Range[int, 1, 3650] | None = None,
+    ) -> None:
+        await thinking(interaction)
+        command = SearchInput(
+            query=query,
+            member_id=None if member is None else member.id,
+            mode=mode,
+            aspect=aspect,
+            days=days,
+        )
+        saved, page = await self.sharing.search(requester_of(interaction), command)
+        await interaction.followup.send(
+            render_results(saved, page), view=self._view(saved, page), ephemeral=True
+        )
+
+    async def on_page(self, interaction: Interaction, ref: PageRef) -> None:
+        requester = requester_of(interaction)
+        saved, page = await self.sharing.search_page(requester, ref.query_id, ref.page)
+        await interaction.response.edit_message(
+            content=render_results(saved, page), view=self._view(saved, page)
+        )
+
+    async def on_open(self, interaction: Interaction, job_id: str) -> None:
+        await thinking(interaction)
+        ticket = await self.sharing.open(requester_of(interaction), job_id)
+        await self.publisher.show(interaction, ticket)
+
+    def _view(self, saved: SavedQuery, page: SearchPage) -> discord.ui.View:
+        opens = [
+            (f"Open {number}", join(OPEN_CODE, item.job_id))
+            for number, item in enumerate(page.items, start=1)
+        ]
+        paging = []
+        if page.has_prev:
+            paging.append(("Previous", join(PAGE_CODE, f"{saved.id}:{page.page - 1}")))
+        if page.has_next:
+            paging.append(("Next", join(PAGE_CODE, f"{saved.id}:{page.page + 1}")))
+        return self.router.view([row for row in (opens, paging) if row])

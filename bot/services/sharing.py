@@ -1,0 +1,119 @@
+"""Sharing: an owner's /delete, the members' /search, and opening a found job. No discord.py.
+
+Who may find what is ``storage.visibility``'s rule alone; this service adds the Discord side's
+facts (the requester's server, whether they moderate it) and the answers' words.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from bot.errors import UserFacingError
+from bot.requester import Requester
+from bot.services.job_cards import JobCards, Ticket
+from config.settings import Settings
+from storage.errors import JobUnavailable
+from storage.queue import JobQueue
+from storage.sharing import SharingStore
+from storage.types import DeletedJob, SavedQuery, SearchFilters, SearchPage
+from storage.visibility import visible
+
+log = logging.getLogger(__name__)
+
+#: Results on one /search page (numbered Open buttons: at most 9).
+SEARCH_PAGE = 5
+
+
+@dataclass(frozen=True)
+class SearchInput:
+    """/search as Discord delivered it."""
+
+    query: str
+    member_id: int | None = None
+    mode: str | None = None
+    aspect: str | None = None
+    days: int | None = None
+
+
+class SharingService:
+    """Deleting one's jobs, searching a server's prompts, opening what was found."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: SharingStore,
+        queue: JobQueue[Any],
+        cards: JobCards,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.queue = queue
+        self.cards = cards
+
+    async def delete(self, requester: Requester, job_id: str) -> DeletedJob:
+        """The owner deletes their job: its images, likes and search entry go; the caller
+        then removes its messages. Someone else's job (or another server's) is "no job"."""
+        job = await self.queue.get(job_id)
+        if job is None or not requester.may_see(job.guild_id, job.owner_id):
+            raise UserFacingError(f"there is no job `{job_id}` here")
+        try:
+            return await self.store.delete_job(job_id, requester.user_id)
+        except JobUnavailable:
+            raise UserFacingError(f"there is no job `{job_id}` here") from None
+
+    async def search(
+        self, requester: Requester, command: SearchInput
+    ) -> tuple[SavedQuery, SearchPage]:
+        """A new search of this server's prompts: stored, so its page buttons can name it."""
+        guild_id = self._guild(requester)
+        since = None
+        if command.days is not None:
+            since = self.store.clock() - timedelta(days=command.days)
+        filters = SearchFilters(
+            member_id=command.member_id, mode=command.mode, aspect=command.aspect, since=since
+        )
+        saved = await self.store.save_query(guild_id, requester.user_id, command.query, filters)
+        # The results are private to the requester: a moderator's list includes stealth jobs.
+        page = await self.store.search(
+            guild_id,
+            requester.user_id,
+            saved.text,
+            saved.filters,
+            is_moderator=requester.is_moderator,
+            page=0,
+            size=SEARCH_PAGE,
+        )
+        return saved, page
+
+    async def search_page(
+        self, requester: Requester, query_id: str, page: int
+    ) -> tuple[SavedQuery, SearchPage]:
+        """Another page of a stored search: only its creator, in its server, before it
+        expires."""
+        guild_id = self._guild(requester)
+        return await self.store.search_saved(
+            query_id,
+            requester.user_id,
+            guild_id,
+            is_moderator=requester.is_moderator,
+            page=page,
+            size=SEARCH_PAGE,
+        )
+
+    async def open(self, requester: Requester, job_id: str) -> Ticket:
+        """A found job, posted again in the channel (as /show does): public jobs only, since
+        everyone there sees the post (a stealth job shows up only in its owner's and the
+        moderators' private result lists)."""
+        guild_id = self._guild(requester)
+        job = await self.queue.get(job_id)
+        if job is None or not visible(job, None, guild_id):
+            raise UserFacingError(f"job `{job_id}` is not available here any more")
+        return Ticket(job.id, await self.cards.card(job))
+
+    def _guild(self, requester: Requester) -> int:
+        if requester.guild_id is None:
+            raise UserFacingError("search covers a server's shared prompts; use it in a server")
+        return requester.guild_id

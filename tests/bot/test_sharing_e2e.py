@@ -1,0 +1,110 @@
+"""Sharing through the emulator: /search (words, phrases, prefixes, member filter, pages,
+Open), /delete (owner only; every post of it says so; found nowhere after), and the stored
+queries' buttons against forgery."""
+
+from __future__ import annotations
+
+from bot.devtools.emulator import DiscordEmulator
+from bot.devtools.emulator.models import EmuUser, StoredMessage
+from tests.bot.conftest import CHANNEL_ID, Atelier, job_id_of
+from tests.bot.test_moderation_e2e import button, say
+
+LIGHTHOUSES = [f"a lighthouse number {n}" for n in range(1, 6)]
+
+
+async def make(emu: DiscordEmulator, prompt: str, user: EmuUser) -> StoredMessage:
+    handle = await emu.send_slash_command("imagine", {"prompt": prompt}, user=user)
+    assert await handle.wait_for_ack() in (4, 5)
+    return await emu.wait_for_message(
+        lambda m: (
+            m.channel_id == CHANNEL_ID
+            and prompt in m.content
+            and m.content.endswith(" - done")
+            and bool(m.attachments)
+        ),
+        timeout=60,
+    )
+
+
+async def results(emu: DiscordEmulator, options: dict[str, object], user: EmuUser) -> StoredMessage:
+    handle = await emu.send_slash_command("search", options, user=user)
+    reply = await handle.wait_for_original(lambda m: not m.loading)
+    assert reply.ephemeral, reply.content
+    return reply
+
+
+async def test_search_and_delete(atelier: Atelier, emu: DiscordEmulator) -> None:
+    runtime = await atelier.start()
+    owner = emu.make_user(name="owner")
+    member = emu.make_user(name="member")
+    red = await make(emu, "a red lighthouse at dusk", owner)
+    red_id = job_id_of(red)  # read now: the message's content changes when it is deleted
+    # Spread over members: each stays within the new-jobs rate limit.
+    for number, prompt in enumerate(LIGHTHOUSES):
+        await make(emu, prompt, owner if number < 2 else member)
+    meadow = await make(emu, "a quiet meadow", member)
+
+    found = await results(emu, {"query": "lighthouse"}, member)
+    assert "page 1" in found.content and found.content.count("job `") == 5
+    assert "Next" in [c.get("label") for c in found.walk_components()]
+    page_two = await emu.click_button(found.id, button(found, "Next"), user=member)
+    await page_two.wait_for_ack()
+    second = emu.message(found.id)
+    assert "page 2" in second.content and second.content.count("job `") == 1
+    assert "Previous" in [c.get("label") for c in second.walk_components()]
+
+    phrase = await results(emu, {"query": '"red lighthouse"'}, member)
+    assert phrase.content.count("job `") == 1 and red_id in phrase.content
+    prefix = await results(emu, {"query": "light*"}, member)
+    assert prefix.content.count("job `") == 5  # a page of the six
+    mine = await results(emu, {"query": "lighthouse", "member": owner}, member)
+    assert mine.content.count("job `") == 3 and red_id in mine.content
+    nothing = await results(emu, {"query": "submarine"}, member)
+    assert "nothing found" in nothing.content
+    odd = await results(emu, {"query": 'NEAR( " ) OR * : lighthouse'}, member)
+    assert "job `" in odd.content or "nothing found" in odd.content
+
+    # Open reposts a found job with working buttons, as /show does.
+    handle = await emu.click_button(phrase.id, button(phrase, "Open 1"), user=member)
+    await handle.wait_for_original(lambda m: not m.loading)
+    copy = await emu.wait_for_message(
+        lambda m: m.id != red.id and f"job `{red_id}`" in m.content and bool(m.attachments)
+    )
+    assert not copy.ephemeral and "U1" in [c.get("label") for c in copy.walk_components()]
+
+    # A stored query answers only its creator.
+    forged = emu.post_message(
+        CHANNEL_ID,
+        content="forged",
+        author=emu.bot_user,
+        components=[
+            {
+                "type": 1,
+                "components": [
+                    {"type": 2, "style": 2, "label": "Next", "custom_id": button(found, "Previous")}
+                ],
+            }
+        ],
+    )
+    stolen = await emu.click_button(forged.id, button(forged, "Next"), user=owner)
+    refusal = await stolen.wait_for_original(lambda m: not m.loading)
+    assert refusal.ephemeral and "search" in refusal.content.lower()
+
+    # /delete: not someone else's; the owner's goes from every post and from search.
+    assert "only the member who made" in await say(emu, "delete", {"job": red_id}, member)
+    text = await say(emu, "delete", {"job": red_id}, owner)
+    assert "Deleted job" in text and "2 message(s)" in text
+    for message_id in (red.id, copy.id):
+        gone = emu.message(message_id)
+        assert "deleted by its owner" in gone.content
+        assert not gone.attachments and not list(gone.walk_components())
+    after = await results(emu, {"query": '"red lighthouse"'}, member)
+    assert "nothing found" in after.content
+    assert "deleted by its owner" in await say(emu, "show", {"job": red_id}, member)
+    reopen = await emu.click_button(phrase.id, button(phrase, "Open 1"), user=member)
+    assert "not available" in (await reopen.wait_for_original(lambda m: not m.loading)).content
+    assert "deleted already" in await say(emu, "delete", {"job": red_id}, owner)
+    job = await runtime.ledger.queue.require(red_id)
+    assert job.deleted_at is not None and job.result_refs == () and (job.charged or 0) > 0
+    assert job_id_of(meadow) not in found.content
+    emu.assert_no_violations()
