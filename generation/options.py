@@ -52,6 +52,8 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("stop", True, "stop at this percent of the steps, 10..100"),
     _Option("repeat", True, "run the prompt N times"),
     _Option("model", True, "model name"),
+    _Option("stealth", False, "only you and the server's moderators can find it"),
+    _Option("public", False, "the server's members can find, like and remix it"),
 )
 _BY_NAME = {opt.name: opt for opt in _OPTIONS}
 _ALIASES = {"aspect": "ar", "guidance": "cfg", "c": "chaos", "r": "repeat", "s": "seed"}
@@ -105,6 +107,8 @@ class CommandOptions:
     steps: int | None = None
     guidance: float | None = None
     chaos: int | None = None
+    #: "public" or "stealth" (the flags of the same names).
+    visibility: str | None = None
 
     def given(self) -> dict[str, str]:
         """The options that were given, as ``flag name -> text`` (flags without a value: "")."""
@@ -119,6 +123,8 @@ class CommandOptions:
         given = {name: str(value) for name, value in values.items() if value is not None}
         if self.mode is not None:
             given[self.mode.value] = ""
+        if self.visibility is not None:
+            given[self.visibility] = ""
         return given
 
 
@@ -469,6 +475,7 @@ def _parse_one(
         "tile": "tile" in values,
         "stop": _int(values, "stop", 10, 100) or 100,
         "model": preset.name,
+        "stealth": _pick_stealth(values),
     }
     seed = _int(values, "seed", 0, MAX_SEED)
     if seed is not None:
@@ -490,6 +497,17 @@ def _pick_model(
         return resolve_preset(wanted, settings.fast_lora if wanted == default else None)
     except ModelLoadError as exc:
         raise OptionError(str(exc)) from None
+
+
+def _pick_stealth(values: dict[str, tuple[str, str]]) -> bool | None:
+    """``--stealth`` True, ``--public`` False, neither None (the member's or server's default)."""
+    if "stealth" in values and "public" in values:
+        raise OptionError("--stealth and --public contradict each other; choose one")
+    if "stealth" in values:
+        return True
+    if "public" in values:
+        return False
+    return None
 
 
 def _pick_mode(

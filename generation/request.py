@@ -87,6 +87,9 @@ class GenerationRequest(BaseModel):
     source: SourceImage | None = None
     #: img2img strength for variations and upscales, recorded so a job can be reproduced.
     strength: float | None = Field(default=None, gt=0.0, le=1.0)
+    #: ``--stealth`` (True) or ``--public`` (False); None: the member's or the server's
+    #: default. Follow-ups inherit it with the rest of the request.
+    stealth: bool | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> GenerationRequest:

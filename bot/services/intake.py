@@ -35,7 +35,13 @@ from generation.request import GenerationRequest, Mode, Operation
 from storage.preferences import PreferenceStore
 from storage.queue import JobQueue
 from storage.quota_policy import estimate_seconds
-from storage.types import HoldState, JobKind, JobStatus, JobView, NewJob, Owner
+from storage.types import HoldState, JobKind, JobStatus, JobView, NewJob, Owner, Visibility
+
+#: Settings keys: the member's default visibility; the server's default, and whether members
+#: may choose stealth at all.
+VISIBILITY_KEY = "visibility"
+DEFAULT_VISIBILITY_KEY = "default_visibility"
+ALLOW_STEALTH_KEY = "allow_stealth"
 
 
 class PromptChecker(Protocol):
@@ -129,6 +135,7 @@ class JobIntake:
         """Queue admitted requests (quota reserved in the same transaction), in the order of
         ``origin``'s interaction, with the interaction kept for the response."""
         owner = Owner(requester.user_id, requester.guild_id, requester.channel_id)
+        visibilities = [await self.visibility(requester, request) for request in admitted.requests]
         jobs = [
             NewJob(
                 kind=admitted.kind,
@@ -146,14 +153,42 @@ class JobIntake:
                 interaction_expires_at=origin.expires_at if origin else None,
                 hold_reason=admitted.hold_reason,
                 age_restricted=admitted.age_restricted,
+                visibility=visibility,
+                prompt=request.prompt,
+                model=request.model,
+                aspect=request.aspect,
             )
-            for request in admitted.requests
+            for request, visibility in zip(admitted.requests, visibilities, strict=True)
         ]
         views = await self.queue.enqueue_many(owner, jobs, role_ids=requester.role_ids)
         return [
             Ticket(view.id, await self.cards.card(view), held=view.hold is HoldState.HELD)
             for view in views
         ]
+
+    async def visibility(self, requester: Requester, request: GenerationRequest) -> Visibility:
+        """Who may find the job: ``--stealth``/``--public``, else the member's default, else
+        the server's (``public`` unless its admins chose otherwise). DM jobs are stealth. A
+        server that does not allow stealth refuses ``--stealth`` (nothing is queued)."""
+        if requester.guild_id is None:
+            return Visibility.STEALTH
+        guild = await self.prefs.get_guild_settings(requester.guild_id)
+        allowed = bool(guild.get(ALLOW_STEALTH_KEY, True))
+        if request.stealth is True:
+            if not allowed:
+                raise UserFacingError(
+                    "this server does not allow stealth jobs (its admins chose so in /settings "
+                    "server); use --public or leave the flag out. Nothing was queued or charged."
+                )
+            return Visibility.STEALTH
+        if request.stealth is False:
+            return Visibility.PUBLIC
+        if allowed:
+            mine = (await self.prefs.get_user_settings(requester.user_id)).get(VISIBILITY_KEY)
+            if mine in (Visibility.PUBLIC.value, Visibility.STEALTH.value):
+                return Visibility(mine)
+        server = guild.get(DEFAULT_VISIBILITY_KEY, Visibility.PUBLIC.value)
+        return Visibility(server) if server in {v.value for v in Visibility} else Visibility.PUBLIC
 
     async def _defaults(self, user_id: int) -> PromptDefaults:
         stored = await self.prefs.get_user_settings(user_id)
@@ -198,6 +233,8 @@ class JobIntake:
             return None
         if not requester.may_see(parent.guild_id, parent.owner_id):
             return None  # never show another server's (or another user's DM) prompt
+        if parent.visibility is Visibility.STEALTH and requester.user_id != parent.owner_id:
+            return None  # nor a stealth job's, to anyone but its owner
         return parent.request.prompt
 
     async def click(
@@ -228,6 +265,10 @@ class JobIntake:
             raise UserFacingError(
                 render_images_expired(parent.id, self.settings.retention.images_days)
                 + " (its re-roll button still works: it needs only the prompt)"
+            )
+        if parent.visibility is Visibility.STEALTH and requester.user_id != parent.owner_id:
+            raise UserFacingError(
+                f"job `{parent.id}` is stealth: only the member who made it may use its buttons"
             )
         await self._check_may_click(requester, parent)
         new = await self._followup(requester, ref, parent.request, parent.id)

@@ -15,10 +15,11 @@ LIGHTHOUSES = [f"a lighthouse number {n}" for n in range(1, 6)]
 async def make(emu: DiscordEmulator, prompt: str, user: EmuUser) -> StoredMessage:
     handle = await emu.send_slash_command("imagine", {"prompt": prompt}, user=user)
     assert await handle.wait_for_ack() in (4, 5)
+    text = prompt.split(" --")[0]  # the card shows the options apart
     return await emu.wait_for_message(
         lambda m: (
             m.channel_id == CHANNEL_ID
-            and prompt in m.content
+            and text in m.content
             and m.content.endswith(" - done")
             and bool(m.attachments)
         ),
@@ -108,3 +109,42 @@ async def test_search_and_delete(atelier: Atelier, emu: DiscordEmulator) -> None
     assert job.deleted_at is not None and job.result_refs == () and (job.charged or 0) > 0
     assert job_id_of(meadow) not in found.content
     emu.assert_no_violations()
+
+
+async def test_stealth_jobs_are_found_only_by_their_owner(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    runtime = await atelier.start()
+    owner = emu.make_user(name="owner")
+    member = emu.make_user(name="member")
+    mod = emu.make_user(name="mod", roles=[emu.make_role("mods", permissions=1 << 13)])
+    hidden = await make(emu, "a secret garden --stealth", owner)
+    hidden_id = job_id_of(hidden)
+    shown = await make(emu, "an open garden --public", owner)
+    job = await runtime.ledger.queue.require(hidden_id)
+    assert job.visibility.value == "stealth" and job.request.stealth is True
+
+    # Others never find it; its owner and the moderators do, in their private lists.
+    others = await results(emu, {"query": "garden"}, member)
+    assert hidden_id not in others.content and job_id_of(shown) in others.content
+    assert hidden_id in (await results(emu, {"query": "garden"}, owner)).content
+    assert hidden_id in (await results(emu, {"query": "garden"}, mod)).content
+    # /show, its buttons, its remix: not for others; /show not even for its owner (it would
+    # post it for everyone).
+    assert "there is no job" in await say(emu, "show", {"job": hidden_id}, member)
+    assert "is stealth" in await say(emu, "show", {"job": hidden_id}, owner)
+    click = await emu.click_button(hidden.id, button(hidden, "U1"), user=member)
+    refusal = await click.wait_for_original(lambda m: not m.loading)
+    assert "is stealth" in refusal.content
+    # Its follow-ups stay stealth: the flag travels with the request.
+    await emu.click_button(hidden.id, button(hidden, "U2"), user=owner)
+    single = await emu.wait_for_message(
+        lambda m: (
+            "Image 2" in m.content
+            and "secret garden" in m.content
+            and m.content.endswith(" - done")
+        )
+    )
+    child = await runtime.ledger.queue.require(job_id_of(single))
+    assert child.visibility.value == "stealth"
+    assert "contradict" in await say(emu, "imagine", {"prompt": "x --stealth --public"}, owner)
