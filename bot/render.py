@@ -175,9 +175,11 @@ def render_help(settings: GenerationSettings) -> str:
                 *(f"- {line}" for line in options_help(settings)),
                 "**Buttons**: U1-U4 post one image (then Upscale/Vary it), V1-V4 make four "
                 "variations, \U0001f504 re-rolls with a new seed.",
-                "**Also**: /info (quota), /queue, /cancel, /show job, /settings. "
+                "**Also**: /info (quota), /queue, /cancel, /show job, /settings me (your "
+                "defaults: mode, aspect, variation, remix). "
                 "Moderators: /block job, /filter (terms this server refuses in prompts), "
-                "/modlog (the audit log).",
+                "/modlog (the audit log), /settings server (this server's settings; admins "
+                "change them).",
             ]
         )
     )
@@ -305,11 +307,6 @@ def render_queue(
     if not jobs:
         lines.append("You have no queued or running jobs.")
     return shorten("\n".join(lines))
-
-
-def render_settings(current: Mapping[str, object]) -> str:
-    shown = ", ".join(f"{key}: {value}" for key, value in sorted(current.items())) or "defaults"
-    return f"Your settings: {shown}."
 
 
 def render_quota_override(user_id: int, seconds: float | None) -> str:

@@ -99,7 +99,8 @@ def render_review_list(items: Sequence[ReviewItem], total: int, guild_id: int) -
         where = (
             message_link(guild_id, item.channel_id, item.message_id)
             if item.message_id and item.channel_id
-            else "(no message: set a moderators' channel with /settings review_channel)"
+            else "(no message: an admin sets a moderators' channel with "
+            "/settings server review_channel)"
         )
         claimed = f", being reviewed by {mention(item.claimed_by)}" if item.claimed_by else ""
         lines.append(

@@ -227,6 +227,7 @@ def wire_bot(
     from bot.features.imagine import ImageFeature
     from bot.features.moderation import ModerationFeature
     from bot.features.review import ReviewFeature
+    from bot.features.settings import SettingsFeature
     from bot.features.sharing import SharingFeature
     from bot.publisher import Publisher
     from bot.review_poster import ReviewPoster
@@ -237,6 +238,7 @@ def wire_bot(
     from bot.services.job_cards import JobCards
     from bot.services.moderation import Moderation
     from bot.services.review import ReviewService
+    from bot.services.server_settings import ServerSettings
     from bot.services.sharing import SharingService
     from storage.sharing import SharingStore
 
@@ -269,7 +271,8 @@ def wire_bot(
     bot.review_poster = poster
     bot.add_background("review", poster.run, stop=poster.stop)
     bot.add_feature(ImageFeature(intake, account, publisher))
-    bot.add_feature(AccountFeature(account, settings.generation, review))
+    bot.add_feature(AccountFeature(account, settings.generation))
+    bot.add_feature(SettingsFeature(account, ServerSettings(settings, ledger.prefs, review)))
     bot.add_feature(ModerationFeature(moderation, publisher))
     bot.add_feature(ReviewFeature(review, publisher, poster))
     sharing = SharingService(

@@ -141,7 +141,7 @@ _COMMAND_OPTION_NAMES = {
 
 @dataclass(frozen=True)
 class PromptDefaults:
-    """Per-user defaults from /settings; options in the prompt win over them."""
+    """Per-user defaults from /settings me; options in the prompt win over them."""
 
     mode: Mode | None = None
     aspect: str | None = None

@@ -313,8 +313,8 @@ class ReviewDesk:
                 if moderator_id is not None and rejected_by == moderator_id:
                     raise ReviewRefused(
                         "you made the rejection this appeal contests; another moderator "
-                        "decides it (an admin can allow this in /settings for a server with "
-                        "one moderator)"
+                        "decides it (an admin can allow this with /settings server appeals, "
+                        "for a server with one moderator)"
                     )
             job = await _lock_job(session, item["job_id"])
             if job is None:  # pragma: no cover - items go with their job

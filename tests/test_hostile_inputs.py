@@ -53,6 +53,8 @@ from bot.services.account import AccountService, SettingsChange
 from bot.services.intake import ImagineInput, JobIntake
 from bot.services.job_cards import JobCards
 from bot.services.moderation import Moderation
+from bot.services.review import ReviewService
+from bot.services.server_settings import ServerChange, ServerSettings
 from config.settings import BotSettings, GenerationSettings, QueueSettings, QuotaSettings, Settings
 from generation.grid import encode_image
 from generation.options import CommandOptions, parse_imagine_prompt
@@ -124,6 +126,7 @@ class Desk:
     intake: JobIntake
     account: AccountService
     moderation: Moderation
+    server: ServerSettings
     database: Path
 
 
@@ -142,8 +145,12 @@ async def desk(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Desk]:
         moderation = Moderation(settings, ledger.queue, ledger.prefs, ledger.modlog)
         intake = JobIntake(settings, ledger.queue, ledger.prefs, cards, moderation)
         account = AccountService(settings, ledger.queue, ledger.prefs, cards)
+        review = ReviewService(
+            settings, ledger.review, ledger.queue, ledger.delivery, ledger.prefs, ledger.images
+        )
+        server = ServerSettings(settings, ledger.prefs, review)
         await ledger.prefs.update_guild_settings(GUILD, {"banned_terms": SERVER_TERMS})
-        yield Desk(settings, ledger, intake, account, moderation, data_dir / "atelier.db")
+        yield Desk(settings, ledger, intake, account, moderation, server, data_dir / "atelier.db")
 
 
 async def refused_by_intake(desk: Desk, requester: Requester, command: ImagineInput) -> str:
@@ -340,14 +347,19 @@ async def test_options_native(
     assert_clear(await refused_by_intake(desk, member(), command), expected)
 
 
-# Other commands' options: /settings, /quota, /filter, with who may use them.
+# Other commands' options: /settings me and server, /quota, /filter, with who may use them.
 ACCOUNT_OPTIONS: list[Any] = [
     case("settings aspect 10:1", "settings", member(), "10:1", "--ar 10:1 is too extreme"),
     case("settings aspect words", "settings", member(), "wide", "--ar must be two whole numbers"),
     case("settings aspect 0:0", "settings", member(), "0:0", "--ar sides must be at least 1"),
     case("settings aspect 6000", "settings", member(), "9" * 6000, "got '999"),
     case("settings buttons, member", "buttons", member(), "anyone", "only server admins"),
-    case("settings buttons in DMs", "buttons", member(guild_id=None), "anyone", "only server"),
+    case("settings buttons in DMs", "buttons", member(guild_id=None), "anyone", "run /settings"),
+    case(
+        "settings buttons, moderator", "buttons", member(is_moderator=True), "anyone", "only server"
+    ),
+    case("settings buttons forged", "buttons", member(is_admin=True), "all", "owner or anyone"),
+    case("settings server, member looks", "server", member(), None, "only moderators"),
     case("quota by a member", "quota", member(), 10.0, "only server admins (Manage Server)"),
     case("quota in DMs", "quota", member(guild_id=None, is_admin=True), 10.0, "only server"),
     case("quota above ceiling", "quota", member(is_admin=True), 1e9, "allows 0 to 3000"),
@@ -373,7 +385,9 @@ async def test_options_of_other_commands(
         if command == "settings":
             await desk.account.update_settings(requester, SettingsChange(aspect=value))
         elif command == "buttons":
-            await desk.account.update_settings(requester, SettingsChange(buttons=value))
+            await desk.server.update(requester, ServerChange(buttons=value))
+        elif command == "server":
+            await desk.server.show(requester)
         elif command == "quota":
             await desk.account.set_quota_override(requester, STRANGER, value)
         else:

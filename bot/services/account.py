@@ -1,4 +1,5 @@
-"""Account and query commands: /info, /queue, /cancel, /show, /settings, /quota. No discord.py.
+"""Account and query commands: /info, /queue, /cancel, /show, /settings me, /quota. No
+discord.py.
 
 Each method checks the requester's right to ask, reads or changes the ledger, and returns plain
 values; bot/render.py turns them into messages.
@@ -25,13 +26,13 @@ from storage.types import JobStatus, JobView, QuotaReadout, Visibility
 
 @dataclass(frozen=True)
 class SettingsChange:
-    """What /settings may change; None leaves a setting as it is."""
+    """A member's own defaults that /settings me may change; None leaves one as it is. (The
+    server's settings are /settings server's: see ``ServerSettings``.)"""
 
     mode: str | None = None
     aspect: str | None = None
     variation: str | None = None
     remix: bool | None = None
-    buttons: str | None = None  # server-wide, admins only: "owner" or "anyone"
 
 
 def _line(
@@ -136,13 +137,11 @@ class AccountService:
         return Ticket(job.id, await self.cards.card(job))
 
     async def update_settings(self, requester: Requester, change: SettingsChange) -> dict[str, Any]:
-        """Store the requester's own defaults (and, for admins, the server's button rule); the
-        requester's settings afterwards."""
+        """Store the requester's own defaults, in a server or in DMs alike; the requester's
+        settings afterwards (unchanged when nothing is given)."""
         if change.aspect is not None:
             preset = resolve_preset(self.settings.model, self.settings.generation.fast_lora)
             aspect_size(change.aspect, preset, self.settings.generation.max_aspect_ratio)
-        if change.buttons is not None and (not requester.is_admin or requester.guild_id is None):
-            raise UserFacingError("only server admins (Manage Server) may change who clicks")
         own = {
             "mode": change.mode,
             "aspect": change.aspect,
@@ -152,10 +151,6 @@ class AccountService:
         changes = {key: value for key, value in own.items() if value is not None}
         if changes:
             await self.prefs.update_user_settings(requester.user_id, changes)
-        if change.buttons is not None and requester.guild_id is not None:
-            await self.prefs.update_guild_settings(
-                requester.guild_id, {"owner_only_buttons": change.buttons == "owner"}
-            )
         return await self.prefs.get_user_settings(requester.user_id)
 
     async def set_quota_override(

@@ -20,6 +20,7 @@ from bot.requester import Requester
 from bot.services.job_cards import JobCards, Ticket
 from bot.services.moderation import Moderation
 from bot.services.review import ReviewService
+from bot.services.server_settings import owner_only_buttons
 from config.settings import Settings
 from generation.errors import OptionError
 from generation.followups import followup_request, reroll_request
@@ -309,11 +310,10 @@ class JobIntake:
         if requester.user_id == parent.owner_id or requester.is_admin:
             return
         guild = await self.prefs.get_guild_settings(requester.guild_id or 0)
-        owner_only = guild.get("owner_only_buttons", self.settings.bot.owner_only_buttons)
-        if owner_only:
+        if owner_only_buttons(guild, self.settings):
             raise UserFacingError(
                 "only the person who made this job may use its buttons in this server "
-                "(an admin can change that with /settings buttons:anyone)"
+                "(an admin can change that with /settings server buttons:anyone)"
             )
 
 

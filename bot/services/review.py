@@ -7,7 +7,8 @@ button's custom_id only names an item, and the item must belong to the clicker's
 owner appeals only their own job; a reporter reports only a job shown in public in their server.
 
 A server's moderation settings (the moderators' channel, its age-restricted channels, who may
-decide appeals, the automatic ban) live in its settings document, set by admins in /settings.
+decide appeals, the automatic ban) live in its settings document, set by admins with
+/settings server (see bot/services/server_settings.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from bot.errors import UserFacingError
 from bot.render import escape, mention, shorten
 from bot.render_review import full_time, render_ban, render_review_list
+from bot.render_settings import render_auto_ban
 from bot.requester import Requester
 from config.settings import Settings
 from generation.grid import thumbnail
@@ -90,7 +92,7 @@ class GuildModeration:
 
 @dataclass(frozen=True)
 class ModerationChange:
-    """Admin changes from /settings; None: unchanged."""
+    """Admin changes from /settings server; None: unchanged."""
 
     review_channel: int | None = None
     age_restricted: bool | None = None
@@ -197,13 +199,12 @@ class ReviewService:
                     auto[key] = value
             if auto != (current.get(AUTO_BAN_KEY) or {}):
                 updated[AUTO_BAN_KEY] = auto
-                strikes = int(auto.get("strikes", 0))
                 lines.append(
-                    "Automatic bans are off."
-                    if not strikes
-                    else f"Automatic ban: {strikes} rejections or refusals within "
-                    f"{float(auto.get('window_hours', 24)):g} h ban for "
-                    f"{float(auto.get('ban_hours', 24)):g} h."
+                    render_auto_ban(
+                        int(auto.get("strikes", 0)),
+                        timedelta(hours=float(auto.get("window_hours", 24))),
+                        timedelta(hours=float(auto.get("ban_hours", 24))),
+                    )
                 )
             return updated
 

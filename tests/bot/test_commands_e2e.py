@@ -1,4 +1,5 @@
-"""End to end: progress, /info, /queue, /cancel, /show, /settings and the remix editor."""
+"""End to end: progress, /info, /queue, /cancel, /show, /settings me and server, and the remix
+editor."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ import pytest
 from bot.devtools.emulator import DiscordEmulator
 from bot.devtools.emulator.models import StoredMessage
 from config.settings import QueueSettings
-from tests.bot.conftest import CHANNEL_ID, GUILD_ID, Atelier, job_id_of, labels, wait_final
+from tests.bot.conftest import (
+    CHANNEL_ID,
+    GUILD_ID,
+    OTHER_CHANNEL_ID,
+    Atelier,
+    job_id_of,
+    labels,
+    wait_final,
+)
 from tests.bot.test_e2e import GRID_LABELS, NO_WORKER, button, imagine_grid
 
 
@@ -77,7 +86,7 @@ async def test_settings_defaults_apply_and_guild_click_setting(
     atelier: Atelier, emu: DiscordEmulator
 ) -> None:
     runtime = await atelier.start(queue=QueueSettings(run_worker_in_process=False))
-    handle = await emu.send_slash_command("settings", {"mode": "fast", "aspect": "2:3"})
+    handle = await emu.send_slash_command("settings me", {"mode": "fast", "aspect": "2:3"})
     reply = (await handle.wait_for_followups(1))[0]
     assert "mode: fast" in reply.content and "aspect: 2:3" in reply.content
     handle = await emu.send_slash_command("imagine", {"prompt": "a tall tree"})
@@ -86,13 +95,129 @@ async def test_settings_defaults_apply_and_guild_click_setting(
     assert (request["mode"], request["aspect"]) == ("fast", "2:3")
     assert request["height"] > request["width"]
 
-    bad = await emu.send_slash_command("settings", {"aspect": "9:1"})
+    bad = await emu.send_slash_command("settings me", {"aspect": "9:1"})
     assert "too extreme" in (await bad.wait_for_original(lambda m: not m.loading)).content
 
     # Who may click is for admins only.
-    denied = await emu.send_slash_command("settings", {"buttons": "anyone"})
+    denied = await emu.send_slash_command("settings server", {"buttons": "anyone"})
     text = (await denied.wait_for_followups(1))[0].content
     assert "only server admins" in text
+    emu.assert_no_violations()
+
+
+MANAGE_SERVER = 1 << 5
+MANAGE_MESSAGES = 1 << 13
+SUMMARY = "**This server's settings**"
+
+
+async def reply_to(
+    emu: DiscordEmulator, command: str, options: dict[str, Any], **kwargs: Any
+) -> str:
+    handle = await emu.send_slash_command(command, options, **kwargs)
+    reply = await handle.wait_for_original(lambda m: not m.loading)
+    assert reply.ephemeral, reply.content
+    return reply.content
+
+
+async def test_settings_is_a_group_that_hides_neither_subcommand(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    """Discord would apply permissions and guild-only to both subcommands: /settings sets
+    neither (the service checks /settings server), and stays well under 25 options each."""
+    await atelier.start(**NO_WORKER)
+    (group,) = [c for c in emu.registered_commands(GUILD_ID) if c["name"] == "settings"]
+    assert group["default_member_permissions"] is None
+    assert group.get("dm_permission") is not False
+    subcommands = {option["name"]: option for option in group["options"]}
+    assert set(subcommands) == {"me", "server"}
+    assert all(option["type"] == 1 for option in subcommands.values())  # SUB_COMMAND
+    mine = [option["name"] for option in subcommands["me"]["options"]]
+    assert mine == ["mode", "aspect", "variation", "remix"]
+    server = [option["name"] for option in subcommands["server"]["options"]]
+    assert server[:2] == ["buttons", "review_channel"] and len(server) == 7
+    emu.assert_no_violations()
+
+
+async def test_a_member_sets_and_sees_their_own_defaults_in_a_server_and_in_dms(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    discord = atelier.settings().discord.model_copy(update={"guild_id": None})
+    runtime = await atelier.start(discord=discord, **NO_WORKER)  # global: DMs too
+    assert await reply_to(emu, "settings me", {}) == "Your settings: defaults."
+    text = await reply_to(emu, "settings me", {"variation": "strong", "remix": True})
+    assert text == "Your settings: remix: True, variation: strong."
+    text = await reply_to(emu, "settings me", {"mode": "fast"}, dm=True)
+    assert text == "Your settings: mode: fast, remix: True, variation: strong."
+    assert await reply_to(emu, "settings me", {}) == text
+    assert await runtime.ledger.prefs.get_guild_settings(GUILD_ID) == {}
+    emu.assert_no_violations()
+
+
+async def test_settings_server_admins_change_moderators_look_members_are_refused(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    runtime = await atelier.start(**NO_WORKER)
+    admin = emu.make_user(name="admin", roles=[emu.make_role("admins", permissions=MANAGE_SERVER)])
+    mod = emu.make_user(name="mod", roles=[emu.make_role("mods", permissions=MANAGE_MESSAGES)])
+    member = emu.make_user(name="member")
+
+    # No options: the summary, the operator's defaults before anyone chose.
+    shown = await reply_to(emu, "settings server", {}, user=admin)
+    assert shown.startswith(SUMMARY)
+    for fragment in (
+        "Who may click a job's buttons: its owner (and admins)",
+        "Review channel: not set",
+        "Age-restricted channels: none marked",
+        "Appeals are decided by: a moderator other than the one who rejected",
+        "Automatic bans are off.",
+    ):
+        assert fragment in shown, shown
+
+    # An admin changes them: what changed first, then the settings as they now are.
+    options = {
+        "buttons": "anyone",
+        "review_channel": emu.guild().channels[OTHER_CHANNEL_ID],
+        "age_restricted": True,
+        "appeals": "any moderator",
+        "auto_ban_strikes": 3,
+    }
+    changed, summary = (await reply_to(emu, "settings server", options, user=admin)).split(SUMMARY)
+    assert "Anyone in this server may now click a job's buttons." in changed
+    assert f"Review items now go to <#{OTHER_CHANNEL_ID}>." in changed
+    assert f"<#{CHANNEL_ID}> is now age-restricted" in changed
+    assert "Appeals may be decided by any moderator" in changed
+    assert "Automatic ban: 3 rejections or refusals within 24 h ban for 24 h." in changed
+    assert "Who may click a job's buttons: anyone" in summary
+    assert f"Review channel: <#{OTHER_CHANNEL_ID}>" in summary
+    assert f"Age-restricted channels: <#{CHANNEL_ID}> (and" in summary
+    assert "Appeals are decided by: any moderator, even the one who rejected" in summary
+    assert "Automatic ban: 3 rejections" in summary
+
+    # A moderator sees the same settings, and may not change them.
+    assert await reply_to(emu, "settings server", {}, user=mod) == SUMMARY + summary
+    refused = await reply_to(emu, "settings server", {"buttons": "owner"}, user=mod)
+    assert "only server admins (Manage Server)" in refused and "no options" in refused
+    # A member may do neither.
+    assert "only moderators" in await reply_to(emu, "settings server", {}, user=member)
+    for change in ({"buttons": "owner"}, {"auto_ban_strikes": 0}, {"age_restricted": False}):
+        refused = await reply_to(emu, "settings server", change, user=member)
+        assert "only server admins (Manage Server)" in refused
+        assert "no options" not in refused
+    stored = await runtime.ledger.prefs.get_guild_settings(GUILD_ID)
+    assert stored["owner_only_buttons"] is False and stored["auto_ban"] == {"strikes": 3}
+    assert stored["age_restricted_channels"] == [CHANNEL_ID]
+    emu.assert_no_violations()
+
+
+async def test_settings_server_in_dms_says_where_to_run_it(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    """Discord cannot keep one subcommand out of DMs: the answer says where it works."""
+    discord = atelier.settings().discord.model_copy(update={"guild_id": None})
+    await atelier.start(discord=discord, **NO_WORKER)  # global commands: usable in DMs too
+    for options in ({}, {"buttons": "anyone"}, {"auto_ban_strikes": 2}):
+        text = await reply_to(emu, "settings server", options, dm=True)
+        assert "run /settings server there" in text and "/settings me" in text
     emu.assert_no_violations()
 
 
@@ -100,7 +225,7 @@ async def test_remix_opens_an_editor_and_uses_the_new_prompt(
     atelier: Atelier, emu: DiscordEmulator
 ) -> None:
     runtime = await atelier.start()
-    await (await emu.send_slash_command("settings", {"remix": True})).wait_for_followups(1)
+    await (await emu.send_slash_command("settings me", {"remix": True})).wait_for_followups(1)
     grid = await imagine_grid(emu, "a red fox")
     click = await emu.click_button(grid.id, button(grid, "V2"))
     assert await click.wait_for_ack() == 9  # a modal, not a deferral
@@ -121,7 +246,7 @@ async def test_a_remix_editor_still_submits_after_a_restart_and_an_hour(
     """Issue 10, seen 9: editors were lost on restart and after 10 minutes. An editor is now
     stateless: its custom_id names its button, so a submit works whenever it comes."""
     await atelier.start()
-    await (await emu.send_slash_command("settings", {"remix": True})).wait_for_followups(1)
+    await (await emu.send_slash_command("settings me", {"remix": True})).wait_for_followups(1)
     grid = await imagine_grid(emu, "a red fox")
     click = await emu.click_button(grid.id, button(grid, "V2"))
     assert await click.wait_for_ack() == 9 and click.modal is not None
@@ -179,8 +304,10 @@ async def test_admins_set_quota_overrides_and_click_rules(
     reply = await refusal.wait_for_original(lambda m: not m.loading)
     assert "quota" in reply.content.lower() and not refusal.followups
 
-    opened = await emu.send_slash_command("settings", {"buttons": "anyone"}, user=admin)
-    assert "Your settings" in (await opened.wait_for_followups(1))[0].content
+    opened = await emu.send_slash_command("settings server", {"buttons": "anyone"}, user=admin)
+    text = (await opened.wait_for_followups(1))[0].content
+    assert "Anyone in this server may now click" in text
+    assert "Who may click a job's buttons: anyone" in text
     guild = await runtime.ledger.prefs.get_guild_settings(GUILD_ID)
     assert guild == {"owner_only_buttons": False}
     emu.assert_no_violations()
@@ -494,7 +621,7 @@ async def test_a_channel_overwrite_grants_no_server_wide_rights(
     assert "only server admins" in await say(
         "quota", {"member": member, "gpu_seconds": 5.0}, helper
     )
-    assert "only server admins" in await say("settings", {"buttons": "anyone"}, helper)
+    assert "only server admins" in await say("settings server", {"buttons": "anyone"}, helper)
     readout = await runtime.ledger.queue.quota_readout(member.id)
     assert readout.allowance != 5
     assert "owner_only_buttons" not in await runtime.ledger.prefs.get_guild_settings(GUILD_ID)
@@ -518,7 +645,8 @@ async def test_a_guild_the_bot_has_not_cached_grants_no_rights(
     boss = emu.make_role("boss", permissions=1 << 3, guild_id=elsewhere)  # Administrator
     admin = emu.make_user(name="admin", roles=[boss], guild_id=elsewhere)
     for command, options, refusal in [
-        ("settings", {"buttons": "anyone"}, "only server admins"),
+        ("settings server", {"buttons": "anyone"}, "only server admins"),
+        ("settings server", {}, "only moderators"),
         ("filter add", {"term": "pond"}, "only moderators"),
     ]:
         handle = await emu.send_slash_command(command, options, user=admin, channel_id=channel_id)

@@ -135,10 +135,10 @@ async def test_the_whole_moderation_chain(atelier: Atelier, emu: DiscordEmulator
 
     # Setup: the admin names the moderators' channel; a moderator adds a review term.
     mods_channel = emu.guild().channels[MODS_CHANNEL]
-    text = await say(emu, "settings", {"review_channel": mods_channel}, admin)
+    text = await say(emu, "settings server", {"review_channel": mods_channel}, admin)
     assert "Review items now go to" in text
     assert "only server admins" in await say(
-        emu, "settings", {"review_channel": mods_channel}, mod_a
+        emu, "settings server", {"review_channel": mods_channel}, mod_a
     )
     text = await say(emu, "filter add", {"term": "dragon", "action": "review"}, mod_a)
     assert "held for a moderator" in text

@@ -63,7 +63,7 @@ async def test_review_actions_refuse_forgeries_strangers_and_other_servers(
     owner = emu.make_user(name="owner")
     member = emu.make_user(name="member")
     mods_channel = emu.guild().channels[OTHER_CHANNEL_ID]
-    await say(emu, "settings", {"review_channel": mods_channel}, admin)
+    await say(emu, "settings server", {"review_channel": mods_channel}, admin)
 
     job_id = await imagine(emu, "a kraken at noon", owner)
     await job_message(emu, job_id, "held for review")
@@ -158,10 +158,14 @@ async def test_age_restricted_channels_use_the_loose_threshold(
     strict = await run(CHANNEL_ID, "a kraken by day")
     assert not strict.age_restricted and strict.hold is HoldState.HELD
     # An admin marks the channel age-restricted: the loose threshold applies there too.
-    assert "now age-restricted" in await say(emu, "settings", {"age_restricted": True}, admin)
+    assert "now age-restricted" in await say(
+        emu, "settings server", {"age_restricted": True}, admin
+    )
     marked = await run(CHANNEL_ID, "a kraken at dawn")
     assert marked.age_restricted and marked.showable
-    assert "only server admins" in await say(emu, "settings", {"age_restricted": False}, owner)
+    assert "only server admins" in await say(
+        emu, "settings server", {"age_restricted": False}, owner
+    )
 
 
 async def test_a_flagged_dm_job_is_removed_and_refunded(
@@ -192,7 +196,7 @@ async def test_reject_and_ban_and_automatic_bans(atelier: Atelier, emu: DiscordE
     troll = emu.make_user(name="troll")
     text = await say(
         emu,
-        "settings",
+        "settings server",
         {
             "review_channel": emu.guild().channels[OTHER_CHANNEL_ID],
             "auto_ban_strikes": 2,

@@ -71,7 +71,9 @@ async def test_review_messages_and_notices_are_posted_once_across_kills(
     admin = emu.make_user(name="admin", roles=[emu.make_role("admins", permissions=MANAGE_SERVER)])
     mod = emu.make_user(name="mod", roles=[emu.make_role("mods", permissions=MANAGE_MESSAGES)])
     owner = emu.make_user(name="owner")
-    await say(emu, "settings", {"review_channel": emu.guild().channels[OTHER_CHANNEL_ID]}, admin)
+    await say(
+        emu, "settings server", {"review_channel": emu.guild().channels[OTHER_CHANNEL_ID]}, admin
+    )
     await say(emu, "filter add", {"term": "dragon", "action": "review"}, mod)
     job_id = await imagine(emu, "a dragon asleep", owner)
     await job_message(emu, job_id, "held for review")
@@ -111,7 +113,9 @@ async def test_a_decision_is_applied_once_when_the_bot_dies_before_answering(
     admin = emu.make_user(name="admin", roles=[emu.make_role("admins", permissions=MANAGE_SERVER)])
     mod = emu.make_user(name="mod", roles=[emu.make_role("mods", permissions=MANAGE_MESSAGES)])
     owner = emu.make_user(name="owner")
-    await say(emu, "settings", {"review_channel": emu.guild().channels[OTHER_CHANNEL_ID]}, admin)
+    await say(
+        emu, "settings server", {"review_channel": emu.guild().channels[OTHER_CHANNEL_ID]}, admin
+    )
     await say(emu, "filter add", {"term": "dragon", "action": "review"}, mod)
     job_id = await imagine(emu, "a dragon awake", owner)
     item = await item_message(emu, job_id, "Open:")

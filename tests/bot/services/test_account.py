@@ -1,4 +1,4 @@
-"""AccountService without Discord: /info, /queue, /cancel, /show, /settings and /quota."""
+"""AccountService without Discord: /info, /queue, /cancel, /show, /settings me and /quota."""
 
 from __future__ import annotations
 
@@ -74,14 +74,16 @@ async def test_a_dm_job_is_shown_to_its_owner_only(bench: Bench) -> None:
 async def test_settings_change_nothing_when_refused(bench: Bench) -> None:
     current = await bench.account.update_settings(member(), SettingsChange(mode="fast"))
     assert current == {"mode": "fast"}
-    with pytest.raises(UserFacingError, match="only server admins"):
-        await bench.account.update_settings(member(), SettingsChange(remix=True, buttons="anyone"))
     with pytest.raises(OptionError, match="too extreme"):
-        await bench.account.update_settings(member(), SettingsChange(aspect="9:1"))
+        await bench.account.update_settings(member(), SettingsChange(remix=True, aspect="9:1"))
     assert await bench.ledger.prefs.get_user_settings(1) == {"mode": "fast"}
-    admin = member(is_admin=True)
-    await bench.account.update_settings(admin, SettingsChange(buttons="anyone"))
-    assert await bench.ledger.prefs.get_guild_settings(800) == {"owner_only_buttons": False}
+    assert await bench.account.update_settings(member(), SettingsChange()) == {"mode": "fast"}
+
+
+async def test_own_settings_work_in_dms_and_touch_no_server(bench: Bench) -> None:
+    current = await bench.account.update_settings(member(guild_id=None), SettingsChange(remix=True))
+    assert current == {"remix": True}
+    assert await bench.ledger.prefs.get_guild_settings(800) == {}
 
 
 async def test_quota_overrides_are_for_admins_and_stay_in_their_server(bench: Bench) -> None:

@@ -1,0 +1,134 @@
+"""/settings server: a server's own settings, read by its moderators and changed by its admins.
+No discord.py.
+
+This service is the only gate. Discord applies ``default_permissions`` and ``guild_only`` to a
+whole top-level command, and /settings me is for every member, in servers and in DMs alike, so
+Discord shows /settings server to everyone, everywhere. Every call is therefore checked here, at
+the server level (``Requester.is_admin`` and ``is_moderator`` come from the member's server-wide
+permissions, never from one channel's overwrites):
+
+- in DMs: refused, with a word on where to run it;
+- with no change: moderators (Manage Messages) and admins (Manage Server) see the settings;
+- with a change: admins only.
+
+A server's settings document holds who may click a job's buttons (here) and its moderation rules
+(``ReviewService.update``: the review channel, age-restricted channels, appeals, automatic bans).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.errors import UserFacingError
+from bot.render_settings import ServerSettingsView
+from bot.requester import Requester
+from bot.services.review import ModerationChange, ReviewService
+from config.settings import Settings
+from storage.preferences import PreferenceStore
+
+#: The key of the click rule in a server's settings document.
+OWNER_ONLY_BUTTONS_KEY = "owner_only_buttons"
+#: Who may click a job's buttons, as /settings server names it.
+CLICK_RULES = ("owner", "anyone")
+
+
+def owner_only_buttons(stored: Mapping[str, Any], settings: Settings) -> bool:
+    """Whether only a job's owner (and admins) may click its buttons in a server whose settings
+    document is ``stored``; the operator's default for a server that has not chosen."""
+    return bool(stored.get(OWNER_ONLY_BUTTONS_KEY, settings.bot.owner_only_buttons))
+
+
+@dataclass(frozen=True)
+class ServerChange:
+    """What an admin asked /settings server to change; None and an empty ``moderation`` leave
+    a setting as it is."""
+
+    buttons: str | None = None  # "owner" | "anyone"
+    moderation: ModerationChange = field(default_factory=ModerationChange)
+    #: The server the chosen review channel belongs to, as Discord resolved it.
+    review_channel_guild: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.buttons is None and self.moderation.empty
+
+
+class ServerSettings:
+    """A server's settings: the click rule and the moderation rules, seen and changed."""
+
+    def __init__(self, settings: Settings, prefs: PreferenceStore, review: ReviewService) -> None:
+        self.settings = settings
+        self.prefs = prefs
+        self.review = review
+
+    async def show(self, requester: Requester) -> ServerSettingsView:
+        """Moderators and admins: the requester's server's settings."""
+        guild_id = _server_of(requester)
+        if not requester.is_moderator:
+            raise UserFacingError(
+                "only moderators (Manage Messages) and server admins (Manage Server) may see "
+                "this server's settings"
+            )
+        return await self._view(guild_id)
+
+    async def update(
+        self, requester: Requester, change: ServerChange
+    ) -> tuple[list[str], ServerSettingsView]:
+        """Admins: change the requester's server's settings; lines saying what changed, and the
+        settings afterwards. An empty change only shows them (see ``show``)."""
+        if change.empty:
+            return [], await self.show(requester)
+        guild_id = _server_of(requester)
+        if not requester.is_admin:
+            look = (
+                "; as a moderator you may see them: run /settings server with no options"
+                if requester.is_moderator
+                else ""
+            )
+            raise UserFacingError(
+                f"only server admins (Manage Server) may change this server's settings{look}"
+            )
+        if change.buttons is not None and change.buttons not in CLICK_RULES:
+            raise UserFacingError(f"buttons must be owner or anyone, not {change.buttons[:20]!r}")
+        if change.moderation.review_channel is not None and change.review_channel_guild not in (
+            None,
+            guild_id,
+        ):
+            raise UserFacingError("the review channel must be a channel of this server")
+        # The moderation rules first: they are the ones that may refuse (too many
+        # age-restricted channels), and a refused change should change nothing.
+        lines = await self.review.update(requester, change.moderation)
+        if change.buttons is not None:
+            owner_only = change.buttons == "owner"
+            await self.prefs.update_guild_settings(guild_id, {OWNER_ONLY_BUTTONS_KEY: owner_only})
+            lines.insert(
+                0,
+                "Only a job's owner (and admins) may now click its buttons."
+                if owner_only
+                else "Anyone in this server may now click a job's buttons.",
+            )
+        return lines, await self._view(guild_id)
+
+    async def _view(self, guild_id: int) -> ServerSettingsView:
+        stored = await self.prefs.get_guild_settings(guild_id)
+        rules = await self.review.rules(guild_id)
+        return ServerSettingsView(
+            owner_only_buttons=owner_only_buttons(stored, self.settings),
+            review_channel=rules.review_channel,
+            age_restricted_channels=rules.age_restricted_channels,
+            appeal_same_moderator=rules.appeal_same_moderator,
+            auto_ban_strikes=rules.auto_ban.strikes,
+            auto_ban_window=rules.auto_ban.window,
+            auto_ban_duration=rules.auto_ban.duration,
+        )
+
+
+def _server_of(requester: Requester) -> int:
+    if requester.guild_id is None:
+        raise UserFacingError(
+            "a server's settings belong to that server: run /settings server there "
+            "(here, /settings me changes your own defaults)"
+        )
+    return requester.guild_id
