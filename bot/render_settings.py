@@ -28,6 +28,8 @@ class ServerSettingsView:
     auto_ban_strikes: int
     auto_ban_window: timedelta
     auto_ban_duration: timedelta
+    default_visibility: str = "public"
+    allow_stealth: bool = True
 
 
 def render_settings(current: Mapping[str, object]) -> str:
@@ -78,6 +80,9 @@ def render_server_settings(view: ServerSettingsView) -> str:
         f"- Age-restricted channels: {_channels(view.age_restricted_channels)}",
         f"- Appeals are decided by: {appeals}",
         "- " + render_auto_ban(view.auto_ban_strikes, view.auto_ban_window, view.auto_ban_duration),
+        f"- New jobs are {view.default_visibility} by default; members "
+        + ("may" if view.allow_stealth else "may not")
+        + " make stealth jobs",
         "Admins (Manage Server) change them with /settings server; moderators may look.",
     ]
     return shorten("\n".join(lines))

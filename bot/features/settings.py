@@ -36,6 +36,7 @@ class SettingsCommands(app_commands.Group):
         aspect="Default aspect ratio, e.g. 3:2",
         variation="What V1-V4 do: subtle or strong variations",
         remix="Whether V1-V4 first open an editor to change the prompt",
+        visibility="Who may find your new jobs: the server's members, or only you (stealth)",
     )
     async def me(
         self,
@@ -44,9 +45,12 @@ class SettingsCommands(app_commands.Group):
         aspect: str | None = None,
         variation: Literal["subtle", "strong"] | None = None,
         remix: bool | None = None,
+        visibility: Literal["public", "stealth"] | None = None,
     ) -> None:
         await thinking(interaction)
-        change = SettingsChange(mode=mode, aspect=aspect, variation=variation, remix=remix)
+        change = SettingsChange(
+            mode=mode, aspect=aspect, variation=variation, remix=remix, visibility=visibility
+        )
         current = await self.account.update_settings(requester_of(interaction), change)
         await answer(interaction, render_settings(current))
 
@@ -62,6 +66,8 @@ class SettingsCommands(app_commands.Group):
         auto_ban_strikes="Rejections or refusals that ban (0: off)",
         auto_ban_window_hours="Within how many hours they count",
         auto_ban_hours="How long an automatic ban lasts, in hours",
+        default_visibility="Who may find new jobs unless their members choose otherwise",
+        allow_stealth="Whether members may make stealth jobs (found only by them and moderators)",
     )
     async def server(
         self,
@@ -73,11 +79,15 @@ class SettingsCommands(app_commands.Group):
         auto_ban_strikes: app_commands.Range[int, 0, 20] | None = None,
         auto_ban_window_hours: app_commands.Range[float, 1, 720] | None = None,
         auto_ban_hours: app_commands.Range[float, 1, 8760] | None = None,
+        default_visibility: Literal["public", "stealth"] | None = None,
+        allow_stealth: bool | None = None,
     ) -> None:
         await thinking(interaction)
         requester = requester_of(interaction)
         change = ServerChange(
             buttons=buttons,
+            default_visibility=default_visibility,
+            allow_stealth=allow_stealth,
             moderation=ModerationChange(
                 review_channel=None if review_channel is None else review_channel.id,
                 age_restricted=age_restricted,

@@ -33,6 +33,8 @@ class SettingsChange:
     aspect: str | None = None
     variation: str | None = None
     remix: bool | None = None
+    #: "public" or "stealth": who may find the member's new jobs by default.
+    visibility: str | None = None
 
 
 def _line(
@@ -147,6 +149,7 @@ class AccountService:
             "aspect": change.aspect,
             "variation": change.variation,
             "remix": change.remix,
+            "visibility": change.visibility,
         }
         changes = {key: value for key, value in own.items() if value is not None}
         if changes:

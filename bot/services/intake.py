@@ -20,7 +20,12 @@ from bot.requester import Requester
 from bot.services.job_cards import JobCards, Ticket
 from bot.services.moderation import Moderation
 from bot.services.review import ReviewService
-from bot.services.server_settings import owner_only_buttons
+from bot.services.server_settings import (
+    ALLOW_STEALTH_KEY,
+    DEFAULT_VISIBILITY_KEY,
+    VISIBILITY_KEY,
+    owner_only_buttons,
+)
 from config.settings import Settings
 from generation.errors import OptionError
 from generation.followups import followup_request, reroll_request
@@ -37,12 +42,6 @@ from storage.preferences import PreferenceStore
 from storage.queue import JobQueue
 from storage.quota_policy import estimate_seconds
 from storage.types import HoldState, JobKind, JobStatus, JobView, NewJob, Owner, Visibility
-
-#: Settings keys: the member's default visibility; the server's default, and whether members
-#: may choose stealth at all.
-VISIBILITY_KEY = "visibility"
-DEFAULT_VISIBILITY_KEY = "default_visibility"
-ALLOW_STEALTH_KEY = "allow_stealth"
 
 
 class PromptChecker(Protocol):

@@ -30,6 +30,11 @@ from storage.preferences import PreferenceStore
 
 #: The key of the click rule in a server's settings document.
 OWNER_ONLY_BUTTONS_KEY = "owner_only_buttons"
+#: Settings keys: the member's default visibility (their own settings); the server's default,
+#: and whether its members may choose stealth at all.
+VISIBILITY_KEY = "visibility"
+DEFAULT_VISIBILITY_KEY = "default_visibility"
+ALLOW_STEALTH_KEY = "allow_stealth"
 #: Who may click a job's buttons, as /settings server names it.
 CLICK_RULES = ("owner", "anyone")
 
@@ -47,12 +52,21 @@ class ServerChange:
 
     buttons: str | None = None  # "owner" | "anyone"
     moderation: ModerationChange = field(default_factory=ModerationChange)
+    #: "public" | "stealth": who may find new jobs unless their members choose otherwise.
+    default_visibility: str | None = None
+    #: Whether members may make stealth jobs.
+    allow_stealth: bool | None = None
     #: The server the chosen review channel belongs to, as Discord resolved it.
     review_channel_guild: int | None = None
 
     @property
     def empty(self) -> bool:
-        return self.buttons is None and self.moderation.empty
+        return (
+            self.buttons is None
+            and self.moderation.empty
+            and self.default_visibility is None
+            and self.allow_stealth is None
+        )
 
 
 class ServerSettings:
@@ -90,6 +104,10 @@ class ServerSettings:
             raise UserFacingError(
                 f"only server admins (Manage Server) may change this server's settings{look}"
             )
+        if change.default_visibility not in (None, "public", "stealth"):
+            raise UserFacingError(
+                f"default_visibility must be public or stealth, not {change.default_visibility!r}"
+            )
         if change.buttons is not None and change.buttons not in CLICK_RULES:
             raise UserFacingError(f"buttons must be owner or anyone, not {change.buttons[:20]!r}")
         if change.moderation.review_channel is not None and change.review_channel_guild not in (
@@ -109,6 +127,19 @@ class ServerSettings:
                 if owner_only
                 else "Anyone in this server may now click a job's buttons.",
             )
+        sharing: dict[str, Any] = {}
+        if change.default_visibility is not None:
+            sharing[DEFAULT_VISIBILITY_KEY] = change.default_visibility
+            lines.append(f"New jobs here are now {change.default_visibility} by default.")
+        if change.allow_stealth is not None:
+            sharing[ALLOW_STEALTH_KEY] = change.allow_stealth
+            lines.append(
+                "Members may make stealth jobs (--stealth, or their /settings me)."
+                if change.allow_stealth
+                else "Members may no longer make stealth jobs; --stealth is refused here."
+            )
+        if sharing:
+            await self.prefs.update_guild_settings(guild_id, sharing)
         return lines, await self._view(guild_id)
 
     async def _view(self, guild_id: int) -> ServerSettingsView:
@@ -122,6 +153,8 @@ class ServerSettings:
             auto_ban_strikes=rules.auto_ban.strikes,
             auto_ban_window=rules.auto_ban.window,
             auto_ban_duration=rules.auto_ban.duration,
+            default_visibility=str(stored.get(DEFAULT_VISIBILITY_KEY, "public")),
+            allow_stealth=bool(stored.get(ALLOW_STEALTH_KEY, True)),
         )
 
 

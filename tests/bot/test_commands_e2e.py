@@ -132,9 +132,10 @@ async def test_settings_is_a_group_that_hides_neither_subcommand(
     assert set(subcommands) == {"me", "server"}
     assert all(option["type"] == 1 for option in subcommands.values())  # SUB_COMMAND
     mine = [option["name"] for option in subcommands["me"]["options"]]
-    assert mine == ["mode", "aspect", "variation", "remix"]
+    assert mine == ["mode", "aspect", "variation", "remix", "visibility"]
     server = [option["name"] for option in subcommands["server"]["options"]]
-    assert server[:2] == ["buttons", "review_channel"] and len(server) == 7
+    assert server[:2] == ["buttons", "review_channel"] and len(server) == 9
+    assert server[-2:] == ["default_visibility", "allow_stealth"]
     emu.assert_no_violations()
 
 

@@ -148,3 +148,29 @@ async def test_stealth_jobs_are_found_only_by_their_owner(
     child = await runtime.ledger.queue.require(job_id_of(single))
     assert child.visibility.value == "stealth"
     assert "contradict" in await say(emu, "imagine", {"prompt": "x --stealth --public"}, owner)
+
+
+async def test_visibility_defaults_of_members_and_servers(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    runtime = await atelier.start()
+    queue = runtime.ledger.queue
+    admin = emu.make_user(name="admin", roles=[emu.make_role("admins", permissions=1 << 5)])
+    member = emu.make_user(name="member")
+
+    async def visibility_of(prompt: str) -> str:
+        job = await queue.require(job_id_of(await make(emu, prompt, member)))
+        return job.visibility.value
+
+    assert "visibility: stealth" in await say(emu, "settings me", {"visibility": "stealth"}, member)
+    assert await visibility_of("a hidden pond") == "stealth"
+    assert await visibility_of("a shown pond --public") == "public"
+    # The server forbids stealth: the member's default gives way, the flag is refused.
+    text = await say(emu, "settings server", {"allow_stealth": False}, admin)
+    assert "no longer make stealth jobs" in text and "may not make stealth jobs" in text
+    assert await visibility_of("a plain pond") == "public"
+    refused = await say(emu, "imagine", {"prompt": "a pond --stealth"}, member)
+    assert "does not allow stealth" in refused and "Nothing was queued" in refused
+    assert "only server admins" in await say(
+        emu, "settings server", {"default_visibility": "stealth"}, member
+    )
