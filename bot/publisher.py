@@ -127,6 +127,8 @@ class Publisher:
     held_passes: int = 0
     #: Messages found due for a progress edit in this pass, edited once the pass's results are.
     _due: list[JobView[GenerationRequest]] = field(default_factory=list)
+    #: Jobs whose like count changed since their message last showed it (bounded).
+    _likes_due: set[str] = field(default_factory=set)
 
     def bind(self, client: discord.Client) -> None:
         """The connected client whose channels and DMs the publisher posts through."""
@@ -337,6 +339,13 @@ class Publisher:
                 log.exception("delivering job %s failed; will retry", job.id)
                 self._backoff[job.id] = time.monotonic() + self.retry_seconds
         await self._edit_due()
+        if self._likes_due:
+            try:
+                await self._edit_likes()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("showing like counts failed; will retry")
 
     def _budget_spent(self) -> bool:
         if not self.budget.exhausted():
@@ -646,9 +655,39 @@ class Publisher:
         return None
 
     def _view_of(self, message: JobMessage) -> discord.ui.View:
-        return self.router.view(
-            [(label, ref.encode()) for label, ref in row] for row in message.buttons
-        )
+        rows = [[(label, ref.encode()) for label, ref in row] for row in message.buttons]
+        if message.extra_row:
+            rows.append(list(message.extra_row))
+        return self.router.view(rows)
+
+    # -- like counts: coalesced edits ---------------------------------------------------------
+
+    def likes_changed(self, job_id: str) -> None:
+        """A like was toggled: the job message's count is due for one edit, however many
+        clicks arrive before it is made (within the edit budget)."""
+        self._likes_due.add(job_id)
+        while len(self._likes_due) > POSTED_MEMORY:
+            self._likes_due.pop()
+        self.wake()
+
+    async def _edit_likes(self) -> None:
+        for job_id in list(self._likes_due):
+            job = await self.cards.queue.get(job_id)
+            if job is None or job.message_id is None or not job.showable:
+                self._likes_due.discard(job_id)
+                continue
+            channel_id = job.channel_id or 0
+            if not self.edits.allows(channel_id):
+                self.edits.refuse()
+                continue  # the next pass, with the newest count
+            self._likes_due.discard(job_id)
+            message = await self.cards.message_for(job)
+            self.edits.take(channel_id)
+            try:
+                partial = self.client().get_partial_messageable(channel_id)
+                await partial.get_partial_message(job.message_id).edit(view=self._view_of(message))
+            except discord.HTTPException as exc:
+                log.info("like count of job %s not shown: %s", job_id, exc)
 
     def client(self) -> discord.Client:
         if self._client is None:

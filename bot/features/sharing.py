@@ -22,6 +22,7 @@ from bot.features.base import Interaction, answer, requester_of, slash, thinking
 from bot.publisher import Publisher
 from bot.render import escape, mention, message_link, shorten
 from bot.router import ButtonRouter, Route
+from bot.services.job_cards import LIKE_CODE
 from bot.services.sharing import SearchInput, SharingService
 from storage.types import SavedQuery, SearchPage
 
@@ -49,6 +50,12 @@ def decode_page(code: str, payload: str) -> PageRef:
 
 def decode_open(code: str, payload: str) -> str:
     if code != OPEN_CODE or not _JOB.fullmatch(payload):
+        raise CustomIdError("this button was not made by this version of Atelier")
+    return payload
+
+
+def decode_like(code: str, payload: str) -> str:
+    if code != LIKE_CODE or not _JOB.fullmatch(payload):
         raise CustomIdError("this button was not made by this version of Atelier")
     return payload
 
@@ -87,6 +94,7 @@ class SharingFeature:
         slash(tree, "search", "Search this server's shared prompts", self.search)
         router.add(Route(codes=frozenset({PAGE_CODE}), decode=decode_page, handle=self.on_page))
         router.add(Route(codes=frozenset({OPEN_CODE}), decode=decode_open, handle=self.on_open))
+        router.add(Route(codes=frozenset({LIKE_CODE}), decode=decode_like, handle=self.on_like))
 
     @app_commands.describe(job="The job id shown under the job and in /info")
     async def delete(self, interaction: Interaction, job: app_commands.Range[str, 1, 40]) -> None:
@@ -147,6 +155,13 @@ class SharingFeature:
         await interaction.response.edit_message(
             content=render_results(saved, page), view=self._view(saved, page)
         )
+
+    async def on_like(self, interaction: Interaction, job_id: str) -> None:
+        """❤: acknowledged at once with a deferred update (nothing visible changes), then the
+        like is toggled, and the message's count follows in a coalesced edit."""
+        await interaction.response.defer()
+        await self.sharing.like(requester_of(interaction), job_id)
+        self.publisher.likes_changed(job_id)
 
     async def on_open(self, interaction: Interaction, job_id: str) -> None:
         await thinking(interaction)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.actions import layout_of
-from bot.customid import ButtonRef
+from bot.customid import ButtonRef, join
 from bot.render import JobCard, job_buttons, operation_title, options_summary
 from config.settings import Settings
 from generation.grid import reencode
@@ -23,6 +23,13 @@ from storage.errors import IllegalTransition, JobNotFound
 from storage.images import ImageStore
 from storage.queue import JobQueue
 from storage.types import HoldState, JobStatus, JobView, OpenInteraction
+
+#: The like button's custom_id code: ``atl:1:lk:<job id>``.
+LIKE_CODE = "lk"
+
+
+def like_label(count: int) -> str:
+    return f"\u2764 {count}"
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,8 @@ class JobMessage:
     post_attempts: int = 0
     #: Its result may be shown (succeeded, not held for review, not deleted).
     showable: bool = False
+    #: A last row of (label, custom_id) buttons that make no job: the like button.
+    extra_row: tuple[tuple[str, str], ...] = ()
 
 
 class JobCards:
@@ -138,6 +147,7 @@ class JobCards:
             terminal=job.terminal,
             card=await self.card(job),
             buttons=job_buttons(job.id, layout_of(job.request.operation)),
+            extra_row=self._extra_row(job),
             # The one rule for serving images: a succeeded job's results unless they are held
             # for review, a running job's preview. A blocked job keeps its files for an
             # appeal, but nothing serves them. Previews are shown only while nothing can hold
@@ -149,6 +159,12 @@ class JobCards:
             post_attempts=job.post_attempts,
             showable=job.showable,
         )
+
+    def _extra_row(self, job: JobView[GenerationRequest]) -> tuple[tuple[str, str], ...]:
+        """The like button, with the job's count, on a server's shown job."""
+        if job.guild_id is None or not job.showable:
+            return ()
+        return ((like_label(job.like_count), join(LIKE_CODE, job.id)),)
 
     def _previews_shown(self, job: JobView[GenerationRequest]) -> bool:
         return (

@@ -18,7 +18,7 @@ from config.settings import Settings
 from storage.errors import JobUnavailable
 from storage.queue import JobQueue
 from storage.sharing import SharingStore
-from storage.types import DeletedJob, SavedQuery, SearchFilters, SearchPage
+from storage.types import DeletedJob, LikeResult, SavedQuery, SearchFilters, SearchPage
 from storage.visibility import visible
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,13 @@ class SharingService:
             return await self.store.delete_job(job_id, requester.user_id)
         except JobUnavailable:
             raise UserFacingError(f"there is no job `{job_id}` here") from None
+
+    async def like(self, requester: Requester, job_id: str) -> LikeResult:
+        """Toggle the requester's like of a job they may find in their server."""
+        guild_id = self._guild(requester)
+        return await self.store.toggle_like(
+            job_id, requester.user_id, guild_id, is_moderator=requester.is_moderator
+        )
 
     async def search(
         self, requester: Requester, command: SearchInput
@@ -115,5 +122,5 @@ class SharingService:
 
     def _guild(self, requester: Requester) -> int:
         if requester.guild_id is None:
-            raise UserFacingError("search covers a server's shared prompts; use it in a server")
+            raise UserFacingError("sharing happens in a server; use it there")
         return requester.guild_id

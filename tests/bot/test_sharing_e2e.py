@@ -174,3 +174,48 @@ async def test_visibility_defaults_of_members_and_servers(
     assert "only server admins" in await say(
         emu, "settings server", {"default_visibility": "stealth"}, member
     )
+
+
+async def test_likes_toggle_and_the_count_follows_in_coalesced_edits(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    runtime = await atelier.start()
+    owner = emu.make_user(name="owner")
+    fans = [emu.make_user(name=f"fan{n}") for n in range(3)]
+    grid = await make(emu, "a much liked lighthouse", owner)
+    job_id = job_id_of(grid)
+
+    def count(message: StoredMessage) -> str:
+        return next(
+            str(c["label"]) for c in message.walk_components() if "\u2764" in str(c.get("label"))
+        )
+
+    assert count(grid) == "\u2764 0"
+    handles = [await emu.click_button(grid.id, button(grid, "\u2764 0"), user=f) for f in fans]
+    for handle in handles:
+        assert await handle.wait_for_ack() == 6  # a deferred update: acknowledged at once
+    await emu.wait_for_message(lambda m: m.id == grid.id and count(m) == "\u2764 3")
+    again = await emu.click_button(grid.id, button(emu.message(grid.id), "\u2764 3"), user=fans[0])
+    assert await again.wait_for_ack() == 6
+    await emu.wait_for_message(lambda m: m.id == grid.id and count(m) == "\u2764 2")
+    store = runtime.ledger.queue
+    assert (await store.require(job_id)).like_count == 2
+
+    # However many likes arrive before the edit, the message is edited once for them.
+    sharing = runtime.bot.publisher
+    from storage.sharing import SharingStore
+
+    likes = SharingStore(runtime.ledger.db)
+    for fan in range(100, 120):
+        await likes.toggle_like(job_id, fan, grid.guild_id or 0)
+    versions = len(emu.message(grid.id).versions)
+    for _ in range(20):
+        sharing.likes_changed(job_id)
+    done = await emu.wait_for_message(lambda m: m.id == grid.id and count(m) == "\u2764 22")
+    assert len(done.versions) == versions + 1
+
+    # A stealth job cannot be liked by others; DM jobs have no like button.
+    hidden = await make(emu, "a hidden lighthouse --stealth", owner)
+    refused = await emu.click_button(hidden.id, button(hidden, "\u2764 0"), user=fans[1])
+    reply = await refused.wait_for_followups(1)
+    assert reply[0].ephemeral and "not available" in reply[0].content
