@@ -278,7 +278,7 @@ def wire_bot(
     sharing = SharingService(
         settings, SharingStore(ledger.db, images=ledger.images), ledger.queue, cards
     )
-    bot.add_feature(SharingFeature(sharing, publisher))
+    bot.add_feature(SharingFeature(sharing, intake, publisher))
     return bot
 
 

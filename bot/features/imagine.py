@@ -26,7 +26,7 @@ from bot.requester import Requester
 from bot.router import ButtonRouter, ModalRoute, Route
 from bot.services.account import AccountService
 from bot.services.intake import ImagineInput, JobIntake
-from bot.services.job_cards import Ticket
+from bot.services.job_cards import held_note
 from generation.options import CommandOptions, cleaning_note
 from generation.request import Mode
 
@@ -140,16 +140,6 @@ class ImageFeature:
         if prompt is None:
             raise UserFacingError("this form has no prompt field; click the button again")
         await self.start_followup(interaction, requester_of(interaction), ref, prompt)
-
-
-def held_note(tickets: list[Ticket]) -> str:
-    """What the first answer says when a review term will hold the result."""
-    if not any(ticket.held for ticket in tickets):
-        return ""
-    return (
-        " Its prompt has a term this server reviews: the result will be held for a "
-        "moderator, and you will be told (here in /info, and by DM) when they decide."
-    )
 
 
 #: The remix editor's custom_id code: ``atl:1:mx:<button's action code>:<job id>:<index>``.

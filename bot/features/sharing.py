@@ -18,11 +18,21 @@ import discord
 from discord import app_commands
 
 from bot.customid import CustomIdError, join
-from bot.features.base import Interaction, answer, requester_of, slash, thinking
+from bot.errors import UserFacingError
+from bot.features.base import (
+    Interaction,
+    answer,
+    before_ack,
+    origin_of,
+    requester_of,
+    slash,
+    thinking,
+)
 from bot.publisher import Publisher
 from bot.render import escape, mention, message_link, shorten
-from bot.router import ButtonRouter, Route
-from bot.services.job_cards import LIKE_CODE
+from bot.router import ButtonRouter, ModalRoute, Route
+from bot.services.intake import JobIntake
+from bot.services.job_cards import LIKE_CODE, PROMPT_CODE, REMIX_CODE, held_note
 from bot.services.sharing import SearchInput, SharingService
 from storage.types import SavedQuery, SearchPage
 
@@ -54,6 +64,22 @@ def decode_open(code: str, payload: str) -> str:
     return payload
 
 
+REMIX_FORM = "rxf"
+REMIX_FIELD = "prompt"
+
+
+def decode_job_button(code: str, payload: str) -> str:
+    if code not in (PROMPT_CODE, REMIX_CODE) or not _JOB.fullmatch(payload):
+        raise CustomIdError("this button was not made by this version of Atelier")
+    return payload
+
+
+def decode_job_form(payload: str) -> str:
+    if not _JOB.fullmatch(payload):
+        raise CustomIdError("this form was not made by this version of Atelier")
+    return payload
+
+
 def decode_like(code: str, payload: str) -> str:
     if code != LIKE_CODE or not _JOB.fullmatch(payload):
         raise CustomIdError("this button was not made by this version of Atelier")
@@ -82,8 +108,9 @@ def render_results(saved: SavedQuery, page: SearchPage) -> str:
 class SharingFeature:
     """/delete, /search and the search results' buttons."""
 
-    def __init__(self, sharing: SharingService, publisher: Publisher) -> None:
+    def __init__(self, sharing: SharingService, intake: JobIntake, publisher: Publisher) -> None:
         self.sharing = sharing
+        self.intake = intake
         self.publisher = publisher
 
     def register(self, tree: app_commands.CommandTree[Any], router: ButtonRouter) -> None:
@@ -95,6 +122,13 @@ class SharingFeature:
         router.add(Route(codes=frozenset({PAGE_CODE}), decode=decode_page, handle=self.on_page))
         router.add(Route(codes=frozenset({OPEN_CODE}), decode=decode_open, handle=self.on_open))
         router.add(Route(codes=frozenset({LIKE_CODE}), decode=decode_like, handle=self.on_like))
+        router.add(
+            Route(codes=frozenset({PROMPT_CODE}), decode=decode_job_button, handle=self.on_prompt)
+        )
+        router.add(
+            Route(codes=frozenset({REMIX_CODE}), decode=decode_job_button, handle=self.on_remix)
+        )
+        router.add_modal(ModalRoute(REMIX_FORM, decode_job_form, self.on_remix_form))
 
     @app_commands.describe(job="The job id shown under the job and in /info")
     async def delete(self, interaction: Interaction, job: app_commands.Range[str, 1, 40]) -> None:
@@ -162,6 +196,46 @@ class SharingFeature:
         await interaction.response.defer()
         await self.sharing.like(requester_of(interaction), job_id)
         self.publisher.likes_changed(job_id)
+
+    async def on_prompt(self, interaction: Interaction, job_id: str) -> None:
+        """Prompt: the job's exact prompt and parameters, privately, for those who may find it."""
+        await thinking(interaction)
+        await answer(interaction, await self.sharing.prompt_card(requester_of(interaction), job_id))
+
+    async def on_remix(self, interaction: Interaction, job_id: str) -> None:
+        """Remix: an editor prefilled with the job's prompt and options; the new job is the
+        clicker's. Public jobs (and one's own stealth ones) only."""
+        text = await self.sharing.remix_text(requester_of(interaction), job_id)
+        modal: discord.ui.Modal = discord.ui.Modal(
+            title="Remix", timeout=None, custom_id=join(REMIX_FORM, job_id)
+        )
+        modal.add_item(
+            discord.ui.TextInput(
+                label="Prompt and options",
+                custom_id=REMIX_FIELD,
+                style=discord.TextStyle.paragraph,
+                default=text[:1500],
+                max_length=1500,
+            )
+        )
+        await self.router.send_modal(interaction, modal)
+
+    async def on_remix_form(
+        self, interaction: Interaction, job_id: str, values: dict[str, str]
+    ) -> None:
+        text = values.get(REMIX_FIELD, "").strip()
+        if not text:
+            raise UserFacingError("the remix needs a prompt; describe the image")
+        tickets = await before_ack(
+            interaction,
+            self.intake.remix_of(
+                requester_of(interaction), job_id, text, origin=origin_of(interaction)
+            ),
+        )
+        ids = ", ".join(f"`{ticket.job_id}`" for ticket in tickets)
+        await self.publisher.announce(
+            interaction, tickets, f"Remix of job `{job_id}`: job {ids}.{held_note(tickets)}"
+        )
 
     async def on_open(self, interaction: Interaction, job_id: str) -> None:
         await thinking(interaction)

@@ -42,6 +42,7 @@ from storage.preferences import PreferenceStore
 from storage.queue import JobQueue
 from storage.quota_policy import estimate_seconds
 from storage.types import HoldState, JobKind, JobStatus, JobView, NewJob, Owner, Visibility
+from storage.visibility import visible
 
 
 class PromptChecker(Protocol):
@@ -127,6 +128,31 @@ class JobIntake:
     ) -> list[Ticket]:
         """/imagine: prepare, then submit."""
         admitted = await self.prepare_imagine(requester, command)
+        return await self.submit(requester, admitted, origin)
+
+    async def remix_of(
+        self, requester: Requester, job_id: str, text: str, origin: Origin | None = None
+    ) -> list[Ticket]:
+        """Remix of a job the requester may find (another member's public job, or their own):
+        ``text`` (the prompt and options, prefilled with the job's) is parsed as /imagine
+        would, and the new job is the requester's, paid from their quota, with the job
+        recorded as its parent."""
+        parent = await self.queue.get(job_id)
+        if (
+            parent is None
+            or requester.guild_id is None
+            or not visible(parent, requester.user_id, requester.guild_id)
+        ):
+            raise UserFacingError(f"job `{job_id}` is not available to remix here")
+        defaults = await self._defaults(requester.user_id)
+        requests = parse_imagine_prompt(
+            text,
+            settings=self.settings.generation,
+            model=self.settings.model,
+            defaults=defaults,
+            seed_source=self.seed_source,
+        )
+        admitted = await self._admit(requester, requests, JobKind.IMAGINE, parent_id=parent.id)
         return await self.submit(requester, admitted, origin)
 
     async def submit(

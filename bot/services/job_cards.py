@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,8 +25,11 @@ from storage.images import ImageStore
 from storage.queue import JobQueue
 from storage.types import HoldState, JobStatus, JobView, OpenInteraction
 
-#: The like button's custom_id code: ``atl:1:lk:<job id>``.
+#: The sharing row's custom_id codes: like (``atl:1:lk:<job id>``), the prompt card
+#: (``atl:1:pc:<job id>``) and remix of the prompt (``atl:1:rx:<job id>``).
 LIKE_CODE = "lk"
+PROMPT_CODE = "pc"
+REMIX_CODE = "rx"
 
 
 def like_label(count: int) -> str:
@@ -40,6 +44,16 @@ class Ticket:
     card: JobCard
     #: Its result will be held for a moderator's review (a review term matched).
     held: bool = False
+
+
+def held_note(tickets: Sequence[Ticket]) -> str:
+    """What the first answer says when a review term will hold the result."""
+    if not any(ticket.held for ticket in tickets):
+        return ""
+    return (
+        " Its prompt has a term this server reviews: the result will be held for a "
+        "moderator, and you will be told (here in /info, and by DM) when they decide."
+    )
 
 
 @dataclass(frozen=True)
@@ -161,10 +175,15 @@ class JobCards:
         )
 
     def _extra_row(self, job: JobView[GenerationRequest]) -> tuple[tuple[str, str], ...]:
-        """The like button, with the job's count, on a server's shown job."""
+        """The sharing row of a server's shown job: like (with its count), Prompt, Remix. Who
+        may use them is checked at the click (``storage.visibility``)."""
         if job.guild_id is None or not job.showable:
             return ()
-        return ((like_label(job.like_count), join(LIKE_CODE, job.id)),)
+        return (
+            (like_label(job.like_count), join(LIKE_CODE, job.id)),
+            ("Prompt", join(PROMPT_CODE, job.id)),
+            ("Remix", join(REMIX_CODE, job.id)),
+        )
 
     def _previews_shown(self, job: JobView[GenerationRequest]) -> bool:
         return (

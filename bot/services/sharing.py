@@ -12,13 +12,22 @@ from datetime import timedelta
 from typing import Any
 
 from bot.errors import UserFacingError
+from bot.render import mention, shorten
 from bot.requester import Requester
 from bot.services.job_cards import JobCards, Ticket
 from config.settings import Settings
+from generation.request import GenerationRequest
 from storage.errors import JobUnavailable
 from storage.queue import JobQueue
 from storage.sharing import SharingStore
-from storage.types import DeletedJob, LikeResult, SavedQuery, SearchFilters, SearchPage
+from storage.types import (
+    DeletedJob,
+    JobView,
+    LikeResult,
+    SavedQuery,
+    SearchFilters,
+    SearchPage,
+)
 from storage.visibility import visible
 
 log = logging.getLogger(__name__)
@@ -70,6 +79,26 @@ class SharingService:
         return await self.store.toggle_like(
             job_id, requester.user_id, guild_id, is_moderator=requester.is_moderator
         )
+
+    async def prompt_card(self, requester: Requester, job_id: str) -> str:
+        """The exact prompt and every parameter of a job the requester may find, as text to
+        copy (ephemeral)."""
+        guild_id = self._guild(requester)
+        job = await self.queue.get(job_id)
+        if job is None or not visible(
+            job, requester.user_id, guild_id, is_moderator=requester.is_moderator
+        ):
+            raise UserFacingError(f"job `{job_id}` is not available here")
+        return render_prompt_card(job)
+
+    async def remix_text(self, requester: Requester, job_id: str) -> str:
+        """What the Remix editor starts from, for a job the requester may remix: a public job
+        of their server, or their own."""
+        guild_id = self._guild(requester)
+        job = await self.queue.get(job_id)
+        if job is None or not visible(job, requester.user_id, guild_id):
+            raise UserFacingError(f"job `{job_id}` is not available to remix here")
+        return command_text(job.request)
 
     async def search(
         self, requester: Requester, command: SearchInput
@@ -124,3 +153,36 @@ class SharingService:
         if requester.guild_id is None:
             raise UserFacingError("sharing happens in a server; use it there")
         return requester.guild_id
+
+
+def command_text(request: GenerationRequest) -> str:
+    """A job's prompt and options as /imagine takes them: what the Prompt card shows and the
+    Remix editor starts from."""
+    parts = [request.prompt]
+    if request.aspect != "1:1":
+        parts.append(f"--ar {request.aspect}")
+    if request.negative_prompt:
+        parts.append(f"--no {request.negative_prompt}")
+    parts += [f"--{request.mode.value}", f"--steps {request.steps}", f"--cfg {request.guidance:g}"]
+    if request.chaos:
+        parts.append(f"--chaos {request.chaos}")
+    if request.tile:
+        parts.append("--tile")
+    if request.stop != 100:
+        parts.append(f"--stop {request.stop}")
+    return " ".join(parts)
+
+
+def render_prompt_card(job: JobView[GenerationRequest]) -> str:
+    """The Prompt card: the command to copy (in a code block), then every parameter."""
+    request = job.request
+    code = command_text(request).replace("`", "\u02cb")
+    lines = [
+        f"**Prompt of job `{job.id}`** by {mention(job.owner_id)}",
+        f"```\n{shorten(code, 1500)}\n```",
+        f"model `{request.model}` \u00b7 mode {request.mode.value} \u00b7 seed {request.seed} "
+        f"\u00b7 steps {request.steps} \u00b7 cfg {request.guidance:g} \u00b7 "
+        f"{request.width}x{request.height} ({request.aspect})"
+        + (f" \u00b7 made from job `{job.parent_id}`" if job.parent_id else ""),
+    ]
+    return shorten("\n".join(lines))

@@ -28,13 +28,14 @@ from tests.bot.conftest import (
 )
 
 LIKE = "\u2764 0"  # the like button, with its count
-GRID_LABELS = ["U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4", "\U0001f504", LIKE]
+SHARING = [LIKE, "Prompt", "Remix"]
+GRID_LABELS = ["U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4", "\U0001f504", *SHARING]
 SINGLE_LABELS = [
     "Upscale (Subtle)",
     "Upscale (Creative)",
     "Vary (Subtle)",
     "Vary (Strong)",
-    LIKE,
+    *SHARING,
 ]
 NO_WORKER: dict[str, Any] = {
     "queue": QueueSettings(poll_seconds=0.2, heartbeat_seconds=1, run_worker_in_process=False)

@@ -219,3 +219,49 @@ async def test_likes_toggle_and_the_count_follows_in_coalesced_edits(
     refused = await emu.click_button(hidden.id, button(hidden, "\u2764 0"), user=fans[1])
     reply = await refused.wait_for_followups(1)
     assert reply[0].ephemeral and "not available" in reply[0].content
+
+
+async def test_prompt_card_and_remix_of_another_members_job(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    runtime = await atelier.start()
+    owner = emu.make_user(name="owner")
+    member = emu.make_user(name="member")
+    grid = await make(emu, "a copper lighthouse --ar 3:2", owner)
+    job_id = job_id_of(grid)
+
+    handle = await emu.click_button(grid.id, button(grid, "Prompt"), user=member)
+    card = await handle.wait_for_original(lambda m: not m.loading)
+    assert card.ephemeral and f"Prompt of job `{job_id}`" in card.content
+    assert "a copper lighthouse --ar 3:2" in card.content and "seed" in card.content
+
+    handle = await emu.click_button(grid.id, button(grid, "Remix"), user=member)
+    await handle.wait_for_ack()
+    assert handle.modal is not None
+    prefilled = str(handle.modal["components"][0]["components"][0].get("value", ""))
+    assert prefilled.startswith("a copper lighthouse --ar 3:2")
+    submitted = await emu.submit_modal(
+        handle, {"prompt": "a silver lighthouse --ar 3:2 --fast"}, user=member
+    )
+    answer = await submitted.wait_for_original(lambda m: not m.loading)
+    assert f"Remix of job `{job_id}`" in answer.content
+    remixed = await make_done(emu, "a silver lighthouse")
+    child = await runtime.ledger.queue.require(job_id_of(remixed))
+    assert child.owner_id == member.id and child.parent_id == job_id and child.kind == "imagine"
+    assert child.request.mode.value == "fast" and child.visibility.value == "public"
+
+    # A stealth job: neither its prompt nor a remix for anyone but its owner.
+    hidden = await make(emu, "a secret lighthouse --stealth", owner)
+    for label in ("Prompt", "Remix"):
+        refused = await emu.click_button(hidden.id, button(hidden, label), user=member)
+        reply = await refused.wait_for_original(lambda m: not m.loading)
+        assert reply.ephemeral and "not available" in reply.content, label
+    mine = await emu.click_button(hidden.id, button(hidden, "Prompt"), user=owner)
+    assert "a secret lighthouse" in (await mine.wait_for_original(lambda m: not m.loading)).content
+
+
+async def make_done(emu: DiscordEmulator, text: str) -> StoredMessage:
+    return await emu.wait_for_message(
+        lambda m: text in m.content and m.content.endswith(" - done") and bool(m.attachments),
+        timeout=60,
+    )
