@@ -753,17 +753,29 @@ class ReviewDesk:
         return None if row is None else _ban_view(row)
 
     async def forget_expired_bans(self, limit: int = 1000) -> int:
-        """Delete bans whose end has passed (the audit log keeps their story); how many."""
+        """Delete bans whose end has passed (the audit log keeps their story); how many. Reads
+        first and writes only when there is something to delete (a housekeeping pass must not
+        take SQLite's write lock for nothing)."""
         now = self.clock()
 
+        async def due(session: AsyncSession) -> list[tuple[int, int]]:
+            stmt = select(BANS.c.guild_id, BANS.c.user_id).where(BANS.c.until <= now).limit(limit)
+            return [(int(g), int(u)) for g, u in (await session.execute(stmt)).all()]
+
+        expired = await self.db.read(due)
+        if not expired:
+            return 0
+
         async def work(session: AsyncSession) -> int:
-            due = select(BANS.c.guild_id, BANS.c.user_id).where(BANS.c.until <= now).limit(limit)
-            rows = (await session.execute(due)).all()
-            for guild_id, user_id in rows:
+            for guild_id, user_id in expired:
                 await session.execute(
-                    delete(BANS).where(BANS.c.guild_id == guild_id, BANS.c.user_id == user_id)
+                    delete(BANS).where(
+                        BANS.c.guild_id == guild_id,
+                        BANS.c.user_id == user_id,
+                        BANS.c.until <= now,
+                    )
                 )
-            return len(rows)
+            return len(expired)
 
         return await self.db.write(work)
 
