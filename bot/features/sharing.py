@@ -119,6 +119,7 @@ class SharingFeature:
             tree, "delete", "Delete one of your jobs: its images and every post of it", self.delete
         )
         slash(tree, "search", "Search this server's shared prompts", self.search)
+        slash(tree, "lineage", "Where a job came from and what was made from it", self.lineage)
         router.add(Route(codes=frozenset({PAGE_CODE}), decode=decode_page, handle=self.on_page))
         router.add(Route(codes=frozenset({OPEN_CODE}), decode=decode_open, handle=self.on_open))
         router.add(Route(codes=frozenset({LIKE_CODE}), decode=decode_like, handle=self.on_like))
@@ -182,6 +183,13 @@ class SharingFeature:
         await interaction.followup.send(
             render_results(saved, page), view=self._view(saved, page), ephemeral=True
         )
+
+    @app_commands.guild_only()
+    @app_commands.describe(job="The job id shown under the job")
+    async def lineage(self, interaction: Interaction, job: app_commands.Range[str, 1, 40]) -> None:
+        await thinking(interaction)
+        text = await self.sharing.lineage(requester_of(interaction), job.strip().lower())
+        await answer(interaction, text)
 
     async def on_page(self, interaction: Interaction, ref: PageRef) -> None:
         requester = requester_of(interaction)

@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from bot.errors import UserFacingError
-from bot.render import mention, shorten
+from bot.render import escape, mention, message_link, shorten
 from bot.requester import Requester
 from bot.services.job_cards import JobCards, Ticket
 from config.settings import Settings
@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 #: Results on one /search page (numbered Open buttons: at most 9).
 SEARCH_PAGE = 5
+#: How far /lineage climbs, and how many descendants it lists.
+LINEAGE_DEPTH = 20
+LINEAGE_NODES = 40
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,61 @@ class SharingService:
         if job is None or not visible(job, requester.user_id, guild_id):
             raise UserFacingError(f"job `{job_id}` is not available to remix here")
         return command_text(job.request)
+
+    async def lineage(self, requester: Requester, job_id: str) -> str:
+        """A job's ancestors up to its original prompt and its descendants (U, V, upscales,
+        re-rolls, remixes, across members), as an indented tree. Jobs the requester may not
+        find show only as "hidden"."""
+        guild_id = self._guild(requester)
+        job = await self.queue.get(job_id)
+        if job is None or not self._findable(requester, job, guild_id):
+            raise UserFacingError(f"job `{job_id}` is not available here")
+        ancestors: list[JobView[GenerationRequest]] = []
+        current = job
+        while current.parent_id and len(ancestors) < LINEAGE_DEPTH:
+            parent = await self.queue.get(current.parent_id)
+            if parent is None:
+                break
+            ancestors.append(parent)
+            current = parent
+        descendants = await self.queue.followups(job.id, limit=LINEAGE_NODES)
+        chain = [*reversed(ancestors), job]
+        lines = [f"**Lineage of job `{job.id}`**"]
+        for depth, node in enumerate(chain):
+            mark = " \u2190 this job" if node.id == job.id else ""
+            lines.append(self._node(requester, node, guild_id, depth) + mark)
+        children: dict[str, list[JobView[GenerationRequest]]] = {}
+        for child in descendants:
+            children.setdefault(child.parent_id or "", []).append(child)
+
+        def walk(parent_id: str, depth: int) -> None:
+            for child in children.get(parent_id, []):
+                lines.append(self._node(requester, child, guild_id, depth))
+                walk(child.id, depth + 1)
+
+        walk(job.id, len(chain))
+        if len(descendants) >= LINEAGE_NODES:
+            lines.append(f"(the first {LINEAGE_NODES} jobs made from it)")
+        return shorten("\n".join(lines))
+
+    def _findable(
+        self, requester: Requester, job: JobView[GenerationRequest], guild_id: int
+    ) -> bool:
+        return visible(job, requester.user_id, guild_id, is_moderator=requester.is_moderator)
+
+    def _node(
+        self, requester: Requester, job: JobView[GenerationRequest], guild_id: int, depth: int
+    ) -> str:
+        indent = "\u2003" * depth + ("\u2514 " if depth else "")
+        if not self._findable(requester, job, guild_id):
+            return f"{indent}hidden"
+        link = (
+            " " + message_link(job.guild_id, job.channel_id, job.message_id)
+            if job.message_id
+            else ""
+        )
+        prompt = escape(shorten(job.request.prompt, 60))
+        return f"{indent}`{job.id}` {job.kind} by {mention(job.owner_id)}: {prompt}{link}"
 
     async def search(
         self, requester: Requester, command: SearchInput

@@ -259,6 +259,21 @@ async def test_prompt_card_and_remix_of_another_members_job(
     mine = await emu.click_button(hidden.id, button(hidden, "Prompt"), user=owner)
     assert "a secret lighthouse" in (await mine.wait_for_original(lambda m: not m.loading)).content
 
+    # Lineage: the member's remix hangs under the grid; the owner's stealth remix of it shows
+    # to others only as "hidden"; ancestors lead back to the original prompt.
+    handle = await emu.click_button(grid.id, button(grid, "Remix"), user=owner)
+    await handle.wait_for_ack()
+    await emu.submit_modal(handle, {"prompt": "a golden lighthouse --stealth"}, user=owner)
+    await make_done(emu, "a golden lighthouse")
+    tree = await say(emu, "lineage", {"job": job_id}, member)
+    assert f"`{job_id}` imagine" in tree and "this job" in tree
+    assert f"`{child.id}` imagine by <@{member.id}>" in tree and "hidden" in tree
+    assert "golden" not in tree
+    body = (await say(emu, "lineage", {"job": child.id}, member)).split("\n", 1)[1]
+    assert body.index(f"`{job_id}`") < body.index(f"`{child.id}`")
+    assert "not available" in await say(emu, "lineage", {"job": job_id_of(hidden)}, member)
+    assert "golden" in await say(emu, "lineage", {"job": job_id}, owner)
+
 
 async def make_done(emu: DiscordEmulator, text: str) -> StoredMessage:
     return await emu.wait_for_message(
