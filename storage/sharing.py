@@ -25,13 +25,13 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, exists, func, insert, not_, select, update
+from sqlalchemy import and_, delete, exists, func, insert, not_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import Database
 from storage.errors import JobUnavailable, SavedQueryGone, SharingRefused
-from storage.gallery import gallery_list, gallery_page
+from storage.gallery import gallery_list, gallery_page, item_from, item_select
 from storage.images import ImageStore
 from storage.models import DELIVERIES, JOB_COPIES, JOBS, LIKES, SEARCH_QUERIES
 from storage.search import search_page
@@ -45,6 +45,7 @@ from storage.types import (
     HoldState,
     JobStatus,
     LikeResult,
+    MemberProfile,
     SavedQuery,
     SearchFilters,
     SearchPage,
@@ -251,6 +252,43 @@ class SharingStore:
 
         async def work(session: AsyncSession) -> GalleryPage:
             return await gallery_page(session, GalleryView(view), listing, cursor, size)
+
+        return await self.db.read(work)
+
+    async def profile(
+        self,
+        guild_id: int,
+        member_id: int,
+        viewer_id: int | None,
+        *,
+        is_moderator: bool = False,
+        top: int = 3,
+    ) -> MemberProfile:
+        """``member_id``'s jobs in this server that ``viewer_id`` may find: how many, the likes
+        they received, and the ``top`` most liked."""
+        where = and_(
+            visible_clause(viewer_id, guild_id, is_moderator=is_moderator),
+            JOBS.c.owner_id == member_id,
+        )
+
+        async def work(session: AsyncSession) -> MemberProfile:
+            jobs_from = JOBS.outerjoin(DELIVERIES, DELIVERIES.c.job_id == JOBS.c.id)
+            totals = (
+                await session.execute(
+                    select(func.count(), func.coalesce(func.sum(JOBS.c.like_count), 0))
+                    .select_from(jobs_from)
+                    .where(where)
+                )
+            ).one()
+            rows = await session.execute(
+                item_select()
+                .select_from(jobs_from)
+                .where(where, JOBS.c.like_count > 0)
+                .order_by(JOBS.c.like_count.desc(), JOBS.c.seq.desc())
+                .limit(top)
+            )
+            items = tuple(item_from(row) for row in rows.mappings())
+            return MemberProfile(member_id, int(totals[0]), int(totals[1]), items)
 
         return await self.db.read(work)
 

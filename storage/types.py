@@ -703,6 +703,18 @@ class LikeResult(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class MemberProfile:
+    """A member's shared work as one viewer may see it (``SharingStore.profile``)."""
+
+    member_id: int
+    #: Their jobs the viewer may find, and the likes those received.
+    jobs: int
+    likes: int
+    #: Their most liked of those, most likes first (then newest).
+    top: tuple[GalleryItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class SharedMessage:
     """A Discord message that shows a job: its own post, a ``/show`` copy."""
 

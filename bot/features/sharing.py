@@ -120,6 +120,7 @@ class SharingFeature:
         )
         slash(tree, "search", "Search this server's shared prompts", self.search)
         slash(tree, "lineage", "Where a job came from and what was made from it", self.lineage)
+        slash(tree, "profile", "A member's shared images and the likes they received", self.profile)
         router.add(Route(codes=frozenset({PAGE_CODE}), decode=decode_page, handle=self.on_page))
         router.add(Route(codes=frozenset({OPEN_CODE}), decode=decode_open, handle=self.on_open))
         router.add(Route(codes=frozenset({LIKE_CODE}), decode=decode_like, handle=self.on_like))
@@ -190,6 +191,14 @@ class SharingFeature:
         await thinking(interaction)
         text = await self.sharing.lineage(requester_of(interaction), job.strip().lower())
         await answer(interaction, text)
+
+    @app_commands.guild_only()
+    @app_commands.describe(member="Whose profile (yours if left out)")
+    async def profile(self, interaction: Interaction, member: discord.User | None = None) -> None:
+        await thinking(interaction)
+        requester = requester_of(interaction)
+        target = requester.user_id if member is None else member.id
+        await answer(interaction, await self.sharing.profile(requester, target))
 
     async def on_page(self, interaction: Interaction, ref: PageRef) -> None:
         requester = requester_of(interaction)

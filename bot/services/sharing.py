@@ -103,6 +103,30 @@ class SharingService:
             raise UserFacingError(f"job `{job_id}` is not available to remix here")
         return command_text(job.request)
 
+    async def profile(self, requester: Requester, member_id: int) -> str:
+        """/profile: a member's public work here, the likes it received, their top images."""
+        guild_id = self._guild(requester)
+        found = await self.store.profile(guild_id, member_id, requester.user_id)
+        lines = [
+            f"**Profile of {mention(member_id)}**: {found.jobs} job(s) you can find here, "
+            f"\u2764 {found.likes} received"
+        ]
+        if found.top:
+            lines.append("Most liked:")
+            for item in found.top:
+                link = (
+                    " " + message_link(item.guild_id, item.channel_id, item.message_id)
+                    if item.message_id
+                    else ""
+                )
+                lines.append(
+                    f"- **{escape(shorten(item.prompt, 100))}** \u00b7 \u2764 {item.like_count}"
+                    f" \u00b7 job `{item.job_id}`{link}"
+                )
+        else:
+            lines.append("No liked images yet.")
+        return shorten("\n".join(lines))
+
     async def lineage(self, requester: Requester, job_id: str) -> str:
         """A job's ancestors up to its original prompt and its descendants (U, V, upscales,
         re-rolls, remixes, across members), as an indented tree. Jobs the requester may not

@@ -21,7 +21,7 @@ from tests.bot.conftest import (
     labels,
     wait_final,
 )
-from tests.bot.test_e2e import GRID_LABELS, NO_WORKER, button, imagine_grid
+from tests.bot.test_e2e import GRID_LABELS, JOB_GRID_LABELS, NO_WORKER, button, imagine_grid
 
 
 async def test_progress_edits_show_percent_and_a_preview(
@@ -669,7 +669,9 @@ async def test_a_dm_job_is_shown_to_its_owner_only(atelier: Atelier, emu: Discor
         reply = await refused.wait_for_original(lambda m: not m.loading)
         assert reply.ephemeral and "no job" in reply.content
     shown = await emu.send_slash_command("show", {"job": job_id}, dm=True)
-    assert labels((await shown.wait_for_followups(1))[0]) == GRID_LABELS
+    assert (
+        labels((await shown.wait_for_followups(1))[0]) == JOB_GRID_LABELS
+    )  # a DM job: no sharing row
     emu.assert_no_violations()
 
 

@@ -194,10 +194,10 @@ async def test_likes_toggle_and_the_count_follows_in_coalesced_edits(
     handles = [await emu.click_button(grid.id, button(grid, "\u2764 0"), user=f) for f in fans]
     for handle in handles:
         assert await handle.wait_for_ack() == 6  # a deferred update: acknowledged at once
-    await emu.wait_for_message(lambda m: m.id == grid.id and count(m) == "\u2764 3")
+    await emu.wait_for_message(lambda m: m.id == grid.id and count(m) == "\u2764 3", timeout=30)
     again = await emu.click_button(grid.id, button(emu.message(grid.id), "\u2764 3"), user=fans[0])
     assert await again.wait_for_ack() == 6
-    await emu.wait_for_message(lambda m: m.id == grid.id and count(m) == "\u2764 2")
+    await emu.wait_for_message(lambda m: m.id == grid.id and count(m) == "\u2764 2", timeout=30)
     store = runtime.ledger.queue
     assert (await store.require(job_id)).like_count == 2
 
@@ -211,7 +211,9 @@ async def test_likes_toggle_and_the_count_follows_in_coalesced_edits(
     versions = len(emu.message(grid.id).versions)
     for _ in range(20):
         sharing.likes_changed(job_id)
-    done = await emu.wait_for_message(lambda m: m.id == grid.id and count(m) == "\u2764 22")
+    done = await emu.wait_for_message(
+        lambda m: m.id == grid.id and count(m) == "\u2764 22", timeout=30
+    )
     assert len(done.versions) == versions + 1
 
     # A stealth job cannot be liked by others; DM jobs have no like button.
@@ -219,6 +221,12 @@ async def test_likes_toggle_and_the_count_follows_in_coalesced_edits(
     refused = await emu.click_button(hidden.id, button(hidden, "\u2764 0"), user=fans[1])
     reply = await refused.wait_for_followups(1)
     assert reply[0].ephemeral and "not available" in reply[0].content
+
+    # /profile: what a viewer may find of a member's work, and the likes it received.
+    seen = await say(emu, "profile", {"member": owner}, fans[1])
+    assert "1 job(s) you can find here" in seen and "\u2764 22 received" in seen
+    assert f"job `{job_id}`" in seen and "much liked lighthouse" in seen
+    assert "2 job(s)" in await say(emu, "profile", {}, owner)  # their own stealth one too
 
 
 async def test_prompt_card_and_remix_of_another_members_job(
