@@ -276,7 +276,11 @@ def wire_bot(
     bot.add_feature(ModerationFeature(moderation, publisher))
     bot.add_feature(ReviewFeature(review, publisher, poster))
     sharing = SharingService(
-        settings, SharingStore(ledger.db, images=ledger.images), ledger.queue, cards
+        settings,
+        SharingStore(ledger.db, images=ledger.images),
+        ledger.queue,
+        cards,
+        ledger.images,
     )
     bot.add_feature(SharingFeature(sharing, intake, publisher))
     return bot

@@ -152,3 +152,34 @@ def thumbnail(data: bytes, max_side: int = 384) -> bytes:
         buffer = io.BytesIO()
         small.save(buffer, format="WEBP", quality=80, method=4)
         return buffer.getvalue()
+
+
+#: A contact sheet's layout: columns, and each cell's side in pixels.
+SHEET_COLUMNS = 3
+SHEET_CELL = 256
+
+
+def contact_sheet(images: Sequence[bytes | None], cell: int = SHEET_CELL) -> bytes:
+    """Numbered thumbnails (1, 2, ...) in rows of ``SHEET_COLUMNS``, as one WebP: a gallery
+    page. A missing image (None) leaves its numbered cell grey."""
+    if not images:
+        raise ValueError("a contact sheet needs at least one image")
+    from PIL import ImageDraw
+
+    columns = min(SHEET_COLUMNS, len(images))
+    rows = -(-len(images) // columns)
+    sheet = Image.new("RGB", (columns * cell, rows * cell), (32, 32, 36))
+    draw = ImageDraw.Draw(sheet)
+    for index, data in enumerate(images):
+        x, y = (index % columns) * cell, (index // columns) * cell
+        if data is not None:
+            with Image.open(io.BytesIO(data)) as image:
+                small = image.convert("RGB")
+                small.thumbnail((cell - 8, cell - 8))
+                sheet.paste(small, (x + (cell - small.width) // 2, y + (cell - small.height) // 2))
+        label = str(index + 1)
+        draw.rectangle((x + 4, y + 4, x + 30, y + 26), fill=(0, 0, 0))
+        draw.text((x + 12, y + 8), label, fill=(255, 255, 255))
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="WEBP", quality=80, method=4)
+    return buffer.getvalue()

@@ -9,6 +9,7 @@ checked against the database and the clicker at every click.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import re
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from bot.router import ButtonRouter, ModalRoute, Route
 from bot.services.intake import JobIntake
 from bot.services.job_cards import LIKE_CODE, PROMPT_CODE, REMIX_CODE, held_note
 from bot.services.sharing import SearchInput, SharingService
-from storage.types import SavedQuery, SearchPage
+from storage.types import GalleryView, SavedQuery, SearchPage
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,50 @@ def decode_open(code: str, payload: str) -> str:
     if code != OPEN_CODE or not _JOB.fullmatch(payload):
         raise CustomIdError("this button was not made by this version of Atelier")
     return payload
+
+
+#: The gallery's paging buttons: ``atl:1:gl:<view>:<member or empty>:<cursor or empty>``.
+GALLERY_CODE = "gl"
+#: View codes (one letter, for the custom_id) -> the list and its title.
+VIEWS = {
+    "w": (GalleryView.TOP_WEEK, "top this week"),
+    "m": (GalleryView.TOP_MONTH, "top this month"),
+    "a": (GalleryView.TOP_ALL, "top of all time"),
+    "r": (GalleryView.RECENT, "recent"),
+    "i": (GalleryView.MINE, "mine"),
+    "l": (GalleryView.LIKED, "liked by me"),
+    "b": (GalleryView.MEMBER, "by member"),
+}
+_GALLERY = re.compile(
+    r"(?P<view>[wmarilb]):(?P<member>(?:[1-9][0-9]{0,19})?):(?P<cursor>(?:[ab][0-9a-z.]{1,31})?)"
+)
+
+
+@dataclass(frozen=True)
+class GalleryRef:
+    """A gallery page: the view, its member (the member view), and the page's cursor (None:
+    the first page)."""
+
+    view: str
+    member: int | None
+    cursor: str | None
+
+    def encode(self) -> str:
+        payload = f"{self.view}:{'' if self.member is None else self.member}:{self.cursor or ''}"
+        value = join(GALLERY_CODE, payload)
+        if decode_gallery(GALLERY_CODE, payload) != self:
+            raise CustomIdError(f"cannot encode gallery page {self!r}")
+        return value
+
+
+def decode_gallery(code: str, payload: str) -> GalleryRef:
+    match = _GALLERY.fullmatch(payload)
+    if code != GALLERY_CODE or not match or int(match.group("member") or 0) >= 2**63:
+        raise CustomIdError("this button was not made by this version of Atelier")
+    member = int(match.group("member")) if match.group("member") else None
+    if (match.group("view") == "b") != (member is not None):
+        raise CustomIdError("this button was not made by this version of Atelier")
+    return GalleryRef(match.group("view"), member, match.group("cursor") or None)
 
 
 REMIX_FORM = "rxf"
@@ -121,6 +166,10 @@ class SharingFeature:
         slash(tree, "search", "Search this server's shared prompts", self.search)
         slash(tree, "lineage", "Where a job came from and what was made from it", self.lineage)
         slash(tree, "profile", "A member's shared images and the likes they received", self.profile)
+        slash(tree, "gallery", "Browse this server's shared images", self.gallery)
+        router.add(
+            Route(codes=frozenset({GALLERY_CODE}), decode=decode_gallery, handle=self.on_gallery)
+        )
         router.add(Route(codes=frozenset({PAGE_CODE}), decode=decode_page, handle=self.on_page))
         router.add(Route(codes=frozenset({OPEN_CODE}), decode=decode_open, handle=self.on_open))
         router.add(Route(codes=frozenset({LIKE_CODE}), decode=decode_like, handle=self.on_like))
@@ -199,6 +248,61 @@ class SharingFeature:
         requester = requester_of(interaction)
         target = requester.user_id if member is None else member.id
         await answer(interaction, await self.sharing.profile(requester, target))
+
+    @app_commands.guild_only()
+    @app_commands.describe(
+        view="Which images: the most liked (week, month, all time), the newest, yours, the ones "
+        "you liked, or one member's",
+        member="Whose images, for the member view",
+    )
+    @app_commands.choices(
+        view=[app_commands.Choice(name=label, value=code) for code, (_, label) in VIEWS.items()]
+    )
+    async def gallery(
+        self, interaction: Interaction, view: str = "r", member: discord.User | None = None
+    ) -> None:
+        await thinking(interaction)
+        if view not in VIEWS:
+            raise UserFacingError(f"view must be one of {', '.join(VIEWS)}, not {view[:10]!r}")
+        if member is not None and view != "b":
+            view = "b"  # naming a member means their images
+        ref = GalleryRef(view, None if member is None else member.id, None)
+        content, files, buttons = await self._gallery_page(interaction, ref)
+        await interaction.followup.send(content, files=files, view=buttons, ephemeral=True)
+
+    async def on_gallery(self, interaction: Interaction, ref: GalleryRef) -> None:
+        await interaction.response.defer()
+        content, files, buttons = await self._gallery_page(interaction, ref)
+        await interaction.edit_original_response(content=content, attachments=files, view=buttons)
+
+    async def _gallery_page(
+        self, interaction: Interaction, ref: GalleryRef
+    ) -> tuple[str, list[discord.File], discord.ui.View]:
+        view, title = VIEWS[ref.view]
+        page, sheet = await self.sharing.gallery(
+            requester_of(interaction), view, member_id=ref.member, cursor=ref.cursor
+        )
+        who = f" of {mention(ref.member)}" if ref.member is not None else ""
+        if not page.items:
+            return f"**Gallery: {title}{who}**: nothing here yet.", [], self.router.view([])
+        lines = [f"**Gallery: {title}{who}**"]
+        for number, item in enumerate(page.items, start=1):
+            lines.append(
+                f"{number}. **{escape(shorten(item.prompt, 80))}** by {mention(item.owner_id)}"
+                f" \u00b7 \u2764 {item.like_count} \u00b7 job `{item.job_id}`"
+            )
+        files = [discord.File(io.BytesIO(sheet), filename="gallery.webp")] if sheet else []
+        opens = [
+            (f"Open {number}", join(OPEN_CODE, item.job_id))
+            for number, item in enumerate(page.items, start=1)
+        ]
+        paging = []
+        if page.prev_cursor:
+            paging.append(("Previous", GalleryRef(ref.view, ref.member, page.prev_cursor).encode()))
+        if page.next_cursor:
+            paging.append(("Next", GalleryRef(ref.view, ref.member, page.next_cursor).encode()))
+        rows = [opens[:5], opens[5:], paging]
+        return shorten("\n".join(lines)), files, self.router.view([r for r in rows if r])
 
     async def on_page(self, interaction: Interaction, ref: PageRef) -> None:
         requester = requester_of(interaction)

@@ -6,6 +6,8 @@ facts (the requester's server, whether they moderate it) and the answers' words.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,12 +18,16 @@ from bot.render import escape, mention, message_link, shorten
 from bot.requester import Requester
 from bot.services.job_cards import JobCards, Ticket
 from config.settings import Settings
+from generation.grid import contact_sheet
 from generation.request import GenerationRequest
-from storage.errors import JobUnavailable
+from storage.errors import ImageNotFound, JobUnavailable
+from storage.images import ImageStore
 from storage.queue import JobQueue
 from storage.sharing import SharingStore
 from storage.types import (
     DeletedJob,
+    GalleryPage,
+    GalleryView,
     JobView,
     LikeResult,
     SavedQuery,
@@ -34,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: Results on one /search page (numbered Open buttons: at most 9).
 SEARCH_PAGE = 5
+#: Jobs on one /gallery page (its contact sheet has 3 columns).
+GALLERY_PAGE = 9
 #: How far /lineage climbs, and how many descendants it lists.
 LINEAGE_DEPTH = 20
 LINEAGE_NODES = 40
@@ -59,11 +67,13 @@ class SharingService:
         store: SharingStore,
         queue: JobQueue[Any],
         cards: JobCards,
+        images: ImageStore,
     ) -> None:
         self.settings = settings
         self.store = store
         self.queue = queue
         self.cards = cards
+        self.images = images
 
     async def delete(self, requester: Requester, job_id: str) -> DeletedJob:
         """The owner deletes their job: its images, likes and search entry go; the caller
@@ -102,6 +112,39 @@ class SharingService:
         if job is None or not visible(job, requester.user_id, guild_id):
             raise UserFacingError(f"job `{job_id}` is not available to remix here")
         return command_text(job.request)
+
+    async def gallery(
+        self,
+        requester: Requester,
+        view: GalleryView,
+        *,
+        member_id: int | None = None,
+        cursor: str | None = None,
+    ) -> tuple[GalleryPage, bytes | None]:
+        """A gallery page as the requester may see it (privately: a moderator's includes
+        stealth jobs), and its contact sheet (None for an empty page)."""
+        guild_id = self._guild(requester)
+        if view is GalleryView.MEMBER and member_id is None:
+            raise UserFacingError("the member view needs a member: pick one in /gallery")
+        page = await self.store.gallery(
+            view,
+            guild_id,
+            requester.user_id,
+            is_moderator=requester.is_moderator,
+            member_id=member_id,
+            cursor=cursor,
+            size=GALLERY_PAGE,
+        )
+        if not page.items:
+            return page, None
+        pictures: list[bytes | None] = []
+        for item in page.items:
+            data = None
+            if item.image_ref is not None:
+                with contextlib.suppress(ImageNotFound):
+                    data = await self.images.get(item.image_ref)
+            pictures.append(data)
+        return page, await asyncio.to_thread(contact_sheet, pictures)
 
     async def profile(self, requester: Requester, member_id: int) -> str:
         """/profile: a member's public work here, the likes it received, their top images."""

@@ -288,3 +288,58 @@ async def make_done(emu: DiscordEmulator, text: str) -> StoredMessage:
         lambda m: text in m.content and m.content.endswith(" - done") and bool(m.attachments),
         timeout=60,
     )
+
+
+async def test_gallery_pages_with_a_contact_sheet(atelier: Atelier, emu: DiscordEmulator) -> None:
+    await atelier.start()
+    members = [emu.make_user(name=f"artist{n}") for n in range(3)]
+    made = []
+    for number in range(10):  # one more than a page
+        made.append(await make(emu, f"a gallery piece {number}", members[number % 3]))
+    hidden = await make(emu, "a gallery secret --stealth", members[0])
+    viewer = members[1]
+    like = await emu.click_button(made[3].id, button(made[3], "\u2764 0"), user=viewer)
+    assert await like.wait_for_ack() == 6
+
+    async def open_gallery(options: dict[str, object], user: EmuUser) -> StoredMessage:
+        handle = await emu.send_slash_command("gallery", options, user=user)
+        return await handle.wait_for_original(lambda m: not m.loading)
+
+    recent = await open_gallery({"view": "r"}, viewer)
+    assert recent.ephemeral and recent.attachments[0].filename == "gallery.webp"
+    assert recent.content.count("job `") == 9 and job_id_of(hidden) not in recent.content
+    assert "a gallery piece 9" in recent.content  # newest first
+    labels_ = [str(c.get("label")) for c in recent.walk_components() if c.get("type") == 2]
+    assert labels_[:9] == [f"Open {n}" for n in range(1, 10)] and "Next" in labels_
+    nxt = await emu.click_button(recent.id, button(recent, "Next"), user=viewer)
+    await nxt.wait_for_ack()
+    second = await emu.wait_for_message(
+        lambda m: m.id == recent.id and "a gallery piece 0" in m.content
+    )
+    assert second.content.count("job `") == 1 and "Previous" in [
+        str(c.get("label")) for c in second.walk_components()
+    ]
+    # Top: only liked jobs; mine: the owner's own stealth job too; a member's: public only.
+    top = await open_gallery({"view": "a"}, viewer)
+    assert top.content.count("job `") == 1 and job_id_of(made[3]) in top.content
+    mine = await open_gallery({"view": "i"}, members[0])
+    assert job_id_of(hidden) in mine.content
+    theirs = await open_gallery({"member": members[0]}, viewer)
+    assert "by member" in theirs.content and job_id_of(hidden) not in theirs.content
+    assert theirs.content.count("job `") == 4
+    # A forged page button: malformed, or the member view without a member.
+    for custom_id in ("atl:1:gl:b::", "atl:1:gl:r::zz", "atl:1:gl:x::"):
+        forged = emu.post_message(
+            CHANNEL_ID,
+            content="forged",
+            author=emu.bot_user,
+            components=[
+                {
+                    "type": 1,
+                    "components": [{"type": 2, "style": 2, "label": "X", "custom_id": custom_id}],
+                }
+            ],
+        )
+        handle = await emu.click_button(forged.id, custom_id, user=viewer)
+        reply = await handle.wait_for_original(lambda m: not m.loading)
+        assert reply.ephemeral and "not made by this version" in reply.content, custom_id
