@@ -30,6 +30,8 @@ class ServerSettingsView:
     auto_ban_duration: timedelta
     default_visibility: str = "public"
     allow_stealth: bool = True
+    showcase_channel: int | None = None
+    auto_feature_likes: int = 0
 
 
 def render_settings(current: Mapping[str, object]) -> str:
@@ -83,6 +85,13 @@ def render_server_settings(view: ServerSettingsView) -> str:
         f"- New jobs are {view.default_visibility} by default; members "
         + ("may" if view.allow_stealth else "may not")
         + " make stealth jobs",
+        "- Showcase: "
+        + (f"<#{view.showcase_channel}>" if view.showcase_channel else "not set")
+        + (
+            f", featuring images with {view.auto_feature_likes} likes automatically"
+            if view.auto_feature_likes
+            else ""
+        ),
         "Admins (Manage Server) change them with /settings server; moderators may look.",
     ]
     return shorten("\n".join(lines))

@@ -281,6 +281,7 @@ def wire_bot(
         ledger.queue,
         cards,
         ledger.images,
+        ledger.prefs,
     )
     bot.add_feature(SharingFeature(sharing, intake, publisher))
     return bot

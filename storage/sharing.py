@@ -34,6 +34,7 @@ from storage.errors import JobUnavailable, SavedQueryGone, SharingRefused
 from storage.gallery import gallery_list, gallery_page, item_from, item_select
 from storage.images import ImageStore
 from storage.models import DELIVERIES, JOB_COPIES, JOBS, LIKES, SEARCH_QUERIES
+from storage.modlog import log_row
 from storage.search import search_page
 from storage.search_syntax import parse_query
 from storage.sql import utc_now
@@ -46,6 +47,7 @@ from storage.types import (
     JobStatus,
     LikeResult,
     MemberProfile,
+    ModAction,
     SavedQuery,
     SearchFilters,
     SearchPage,
@@ -148,6 +150,86 @@ class SharingStore:
         return await self.db.read(work)
 
     # -- the owner's actions ----------------------------------------------------------------
+
+    async def publish(
+        self,
+        job_id: str,
+        guild_id: int,
+        actor_id: int | None,
+        *,
+        is_moderator: bool = False,
+    ) -> bool:
+        """Mark a public job of this server published to its showcase, once: by its owner,
+        a moderator (featured), or the bot (``actor_id`` None: enough likes). True when this
+        call published it; False when it already was (a job is published at most once). Logged
+        in the audit log. Raises JobUnavailable for a job that is not public here (stealth,
+        held, removed, deleted), SharingRefused for a member who may not publish it."""
+        now = self.clock()
+
+        async def work(session: AsyncSession) -> bool:
+            job = (
+                (await session.execute(select(JOBS).where(JOBS.c.id == job_id).with_for_update()))
+                .mappings()
+                .first()
+            )
+            if job is None:
+                raise JobUnavailable(job_id)
+            listed = await session.execute(
+                select(JOBS.c.id)
+                .select_from(JOBS.outerjoin(DELIVERIES, DELIVERIES.c.job_id == JOBS.c.id))
+                .where(JOBS.c.id == job_id, visible_clause(None, guild_id))
+            )
+            if listed.first() is None:
+                raise JobUnavailable(job_id)
+            if actor_id is not None and not is_moderator and job["owner_id"] != actor_id:
+                raise SharingRefused(
+                    f"only the member who made job `{job_id}` or a moderator may publish it"
+                )
+            if job["published_at"] is not None:
+                return False
+            await session.execute(
+                update(JOBS)
+                .where(JOBS.c.id == job_id, JOBS.c.published_at.is_(None))
+                .values(published_at=now)
+            )
+            featured = actor_id is not None and actor_id != job["owner_id"]
+            await log_row(
+                session,
+                guild_id,
+                ModAction.PUBLISHED,
+                now,
+                actor_id=actor_id,
+                target_user_id=job["owner_id"],
+                target_job_id=job_id,
+                reason="featured" if featured else ("auto" if actor_id is None else "published"),
+            )
+            return True
+
+        return await self.db.write(work)
+
+    async def unpublish(self, job_id: str, guild_id: int, moderator_id: int, reason: str) -> None:
+        """Record that a moderator took a job off the showcase (its post is removed by the
+        caller). It stays published: a job goes to the showcase at most once."""
+        now = self.clock()
+
+        async def work(session: AsyncSession) -> None:
+            job = (
+                (await session.execute(select(JOBS).where(JOBS.c.id == job_id))).mappings().first()
+            )
+            if job is None or job["guild_id"] != guild_id or job["published_at"] is None:
+                raise SharingRefused(f"job `{job_id}` is not on this server's showcase")
+            await log_row(
+                session,
+                guild_id,
+                ModAction.UNPUBLISHED,
+                now,
+                actor_id=moderator_id,
+                target_user_id=job["owner_id"],
+                target_job_id=job_id,
+                reason=reason,
+            )
+
+        await self.db.write(work)
 
     async def delete_job(self, job_id: str, owner_id: int) -> DeletedJob:
         """Delete the owner's job (see the module). Raises JobUnavailable for no such job,

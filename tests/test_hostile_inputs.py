@@ -549,6 +549,8 @@ CUSTOM_IDS = [
     case("prompt: a DM job by a stranger", "atl:1:pc:{dm}", STRANGER_IN_DMS, "use it there"),
     case("remix: another server's job", "atl:1:rx:{other}", AS_OWNER, "not available"),
     case("remix: with an index", "atl:1:rx:{grid}:1", AS_OWNER, NOT_OURS),
+    case("publish: another server's job", "atl:1:pb:{other}", AS_OWNER, "showcase channel"),
+    case("unpublish by a member", "atl:1:ub:{grid}", AS_STRANGER, "only moderators"),
     case("index 0 of U", "atl:1:u:{grid}:0", AS_OWNER, BAD_INDEX),
     case("index 5 of U", "atl:1:u:{grid}:5", AS_OWNER, BAD_INDEX),
     case("index 9 of V", "atl:1:v:{grid}:9", AS_OWNER, BAD_INDEX),

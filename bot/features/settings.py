@@ -68,6 +68,8 @@ class SettingsCommands(app_commands.Group):
         auto_ban_hours="How long an automatic ban lasts, in hours",
         default_visibility="Who may find new jobs unless their members choose otherwise",
         allow_stealth="Whether members may make stealth jobs (found only by them and moderators)",
+        showcase_channel="Where published and featured images are posted",
+        auto_feature_likes="Likes that feature an image automatically (0: off)",
     )
     async def server(
         self,
@@ -81,6 +83,8 @@ class SettingsCommands(app_commands.Group):
         auto_ban_hours: app_commands.Range[float, 1, 8760] | None = None,
         default_visibility: Literal["public", "stealth"] | None = None,
         allow_stealth: bool | None = None,
+        showcase_channel: discord.TextChannel | None = None,
+        auto_feature_likes: app_commands.Range[int, 0, 1000] | None = None,
     ) -> None:
         await thinking(interaction)
         requester = requester_of(interaction)
@@ -88,6 +92,9 @@ class SettingsCommands(app_commands.Group):
             buttons=buttons,
             default_visibility=default_visibility,
             allow_stealth=allow_stealth,
+            showcase_channel=None if showcase_channel is None else showcase_channel.id,
+            showcase_channel_guild=None if showcase_channel is None else showcase_channel.guild.id,
+            auto_feature_likes=auto_feature_likes,
             moderation=ModerationChange(
                 review_channel=None if review_channel is None else review_channel.id,
                 age_restricted=age_restricted,

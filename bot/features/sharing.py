@@ -33,8 +33,15 @@ from bot.publisher import Publisher
 from bot.render import escape, mention, message_link, shorten
 from bot.router import ButtonRouter, ModalRoute, Route
 from bot.services.intake import JobIntake
-from bot.services.job_cards import LIKE_CODE, PROMPT_CODE, REMIX_CODE, held_note
-from bot.services.sharing import SearchInput, SharingService
+from bot.services.job_cards import (
+    LIKE_CODE,
+    PROMPT_CODE,
+    PUBLISH_CODE,
+    REMIX_CODE,
+    held_note,
+    like_label,
+)
+from bot.services.sharing import SearchInput, SharingService, Showcase
 from storage.types import GalleryView, SavedQuery, SearchPage
 
 log = logging.getLogger(__name__)
@@ -109,6 +116,16 @@ def decode_gallery(code: str, payload: str) -> GalleryRef:
     return GalleryRef(match.group("view"), member, match.group("cursor") or None)
 
 
+#: Publish (``atl:1:pb:<job>``) and the showcase post's Unpublish (``atl:1:ub:<job>``).
+UNPUBLISH_CODE = "ub"
+
+
+def decode_publish(code: str, payload: str) -> tuple[str, str]:
+    if code not in (PUBLISH_CODE, UNPUBLISH_CODE) or not _JOB.fullmatch(payload):
+        raise CustomIdError("this button was not made by this version of Atelier")
+    return code, payload
+
+
 REMIX_FORM = "rxf"
 REMIX_FIELD = "prompt"
 
@@ -169,6 +186,13 @@ class SharingFeature:
         slash(tree, "gallery", "Browse this server's shared images", self.gallery)
         router.add(
             Route(codes=frozenset({GALLERY_CODE}), decode=decode_gallery, handle=self.on_gallery)
+        )
+        router.add(
+            Route(
+                codes=frozenset({PUBLISH_CODE, UNPUBLISH_CODE}),
+                decode=decode_publish,
+                handle=self.on_publish,
+            )
         )
         router.add(Route(codes=frozenset({PAGE_CODE}), decode=decode_page, handle=self.on_page))
         router.add(Route(codes=frozenset({OPEN_CODE}), decode=decode_open, handle=self.on_open))
@@ -313,10 +337,77 @@ class SharingFeature:
 
     async def on_like(self, interaction: Interaction, job_id: str) -> None:
         """❤: acknowledged at once with a deferred update (nothing visible changes), then the
-        like is toggled, and the message's count follows in a coalesced edit."""
+        like is toggled, and the message's count follows in a coalesced edit. Enough likes may
+        feature the job on the showcase (a server setting)."""
         await interaction.response.defer()
-        await self.sharing.like(requester_of(interaction), job_id)
+        requester = requester_of(interaction)
+        result = await self.sharing.like(requester, job_id)
         self.publisher.likes_changed(job_id)
+        if result.liked and requester.guild_id is not None:
+            featured = await self.sharing.auto_feature(
+                requester.guild_id, job_id, result.like_count
+            )
+            if featured is not None and featured.needs_post:
+                await self._post_showcase(interaction.client, featured)
+
+    async def on_publish(self, interaction: Interaction, ref: tuple[str, str]) -> None:
+        """Publish (the owner) or feature (a moderator) a job on the showcase, once; or
+        Unpublish it (moderators, from the showcase post)."""
+        code, job_id = ref
+        await thinking(interaction)
+        requester = requester_of(interaction)
+        if code == UNPUBLISH_CODE:
+            await self.sharing.unpublish(requester, job_id)
+            if interaction.message is not None:
+                with contextlib.suppress(discord.NotFound, discord.Forbidden):
+                    await interaction.message.delete()
+            await answer(interaction, f"Job `{job_id}` is off the showcase.")
+            return
+        if requester.guild_id is None:
+            raise UserFacingError("the showcase belongs to a server; publish there")
+        showcase = await self.sharing.publish(requester, job_id, requester.guild_id)
+        if showcase.needs_post:
+            await self._post_showcase(interaction.client, showcase)
+        elif not showcase.published_now:
+            await answer(
+                interaction, f"Job `{job_id}` is on the showcase already; a job goes there once."
+            )
+            return
+        verb = "Featured" if showcase.featured_by else "Published"
+        await answer(interaction, f"{verb} job `{job_id}` in <#{showcase.channel_id}>.")
+
+    async def _post_showcase(self, client: discord.Client, showcase: Showcase) -> None:
+        """The showcase post: the image, credit, prompt, a link to the original, its own ❤.
+        Posted with a nonce (Discord drops a repeat) and recorded as a copy of the job, so
+        deleting or removing the job reaches it."""
+        job = showcase.job
+        message = await self.sharing.cards.message_for(job)
+        files = [
+            discord.File(io.BytesIO(data), filename=name)
+            for name, data in await self.sharing.cards.result_files(message)
+        ]
+        credit = f"by {mention(job.owner_id)}"
+        if showcase.featured_by is not None:
+            credit += f", featured by {mention(showcase.featured_by)}"
+        link = (
+            " \u00b7 original: " + message_link(job.guild_id, job.channel_id, job.message_id)
+            if job.message_id
+            else ""
+        )
+        content = shorten(f"**{escape(shorten(job.request.prompt, 900))}** {credit}{link}")
+        view = self.router.view(
+            [
+                [
+                    (like_label(job.like_count), join(LIKE_CODE, job.id)),
+                    ("Unpublish", join(UNPUBLISH_CODE, job.id)),
+                ]
+            ]
+        )
+        channel = client.get_partial_messageable(showcase.channel_id)
+        sent = await channel.send(
+            content, files=files, view=view, allowed_mentions=_NONE, nonce=f"pub{job.id}"[:25]
+        )
+        await self.sharing.cards.add_copy(job.id, showcase.channel_id, sent.id)
 
     async def on_prompt(self, interaction: Interaction, job_id: str) -> None:
         """Prompt: the job's exact prompt and parameters, privately, for those who may find it."""

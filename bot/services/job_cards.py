@@ -23,13 +23,14 @@ from storage.delivery_ledger import DeliveryLedger
 from storage.errors import IllegalTransition, JobNotFound
 from storage.images import ImageStore
 from storage.queue import JobQueue
-from storage.types import HoldState, JobStatus, JobView, OpenInteraction
+from storage.types import HoldState, JobStatus, JobView, OpenInteraction, Visibility
 
 #: The sharing row's custom_id codes: like (``atl:1:lk:<job id>``), the prompt card
 #: (``atl:1:pc:<job id>``) and remix of the prompt (``atl:1:rx:<job id>``).
 LIKE_CODE = "lk"
 PROMPT_CODE = "pc"
 REMIX_CODE = "rx"
+PUBLISH_CODE = "pb"
 
 
 def like_label(count: int) -> str:
@@ -179,11 +180,14 @@ class JobCards:
         may use them is checked at the click (``storage.visibility``)."""
         if job.guild_id is None or not job.showable:
             return ()
-        return (
+        row = [
             (like_label(job.like_count), join(LIKE_CODE, job.id)),
             ("Prompt", join(PROMPT_CODE, job.id)),
             ("Remix", join(REMIX_CODE, job.id)),
-        )
+        ]
+        if job.visibility is Visibility.PUBLIC:
+            row.append(("Publish", join(PUBLISH_CODE, job.id)))
+        return tuple(row)
 
     def _previews_shown(self, job: JobView[GenerationRequest]) -> bool:
         return (

@@ -35,6 +35,9 @@ OWNER_ONLY_BUTTONS_KEY = "owner_only_buttons"
 VISIBILITY_KEY = "visibility"
 DEFAULT_VISIBILITY_KEY = "default_visibility"
 ALLOW_STEALTH_KEY = "allow_stealth"
+#: The showcase: its channel, and the likes that feature a job automatically (0: off).
+SHOWCASE_CHANNEL_KEY = "showcase_channel"
+AUTO_FEATURE_KEY = "auto_feature_likes"
 #: Who may click a job's buttons, as /settings server names it.
 CLICK_RULES = ("owner", "anyone")
 
@@ -56,6 +59,11 @@ class ServerChange:
     default_visibility: str | None = None
     #: Whether members may make stealth jobs.
     allow_stealth: bool | None = None
+    #: The showcase channel, and the server it belongs to (as Discord resolved it).
+    showcase_channel: int | None = None
+    showcase_channel_guild: int | None = None
+    #: Likes that feature a job automatically; 0 turns it off.
+    auto_feature_likes: int | None = None
     #: The server the chosen review channel belongs to, as Discord resolved it.
     review_channel_guild: int | None = None
 
@@ -66,6 +74,8 @@ class ServerChange:
             and self.moderation.empty
             and self.default_visibility is None
             and self.allow_stealth is None
+            and self.showcase_channel is None
+            and self.auto_feature_likes is None
         )
 
 
@@ -138,6 +148,20 @@ class ServerSettings:
                 if change.allow_stealth
                 else "Members may no longer make stealth jobs; --stealth is refused here."
             )
+        if change.showcase_channel is not None:
+            if change.showcase_channel_guild not in (None, guild_id):
+                raise UserFacingError("the showcase channel must be a channel of this server")
+            sharing[SHOWCASE_CHANNEL_KEY] = change.showcase_channel
+            lines.append(f"Published images now go to <#{change.showcase_channel}>.")
+        if change.auto_feature_likes is not None:
+            if not 0 <= change.auto_feature_likes <= 1000:
+                raise UserFacingError("auto_feature_likes is 0 (off) to 1000")
+            sharing[AUTO_FEATURE_KEY] = change.auto_feature_likes
+            lines.append(
+                "Images are no longer featured automatically."
+                if not change.auto_feature_likes
+                else f"Images with {change.auto_feature_likes} likes are featured automatically."
+            )
         if sharing:
             await self.prefs.update_guild_settings(guild_id, sharing)
         return lines, await self._view(guild_id)
@@ -155,6 +179,8 @@ class ServerSettings:
             auto_ban_duration=rules.auto_ban.duration,
             default_visibility=str(stored.get(DEFAULT_VISIBILITY_KEY, "public")),
             allow_stealth=bool(stored.get(ALLOW_STEALTH_KEY, True)),
+            showcase_channel=stored.get(SHOWCASE_CHANNEL_KEY),
+            auto_feature_likes=int(stored.get(AUTO_FEATURE_KEY, 0)),
         )
 
 

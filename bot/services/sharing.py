@@ -17,11 +17,13 @@ from bot.errors import UserFacingError
 from bot.render import escape, mention, message_link, shorten
 from bot.requester import Requester
 from bot.services.job_cards import JobCards, Ticket
+from bot.services.server_settings import AUTO_FEATURE_KEY, SHOWCASE_CHANNEL_KEY
 from config.settings import Settings
 from generation.grid import contact_sheet
 from generation.request import GenerationRequest
 from storage.errors import ImageNotFound, JobUnavailable
 from storage.images import ImageStore
+from storage.preferences import PreferenceStore
 from storage.queue import JobQueue
 from storage.sharing import SharingStore
 from storage.types import (
@@ -48,6 +50,18 @@ LINEAGE_NODES = 40
 
 
 @dataclass(frozen=True)
+class Showcase:
+    """A publish: the job, the showcase channel, whether this call published it, whether its
+    post is still to be made, and the moderator who featured it (None: its owner, or the bot)."""
+
+    job: JobView[GenerationRequest]
+    channel_id: int
+    published_now: bool
+    needs_post: bool
+    featured_by: int | None
+
+
+@dataclass(frozen=True)
 class SearchInput:
     """/search as Discord delivered it."""
 
@@ -68,7 +82,9 @@ class SharingService:
         queue: JobQueue[Any],
         cards: JobCards,
         images: ImageStore,
+        prefs: PreferenceStore,
     ) -> None:
+        self.prefs = prefs
         self.settings = settings
         self.store = store
         self.queue = queue
@@ -145,6 +161,49 @@ class SharingService:
                     data = await self.images.get(item.image_ref)
             pictures.append(data)
         return page, await asyncio.to_thread(contact_sheet, pictures)
+
+    async def publish(self, requester: Requester | None, job_id: str, guild_id: int) -> Showcase:
+        """Publish a job to its server's showcase: its owner, a moderator (featured), or the
+        bot (``requester`` None: enough likes). Says where to post it and whether it still
+        needs posting there (a first publish, or one whose post never got through)."""
+        stored = await self.prefs.get_guild_settings(guild_id)
+        channel_id = stored.get(SHOWCASE_CHANNEL_KEY)
+        if channel_id is None:
+            raise UserFacingError(
+                "this server has no showcase channel; an admin sets one with /settings server "
+                "showcase_channel"
+            )
+        published = await self.store.publish(
+            job_id,
+            guild_id,
+            None if requester is None else requester.user_id,
+            is_moderator=requester is not None and requester.is_moderator,
+        )
+        copies = await self.cards.copies(job_id)
+        posted = any(channel == channel_id for channel, _ in copies)
+        job = await self.queue.require(job_id)
+        featured_by = None
+        if requester is not None and requester.user_id != job.owner_id:
+            featured_by = requester.user_id
+        return Showcase(job, int(channel_id), published, not posted, featured_by)
+
+    async def auto_feature(self, guild_id: int, job_id: str, likes: int) -> Showcase | None:
+        """After a like: feature the job automatically when the server asks for it at this
+        many likes and it was never published."""
+        stored = await self.prefs.get_guild_settings(guild_id)
+        threshold = int(stored.get(AUTO_FEATURE_KEY, 0))
+        if not threshold or likes < threshold or stored.get(SHOWCASE_CHANNEL_KEY) is None:
+            return None
+        job = await self.queue.get(job_id)
+        if job is None or job.published_at is not None:
+            return None
+        return await self.publish(None, job_id, guild_id)
+
+    async def unpublish(self, requester: Requester, job_id: str) -> None:
+        guild_id = self._guild(requester)
+        if not requester.is_moderator:
+            raise UserFacingError("only moderators (Manage Messages) may unpublish")
+        await self.store.unpublish(job_id, guild_id, requester.user_id, "unpublished")
 
     async def profile(self, requester: Requester, member_id: int) -> str:
         """/profile: a member's public work here, the likes it received, their top images."""

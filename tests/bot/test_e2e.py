@@ -28,7 +28,7 @@ from tests.bot.conftest import (
 )
 
 LIKE = "\u2764 0"  # the like button, with its count
-SHARING = [LIKE, "Prompt", "Remix"]
+SHARING = [LIKE, "Prompt", "Remix", "Publish"]
 #: A grid's job buttons; a server's grid also has the sharing row (a DM job has none).
 JOB_GRID_LABELS = ["U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4", "\U0001f504"]
 GRID_LABELS = [*JOB_GRID_LABELS, *SHARING]

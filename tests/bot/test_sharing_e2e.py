@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from bot.devtools.emulator import DiscordEmulator
 from bot.devtools.emulator.models import EmuUser, StoredMessage
-from tests.bot.conftest import CHANNEL_ID, Atelier, job_id_of
+from tests.bot.conftest import CHANNEL_ID, GUILD_ID, OTHER_CHANNEL_ID, Atelier, job_id_of
 from tests.bot.test_moderation_e2e import button, say
 
 LIGHTHOUSES = [f"a lighthouse number {n}" for n in range(1, 6)]
@@ -343,3 +343,63 @@ async def test_gallery_pages_with_a_contact_sheet(atelier: Atelier, emu: Discord
         handle = await emu.click_button(forged.id, custom_id, user=viewer)
         reply = await handle.wait_for_original(lambda m: not m.loading)
         assert reply.ephemeral and "not made by this version" in reply.content, custom_id
+
+
+async def test_showcase_publish_feature_auto_and_unpublish(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    runtime = await atelier.start()
+    admin = emu.make_user(name="admin", roles=[emu.make_role("admins", permissions=1 << 5)])
+    mod = emu.make_user(name="mod", roles=[emu.make_role("mods", permissions=1 << 13)])
+    owner = emu.make_user(name="owner")
+    member = emu.make_user(name="member")
+    first = await make(emu, "a showcase sunrise", owner)
+    first_id = job_id_of(first)
+    assert "no showcase channel" in await click_answer(emu, first, "Publish", owner)
+    showcase = emu.guild().channels[OTHER_CHANNEL_ID]
+    text = await say(
+        emu, "settings server", {"showcase_channel": showcase, "auto_feature_likes": 2}, admin
+    )
+    assert "Published images now go to" in text and "2 likes are featured" in text
+
+    assert "only the member who made" in await click_answer(emu, first, "Publish", member)
+    assert "Published job" in await click_answer(emu, first, "Publish", owner)
+    post = await emu.wait_for_message(
+        lambda m: m.channel_id == OTHER_CHANNEL_ID and "a showcase sunrise" in m.content
+    )
+    assert post.attachments and f"by <@{owner.id}>" in post.content and "original:" in post.content
+    assert "already" in await click_answer(emu, first, "Publish", owner)
+
+    second = await make(emu, "a showcase sunset", member)
+    assert "Featured job" in await click_answer(emu, second, "Publish", mod)
+    featured = await emu.wait_for_message(
+        lambda m: m.channel_id == OTHER_CHANNEL_ID and "a showcase sunset" in m.content
+    )
+    assert f"featured by <@{mod.id}>" in featured.content
+
+    # Two likes feature a job on their own.
+    third = await make(emu, "a showcase noon", member)
+    for fan in (owner, mod):
+        like = await emu.click_button(third.id, button(third, "\u2764 0"), user=fan)
+        assert await like.wait_for_ack() == 6
+    await emu.wait_for_message(
+        lambda m: m.channel_id == OTHER_CHANNEL_ID and "a showcase noon" in m.content, timeout=30
+    )
+
+    # Moderators unpublish; members may not; deleting a published job reaches its post.
+    assert "only moderators" in await click_answer(emu, featured, "Unpublish", member)
+    assert "off the showcase" in await click_answer(emu, featured, "Unpublish", mod)
+    assert emu.message(featured.id).deleted
+    await say(emu, "delete", {"job": first_id}, owner)
+    assert "deleted by its owner" in emu.message(post.id).content
+    page = await runtime.ledger.modlog.page(GUILD_ID, limit=20)
+    actions = [e.action.value for e in reversed(page.entries)]
+    assert actions.count("published") == 3 and actions.count("unpublished") == 1
+
+
+async def click_answer(
+    emu: DiscordEmulator, message: StoredMessage, label: str, user: EmuUser
+) -> str:
+    handle = await emu.click_button(message.id, button(emu.message(message.id), label), user=user)
+    reply = await handle.wait_for_original(lambda m: not m.loading)
+    return reply.content
