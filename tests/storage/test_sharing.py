@@ -476,3 +476,43 @@ async def test_liked_and_published_jobs_keep_their_images(
     assert (await rows.prune()).jobs == 3
     assert await s.queue.get(liked) is not None and await s.queue.get(plain) is None
     assert (await audit(s.db)).ok
+
+
+async def test_a_profile_counts_what_the_viewer_may_find(services: Services) -> None:
+    s = services
+    share = sharing(s)
+    public = await finished(s, user=OWNER)
+    hidden = await finished(s, user=OWNER, visibility=Visibility.STEALTH)
+    await finished(s, user=MEMBER)
+    for fan in (10, 11, 12):
+        await share.toggle_like(public, fan, GUILD)
+    await share.toggle_like(hidden, OWNER, GUILD)
+    seen = await share.profile(GUILD, OWNER, MEMBER)
+    assert (seen.jobs, seen.likes) == (1, 3)
+    assert [item.job_id for item in seen.top] == [public]
+    own = await share.profile(GUILD, OWNER, OWNER)
+    assert (own.jobs, own.likes) == (2, 4)
+    assert [item.job_id for item in own.top] == [public, hidden]
+    assert (await share.profile(OTHER_GUILD, OWNER, MEMBER)).jobs == 0
+
+
+async def test_a_job_is_published_once_by_its_owner_or_a_moderator(services: Services) -> None:
+    s = services
+    share = sharing(s)
+    job = await finished(s, user=OWNER)
+    other = await finished(s, user=OWNER)
+    hidden = await finished(s, user=OWNER, visibility=Visibility.STEALTH)
+    with pytest.raises(SharingRefused, match="or a moderator"):
+        await share.publish(job, GUILD, MEMBER)
+    assert await share.publish(job, GUILD, OWNER)
+    assert not await share.publish(job, GUILD, OWNER)  # once
+    assert await share.publish(other, GUILD, MOD, is_moderator=True)
+    with pytest.raises(JobUnavailable):
+        await share.publish(hidden, GUILD, OWNER)  # stealth: never on the showcase
+    with pytest.raises(JobUnavailable):
+        await share.publish(job, OTHER_GUILD, OWNER)
+    assert (await s.queue.require(job)).published_at is not None
+    await share.unpublish(other, GUILD, MOD, "off-topic")
+    with pytest.raises(SharingRefused, match="not on this server's showcase"):
+        await share.unpublish(hidden, GUILD, MOD, "x")
+    assert not await share.publish(other, GUILD, MOD, is_moderator=True)  # still once
