@@ -18,6 +18,7 @@ from config.settings import GenerationSettings
 from generation.options import options_help
 from generation.request import Operation
 from storage.types import (
+    GalleryItem,
     HoldState,
     JobKind,
     JobStatus,
@@ -65,6 +66,11 @@ def relative_time(moment: datetime) -> str:
 
 def message_link(guild_id: int | None, channel_id: int | None, message_id: int) -> str:
     return f"https://discord.com/channels/{guild_id or '@me'}/{channel_id}/{message_id}"
+
+
+def link_after(guild_id: int | None, channel_id: int | None, message_id: int | None) -> str:
+    """A space and the message's link, or nothing for a job with no message."""
+    return "" if not message_id else " " + message_link(guild_id, channel_id, message_id)
 
 
 def operation_title(operation: Operation, index: int) -> str:
@@ -398,3 +404,13 @@ def render_modlog(page: ModLogPage, *, member: int | None, job: str | None) -> s
         return f"{head}: nothing recorded."
     lines = [f"{head} (newest first):", *(f"- {render_modlog_line(e)}" for e in page.entries)]
     return shorten("\n".join(lines))
+
+
+def found_line(prefix: str, item: GalleryItem, prompt_chars: int) -> str:
+    """One found job (a search result, a gallery page, a profile's best): prompt, owner, likes,
+    id and link."""
+    link = link_after(item.guild_id, item.channel_id, item.message_id)
+    return (
+        f"{prefix} **{escape(shorten(item.prompt, prompt_chars))}** by {mention(item.owner_id)}"
+        f" \u00b7 \u2764 {item.like_count} \u00b7 job `{item.job_id}`{link}"
+    )

@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import Database
 from storage.errors import ItemNotFound, JobNotFound, ReviewRefused
-from storage.holds import add_notice, open_item
+from storage.holds import add_notice, hold_state, open_item
 from storage.models import (
     BANS,
     DELIVERIES,
@@ -47,7 +47,7 @@ from storage.models import (
 )
 from storage.modlog import log_row
 from storage.queue import JobQueue
-from storage.sql import lock_user, upsert, utc_now
+from storage.sql import lock_job, lock_user, upsert, utc_now
 from storage.types import (
     Ban,
     Decision,
@@ -126,10 +126,10 @@ class ReviewDesk:
 
         async def work(session: AsyncSession) -> int:
             await lock_user(session, reporter_id, now)
-            job = await _lock_job(session, job_id)
+            job = await lock_job(session, job_id)
             if job is None or job["guild_id"] != guild_id:
                 raise JobNotFound(job_id)
-            hold = await _hold(session, job_id)
+            hold = await hold_state(session, job_id)
             if JobStatus(job["status"]) is not JobStatus.SUCCEEDED or hold in (
                 HoldState.HELD,
                 HoldState.REJECTED,
@@ -202,7 +202,7 @@ class ReviewDesk:
         now = self.clock()
 
         async def work(session: AsyncSession) -> tuple[int, int]:
-            job = await _lock_job(session, job_id)
+            job = await lock_job(session, job_id)
             if job is None or job["owner_id"] != owner_id:
                 raise JobNotFound(job_id)
             rejected = (
@@ -316,7 +316,7 @@ class ReviewDesk:
                         "decides it (an admin can allow this with /settings server appeals, "
                         "for a server with one moderator)"
                     )
-            job = await _lock_job(session, item["job_id"])
+            job = await lock_job(session, item["job_id"])
             if job is None:  # pragma: no cover - items go with their job
                 raise JobNotFound(item["job_id"])
             await self._apply(session, item, job, decision, reason, keep_images, keep_charge, now)
@@ -896,11 +896,6 @@ async def _ban(
     return until
 
 
-async def _lock_job(session: AsyncSession, job_id: str) -> RowMapping | None:
-    result = await session.execute(select(JOBS).where(JOBS.c.id == job_id).with_for_update())
-    return result.mappings().first()
-
-
 async def _lock_item(session: AsyncSession, item_id: int, guild_id: int) -> RowMapping:
     result = await session.execute(
         select(REVIEW_ITEMS)
@@ -925,13 +920,6 @@ def _check_open(item: RowMapping, moderator_id: int, now: datetime) -> None:
         and item["claim_expires_at"] > now
     ):
         raise ReviewRefused(f"<@{claimed}> is reviewing item #{item['id']} right now")
-
-
-async def _hold(session: AsyncSession, job_id: str) -> HoldState | None:
-    value = (
-        await session.execute(select(DELIVERIES.c.review).where(DELIVERIES.c.job_id == job_id))
-    ).scalar_one_or_none()
-    return None if value is None else HoldState(value)
 
 
 async def _set_hold(

@@ -37,7 +37,7 @@ from storage.models import DELIVERIES, JOB_COPIES, JOBS, LIKES, SEARCH_QUERIES
 from storage.modlog import log_row
 from storage.search import search_page
 from storage.search_syntax import parse_query
-from storage.sql import utc_now
+from storage.sql import lock_job, utc_now
 from storage.types import (
     ACTIVE_STATUSES,
     DeletedJob,
@@ -167,11 +167,7 @@ class SharingStore:
         now = self.clock()
 
         async def work(session: AsyncSession) -> bool:
-            job = (
-                (await session.execute(select(JOBS).where(JOBS.c.id == job_id).with_for_update()))
-                .mappings()
-                .first()
-            )
+            job = await lock_job(session, job_id)
             if job is None:
                 raise JobUnavailable(job_id)
             listed = await session.execute(
@@ -238,11 +234,7 @@ class SharingStore:
         now = self.clock()
 
         async def work(session: AsyncSession) -> DeletedJob:
-            job = (
-                (await session.execute(select(JOBS).where(JOBS.c.id == job_id).with_for_update()))
-                .mappings()
-                .first()
-            )
+            job = await lock_job(session, job_id)
             if job is None:
                 raise JobUnavailable(job_id)
             if job["owner_id"] != owner_id:
@@ -288,11 +280,7 @@ class SharingStore:
         visibility = Visibility(visibility)
 
         async def work(session: AsyncSession) -> None:
-            job = (
-                (await session.execute(select(JOBS).where(JOBS.c.id == job_id).with_for_update()))
-                .mappings()
-                .first()
-            )
+            job = await lock_job(session, job_id)
             if job is None or job["deleted_at"] is not None:
                 raise JobUnavailable(job_id)
             if job["owner_id"] != owner_id:

@@ -8,10 +8,11 @@ from typing import Any
 
 from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert
 
-from storage.models import GUILD_ACCOUNTS, USER_ACCOUNTS
+from storage.models import GUILD_ACCOUNTS, JOBS, USER_ACCOUNTS
 
 
 def utc_now() -> datetime:
@@ -79,3 +80,10 @@ async def lock_guild(session: AsyncSession, guild_id: int, now: datetime) -> Non
         .where(GUILD_ACCOUNTS.c.guild_id == guild_id)
         .with_for_update()
     )
+
+
+async def lock_job(session: AsyncSession, job_id: str) -> RowMapping | None:
+    """The job's row, locked until the transaction ends (SQLite: the write transaction already
+    is), or None when there is no such job."""
+    result = await session.execute(select(JOBS).where(JOBS.c.id == job_id).with_for_update())
+    return result.mappings().first()

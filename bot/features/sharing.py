@@ -12,6 +12,7 @@ import contextlib
 import io
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -30,7 +31,7 @@ from bot.features.base import (
     thinking,
 )
 from bot.publisher import Publisher
-from bot.render import escape, mention, message_link, shorten
+from bot.render import escape, found_line, link_after, mention, shorten
 from bot.router import ButtonRouter, ModalRoute, Route
 from bot.services.intake import JobIntake
 from bot.services.job_cards import (
@@ -42,7 +43,7 @@ from bot.services.job_cards import (
     like_label,
 )
 from bot.services.sharing import SearchInput, SharingService, Showcase
-from storage.types import GalleryView, SavedQuery, SearchPage
+from storage.types import GalleryItem, GalleryView, SavedQuery, SearchPage
 
 log = logging.getLogger(__name__)
 
@@ -154,17 +155,13 @@ def render_results(saved: SavedQuery, page: SearchPage) -> str:
     if not page.items:
         return f"{head}: nothing found." if page.page == 0 else f"{head}: no more results."
     lines = [f"{head}:"]
-    for number, item in enumerate(page.items, start=1):
-        link = (
-            " " + message_link(item.guild_id, item.channel_id, item.message_id)
-            if item.message_id
-            else ""
-        )
-        lines.append(
-            f"{number}. **{escape(shorten(item.prompt, 120))}** by {mention(item.owner_id)}"
-            f" \u00b7 \u2764 {item.like_count} \u00b7 job `{item.job_id}`{link}"
-        )
+    lines.extend(found_line(f"{n}.", item, 120) for n, item in enumerate(page.items, start=1))
     return shorten("\n".join(lines))
+
+
+def open_buttons(items: Sequence[GalleryItem]) -> list[tuple[str, str]]:
+    """Open 1..N under a list of found jobs: each reposts its job, as /show does."""
+    return [(f"Open {n}", join(OPEN_CODE, item.job_id)) for n, item in enumerate(items, start=1)]
 
 
 class SharingFeature:
@@ -310,16 +307,9 @@ class SharingFeature:
         if not page.items:
             return f"**Gallery: {title}{who}**: nothing here yet.", [], self.router.view([])
         lines = [f"**Gallery: {title}{who}**"]
-        for number, item in enumerate(page.items, start=1):
-            lines.append(
-                f"{number}. **{escape(shorten(item.prompt, 80))}** by {mention(item.owner_id)}"
-                f" \u00b7 \u2764 {item.like_count} \u00b7 job `{item.job_id}`"
-            )
+        lines.extend(found_line(f"{n}.", item, 80) for n, item in enumerate(page.items, start=1))
         files = [discord.File(io.BytesIO(sheet), filename="gallery.webp")] if sheet else []
-        opens = [
-            (f"Open {number}", join(OPEN_CODE, item.job_id))
-            for number, item in enumerate(page.items, start=1)
-        ]
+        opens = open_buttons(page.items)
         paging = []
         if page.prev_cursor:
             paging.append(("Previous", GalleryRef(ref.view, ref.member, page.prev_cursor).encode()))
@@ -389,11 +379,8 @@ class SharingFeature:
         credit = f"by {mention(job.owner_id)}"
         if showcase.featured_by is not None:
             credit += f", featured by {mention(showcase.featured_by)}"
-        link = (
-            " \u00b7 original: " + message_link(job.guild_id, job.channel_id, job.message_id)
-            if job.message_id
-            else ""
-        )
+        original = link_after(job.guild_id, job.channel_id, job.message_id)
+        link = f" \u00b7 original:{original}" if original else ""
         content = shorten(f"**{escape(shorten(job.request.prompt, 900))}** {credit}{link}")
         view = self.router.view(
             [
@@ -455,10 +442,7 @@ class SharingFeature:
         await self.publisher.show(interaction, ticket)
 
     def _view(self, saved: SavedQuery, page: SearchPage) -> discord.ui.View:
-        opens = [
-            (f"Open {number}", join(OPEN_CODE, item.job_id))
-            for number, item in enumerate(page.items, start=1)
-        ]
+        opens = open_buttons(page.items)
         paging = []
         if page.has_prev:
             paging.append(("Previous", join(PAGE_CODE, f"{saved.id}:{page.page - 1}")))

@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from bot.errors import UserFacingError
-from bot.render import escape, mention, message_link, shorten
+from bot.render import escape, found_line, link_after, mention, shorten
 from bot.requester import Requester
 from bot.services.job_cards import JobCards, Ticket
 from bot.services.server_settings import AUTO_FEATURE_KEY, SHOWCASE_CHANNEL_KEY
@@ -215,16 +215,7 @@ class SharingService:
         ]
         if found.top:
             lines.append("Most liked:")
-            for item in found.top:
-                link = (
-                    " " + message_link(item.guild_id, item.channel_id, item.message_id)
-                    if item.message_id
-                    else ""
-                )
-                lines.append(
-                    f"- **{escape(shorten(item.prompt, 100))}** \u00b7 \u2764 {item.like_count}"
-                    f" \u00b7 job `{item.job_id}`{link}"
-                )
+            lines.extend(found_line("-", item, 100) for item in found.top)
         else:
             lines.append("No liked images yet.")
         return shorten("\n".join(lines))
@@ -276,11 +267,7 @@ class SharingService:
         indent = "\u2003" * depth + ("\u2514 " if depth else "")
         if not self._findable(requester, job, guild_id):
             return f"{indent}hidden"
-        link = (
-            " " + message_link(job.guild_id, job.channel_id, job.message_id)
-            if job.message_id
-            else ""
-        )
+        link = link_after(job.guild_id, job.channel_id, job.message_id)
         prompt = escape(shorten(job.request.prompt, 60))
         return f"{indent}`{job.id}` {job.kind} by {mention(job.owner_id)}: {prompt}{link}"
 
