@@ -40,9 +40,9 @@ from bot.delivery_policy import Failure, InvalidRequestBudget, backoff_seconds, 
 from bot.edit_budget import EditBudget, most_behind_first
 from bot.render import render_card
 from bot.router import ButtonRouter
-from bot.services.job_cards import JobCards, JobMessage, Ticket
+from bot.services.job_cards import JobCards, JobMessage, Ticket, showcase_row
 from generation.request import GenerationRequest
-from storage.types import JobStatus, JobView, OpenInteraction
+from storage.types import CopyKind, JobStatus, JobView, OpenInteraction
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,10 @@ class Publisher:
     held_passes: int = 0
     #: Messages found due for a progress edit in this pass, edited once the pass's results are.
     _due: list[JobView[GenerationRequest]] = field(default_factory=list)
-    #: Jobs whose like count changed since their message last showed it (bounded).
-    _likes_due: set[str] = field(default_factory=set)
+    #: Jobs whose like count changed since their messages last showed it (bounded), each with
+    #: the click that made it due (a counter) and the message ids still to edit (None: all).
+    _likes_due: dict[str, tuple[int, set[int] | None]] = field(default_factory=dict)
+    _like_clicks: int = 0
 
     def bind(self, client: discord.Client) -> None:
         """The connected client whose channels and DMs the publisher posts through."""
@@ -663,31 +665,53 @@ class Publisher:
     # -- like counts: coalesced edits ---------------------------------------------------------
 
     def likes_changed(self, job_id: str) -> None:
-        """A like was toggled: the job message's count is due for one edit, however many
-        clicks arrive before it is made (within the edit budget)."""
-        self._likes_due.add(job_id)
+        """A like was toggled: every message that shows the job's count is due for one edit,
+        however many clicks arrive before it is made (within the edit budget)."""
+        self._like_clicks += 1
+        self._likes_due.pop(job_id, None)
+        self._likes_due[job_id] = (self._like_clicks, None)
         while len(self._likes_due) > POSTED_MEMORY:
-            self._likes_due.pop()
+            del self._likes_due[next(iter(self._likes_due))]
         self.wake()
 
     async def _edit_likes(self) -> None:
-        for job_id in list(self._likes_due):
+        """Show each due job's like count on every message that shows it: its own post, its
+        ``/show`` copies (the job's buttons) and its showcase post (❤ and Unpublish). A message
+        whose channel is out of edit budget waits for a later pass, which sends the newest
+        count; the messages already edited are not edited again for the same clicks."""
+        for job_id, (click, pending) in list(self._likes_due.items()):
             job = await self.cards.queue.get(job_id)
-            if job is None or job.message_id is None or not job.showable:
-                self._likes_due.discard(job_id)
+            if job is None or not job.showable:
+                self._likes_due.pop(job_id, None)
                 continue
-            channel_id = job.channel_id or 0
-            if not self.edits.allows(channel_id):
-                self.edits.refuse()
-                continue  # the next pass, with the newest count
-            self._likes_due.discard(job_id)
+            targets = await self.cards.copy_records(job_id)
+            if job.message_id is not None:
+                targets.insert(0, (job.channel_id or 0, job.message_id, CopyKind.SHOW))
+            if pending is not None:
+                targets = [t for t in targets if t[1] in pending]
             message = await self.cards.message_for(job)
-            self.edits.take(channel_id)
-            try:
-                partial = self.client().get_partial_messageable(channel_id)
-                await partial.get_partial_message(job.message_id).edit(view=self._view_of(message))
-            except discord.HTTPException as exc:
-                log.info("like count of job %s not shown: %s", job_id, exc)
+            waiting: set[int] = set()
+            for channel_id, message_id, kind in targets:
+                if not self.edits.allows(channel_id):
+                    self.edits.refuse()
+                    waiting.add(message_id)
+                    continue
+                if kind is CopyKind.SHOWCASE:
+                    view = self.router.view([list(showcase_row(job.id, job.like_count))])
+                else:
+                    view = self._view_of(message)
+                self.edits.take(channel_id)
+                try:
+                    partial = self.client().get_partial_messageable(channel_id)
+                    await partial.get_partial_message(message_id).edit(view=view)
+                except discord.HTTPException as exc:
+                    log.info("like count of job %s not shown in %s: %s", job_id, message_id, exc)
+            if self._likes_due.get(job_id, (None,))[0] != click:
+                continue  # liked again meanwhile: every message is due once more
+            if waiting:
+                self._likes_due[job_id] = (click, waiting)
+            else:
+                del self._likes_due[job_id]
 
     def client(self) -> discord.Client:
         if self._client is None:

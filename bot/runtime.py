@@ -13,6 +13,7 @@ import contextlib
 import signal
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from config import ConfigError, Settings
@@ -277,7 +278,12 @@ def wire_bot(
     bot.add_feature(ReviewFeature(review, publisher, poster))
     sharing = SharingService(
         settings,
-        SharingStore(ledger.db, images=ledger.images),
+        SharingStore(
+            ledger.db,
+            images=ledger.images,
+            query_ttl=timedelta(hours=settings.bot.search_results_hours),
+            max_saved_per_user=settings.bot.saved_searches_per_member,
+        ),
         ledger.queue,
         cards,
         ledger.images,

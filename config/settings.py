@@ -365,6 +365,20 @@ class BotSettings(_Section):
         description="How long a blocked job's images are kept (never shown) for an appeal "
         "before they are deleted.",
     )
+    search_results_hours: float = Field(
+        default=24.0,
+        gt=0,
+        le=720,
+        description="How long a /search keeps answering its page buttons (the query is stored "
+        "server-side until then, then deleted by retention).",
+    )
+    saved_searches_per_member: int = Field(
+        default=50,
+        ge=1,
+        le=1000,
+        description="Most stored /search queries one member keeps; a new search drops their "
+        "oldest.",
+    )
 
 
 class RetentionSettings(_Section):

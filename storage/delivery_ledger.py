@@ -30,6 +30,7 @@ from storage.types import (
     ACTIVE_STATUSES,
     JSON_CODEC,
     TERMINAL_STATUSES,
+    CopyKind,
     JobView,
     OpenInteraction,
     RequestCodec,
@@ -294,27 +295,34 @@ class DeliveryLedger(Generic[RequestT]):
 
     # -- copies: messages that show a job again ------------------------------------------------
 
-    async def add_copy(self, job_id: str, channel_id: int, message_id: int) -> None:
-        """Record a message that shows ``job_id`` again (``/show``), so a moderator's block
-        reaches it too. At most ``MAX_COPIES`` per job are kept, the newest."""
+    async def add_copy(
+        self, job_id: str, channel_id: int, message_id: int, kind: CopyKind = CopyKind.SHOW
+    ) -> None:
+        """Record a message that shows ``job_id`` again (``/show``, or its showcase post), so a
+        moderator's block and like counts reach it too. At most ``MAX_COPIES`` ``/show``
+        copies per job are kept, the newest; a job has at most one showcase post (it is
+        published once), which is always kept."""
         now = self.clock()
 
         async def work(session: AsyncSession) -> None:
             await session.execute(
                 insert(JOB_COPIES).values(
-                    job_id=job_id, channel_id=channel_id, message_id=message_id, created_at=now
+                    job_id=job_id,
+                    channel_id=channel_id,
+                    message_id=message_id,
+                    created_at=now,
+                    kind=CopyKind(kind).value,
                 )
             )
+            shows = and_(JOB_COPIES.c.job_id == job_id, JOB_COPIES.c.kind == CopyKind.SHOW.value)
             keep = (
                 select(JOB_COPIES.c.id)
-                .where(JOB_COPIES.c.job_id == job_id)
+                .where(shows)
                 .order_by(JOB_COPIES.c.id.desc())
                 .limit(MAX_COPIES)
             )
             await session.execute(
-                delete(JOB_COPIES).where(
-                    JOB_COPIES.c.job_id == job_id, JOB_COPIES.c.id.not_in(keep.scalar_subquery())
-                )
+                delete(JOB_COPIES).where(shows, JOB_COPIES.c.id.not_in(keep.scalar_subquery()))
             )
 
         await self.db.write(work)
@@ -329,6 +337,19 @@ class DeliveryLedger(Generic[RequestT]):
                 .order_by(JOB_COPIES.c.id)
             )
             return [(channel, message) for channel, message in rows.all()]
+
+        return await self.db.read(work)
+
+    async def copy_records(self, job_id: str) -> list[tuple[int, int, CopyKind]]:
+        """``copies`` with each copy's kind: (channel id, message id, kind), oldest first."""
+
+        async def work(session: AsyncSession) -> list[tuple[int, int, CopyKind]]:
+            rows = await session.execute(
+                select(JOB_COPIES.c.channel_id, JOB_COPIES.c.message_id, JOB_COPIES.c.kind)
+                .where(JOB_COPIES.c.job_id == job_id)
+                .order_by(JOB_COPIES.c.id)
+            )
+            return [(channel, message, CopyKind(kind)) for channel, message, kind in rows.all()]
 
         return await self.db.read(work)
 

@@ -36,6 +36,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from storage.types import (
+    CopyKind,
     Decision,
     HoldState,
     JobStatus,
@@ -246,8 +247,13 @@ class JobCopy(Base):
     channel_id: Mapped[int] = mapped_column(BigInteger)
     message_id: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: A /show repost or the showcase post (``CopyKind``): which buttons its edits rebuild.
+    kind: Mapped[str] = mapped_column(
+        String(16), default=CopyKind.SHOW.value, server_default=CopyKind.SHOW.value
+    )
 
     __table_args__ = (
+        CheckConstraint(_in("kind", CopyKind), name="kind"),
         Index("ix_job_copies_job_id", "job_id"),
         Index("ix_job_copies_message_id", "message_id"),
     )

@@ -66,6 +66,14 @@ class Visibility(StrEnum):
     STEALTH = "stealth"
 
 
+class CopyKind(StrEnum):
+    """What a recorded copy of a job's message is: a ``/show`` (or opened) repost, with the
+    job's own buttons, or its showcase post (its ❤ and Unpublish)."""
+
+    SHOW = "show"
+    SHOWCASE = "showcase"
+
+
 class LedgerKind(StrEnum):
     """One quota ledger entry. Every job has one RESERVE, then CHARGE+RELEASE (GPU time used:
     it succeeded, or was cancelled or blocked after running) or one REFUND (nothing used, or not

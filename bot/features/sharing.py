@@ -39,11 +39,12 @@ from bot.services.job_cards import (
     PROMPT_CODE,
     PUBLISH_CODE,
     REMIX_CODE,
+    UNPUBLISH_CODE,
     held_note,
-    like_label,
+    showcase_row,
 )
 from bot.services.sharing import SearchInput, SharingService, Showcase
-from storage.types import GalleryItem, GalleryView, SavedQuery, SearchPage
+from storage.types import CopyKind, GalleryItem, GalleryView, SavedQuery, SearchPage
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,6 @@ def decode_gallery(code: str, payload: str) -> GalleryRef:
 
 
 #: Publish (``atl:1:pb:<job>``) and the showcase post's Unpublish (``atl:1:ub:<job>``).
-UNPUBLISH_CODE = "ub"
 
 
 def decode_publish(code: str, payload: str) -> tuple[str, str]:
@@ -382,19 +382,12 @@ class SharingFeature:
         original = link_after(job.guild_id, job.channel_id, job.message_id)
         link = f" \u00b7 original:{original}" if original else ""
         content = shorten(f"**{escape(shorten(job.request.prompt, 900))}** {credit}{link}")
-        view = self.router.view(
-            [
-                [
-                    (like_label(job.like_count), join(LIKE_CODE, job.id)),
-                    ("Unpublish", join(UNPUBLISH_CODE, job.id)),
-                ]
-            ]
-        )
+        view = self.router.view([list(showcase_row(job.id, job.like_count))])
         channel = client.get_partial_messageable(showcase.channel_id)
         sent = await channel.send(
             content, files=files, view=view, allowed_mentions=_NONE, nonce=f"pub{job.id}"[:25]
         )
-        await self.sharing.cards.add_copy(job.id, showcase.channel_id, sent.id)
+        await self.sharing.cards.add_copy(job.id, showcase.channel_id, sent.id, CopyKind.SHOWCASE)
 
     async def on_prompt(self, interaction: Interaction, job_id: str) -> None:
         """Prompt: the job's exact prompt and parameters, privately, for those who may find it."""

@@ -23,7 +23,7 @@ from storage.delivery_ledger import DeliveryLedger
 from storage.errors import IllegalTransition, JobNotFound
 from storage.images import ImageStore
 from storage.queue import JobQueue
-from storage.types import HoldState, JobStatus, JobView, OpenInteraction, Visibility
+from storage.types import CopyKind, HoldState, JobStatus, JobView, OpenInteraction, Visibility
 
 #: The sharing row's custom_id codes: like (``atl:1:lk:<job id>``), the prompt card
 #: (``atl:1:pc:<job id>``) and remix of the prompt (``atl:1:rx:<job id>``).
@@ -31,10 +31,20 @@ LIKE_CODE = "lk"
 PROMPT_CODE = "pc"
 REMIX_CODE = "rx"
 PUBLISH_CODE = "pb"
+#: A showcase post's button that takes it off the showcase (moderators).
+UNPUBLISH_CODE = "ub"
 
 
 def like_label(count: int) -> str:
     return f"\u2764 {count}"
+
+
+def showcase_row(job_id: str, like_count: int) -> tuple[tuple[str, str], ...]:
+    """The buttons of a job's showcase post: its own like (with the count) and Unpublish."""
+    return (
+        (like_label(like_count), join(LIKE_CODE, job_id)),
+        ("Unpublish", join(UNPUBLISH_CODE, job_id)),
+    )
 
 
 @dataclass(frozen=True)
@@ -223,11 +233,16 @@ class JobCards:
                 if await self.ledger.claim(job_id):
                     await self.ledger.mark_posted(job_id)
 
-    async def add_copy(self, job_id: str, channel_id: int, message_id: int) -> None:
-        await self.ledger.add_copy(job_id, channel_id, message_id)
+    async def add_copy(
+        self, job_id: str, channel_id: int, message_id: int, kind: CopyKind = CopyKind.SHOW
+    ) -> None:
+        await self.ledger.add_copy(job_id, channel_id, message_id, kind)
 
     async def copies(self, job_id: str) -> list[tuple[int, int]]:
         return await self.ledger.copies(job_id)
+
+    async def copy_records(self, job_id: str) -> list[tuple[int, int, CopyKind]]:
+        return await self.ledger.copy_records(job_id)
 
     async def forget_copies(self, job_id: str) -> None:
         await self.ledger.forget_copies(job_id)

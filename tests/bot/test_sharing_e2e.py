@@ -4,6 +4,9 @@ queries' buttons against forgery."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import partial
+
 from bot.devtools.emulator import DiscordEmulator
 from bot.devtools.emulator.models import EmuUser, StoredMessage
 from tests.bot.conftest import CHANNEL_ID, GUILD_ID, OTHER_CHANNEL_ID, Atelier, job_id_of
@@ -403,3 +406,63 @@ async def click_answer(
     handle = await emu.click_button(message.id, button(emu.message(message.id), label), user=user)
     reply = await handle.wait_for_original(lambda m: not m.loading)
     return reply.content
+
+
+async def test_like_counts_reach_show_copies_and_the_showcase_post(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    """A like edits every message that shows the count: the job's post, its /show copy (the
+    job's buttons) and its showcase post (its ❤ and Unpublish), whichever one was clicked."""
+    await atelier.start()
+    admin = emu.make_user(name="admin", roles=[emu.make_role("admins", permissions=1 << 5)])
+    owner = emu.make_user(name="owner")
+    fans = [emu.make_user(name=f"fan{n}") for n in range(2)]
+    grid = await make(emu, "a counted harbour", owner)
+    job_id = job_id_of(grid)
+    showcase = emu.guild().channels[OTHER_CHANNEL_ID]
+    await say(emu, "settings server", {"showcase_channel": showcase}, admin)
+    assert "Published job" in await click_answer(emu, grid, "Publish", owner)
+    post = await emu.wait_for_message(
+        lambda m: m.channel_id == OTHER_CHANNEL_ID and "a counted harbour" in m.content
+    )
+    shown = await emu.send_slash_command("show", {"job": job_id}, user=fans[0])
+    assert await shown.wait_for_ack() in (4, 5)
+    copy = await emu.wait_for_message(
+        lambda m: (
+            m.channel_id == CHANNEL_ID
+            and m.id != grid.id
+            and bool(m.attachments)
+            and job_id in m.content
+        )
+    )
+
+    def labels(message: StoredMessage) -> list[str]:
+        return [str(c.get("label")) for c in message.walk_components() if c.get("label")]
+
+    # A like on the showcase post, then one on the /show copy.
+    like = await emu.click_button(post.id, button(post, "\u2764 0"), user=fans[0])
+    assert await like.wait_for_ack() == 6
+    await counted(emu, (grid, copy, post), "\u2764 1")
+    like = await emu.click_button(copy.id, button(emu.message(copy.id), "\u2764 1"), user=fans[1])
+    assert await like.wait_for_ack() == 6
+    await counted(emu, (grid, copy, post), "\u2764 2")
+    # Each kept its own buttons: the post its ❤ and Unpublish, the copy the job's row.
+    assert labels(emu.message(post.id)) == ["\u2764 2", "Unpublish"]
+    assert labels(emu.message(copy.id)) == labels(emu.message(grid.id))
+    assert "U1" in labels(emu.message(copy.id))
+
+
+async def counted(emu: DiscordEmulator, messages: Sequence[StoredMessage], label: str) -> None:
+    """Until each message's ❤ button reads ``label``."""
+    for message in messages:
+        await emu.wait_for_message(partial(_shows, message.id, label), timeout=30)
+
+
+def _shows(message_id: int, label: str, message: StoredMessage) -> bool:
+    return message.id == message_id and like_count(message) == label
+
+
+def like_count(message: StoredMessage) -> str:
+    return next(
+        str(c["label"]) for c in message.walk_components() if "\u2764" in str(c.get("label"))
+    )

@@ -242,3 +242,24 @@ async def test_an_interaction_token_is_kept_for_the_bot_only_until_it_is_not_nee
     assert await s.deliveries.open_interactions() == []  # expired: nothing to finish
     assert await s.deliveries.forget_tokens() == 1
     assert await s.deliveries.forget_tokens() == 0
+
+
+async def test_copies_keep_their_kind_and_the_showcase_post_outlives_the_trim(
+    services: Services,
+) -> None:
+    from storage.delivery_ledger import MAX_COPIES
+    from storage.types import CopyKind
+
+    s = services
+    done = await _finished(s)
+    await s.deliveries.add_copy(done, 7, 70, CopyKind.SHOWCASE)
+    for n in range(MAX_COPIES + 3):
+        await s.deliveries.add_copy(done, 8, 800 + n)
+    records = await s.deliveries.copy_records(done)
+    assert records[0] == (7, 70, CopyKind.SHOWCASE)
+    shows = [message for _, message, kind in records if kind is CopyKind.SHOW]
+    assert shows == [800 + n for n in range(3, MAX_COPIES + 3)]  # the newest /show copies
+    assert await s.deliveries.job_of_message(70) == done
+    assert [message for _, message in await s.deliveries.copies(done)] == [
+        message for _, message, _ in records
+    ]
