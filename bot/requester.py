@@ -18,6 +18,9 @@ class Requester:
     #: The channel is age-restricted by Discord's own NSFW flag (an admin's mark is a server
     #: setting: see ``ReviewService.age_restricted``).
     age_restricted: bool = False
+    #: The name the server shows for them (their nickname, else their global name), which
+    #: the web gallery credits them by; "" when unknown.
+    display_name: str = ""
 
     def may_see(self, guild_id: int | None, owner_id: int) -> bool:
         """Whether a job made in ``guild_id`` by ``owner_id`` is within reach: a server's jobs

@@ -68,6 +68,7 @@ def requester_of(interaction: Interaction) -> Requester:
         is_admin=admin,
         is_moderator=moderator,
         age_restricted=bool(getattr(interaction.channel, "nsfw", False)),
+        display_name=user.display_name,
     )
 
 
