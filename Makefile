@@ -26,13 +26,15 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# tests/postgres.sh and tests/browser.sh install (from Debian) and provide a PostgreSQL server and
+# a headless Chromium with its ChromeDriver; CI refuses to skip the tests that need them.
 # The suite runs in two worker processes (pytest-xdist), a file per worker at a time: the end to
 # end tests spend much of their time waiting on the emulator, and the two cores stay busy.
 # The second run repeats the tests that compare two code paths within a tolerance
 # (`-m cross_path`, about 45 s) with the CPU's plainest kernels, so a tolerance that only holds
 # for this machine's vector kernels fails here, not on someone else's CPU.
 unit: setup
-	bash tests/postgres.sh $(BIN)/pytest -q -n 2 --dist loadfile
+	bash tests/postgres.sh bash tests/browser.sh $(BIN)/pytest -q -n 2 --dist loadfile
 	ATEN_CPU_CAPABILITY=default $(BIN)/pytest -q -m cross_path tests/generation
 
 test: lint unit

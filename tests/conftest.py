@@ -11,13 +11,23 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import chrome, chrome_session
+
+__all__ = ["chrome", "chrome_session"]  # the real-browser fixtures, for every test
+
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Settings must come from each test, never from the developer's shell.
+# Settings must come from each test, never from the developer's shell; the test wrappers'
+# services (tests/postgres.sh, tests/browser.sh) are the exception.
+_TEST_ENVIRONMENT = {
+    "ATELIER_TEST_POSTGRES_URL",
+    "ATELIER_TEST_CHROMIUM",
+    "ATELIER_TEST_CHROMEDRIVER",
+}
 for _name in list(os.environ):
-    if _name.startswith("ATELIER_") and _name != "ATELIER_TEST_POSTGRES_URL":
+    if _name.startswith("ATELIER_") and _name not in _TEST_ENVIRONMENT:
         del os.environ[_name]
 
 
@@ -29,3 +39,10 @@ def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data_dir = tmp_path_factory.mktemp("atelier-data")
     build_tiny_model(data_dir / "models" / "tiny")
     return data_dir
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses the real browser carries the `browser` marker (`-m browser` selects it)."""
+    for item in items:
+        if "chrome_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
