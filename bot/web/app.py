@@ -426,13 +426,15 @@ async def image_file(request: web.Request) -> web.Response:
 
 
 async def _serve(request: web.Request, index: int | None, side: int) -> web.Response:
-    parts, server = await _server(request)
+    parts = request.app[PARTS]
+    guild_id = params.snowflake(request.match_info["guild"])
     job_id = params.job_id(request.match_info["job"])
-    if job_id is None:
+    if guild_id is None or job_id is None:
         raise _not_found()
-    # Visibility first, on every request: a job made private after its files were cached is a
-    # 404 from now on, and its renditions go.
-    refs = await parts.directory.image_refs(server.guild_id, job_id)
+    # Visibility first, on every request (the read also checks that the server has the web
+    # gallery on): a job made private after its files were cached is a 404 from now on, and
+    # its renditions go.
+    refs = await parts.directory.image_refs(guild_id, job_id)
     if refs is None:
         await parts.cache.forget(job_id)
         raise _not_found()
