@@ -150,7 +150,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         if exc.status == 404:
             return _error_page(request, 404, "Not found", "There is no such page here.")
-        return _error_page(request, exc.status, exc.reason, exc.reason)
+        page = _error_page(request, exc.status, exc.reason, exc.reason)
+        if "Allow" in exc.headers:  # 405: which methods are (GET and HEAD)
+            page.headers["Allow"] = exc.headers["Allow"]
+        return page
     except (BadInput, BadSearchQuery) as exc:
         return _error_page(request, 400, "Bad request", str(exc))
     except asyncio.CancelledError:

@@ -258,7 +258,7 @@ async def test_security_headers_on_every_response(web: Web) -> None:
                 assert "<script" not in body and "style=" not in body, path
                 assert body.startswith("<!DOCTYPE html>")
     async with web.client.post(f"/s/{GUILD}") as response:
-        assert response.status == 405
+        assert response.status == 405 and "GET" in response.headers["Allow"]
         assert response.headers["Content-Security-Policy"] == CSP
     async with web.client.head(f"/s/{GUILD}/i/{job}") as response:
         assert response.status == 200 and response.headers["Content-Security-Policy"] == CSP

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bot.web import params
 from bot.web.params import BadInput
@@ -73,3 +77,18 @@ def test_web_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ATELIER_WEB_PORT", "70000")
     with pytest.raises(ConfigError, match="ATELIER_WEB_PORT"):
         load_settings()
+
+
+@given(st.text(max_size=60), st.text(max_size=60), st.text(max_size=60))
+def test_any_input_is_a_value_none_or_bad_input(view: str, window: str, cursor: str) -> None:
+    for parse in (params.snowflake, params.job_id, params.image_index):
+        parse(view)
+    for args in ((view, window, cursor), (None, None, cursor), ("top", None, cursor)):
+        with contextlib.suppress(BadInput):
+            params.gallery_query(*args)
+    for text in (view, cursor):
+        try:
+            params.search_page(text)
+            params.search_text(text)
+        except BadInput:
+            pass
