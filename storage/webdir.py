@@ -3,8 +3,9 @@ credits members by, and the reads of its image pages.
 
 The web is an anonymous viewer: every job it reads goes through ``visible_clause(None, guild)``
 (public, succeeded, not held, deleted or pruned, of that server), and only for a server with a
-``web_galleries`` row. Lists and search come from ``SharingStore`` with ``viewer_id=None``; the
-reads here are the ones it lacks (one job with its lineage; one job's image refs).
+``web_galleries`` row that the bot has not left (``left_guilds``). Lists and search come from
+``SharingStore`` with ``viewer_id=None`` (the web checks ``get`` first); the reads here are the
+ones it lacks (one job with its lineage; one job's image refs).
 
 Names are recorded by the bot (``remember``) because the web has no Discord to ask; a name longer
 than ``WEB_NAME_LENGTH`` is shortened, control characters become spaces.
@@ -17,13 +18,20 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import and_, delete, exists, not_, select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import Database
 from storage.gallery import item_from, item_select
-from storage.models import DELIVERIES, JOBS, MEMBER_NAMES, WEB_GALLERIES, WEB_NAME_LENGTH
+from storage.models import (
+    DELIVERIES,
+    JOBS,
+    LEFT_GUILDS,
+    MEMBER_NAMES,
+    WEB_GALLERIES,
+    WEB_NAME_LENGTH,
+)
 from storage.sql import upsert, utc_now
 from storage.types import GalleryItem, WebGallery, WebJob
 from storage.visibility import visible_clause
@@ -46,8 +54,14 @@ def _gallery(row: RowMapping) -> WebGallery:
     return WebGallery(row["guild_id"], row["name"], row["enabled_by"], row["enabled_at"])
 
 
+def _not_left(guild: Any) -> Any:
+    """The bot is still in the server: once removed, its admins could not turn the web gallery
+    off any more, so it shows nothing until the bot is back."""
+    return not_(exists().where(LEFT_GUILDS.c.guild_id == guild))
+
+
 def _listed(guild_id: int) -> Any:
-    return exists().where(WEB_GALLERIES.c.guild_id == guild_id)
+    return and_(exists().where(WEB_GALLERIES.c.guild_id == guild_id), _not_left(guild_id))
 
 
 class WebDirectory:
@@ -100,11 +114,16 @@ class WebDirectory:
         return await self.db.write(work)
 
     async def get(self, guild_id: int) -> WebGallery | None:
+        """The server's gallery when it is on (and the bot is still in the server), else None."""
+
         async def work(session: AsyncSession) -> WebGallery | None:
             row = (
                 (
                     await session.execute(
-                        select(WEB_GALLERIES).where(WEB_GALLERIES.c.guild_id == guild_id)
+                        select(WEB_GALLERIES).where(
+                            WEB_GALLERIES.c.guild_id == guild_id,
+                            _not_left(WEB_GALLERIES.c.guild_id),
+                        )
                     )
                 )
                 .mappings()
@@ -115,11 +134,13 @@ class WebDirectory:
         return await self.db.read(work)
 
     async def listed(self) -> tuple[WebGallery, ...]:
-        """Every server with the web gallery on, by name."""
+        """Every server with the web gallery on (that the bot is still in), by name."""
 
         async def work(session: AsyncSession) -> tuple[WebGallery, ...]:
             rows = await session.execute(
-                select(WEB_GALLERIES).order_by(WEB_GALLERIES.c.name, WEB_GALLERIES.c.guild_id)
+                select(WEB_GALLERIES)
+                .where(_not_left(WEB_GALLERIES.c.guild_id))
+                .order_by(WEB_GALLERIES.c.name, WEB_GALLERIES.c.guild_id)
             )
             return tuple(_gallery(row) for row in rows.mappings())
 

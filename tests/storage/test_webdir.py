@@ -139,3 +139,15 @@ async def test_children_are_bounded(services: Services) -> None:
         await finished(s, kind=JobKind.UPSCALE, parent_id=job)
     page = await web.job(GUILD, job)
     assert page is not None and len(page.children) == MAX_CHILDREN
+
+
+async def test_a_server_the_bot_left_is_not_shown(services: Services) -> None:
+    s = services
+    web = directory(s)
+    await web.enable(GUILD, "Club", ADMIN)
+    job = await finished(s)
+    await s.queue.cancel_for_guild(GUILD, "removed")
+    assert await web.get(GUILD) is None and await web.listed() == ()
+    assert await web.job(GUILD, job) is None and await web.image_refs(GUILD, job) is None
+    await s.queue.rejoin_guilds([GUILD])
+    assert (await web.get(GUILD)) is not None and await web.job(GUILD, job) is not None

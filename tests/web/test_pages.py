@@ -18,6 +18,10 @@ async def test_index_lists_only_servers_that_turned_it_on(web: Web) -> None:
     assert f'href="/s/{GUILD}"' in html and "The &lt;b&gt;Club&lt;/b&gt;" in html
     assert f"/s/{OTHER_GUILD}" not in html
     assert (await web.get(f"/s/{OTHER_GUILD}"))[0] == 404
+    await web.s.queue.cancel_for_guild(GUILD, "removed")  # the bot left: nothing shows
+    assert (await web.get(f"/s/{GUILD}"))[0] == 404
+    await web.s.queue.rejoin_guilds([GUILD])
+    assert (await web.get(f"/s/{GUILD}"))[0] == 200
     await web.directory.disable(GUILD)
     assert (await web.get(f"/s/{GUILD}"))[0] == 404
     assert 'id="empty"' in (await web.get("/"))[1]
