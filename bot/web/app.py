@@ -174,7 +174,10 @@ def _html(
     parts: Parts, template: str, context: Mapping[str, Any], status: int = 200
 ) -> web.Response:
     body = parts.pages.get_template(template).render(
-        root=parts.root, css_version=parts.css_etag.strip('"')[:12], **context
+        root=parts.root,
+        base_url=parts.settings.web.base_url,
+        css_version=parts.css_etag.strip('"')[:12],
+        **context,
     )
     return web.Response(
         text=body,

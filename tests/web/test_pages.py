@@ -336,3 +336,8 @@ async def test_links_carry_the_public_base_path(services: Services, tmp_path: Pa
         assert status == 200
         assert f'href="/gallery/s/{GUILD}/i/{job}"' in html
         assert 'href="/gallery/static/atelier.css?v=' in html
+        _, html = await web.get(f"/s/{GUILD}/i/{job}")
+        page = f"https://example.org/gallery/s/{GUILD}/i/{job}"
+        assert f'<link rel="canonical" href="{page}">' in html
+        thumb = f"https://example.org/gallery/s/{GUILD}/t/{job}.webp"
+        assert f'<meta property="og:image" content="{thumb}">' in html
