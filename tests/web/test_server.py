@@ -13,8 +13,9 @@ from pathlib import Path
 
 import aiohttp
 
+from bot.runtime import atelier_runtime
 from bot.web import CSP, web_server
-from config.settings import Settings, WebSettings
+from config.settings import QueueSettings, Settings, WebSettings
 from storage import FileImageStore, WebDirectory
 from tests.storage.dbfixtures import Services
 from tests.storage.sharefixtures import GUILD
@@ -81,3 +82,19 @@ async def test_atelier_web_serves_until_sigterm(tmp_path: Path) -> None:
     assert f"web gallery listening on 127.0.0.1:{port}" in log
     assert "visitors reach it at https://gallery.example.org" in log
     assert (tmp_path / "atelier.db").is_file()
+
+
+async def test_atelier_run_serves_the_gallery_when_enabled(tmp_path: Path) -> None:
+    """The composition root starts it beside the bot (no worker here: no model to load)."""
+    port = free_port()
+    settings = Settings(
+        data_dir=tmp_path,
+        web=WebSettings(enabled=True, port=port),
+        queue=QueueSettings(run_worker_in_process=False),
+    )
+    async with atelier_runtime(settings) as runtime:
+        await WebDirectory(runtime.ledger.db).enable(GUILD, "Club", 9)
+        status, html, _ = await fetch(f"http://127.0.0.1:{port}/")
+        assert status == 200 and "Club" in html
+    with socket.socket() as again:  # stopped with the runtime
+        again.bind(("127.0.0.1", port))
