@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.runtime import WORKER_HUNG_EXIT, open_ledger, run_bot, run_worker
+from bot.runtime import WORKER_HUNG_EXIT, open_ledger, run_bot, run_web, run_worker
 from config import ConfigError, Settings, load_settings
 from config.errors import mask_url_passwords
 
@@ -34,6 +34,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("run", help="run the Discord bot (and, by default, one worker in-process)")
     sub.add_parser("worker", help="run a generation worker against the shared queue")
+    sub.add_parser(
+        "web", help="run the read-only web gallery alone (no Discord token, no model needed)"
+    )
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -182,6 +185,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return status
     if command == "run":
         asyncio.run(run_bot(settings))
+        return 0
+    if command == "web":
+        asyncio.run(run_web(settings))
         return 0
     raise AssertionError(command)
 

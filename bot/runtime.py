@@ -295,7 +295,8 @@ def wire_bot(
 
 @contextlib.asynccontextmanager
 async def atelier_runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    """The bot over the ledger, plus one worker in this process unless configured off.
+    """The bot over the ledger, plus one worker in this process unless configured off, and
+    the web gallery when ``web.enabled``.
 
     The worker starts with the bot (setup_hook) and is stopped gracefully when it closes.
     """
@@ -309,6 +310,10 @@ async def atelier_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             worker = await stack.enter_async_context(open_worker(settings, ledger, models))
             checker = TokenCountCheck(models.default)
         bot = wire_bot(settings, ledger, checker, _hung(worker))
+        if settings.web.enabled:
+            from bot.web import web_server
+
+            await stack.enter_async_context(web_server(settings, ledger.db, ledger.images))
         retention = RetentionLoop(ledger.retention)
         bot.add_background("retention", retention.run, stop=retention.stop)
         if worker is not None:
@@ -354,3 +359,16 @@ async def run_bot(settings: Settings) -> None:
         else:
             with contextlib.suppress(asyncio.CancelledError):
                 await connection
+
+
+async def run_web(settings: Settings) -> None:
+    """`atelier web`: the read-only web gallery alone until SIGINT/SIGTERM. Needs only the
+    database and the images directory: no Discord token, no model."""
+    from bot.web import serve_web
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await serve_web(settings, stop)

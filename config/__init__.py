@@ -9,6 +9,7 @@ from config.settings import (
     QuotaSettings,
     RetentionSettings,
     Settings,
+    WebSettings,
     load_settings,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "QuotaSettings",
     "RetentionSettings",
     "Settings",
+    "WebSettings",
     "load_settings",
 ]

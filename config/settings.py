@@ -407,6 +407,75 @@ class RetentionSettings(_Section):
     )
 
 
+class WebSettings(_Section):
+    """The read-only web gallery (``atelier web``, or with ``atelier run`` when enabled). It
+    shows only servers whose admins turned it on, and only their public jobs."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Serve the web gallery from `atelier run` too (`atelier web` serves it "
+        "alone either way).",
+    )
+    host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address to listen on (0.0.0.0: every interface; put a TLS proxy in front).",
+    )
+    port: int = Field(default=8080, ge=1, le=65535, description="TCP port to listen on.")
+    public_base_url: str | None = Field(
+        default=None,
+        description="The gallery's address as visitors reach it (e.g. behind a proxy: "
+        "https://gallery.example.org); unset: http://host:port.",
+    )
+    thumbnail_cache_mb: int = Field(
+        default=256,
+        ge=1,
+        le=1_000_000,
+        description="Most megabytes of WebP thumbnails and images kept on disk "
+        "(<data dir>/web-cache); the least recently served go first.",
+    )
+    thumbnail_px: int = Field(
+        default=384, ge=64, le=1024, description="Longest side of a gallery thumbnail."
+    )
+    image_px: int = Field(
+        default=1536, ge=256, le=4096, description="Longest side of an image page's picture."
+    )
+    image_max_age_seconds: int = Field(
+        default=3600,
+        ge=0,
+        le=31_536_000,
+        description="How long browsers may reuse a thumbnail or image without asking again "
+        "(Cache-Control max-age); a job made private later may stay in a browser that long.",
+    )
+    page_size: int = Field(
+        default=9, ge=4, le=9, description="Jobs on one gallery, search or member page."
+    )
+
+    @field_validator("public_base_url", mode="before")
+    @classmethod
+    def _empty_url_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+            raise ValueError(
+                "must be an http:// or https:// URL such as https://gallery.example.org"
+            )
+        return value.rstrip("/")
+
+    @property
+    def base_url(self) -> str:
+        """Where visitors reach the gallery, without a trailing slash."""
+        if self.public_base_url is not None:
+            return self.public_base_url
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
 #: A classifier's label as the model's config names it (``id2label``), e.g. ``nsfw``.
 ClassifierLabel = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 #: A probability a label's score is compared with: finite, from 0 to 1.
@@ -564,6 +633,7 @@ class Settings(BaseSettings):
     bot: BotSettings = BotSettings()
     retention: RetentionSettings = RetentionSettings()
     moderation: ModerationSettings = ModerationSettings()
+    web: WebSettings = WebSettings()
 
     @field_validator("database_url", mode="before")
     @classmethod

@@ -6,7 +6,8 @@ Public entry points (the composition root wires them; nothing here imports ``gen
 - ``JobQueue`` (every job transition), ``QuotaService``, ``DeliveryLedger``, ``PreferenceStore``,
   ``ModerationLog`` (the moderation audit log);
 - ``SharingStore`` (likes, owner deletion, visibility, gallery pages, prompt search, saved
-  searches) and the one visibility rule, ``visible_clause``/``visible``
+  searches), ``WebDirectory`` (the web gallery's servers, member names and image pages)
+  and the one visibility rule, ``visible_clause``/``visible``
   (``storage.visibility``);
 - ``ImageStore``/``FileImageStore``; ``audit``; the frozen types in ``storage.types``;
 - ``RequestCodec``: how the queue and the delivery ledger store the caller's request type
@@ -72,8 +73,11 @@ from storage.types import (
     SearchPage,
     SharedMessage,
     Visibility,
+    WebGallery,
+    WebJob,
 )
 from storage.visibility import visible, visible_clause
+from storage.webdir import WebDirectory
 
 __all__ = [
     "JSON_CODEC",
@@ -129,6 +133,9 @@ __all__ = [
     "StorageError",
     "UndecodableRequest",
     "Visibility",
+    "WebDirectory",
+    "WebGallery",
+    "WebJob",
     "audit",
     "current_revision",
     "estimate_seconds",

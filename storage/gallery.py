@@ -44,6 +44,11 @@ TOP_WINDOWS = {
 }
 _CURSOR = re.compile(r"^([ab])([0-9a-z]{1,13})(?:\.([0-9a-z]{1,13}))?$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: What the sort keys' columns hold: ``jobs.seq`` (64-bit), ``jobs.like_count`` (32-bit), and a
+#: like's time in microseconds since the epoch (up to the year 9999).
+MAX_BIGINT = 2**63 - 1
+MAX_INT = 2**31 - 1
+MAX_MICROS = (datetime(9999, 12, 31, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
 
 
 def check_page_size(size: int) -> None:
@@ -121,12 +126,19 @@ def _base36(n: int) -> str:
             return out
 
 
-def _decode(cursor: str, width: int) -> _Cursor:
+def _decode(cursor: str, limits: Sequence[int]) -> _Cursor:
+    """A cursor's direction and numbers; each number at most its key's limit, so a forged
+    cursor never reaches the database with a value its column cannot hold."""
     found = _CURSOR.fullmatch(cursor)
     parts = [p for p in found.groups()[1:] if p is not None] if found else []
-    if found is None or len(parts) != width:
+    numbers = tuple(int(p, 36) for p in parts)
+    if (
+        found is None
+        or len(numbers) != len(limits)
+        or any(n > limit for n, limit in zip(numbers, limits, strict=True))
+    ):
         raise BadSearchQuery("this page link is not valid; open the gallery again")
-    return _Cursor(found.group(1) == "a", tuple(int(p, 36) for p in parts))
+    return _Cursor(found.group(1) == "a", numbers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +152,8 @@ class _List:
     #: Turns a row's sort key into cursor numbers, and cursor numbers back into SQL values.
     to_ints: Callable[[RowMapping], tuple[int, ...]]
     from_ints: Callable[[tuple[int, ...]], tuple[Any, ...]]
+    #: The largest number a cursor may carry for each key (what its column holds).
+    limits: tuple[int, ...] = (MAX_BIGINT,)
 
 
 def _micros(moment: datetime) -> int:
@@ -176,6 +190,7 @@ def gallery_list(
             (JOBS.c.like_count, JOBS.c.seq),
             lambda r: (r["like_count"], r["seq"]),
             lambda k: k,
+            (MAX_INT, MAX_BIGINT),
         )
     if view is GalleryView.RECENT:
         return _List(froms, base, where, (JOBS.c.seq,), *plain)
@@ -201,6 +216,7 @@ def gallery_list(
             (LIKES.c.created_at, JOBS.c.seq),
             lambda r: (_micros(r["liked_at"]), r["seq"]),
             lambda k: (_from_micros(k[0]), k[1]),
+            (MAX_MICROS, MAX_BIGINT),
         )
     raise ValueError(f"unknown gallery view {view!r}")  # pragma: no cover
 
@@ -223,8 +239,7 @@ async def gallery_page(
     size: int,
 ) -> GalleryPage:
     check_page_size(size)
-    width = len(listing.key)
-    parsed = None if cursor is None else _decode(cursor, width)
+    parsed = None if cursor is None else _decode(cursor, listing.limits)
     stmt = listing.stmt.where(listing.where)
     rows: list[RowMapping]
     if parsed is not None and not parsed.after:

@@ -578,6 +578,36 @@ class SearchQueryRow(Base):
     )
 
 
+#: The longest server name and member name the web gallery keeps (Discord's are at most 100
+#: and 32 characters; longer ones are shortened).
+WEB_NAME_LENGTH = 100
+
+
+class WebGalleryRow(Base):
+    """A server whose admins turned the read-only web gallery on (``storage.webdir``). No row:
+    the web shows nothing of that server."""
+
+    __tablename__ = "web_galleries"
+
+    guild_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    #: The server's name when it was turned on (the web has no Discord to ask).
+    name: Mapped[str] = mapped_column(String(WEB_NAME_LENGTH))
+    enabled_by: Mapped[int] = mapped_column(BigInteger)
+    enabled_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class MemberNameRow(Base):
+    """A member's display name in a server, as the bot last saw it, so web pages can credit
+    members without asking Discord."""
+
+    __tablename__ = "member_names"
+
+    guild_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(WEB_NAME_LENGTH))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class Meta(Base):
     """Small key/value facts, e.g. the hash of the command set last synced to Discord."""
 
@@ -608,3 +638,5 @@ BANS = cast(Table, BanRow.__table__)
 NOTICES = cast(Table, NoticeRow.__table__)
 LIKES = cast(Table, LikeRow.__table__)
 SEARCH_QUERIES = cast(Table, SearchQueryRow.__table__)
+WEB_GALLERIES = cast(Table, WebGalleryRow.__table__)
+MEMBER_NAMES = cast(Table, MemberNameRow.__table__)

@@ -745,3 +745,31 @@ class DeletedJob:
     already: bool
     #: When it went to the showcase channel (that post goes too); None if never.
     published_at: datetime | None = None
+
+
+# -- the web gallery (issue 12) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WebGallery:
+    """A server whose admins turned the read-only web gallery on (``storage.webdir``)."""
+
+    guild_id: int
+    #: The server's name when it was turned on (or last renamed through ``enable``).
+    name: str
+    enabled_by: int
+    enabled_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WebJob:
+    """One job as the web's image page shows it to an anonymous viewer: the job, every image
+    it stored (a grid: its four images, then the grid), its stored request (JSON, for the
+    parameters), and its lineage as far as it is public: the parent, when visible, and the
+    visible children (follow-ups made from it), oldest first."""
+
+    item: GalleryItem
+    refs: tuple[str, ...]
+    request: Mapping[str, Any]
+    parent: GalleryItem | None
+    children: tuple[GalleryItem, ...]

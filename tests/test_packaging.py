@@ -1,7 +1,8 @@
 """The wheel holds what an installed ``atelier`` needs outside a checkout, and no tests.
 
 ``atelier bench bot`` drives the Discord emulator and every start applies the migrations, so
-both must ship; ``tests`` must not become an installed top-level package.
+both must ship, as must the web gallery's templates and stylesheet; ``tests`` must not become an
+installed top-level package.
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ def test_the_wheel_ships_the_devtools_and_migrations_but_not_the_tests(tmp_path:
         "storage/migrations/env.py",
         "storage/migrations/script.py.mako",
         "storage/migrations/versions/0001_initial.py",
+        "storage/migrations/versions/0008_web_gallery.py",
+        "bot/web/templates/base.html",
+        "bot/web/templates/image.html",
+        "bot/web/static/atelier.css",
         "generation/bench.py",
         "storage/bench.py",
     ):

@@ -366,6 +366,25 @@ async def test_forged_cursors_are_refused(services: Services, cursor: str) -> No
         await sharing(services).gallery(GalleryView.RECENT, GUILD, MEMBER, cursor=cursor)
 
 
+@pytest.mark.parametrize(
+    ("view", "cursor"),
+    [
+        (GalleryView.RECENT, "a" + "z" * 13),  # past a 64-bit jobs.seq
+        (GalleryView.TOP_ALL, "azzzzzzz.1"),  # past a 32-bit like_count
+        (GalleryView.LIKED, "b" + "z" * 13 + ".1"),  # past the year 9999
+    ],
+)
+async def test_cursor_numbers_past_their_columns_are_refused(
+    services: Services, view: GalleryView, cursor: str
+) -> None:
+    """Not an overflow in the driver (a 500, "This interaction failed"): a bad page link."""
+    with pytest.raises(BadSearchQuery, match="page link"):
+        await sharing(services).gallery(view, GUILD, MEMBER, cursor=cursor)
+    largest = "a1y2p0ij32e8e7" if view is GalleryView.RECENT else "a" + "zik0zj.1y2p0ij32e8e7"
+    if view is not GalleryView.LIKED:
+        await sharing(services).gallery(view, GUILD, MEMBER, cursor=largest)  # fits: a page
+
+
 # -- saved searches --------------------------------------------------------------------------
 
 
