@@ -32,6 +32,8 @@ class ServerSettingsView:
     allow_stealth: bool = True
     showcase_channel: int | None = None
     auto_feature_likes: int = 0
+    #: The server's page on the web gallery while its admins have it on, else None.
+    web_gallery: str | None = None
 
 
 def render_settings(current: Mapping[str, object]) -> str:
@@ -91,6 +93,12 @@ def render_server_settings(view: ServerSettingsView) -> str:
             f", featuring images with {view.auto_feature_likes} likes automatically"
             if view.auto_feature_likes
             else ""
+        ),
+        "- Web gallery: "
+        + (
+            f"on, at <{view.web_gallery}> (public jobs only)"
+            if view.web_gallery
+            else "off (its public jobs are not on the web)"
         ),
         "Admins (Manage Server) change them with /settings server; moderators may look.",
     ]

@@ -242,6 +242,7 @@ def wire_bot(
     from bot.services.server_settings import ServerSettings
     from bot.services.sharing import SharingService
     from storage.sharing import SharingStore
+    from storage.webdir import WebDirectory
 
     cards = JobCards(settings, ledger.queue, ledger.delivery, ledger.images)
     review = ReviewService(
@@ -273,7 +274,11 @@ def wire_bot(
     bot.add_background("review", poster.run, stop=poster.stop)
     bot.add_feature(ImageFeature(intake, account, publisher))
     bot.add_feature(AccountFeature(account, settings.generation))
-    bot.add_feature(SettingsFeature(account, ServerSettings(settings, ledger.prefs, review)))
+    bot.add_feature(
+        SettingsFeature(
+            account, ServerSettings(settings, ledger.prefs, review, WebDirectory(ledger.db))
+        )
+    )
     bot.add_feature(ModerationFeature(moderation, publisher))
     bot.add_feature(ReviewFeature(review, publisher, poster))
     sharing = SharingService(

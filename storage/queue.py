@@ -93,6 +93,7 @@ from storage.types import (
     to_ms,
 )
 from storage.views import claimed_job, job_view, job_view_select, job_views
+from storage.webdir import remember_name
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +257,8 @@ class JobQueue(Generic[RequestT]):
             await self.quota.record_reservations(
                 session, owner, [(job_id, ms) for job_id, _, ms in specs], now
             )
+            if owner.name is not None and owner.guild_id is not None:
+                await remember_name(session, owner.guild_id, owner.user_id, owner.name, now)
             for job_id, job, _ in specs:
                 if job.hold_reason is not None and owner.guild_id is not None:
                     row = await self._row(session, job_id)

@@ -155,6 +155,9 @@ class Owner:
     user_id: int
     guild_id: int | None = None
     channel_id: int | None = None
+    #: Their display name in that server, to record with the job (the web gallery credits
+    #: members by it); None: leave the recorded name as it is.
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,25 @@ def clean_name(name: str) -> str:
     return _CONTROL.sub(" ", name).strip()[:WEB_NAME_LENGTH].strip()
 
 
+async def remember_name(
+    session: AsyncSession, guild_id: int, user_id: int, name: str, now: datetime
+) -> None:
+    """Record (or update) a member's display name in a server, inside the caller's unit of work
+    (``JobQueue.enqueue_many`` records the owner's with their job). A name that is empty once
+    cleaned is not recorded."""
+    shown = clean_name(name)
+    if not shown:
+        return
+    await session.execute(
+        upsert(
+            session,
+            MEMBER_NAMES,
+            {"guild_id": guild_id, "user_id": user_id, "name": shown, "updated_at": now},
+            ["guild_id", "user_id"],
+        )
+    )
+
+
 def _gallery(row: RowMapping) -> WebGallery:
     return WebGallery(row["guild_id"], row["name"], row["enabled_by"], row["enabled_at"])
 
@@ -151,20 +170,10 @@ class WebDirectory:
     async def remember(self, guild_id: int, user_id: int, name: str) -> None:
         """Record a member's display name in a server (the bot calls this as it sees them).
         A name that is empty once cleaned is not recorded."""
-        shown = clean_name(name)
-        if not shown:
-            return
         now = self.clock()
 
         async def work(session: AsyncSession) -> None:
-            await session.execute(
-                upsert(
-                    session,
-                    MEMBER_NAMES,
-                    {"guild_id": guild_id, "user_id": user_id, "name": shown, "updated_at": now},
-                    ["guild_id", "user_id"],
-                )
-            )
+            await remember_name(session, guild_id, user_id, name, now)
 
         await self.db.write(work)
 

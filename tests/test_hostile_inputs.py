@@ -61,6 +61,7 @@ from generation.options import CommandOptions, parse_imagine_prompt
 from generation.request import Mode
 from storage.errors import InvalidImageRef
 from storage.images import FileImageStore, make_ref, parse_ref
+from storage.webdir import WebDirectory
 
 GUILD = 800
 OTHER_GUILD = 801
@@ -148,7 +149,7 @@ async def desk(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Desk]:
         review = ReviewService(
             settings, ledger.review, ledger.queue, ledger.delivery, ledger.prefs, ledger.images
         )
-        server = ServerSettings(settings, ledger.prefs, review)
+        server = ServerSettings(settings, ledger.prefs, review, WebDirectory(ledger.db))
         await ledger.prefs.update_guild_settings(GUILD, {"banned_terms": SERVER_TERMS})
         yield Desk(settings, ledger, intake, account, moderation, server, data_dir / "atelier.db")
 

@@ -61,10 +61,11 @@ def test_the_wheel_ships_the_devtools_and_migrations_but_not_the_tests(tmp_path:
         "storage/migrations/env.py",
         "storage/migrations/script.py.mako",
         "storage/migrations/versions/0001_initial.py",
-        "storage/migrations/versions/0008_web_gallery.py",
+        "storage/migrations/versions/0009_web_gallery.py",
         "bot/web/templates/base.html",
         "bot/web/templates/image.html",
         "bot/web/static/atelier.css",
+        "bot/web/static/favicon.svg",
         "generation/bench.py",
         "storage/bench.py",
     ):

@@ -70,6 +70,7 @@ class SettingsCommands(app_commands.Group):
         allow_stealth="Whether members may make stealth jobs (found only by them and moderators)",
         showcase_channel="Where published and featured images are posted",
         auto_feature_likes="Likes that feature an image automatically (0: off)",
+        web_gallery="Show this server's public jobs on the read-only web gallery",
     )
     async def server(
         self,
@@ -85,6 +86,7 @@ class SettingsCommands(app_commands.Group):
         allow_stealth: bool | None = None,
         showcase_channel: discord.TextChannel | None = None,
         auto_feature_likes: app_commands.Range[int, 0, 1000] | None = None,
+        web_gallery: bool | None = None,
     ) -> None:
         await thinking(interaction)
         requester = requester_of(interaction)
@@ -95,6 +97,8 @@ class SettingsCommands(app_commands.Group):
             showcase_channel=None if showcase_channel is None else showcase_channel.id,
             showcase_channel_guild=None if showcase_channel is None else showcase_channel.guild.id,
             auto_feature_likes=auto_feature_likes,
+            web_gallery=web_gallery,
+            server_name=interaction.guild.name if interaction.guild is not None else "",
             moderation=ModerationChange(
                 review_channel=None if review_channel is None else review_channel.id,
                 age_restricted=age_restricted,

@@ -84,6 +84,10 @@ class Admitted:
     age_restricted: bool = False
 
 
+#: Display names JobIntake remembers having recorded (see ``_name_to_record``).
+NAMES_REMEMBERED = 10_000
+
+
 class JobIntake:
     """Turns a requester's input into admitted requests, and admitted requests into jobs."""
 
@@ -106,6 +110,8 @@ class JobIntake:
         self.moderation = moderation
         self.checker = checker
         self.seed_source = seed_source
+        #: (server, member) -> the display name last recorded with one of their jobs.
+        self._names: dict[tuple[int, int], str] = {}
 
     # -- /imagine -----------------------------------------------------------------------
 
@@ -160,7 +166,12 @@ class JobIntake:
     ) -> list[Ticket]:
         """Queue admitted requests (quota reserved in the same transaction), in the order of
         ``origin``'s interaction, with the interaction kept for the response."""
-        owner = Owner(requester.user_id, requester.guild_id, requester.channel_id)
+        owner = Owner(
+            requester.user_id,
+            requester.guild_id,
+            requester.channel_id,
+            name=self._name_to_record(requester),
+        )
         visibilities = [await self.visibility(requester, request) for request in admitted.requests]
         jobs = [
             NewJob(
@@ -187,10 +198,31 @@ class JobIntake:
             for request, visibility in zip(admitted.requests, visibilities, strict=True)
         ]
         views = await self.queue.enqueue_many(owner, jobs, role_ids=requester.role_ids)
+        self._recorded(owner)
         return [
             Ticket(view.id, await self.cards.card(view), held=view.hold is HoldState.HELD)
             for view in views
         ]
+
+    def _name_to_record(self, requester: Requester) -> str | None:
+        """The member's display name when it is not the one this process last recorded for
+        them in that server (it is written with their job), else None. Bounded: the oldest
+        remembered names are forgotten first, which only costs a repeated write."""
+        if requester.guild_id is None or not requester.display_name:
+            return None
+        if self._names.get((requester.guild_id, requester.user_id)) == requester.display_name:
+            return None
+        return requester.display_name
+
+    def _recorded(self, owner: Owner) -> None:
+        """``owner.name`` was written with their job (the enqueue committed)."""
+        if owner.name is None or owner.guild_id is None:
+            return
+        key = (owner.guild_id, owner.user_id)
+        self._names.pop(key, None)
+        self._names[key] = owner.name
+        while len(self._names) > NAMES_REMEMBERED:
+            del self._names[next(iter(self._names))]
 
     async def visibility(self, requester: Requester, request: GenerationRequest) -> Visibility:
         """Who may find the job: ``--stealth``/``--public``, else the member's default, else

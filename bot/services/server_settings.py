@@ -27,6 +27,7 @@ from bot.requester import Requester
 from bot.services.review import ModerationChange, ReviewService
 from config.settings import Settings
 from storage.preferences import PreferenceStore
+from storage.webdir import WebDirectory
 
 #: The key of the click rule in a server's settings document.
 OWNER_ONLY_BUTTONS_KEY = "owner_only_buttons"
@@ -66,6 +67,10 @@ class ServerChange:
     auto_feature_likes: int | None = None
     #: The server the chosen review channel belongs to, as Discord resolved it.
     review_channel_guild: int | None = None
+    #: Whether the server's public jobs are shown on the web gallery, and the server's name
+    #: (shown there) as Discord gave it.
+    web_gallery: bool | None = None
+    server_name: str = ""
 
     @property
     def empty(self) -> bool:
@@ -76,16 +81,24 @@ class ServerChange:
             and self.allow_stealth is None
             and self.showcase_channel is None
             and self.auto_feature_likes is None
+            and self.web_gallery is None
         )
 
 
 class ServerSettings:
     """A server's settings: the click rule and the moderation rules, seen and changed."""
 
-    def __init__(self, settings: Settings, prefs: PreferenceStore, review: ReviewService) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        prefs: PreferenceStore,
+        review: ReviewService,
+        web: WebDirectory,
+    ) -> None:
         self.settings = settings
         self.prefs = prefs
         self.review = review
+        self.web = web
 
     async def show(self, requester: Requester) -> ServerSettingsView:
         """Moderators and admins: the requester's server's settings."""
@@ -164,7 +177,25 @@ class ServerSettings:
             )
         if sharing:
             await self.prefs.update_guild_settings(guild_id, sharing)
+        if change.web_gallery:
+            await self.web.enable(
+                guild_id, change.server_name or f"server {guild_id}", requester.user_id
+            )
+            lines.append(
+                f"This server's public jobs are now on the web gallery: <{self._page(guild_id)}>. "
+                "Stealth, held, blocked and deleted jobs never are."
+            )
+        elif change.web_gallery is not None:
+            was_on = await self.web.disable(guild_id)
+            lines.append(
+                "This server is no longer on the web gallery: its pages answer 404."
+                if was_on
+                else "The web gallery was already off for this server."
+            )
         return lines, await self._view(guild_id)
+
+    def _page(self, guild_id: int) -> str:
+        return f"{self.settings.web.base_url.rstrip('/')}/s/{guild_id}"
 
     async def _view(self, guild_id: int) -> ServerSettingsView:
         stored = await self.prefs.get_guild_settings(guild_id)
@@ -181,6 +212,7 @@ class ServerSettings:
             allow_stealth=bool(stored.get(ALLOW_STEALTH_KEY, True)),
             showcase_channel=stored.get(SHOWCASE_CHANNEL_KEY),
             auto_feature_likes=int(stored.get(AUTO_FEATURE_KEY, 0)),
+            web_gallery=None if await self.web.get(guild_id) is None else self._page(guild_id),
         )
 
 

@@ -58,6 +58,8 @@ SECURITY_HEADERS: Mapping[str, str] = {
 #: Pages change with every like and new job: browsers ask again each time.
 PAGE_CACHE = "no-cache"
 STATIC_MAX_AGE = 86_400
+FAVICON = resources.files("bot.web").joinpath("static/favicon.svg").read_bytes()
+FAVICON_ETAG = '"' + hashlib.sha256(FAVICON).hexdigest()[:32] + '"'
 WEBP = "image/webp"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -124,6 +126,8 @@ def build_app(
     app.on_startup.append(_load_cache)
     app.router.add_get("/", index)
     app.router.add_get("/static/atelier.css", stylesheet)
+    app.router.add_get("/static/favicon.svg", icon)
+    app.router.add_get("/favicon.ico", icon)
     app.router.add_get("/s/{guild}", gallery)
     app.router.add_get("/s/{guild}/search", search)
     app.router.add_get("/s/{guild}/i/{job}", image_page)
@@ -207,10 +211,19 @@ async def index(request: web.Request) -> web.Response:
 
 async def stylesheet(request: web.Request) -> web.Response:
     parts = request.app[PARTS]
-    headers = {"Cache-Control": f"public, max-age={STATIC_MAX_AGE}", "ETag": parts.css_etag}
-    if _matches(request, parts.css_etag):
+    return _static(request, parts.css, parts.css_etag, "text/css")
+
+
+async def icon(request: web.Request) -> web.Response:
+    """The site's icon (an SVG; also at /favicon.ico, where browsers look without a link)."""
+    return _static(request, FAVICON, FAVICON_ETAG, "image/svg+xml")
+
+
+def _static(request: web.Request, body: bytes, etag: str, content_type: str) -> web.Response:
+    headers = {"Cache-Control": f"public, max-age={STATIC_MAX_AGE}", "ETag": etag}
+    if _matches(request, etag):
         return web.Response(status=304, headers=headers)
-    return web.Response(body=parts.css, content_type="text/css", charset="utf-8", headers=headers)
+    return web.Response(body=body, content_type=content_type, charset="utf-8", headers=headers)
 
 
 async def _server(request: web.Request) -> tuple[Parts, WebGallery]:

@@ -11,6 +11,7 @@ from bot.render_settings import ServerSettingsView, render_server_change, render
 from bot.requester import Requester
 from bot.services.review import ModerationChange, ReviewService
 from bot.services.server_settings import ServerChange, ServerSettings
+from storage.webdir import WebDirectory
 from tests.bot.services.conftest import CHANNEL, GUILD, OTHER_GUILD, Bench
 
 
@@ -19,7 +20,7 @@ def server_of(bench: Bench) -> ServerSettings:
     review = ReviewService(
         bench.settings, ledger.review, ledger.queue, ledger.delivery, ledger.prefs, ledger.images
     )
-    return ServerSettings(bench.settings, ledger.prefs, review)
+    return ServerSettings(bench.settings, ledger.prefs, review, WebDirectory(ledger.db))
 
 
 def who(*, admin: bool = False, moderator: bool = False, guild_id: int | None = GUILD) -> Requester:
