@@ -254,7 +254,10 @@ async def test_thread_permissions_are_enforced(emu: DiscordEmulator) -> None:
         hidden = emu.create_thread(CHANNEL, "members only", private=True)
         status, body = await call(emu, "POST", f"/channels/{hidden.id}/messages", {"content": "x"})
         assert (status, body["code"]) == (403, 50001)
-        assert not emu.frames(predicate=lambda f: f.d and f.d.get("id") == str(hidden.id))
+        assert not emu.frames(
+            direction="sent",
+            predicate=lambda f: isinstance(f.d, dict) and f.d.get("id") == str(hidden.id),
+        ), "no THREAD_CREATE for a private thread the bot cannot see"
     kinds = sorted({v.kind for v in emu.violations})
     assert kinds == ["missing_access", "missing_permissions", "thread_archived"]
 
@@ -463,3 +466,43 @@ async def test_interactions_from_inside_threads(emu: DiscordEmulator) -> None:
             await emu.send_slash_command("submit", user=alice, channel_id=thread.id)
     assert bot.command_errors == []
     emu.assert_no_violations()
+
+
+async def test_joining_leaving_and_deleting(emu: DiscordEmulator) -> None:
+    alice = emu.make_user(name="alice")
+    bot = ThreadBot()
+    async with running_client(bot, emu):
+        created = asyncio.ensure_future(bot.wait_for("thread_create"))
+        public = emu.create_thread(CHANNEL, "open session", owner=alice)
+        thread = await settle(created)
+        assert thread.id == public.id and thread.me is None
+        joined = asyncio.ensure_future(bot.wait_for("thread_join"))
+        await thread.join()
+        await settle(joined)
+        assert emu.thread_members(public.id) == [alice, emu.bot_user]
+        mark = emu.frames()[-1].seq
+        left = asyncio.ensure_future(bot.wait_for("thread_remove"))
+        await thread.leave()
+        assert (await settle(left)).id == public.id
+        [update] = [f.d for f in emu.frames(t="THREAD_MEMBERS_UPDATE", since=mark)]
+        assert update["removed_member_ids"] == [str(emu.bot_user.id)]
+        assert update["member_count"] == 1
+
+        # Without Manage Threads the bot may not remove others from a public thread.
+        with pytest.raises(discord.Forbidden):
+            await thread.remove_user(discord.Object(alice.id))
+        with pytest.raises(discord.NotFound):
+            await thread.add_user(discord.Object(123))
+
+        deleted = asyncio.ensure_future(bot.wait_for("thread_delete"))
+        emu.delete_channel(public.id)
+        assert (await settle(deleted)).id == public.id
+        assert emu.threads() == []
+        doomed = emu.create_thread(OTHER, "goes with its channel", owner=alice)
+        gone = asyncio.ensure_future(bot.wait_for("guild_channel_delete"))
+        emu.delete_channel(OTHER)
+        await settle(gone)
+        assert bot.guild().get_thread(doomed.id) is None and emu.threads() == []
+        with pytest.raises(EmulatorUsageError, match="no overwrites"):
+            emu.set_overwrite(emu.create_thread(CHANNEL, "t", owner=alice).id, alice)
+    emu.assert_no_violations(ignore=["missing_permissions", "unknown_user"])
