@@ -199,3 +199,31 @@ def invalid_json() -> DiscordHTTPError:
     return DiscordHTTPError(
         400, 50109, "The request body contains invalid JSON.", violation="invalid_json"
     )
+
+
+def thread_archived(status: int = 400) -> DiscordHTTPError:
+    """An operation on an archived thread (editing a message, adding a member, changing any
+    field but ``archived``). Discord answers a non-moderator's post or edit in a *locked*
+    thread with the same code, as 403."""
+    return DiscordHTTPError(status, 50083, "Thread is archived", violation="thread_archived")
+
+
+def thread_already_created() -> DiscordHTTPError:
+    return DiscordHTTPError(
+        400,
+        160004,
+        "A thread has already been created for this message",
+        violation="thread_already_created",
+    )
+
+
+def wrong_channel_type() -> DiscordHTTPError:
+    return DiscordHTTPError(
+        400, 50024, "Cannot execute action on this channel type", violation="wrong_channel_type"
+    )
+
+
+def cannot_act_on_dm() -> DiscordHTTPError:
+    return DiscordHTTPError(
+        400, 50003, "Cannot execute action on a DM channel", violation="wrong_channel_type"
+    )

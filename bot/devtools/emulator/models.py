@@ -21,9 +21,15 @@ DISCORD_EPOCH_MS = 1_420_070_400_000
 # Channel types
 GUILD_TEXT = 0
 DM = 1
+PUBLIC_THREAD = 11
+PRIVATE_THREAD = 12
+THREAD_TYPES = frozenset({PUBLIC_THREAD, PRIVATE_THREAD})
+# Thread auto-archive durations (minutes) Discord accepts
+AUTO_ARCHIVE_DURATIONS = (60, 1440, 4320, 10080)
 
 # Message flags
 FLAG_SUPPRESS_EMBEDS = 1 << 2
+FLAG_HAS_THREAD = 1 << 5
 FLAG_EPHEMERAL = 1 << 6
 FLAG_LOADING = 1 << 7
 FLAG_SUPPRESS_NOTIFICATIONS = 1 << 12
@@ -45,6 +51,10 @@ PERM_ATTACH_FILES = 1 << 15
 PERM_READ_MESSAGE_HISTORY = 1 << 16
 PERM_USE_EXTERNAL_EMOJIS = 1 << 18
 PERM_USE_APPLICATION_COMMANDS = 1 << 31
+PERM_MANAGE_THREADS = 1 << 34
+PERM_CREATE_PUBLIC_THREADS = 1 << 35
+PERM_CREATE_PRIVATE_THREADS = 1 << 36
+PERM_SEND_MESSAGES_IN_THREADS = 1 << 38
 PERM_ALL = (1 << 51) - 1
 DEFAULT_EVERYONE_PERMISSIONS = (
     PERM_ADD_REACTIONS
@@ -55,8 +65,13 @@ DEFAULT_EVERYONE_PERMISSIONS = (
     | PERM_READ_MESSAGE_HISTORY
     | PERM_USE_EXTERNAL_EMOJIS
     | PERM_USE_APPLICATION_COMMANDS
+    | PERM_CREATE_PUBLIC_THREADS
+    | PERM_CREATE_PRIVATE_THREADS
+    | PERM_SEND_MESSAGES_IN_THREADS
 )
-SEND_PERMISSIONS = PERM_SEND_MESSAGES | PERM_ATTACH_FILES | PERM_EMBED_LINKS
+SEND_PERMISSIONS = (
+    PERM_SEND_MESSAGES | PERM_SEND_MESSAGES_IN_THREADS | PERM_ATTACH_FILES | PERM_EMBED_LINKS
+)
 
 
 class SnowflakeFactory:
@@ -175,10 +190,30 @@ class EmuOverwrite:
 
 
 @dataclass
-class EmuChannel:
-    """A guild text channel, or a DM channel (``guild_id`` ``None``, ``recipient`` set).
+class EmuThreadMember:
+    """A user's membership of a thread (Discord's thread member object)."""
 
-    ``nsfw`` is Discord's age-restricted flag (a guild channel setting; DMs have none).
+    user_id: int
+    joined_at: dt.datetime
+    flags: int = 0
+
+    def payload(self, thread_id: int | None = None) -> JSON:
+        """With ``thread_id`` the full object; without, the short form GUILD_CREATE nests in
+        each thread (no ``id`` or ``user_id``)."""
+        data: JSON = {"join_timestamp": iso_timestamp(self.joined_at), "flags": self.flags}
+        if thread_id is not None:
+            data = {"id": str(thread_id), "user_id": str(self.user_id), **data}
+        return data
+
+
+@dataclass
+class EmuChannel:
+    """A guild text channel, a DM channel (``guild_id`` ``None``, ``recipient`` set), or a
+    thread (type 11 public, 12 private) inside a guild text channel (``parent_id``).
+
+    ``nsfw`` is Discord's age-restricted flag (a guild channel setting; DMs have none, threads
+    inherit their parent's). The thread fields (``owner_id`` to ``thread_members``) are only
+    meaningful for threads.
     """
 
     id: int
@@ -189,12 +224,54 @@ class EmuChannel:
     recipient: EmuUser | None = None
     overwrites: dict[int, EmuOverwrite] = field(default_factory=dict)
     nsfw: bool = False
+    parent_id: int | None = None
+    owner_id: int | None = None
+    archived: bool = False
+    locked: bool = False
+    invitable: bool = True
+    auto_archive_duration: int = 1440
+    archive_timestamp: dt.datetime | None = None
+    create_timestamp: dt.datetime | None = None
+    rate_limit_per_user: int = 0
+    message_count: int = 0
+    total_message_sent: int = 0
+    last_message_id: int | None = None
+    thread_members: dict[int, EmuThreadMember] = field(default_factory=dict)
 
     @property
     def is_dm(self) -> bool:
         return self.type == DM
 
-    def payload(self) -> JSON:
+    @property
+    def is_thread(self) -> bool:
+        return self.type in THREAD_TYPES
+
+    @property
+    def is_private_thread(self) -> bool:
+        return self.type == PRIVATE_THREAD
+
+    @property
+    def member_count(self) -> int:
+        """Discord's approximate count: it stops at 50."""
+        return min(len(self.thread_members), 50)
+
+    def thread_metadata(self) -> JSON:
+        created = self.create_timestamp or self.archive_timestamp
+        archived_at = self.archive_timestamp or created
+        data: JSON = {
+            "archived": self.archived,
+            "auto_archive_duration": self.auto_archive_duration,
+            "archive_timestamp": iso_timestamp(archived_at) if archived_at else None,
+            "locked": self.locked,
+            "create_timestamp": iso_timestamp(created) if created else None,
+        }
+        if self.is_private_thread:
+            data["invitable"] = self.invitable
+        return data
+
+    def payload(self, *, member_id: int | None = None) -> JSON:
+        """The channel object. For a thread, ``member_id`` (the bot's id) adds the ``member``
+        field when that user has joined, as Discord does on GET /channels/{id}."""
         if self.is_dm:
             assert self.recipient is not None
             return {
@@ -204,6 +281,26 @@ class EmuChannel:
                 "flags": 0,
                 "recipients": [self.recipient.payload()],
             }
+        if self.is_thread:
+            data: JSON = {
+                "id": str(self.id),
+                "type": self.type,
+                "guild_id": str(self.guild_id),
+                "parent_id": str(self.parent_id),
+                "owner_id": str(self.owner_id),
+                "name": self.name,
+                "last_message_id": str(self.last_message_id) if self.last_message_id else None,
+                "rate_limit_per_user": self.rate_limit_per_user,
+                "message_count": self.message_count,
+                "member_count": self.member_count,
+                "total_message_sent": self.total_message_sent,
+                "thread_metadata": self.thread_metadata(),
+                "flags": 0,
+            }
+            member = self.thread_members.get(member_id) if member_id is not None else None
+            if member is not None:
+                data["member"] = member.payload(self.id)
+            return data
         return {
             "id": str(self.id),
             "type": self.type,
@@ -229,6 +326,8 @@ class EmuGuild:
     channels: dict[int, EmuChannel] = field(default_factory=dict)
     roles: dict[int, EmuRole] = field(default_factory=dict)
     members: dict[int, EmuMember] = field(default_factory=dict)
+    #: Threads (active and archived) by id; GUILD_CREATE lists only the active ones.
+    threads: dict[int, EmuChannel] = field(default_factory=dict)
 
     @property
     def everyone(self) -> EmuRole:
@@ -251,10 +350,15 @@ class EmuGuild:
         """Permissions in ``channel``, by Discord's documented algorithm: the guild-level value
         (owners and admins get all and skip overwrites), then the @everyone overwrite, then
         every role overwrite of the member (denies OR-ed, then allows OR-ed), then the
-        member's own overwrite."""
+        member's own overwrite. A thread has no overwrites of its own: it inherits its parent
+        channel's permissions, as on Discord."""
         value = self.permissions_of(user_id)
         if value & PERM_ADMINISTRATOR:
             return PERM_ALL
+        if channel.is_thread and channel.parent_id is not None:
+            parent = self.channels.get(channel.parent_id)
+            if parent is not None:
+                channel = parent
         overwrites = channel.overwrites
 
         def apply(allow: int, deny: int) -> None:
@@ -277,9 +381,35 @@ class EmuGuild:
             apply(own.allow, own.deny)
         return value
 
+    def can_view_thread(self, user_id: int, thread: EmuChannel) -> bool:
+        """Whether ``user_id`` sees ``thread``: a public one with its parent channel (View
+        Channel there), a private one only as a member of it or with Manage Threads."""
+        value = self.channel_permissions_of(user_id, thread)
+        if not value & PERM_VIEW_CHANNEL:
+            return False
+        return (
+            not thread.is_private_thread
+            or user_id in thread.thread_members
+            or bool(value & PERM_MANAGE_THREADS)
+        )
+
+    def active_threads(self, user_id: int) -> list[EmuChannel]:
+        """The unarchived threads ``user_id`` can see, oldest first."""
+        return [
+            t for t in self.threads.values() if not t.archived and self.can_view_thread(user_id, t)
+        ]
+
     def create_payload(self, bot_id: int) -> JSON:
-        """The GUILD_CREATE body a bot without the GUILD_MEMBERS intent receives."""
+        """The GUILD_CREATE body a bot without the GUILD_MEMBERS intent receives: its active
+        threads carry the bot's short thread member object (no ids) where it has joined."""
         members = [m.payload() for m in self.members.values() if m.user.id == bot_id]
+        threads: list[JSON] = []
+        for thread in self.active_threads(bot_id):
+            data = thread.payload()
+            own = thread.thread_members.get(bot_id)
+            if own is not None:
+                data["member"] = own.payload()
+            threads.append(data)
         return {
             "id": str(self.id),
             "name": self.name,
@@ -316,7 +446,7 @@ class EmuGuild:
             "roles": [r.payload() for r in self.roles.values()],
             "channels": [c.payload() for c in self.channels.values()],
             "members": members,
-            "threads": [],
+            "threads": threads,
             "presences": [],
             "voice_states": [],
             "stage_instances": [],
@@ -413,6 +543,8 @@ class StoredMessage:
     application_id: int | None = None
     message_reference: JSON | None = None
     nonce: str | None = None
+    #: The thread started from this message (its id is the message's id), if any.
+    thread: EmuChannel | None = None
     versions: list[MessageVersion] = field(default_factory=list)
 
     @property
@@ -496,6 +628,8 @@ class StoredMessage:
             data["message_reference"] = self.message_reference
         if self.nonce is not None:
             data["nonce"] = self.nonce
+        if self.thread is not None:
+            data["thread"] = self.thread.payload()
         if include_guild_id and self.guild_id is not None:
             data["guild_id"] = str(self.guild_id)
         return data

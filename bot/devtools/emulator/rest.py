@@ -22,7 +22,16 @@ from . import errors
 from .callbacks import InteractionService
 from .errors import DiscordHTTPError, json_response
 from .faults import FaultInjector
-from .models import PERM_SEND_MESSAGES, StoredMessage
+from .models import (
+    PERM_CREATE_PRIVATE_THREADS,
+    PERM_CREATE_PUBLIC_THREADS,
+    PERM_MANAGE_THREADS,
+    PERM_SEND_MESSAGES,
+    PERM_SEND_MESSAGES_IN_THREADS,
+    PRIVATE_THREAD,
+    EmuChannel,
+    StoredMessage,
+)
 from .ratelimits import RateLimiter, RateLimits
 from .recorder import AuthState, RecordedFile, RecordedRequest, Recorder
 from .state import EmulatorState, describe_form_errors
@@ -224,6 +233,7 @@ class RestApi:
         app = "/applications/{application_id}"
         hook = "/webhooks/{application_id}/{interaction_token}"
         msg = "/channels/{channel_id}/messages/{message_id}"
+        members = "/channels/{channel_id}/thread-members"
         return [
             RouteSpec("GET", "/users/@me", "get_current_user", s.get_current_user),
             RouteSpec("POST", "/users/@me/channels", "create_dm", s.create_dm),
@@ -326,6 +336,25 @@ class RestApi:
                 needs_bot_token=False,
             ),
             RouteSpec("GET", "/channels/{channel_id}", "get_channel", s.get_channel),
+            RouteSpec("PATCH", "/channels/{channel_id}", "edit_channel", s.edit_channel),
+            RouteSpec("DELETE", "/channels/{channel_id}", "delete_channel", s.delete_channel),
+            RouteSpec(
+                "POST",
+                "/channels/{channel_id}/threads",
+                "start_thread_without_message",
+                s.start_thread,
+            ),
+            RouteSpec(
+                "POST", f"{msg}/threads", "start_thread_with_message", s.start_thread_from_message
+            ),
+            RouteSpec("PUT", f"{members}/@me", "join_thread", s.join_thread),
+            RouteSpec("DELETE", f"{members}/@me", "leave_thread", s.leave_thread),
+            RouteSpec("PUT", f"{members}/{{user_id}}", "add_thread_member", s.add_thread_member),
+            RouteSpec(
+                "DELETE", f"{members}/{{user_id}}", "remove_thread_member", s.remove_thread_member
+            ),
+            RouteSpec("GET", f"{members}/{{user_id}}", "get_thread_member", s.get_thread_member),
+            RouteSpec("GET", members, "get_thread_members", s.get_thread_members),
             RouteSpec("GET", "/channels/{channel_id}/messages", "list_messages", s.list_messages),
             RouteSpec(
                 "POST", "/channels/{channel_id}/messages", "create_message", s.create_message
@@ -339,6 +368,9 @@ class RestApi:
             RouteSpec("GET", "/guilds/{guild_id}", "get_guild", s.get_guild),
             RouteSpec("GET", "/guilds/{guild_id}/channels", "get_guild_channels", s.get_channels),
             RouteSpec("GET", "/guilds/{guild_id}/roles", "get_guild_roles", s.get_roles),
+            RouteSpec(
+                "GET", "/guilds/{guild_id}/threads/active", "get_active_threads", s.active_threads
+            ),
             RouteSpec(
                 "GET", "/guilds/{guild_id}/members/{user_id}", "get_guild_member", s.get_member
             ),
@@ -495,6 +527,8 @@ class RestApi:
         guild = self.state.guild_of(channel)
         if guild is not None and not self.state.bot_is_member(guild):
             raise errors.missing_access()
+        if not self.state.can_view(self.state.bot_user, channel):
+            raise errors.missing_access()
         return channel
 
     def _message(self, ctx: RestContext) -> StoredMessage:
@@ -510,7 +544,7 @@ class RestApi:
         return message
 
     def get_channel(self, ctx: RestContext) -> Reply:
-        return Reply(body=self._channel(ctx).payload())
+        return Reply(body=self._channel(ctx).payload(member_id=self.state.bot_user.id))
 
     def list_messages(self, ctx: RestContext) -> Reply:
         channel = self._channel(ctx)
@@ -530,12 +564,19 @@ class RestApi:
 
     def create_message(self, ctx: RestContext) -> Reply:
         channel = self._channel(ctx)
+        bot = self.state.bot_user
         if channel.is_dm:
             if channel.recipient is not None and not channel.recipient.accepts_dms:
                 raise errors.cannot_message_user()
+        elif channel.is_thread:
+            self.state.check_thread_post(bot, channel, self.state.bot_permissions(channel))
         elif not self.state.bot_permissions(channel) & PERM_SEND_MESSAGES:
             raise errors.missing_permissions()
+        if channel.is_thread:
+            self.state.before_thread_post(bot, channel)
         message = self.state.create_message(channel, ctx.json_object(), ctx.files)
+        if channel.is_thread:
+            self.state.after_thread_post(bot, channel)
         return Reply(body=message.payload())
 
     def get_message(self, ctx: RestContext) -> Reply:
@@ -545,12 +586,184 @@ class RestApi:
         message = self._message(ctx)
         if message.author.id != self.state.bot_user.id:
             raise errors.cannot_edit_foreign_message()
+        channel = self.state.channels[message.channel_id]
+        if channel.is_thread:
+            self.state.check_thread_edit(channel, self.state.bot_permissions(channel))
         self.state.edit_message(message, ctx.json_object(), ctx.files)
         return Reply(body=message.payload())
 
     def delete_message(self, ctx: RestContext) -> Reply:
-        self.state.delete_message(self._message(ctx))
+        message = self._message(ctx)
+        channel = self.state.channels[message.channel_id]
+        if (
+            channel.is_thread
+            and channel.locked
+            and channel.archived
+            and not self.state.bot_permissions(channel) & PERM_MANAGE_THREADS
+        ):
+            # In a locked thread, deleting needs the thread active (or Manage Threads).
+            raise errors.thread_archived(403)
+        self.state.delete_message(message)
         return Reply(status=204)
+
+    # -- threads -----------------------------------------------------------------------------
+
+    def _thread(self, ctx: RestContext) -> EmuChannel:
+        channel: EmuChannel = self._channel(ctx)
+        if not channel.is_thread:
+            raise errors.wrong_channel_type()
+        return channel
+
+    def start_thread(self, ctx: RestContext) -> Reply:
+        """Start Thread without Message: type 11 needs Create Public Threads, type 12 (the
+        default) Create Private Threads, both in the parent channel."""
+        parent = self._channel(ctx)
+        body = ctx.json_object()
+        if not parent.is_dm and parent.type == 0:
+            kind = body.get("type") or PRIVATE_THREAD
+            private = kind == PRIVATE_THREAD
+            needed = PERM_CREATE_PRIVATE_THREADS if private else PERM_CREATE_PUBLIC_THREADS
+            if kind in (11, 12) and not self.state.bot_permissions(parent) & needed:
+                raise errors.missing_permissions()
+        thread = self.state.create_thread(parent, body, owner=self.state.bot_user)
+        return Reply(status=201, body=thread.payload(member_id=self.state.bot_user.id))
+
+    def start_thread_from_message(self, ctx: RestContext) -> Reply:
+        """Start Thread from Message: a public thread with the message's id (Create Public
+        Threads); a message has at most one (400 160004)."""
+        message = self._message(ctx)
+        parent = self.state.channels[message.channel_id]
+        allowed = self.state.bot_permissions(parent) & PERM_CREATE_PUBLIC_THREADS
+        if not parent.is_dm and parent.type == 0 and not allowed:
+            raise errors.missing_permissions()
+        thread = self.state.create_thread(
+            parent, ctx.json_object(), owner=self.state.bot_user, message=message
+        )
+        return Reply(status=201, body=thread.payload(member_id=self.state.bot_user.id))
+
+    def edit_channel(self, ctx: RestContext) -> Reply:
+        """Modify Channel, for threads (Discord's rules): ``name``, ``archived`` and
+        ``auto_archive_duration`` need Manage Threads or being the thread's creator (any
+        member may unarchive an unlocked thread); ``locked``, ``invitable`` and
+        ``rate_limit_per_user`` need Manage Threads. A locked thread takes no change from a
+        non-moderator but unarchiving by its creator; an
+        archived one only changes along with ``archived: false`` (400 50083 otherwise)."""
+        channel = self._channel(ctx)
+        if not channel.is_thread:
+            raise NotImplementedError("PATCH /channels/{id} is only emulated for threads")
+        body = ctx.json_object()
+        permissions = self.state.bot_permissions(channel)
+        moderator = bool(permissions & PERM_MANAGE_THREADS)
+        creator = channel.owner_id == self.state.bot_user.id
+        changing = {k for k, v in body.items() if v is not None}
+        if not moderator:
+            member = self.state.bot_user.id in channel.thread_members
+            if changing & {"locked", "invitable", "rate_limit_per_user"}:
+                raise errors.missing_permissions()
+            if changing & {"name", "auto_archive_duration"} and not creator:
+                raise errors.missing_permissions()
+            if "archived" in changing:
+                unarchiving = body["archived"] is False
+                allowed = creator or (unarchiving and member and not channel.locked)
+                if not allowed:
+                    raise errors.missing_permissions()
+            if channel.locked and changing - {"archived"}:
+                raise errors.missing_permissions()
+        if channel.archived and body.get("archived") is not False and changing - {"archived"}:
+            raise errors.thread_archived()
+        self.state.update_thread(channel, body)
+        return Reply(body=channel.payload(member_id=self.state.bot_user.id))
+
+    def delete_channel(self, ctx: RestContext) -> Reply:
+        """Delete Channel, for threads: needs Manage Threads (THREAD_DELETE)."""
+        channel = self._channel(ctx)
+        if not channel.is_thread:
+            raise NotImplementedError("DELETE /channels/{id} is only emulated for threads")
+        if not self.state.bot_permissions(channel) & PERM_MANAGE_THREADS:
+            raise errors.missing_permissions()
+        payload = channel.payload()
+        self.state.delete_thread(channel)
+        return Reply(body=payload)
+
+    def join_thread(self, ctx: RestContext) -> Reply:
+        """Join Thread: not archived (400 50083); a private thread only with Manage Threads or
+        as a member already (403 50001 from ``_channel`` otherwise)."""
+        thread = self._thread(ctx)
+        if thread.archived:
+            raise errors.thread_archived()
+        self.state.add_thread_member(thread, self.state.bot_user)
+        return Reply(status=204)
+
+    def leave_thread(self, ctx: RestContext) -> Reply:
+        thread = self._thread(ctx)
+        if thread.archived:
+            raise errors.thread_archived()
+        self.state.remove_thread_member(thread, self.state.bot_user.id)
+        return Reply(status=204)
+
+    def _thread_user(self, ctx: RestContext, thread: EmuChannel) -> int:
+        user_id = ctx.int_param("user_id", errors.unknown_user)
+        guild = self.state.guild_of(thread)
+        if user_id not in self.state.users:
+            raise errors.unknown_user()
+        if guild is None or user_id not in guild.members:
+            raise errors.unknown_member()
+        return user_id
+
+    def add_thread_member(self, ctx: RestContext) -> Reply:
+        """Add Thread Member: needs Send Messages in Threads, a thread that is not archived,
+        and, for a private thread that is not ``invitable``, Manage Threads. 204 also when
+        the user was a member already."""
+        thread = self._thread(ctx)
+        user_id = self._thread_user(ctx, thread)
+        permissions = self.state.bot_permissions(thread)
+        if not permissions & PERM_SEND_MESSAGES_IN_THREADS:
+            raise errors.missing_permissions()
+        if (
+            thread.is_private_thread
+            and not thread.invitable
+            and not permissions & PERM_MANAGE_THREADS
+            and thread.owner_id != self.state.bot_user.id
+        ):
+            raise errors.missing_permissions()
+        if thread.archived:
+            raise errors.thread_archived()
+        self.state.add_thread_member(thread, self.state.users[user_id])
+        return Reply(status=204)
+
+    def remove_thread_member(self, ctx: RestContext) -> Reply:
+        """Remove Thread Member: Manage Threads, or the creator of a private thread; the
+        thread not archived."""
+        thread = self._thread(ctx)
+        user_id = self._thread_user(ctx, thread)
+        moderator = self.state.bot_permissions(thread) & PERM_MANAGE_THREADS
+        creator = thread.is_private_thread and thread.owner_id == self.state.bot_user.id
+        if not (moderator or creator):
+            raise errors.missing_permissions()
+        if thread.archived:
+            raise errors.thread_archived()
+        self.state.remove_thread_member(thread, user_id)
+        return Reply(status=204)
+
+    def _thread_member_payload(self, ctx: RestContext, thread: EmuChannel, user_id: int) -> Any:
+        data = thread.thread_members[user_id].payload(thread.id)
+        guild = self.state.guild_of(thread)
+        if ctx.flag("with_member") and guild is not None and user_id in guild.members:
+            data["member"] = guild.members[user_id].payload()
+        return data
+
+    def get_thread_member(self, ctx: RestContext) -> Reply:
+        thread = self._thread(ctx)
+        user_id = ctx.int_param("user_id", errors.unknown_member)
+        if user_id not in thread.thread_members:
+            raise errors.unknown_member()
+        return Reply(body=self._thread_member_payload(ctx, thread, user_id))
+
+    def get_thread_members(self, ctx: RestContext) -> Reply:
+        thread = self._thread(ctx)
+        return Reply(
+            body=[self._thread_member_payload(ctx, thread, u) for u in thread.thread_members]
+        )
 
     def typing(self, ctx: RestContext) -> Reply:
         self._channel(ctx)
@@ -586,6 +799,16 @@ class RestApi:
 
     def get_roles(self, ctx: RestContext) -> Reply:
         return Reply(body=[r.payload() for r in self._guild(ctx).roles.values()])
+
+    def active_threads(self, ctx: RestContext) -> Reply:
+        """List Active Guild Threads: those the bot can see, with its own thread members."""
+        guild = self._guild(ctx)
+        bot_id = self.state.bot_user.id
+        threads = guild.active_threads(bot_id)
+        members = [
+            t.thread_members[bot_id].payload(t.id) for t in threads if bot_id in t.thread_members
+        ]
+        return Reply(body={"threads": [t.payload() for t in threads], "members": members})
 
     def get_member(self, ctx: RestContext) -> Reply:
         guild = self._guild(ctx)

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from .callbacks import InteractionService
 from .clock import Clock, EmulatorClock
-from .errors import EmulatorUsageError
+from .errors import DiscordHTTPError, EmulatorUsageError
 from .faults import FaultInjector, FaultRule
 from .gateway import Gateway, GatewayConnection
 from .interactions import (
@@ -35,8 +35,13 @@ from .interactions import (
     modal_submission,
 )
 from .models import (
+    AUTO_ARCHIVE_DURATIONS,
     OVERWRITE_MEMBER,
     OVERWRITE_ROLE,
+    PERM_CREATE_PRIVATE_THREADS,
+    PERM_CREATE_PUBLIC_THREADS,
+    PRIVATE_THREAD,
+    PUBLIC_THREAD,
     EmuChannel,
     EmuGuild,
     EmuMember,
@@ -231,6 +236,8 @@ class DiscordEmulator:
         @everyone) or a member, replacing any earlier one for it. Connected bots receive
         CHANNEL_UPDATE."""
         channel, guild = self._guild_channel(channel_id)
+        if channel.is_thread:
+            raise EmulatorUsageError("threads have no overwrites: they follow their parent's")
         if isinstance(target, EmuRole):
             if target.id not in guild.roles:
                 raise EmulatorUsageError(f"role {target.id} is not in guild {guild.id}")
@@ -255,6 +262,8 @@ class DiscordEmulator:
         ``interaction.channel.nsfw``, which discord.py takes from that cache); interactions
         there carry the flag in their ``channel`` too. DM channels have no such setting."""
         channel, _ = self._guild_channel(channel_id)
+        if channel.is_thread:
+            raise EmulatorUsageError("threads inherit their parent's age restriction")
         channel.nsfw = nsfw
         self.gateway.dispatch_event("CHANNEL_UPDATE", channel.payload(), INTENT_GUILDS)
 
@@ -323,11 +332,19 @@ class DiscordEmulator:
 
     def delete_channel(self, channel_id: int) -> None:
         """Delete a guild channel: its REST routes answer 404 Unknown Channel (10003), and a
-        connected bot receives CHANNEL_DELETE."""
+        connected bot receives CHANNEL_DELETE (its threads go with it). A thread's id deletes
+        the thread (THREAD_DELETE)."""
         channel, guild = self._guild_channel(channel_id)
+        if channel.is_thread:
+            self.state.delete_thread(channel)
+            return
         del guild.channels[channel_id]
         del self.state.channels[channel_id]
         self.state.denied_channels.discard(channel_id)
+        # Its threads go with it; discord.py drops them from its cache on CHANNEL_DELETE.
+        for thread in [t for t in guild.threads.values() if t.parent_id == channel_id]:
+            del guild.threads[thread.id]
+            del self.state.channels[thread.id]
         self.gateway.dispatch_event("CHANNEL_DELETE", channel.payload(), INTENT_GUILDS)
 
     def guild(self, guild_id: int | None = None) -> EmuGuild:
@@ -369,7 +386,145 @@ class DiscordEmulator:
             "embeds": list(embeds),
             "components": list(components),
         }
-        return self.state.create_message(self._channel(channel_id), payload, [], author=author)
+        channel = self._channel(channel_id)
+        who = author or self.bot_user
+        if channel.is_thread:
+            self._check_thread_post(who, channel)
+            self.state.before_thread_post(who, channel)
+        message = self.state.create_message(channel, payload, [], author=author)
+        if channel.is_thread:
+            self.state.after_thread_post(who, channel)
+        return message
+
+    def _check_thread_post(self, user: EmuUser, thread: EmuChannel) -> None:
+        permissions = (
+            self.state.bot_permissions(thread)
+            if user.id == self.bot_user.id
+            else self.state.permissions_in(user, thread)
+        )
+        try:
+            self.state.check_thread_post(user, thread, permissions)
+        except DiscordHTTPError as error:
+            raise EmulatorUsageError(
+                f"{user.name} cannot post in thread {thread.id}: Discord answers "
+                f"{error.status} {error.code} {error.message}"
+            ) from None
+
+    # -- threads -----------------------------------------------------------------------------
+
+    def create_thread(
+        self,
+        parent_id: int,
+        name: str,
+        *,
+        private: bool = False,
+        owner: EmuUser | None = None,
+        message_id: int | None = None,
+        auto_archive_duration: int = 1440,
+        invitable: bool = True,
+    ) -> EmuChannel:
+        """``owner`` (the default user unless given) starts a thread in a text channel, as
+        in Discord's client: public (type 11) or ``private`` (type 12), or, with
+        ``message_id``, a public thread from that message (same id). The owner needs Create
+        Public/Private Threads in the parent (``EmulatorUsageError`` otherwise) and joins it.
+        A connected bot that can see it receives THREAD_CREATE with ``newly_created`` (and
+        MESSAGE_UPDATE for a starter message); a private thread it is not in stays hidden."""
+        owner = owner or self.default_user
+        parent, guild = self._guild_channel(parent_id)
+        if parent.is_thread:
+            raise EmulatorUsageError("threads cannot be started inside a thread")
+        if owner.id not in guild.members:
+            raise EmulatorUsageError(f"{owner.name} is not a member of guild {guild.id}")
+        if auto_archive_duration not in AUTO_ARCHIVE_DURATIONS:
+            raise EmulatorUsageError(
+                f"auto_archive_duration must be one of {AUTO_ARCHIVE_DURATIONS}"
+            )
+        needed = PERM_CREATE_PRIVATE_THREADS if private else PERM_CREATE_PUBLIC_THREADS
+        if not self.state.permissions_in(owner, parent) & needed:
+            kind = "Private" if private else "Public"
+            raise EmulatorUsageError(f"{owner.name} lacks Create {kind} Threads in {parent_id}")
+        message: StoredMessage | None = None
+        body: JSON = {"name": name, "auto_archive_duration": auto_archive_duration}
+        if message_id is not None:
+            if private:
+                raise EmulatorUsageError("a thread started from a message is public")
+            message = self.state.messages.get(message_id)
+            if (
+                message is None
+                or message.deleted
+                or message.ephemeral
+                or message.channel_id != parent.id
+            ):
+                raise EmulatorUsageError(f"no message {message_id} in channel {parent_id}")
+        else:
+            body["type"] = PRIVATE_THREAD if private else PUBLIC_THREAD
+            body["invitable"] = invitable
+        try:
+            return self.state.create_thread(parent, body, owner=owner, message=message)
+        except DiscordHTTPError as error:
+            raise EmulatorUsageError(f"Discord refuses this thread: {error}") from None
+
+    def thread(self, thread_id: int) -> EmuChannel:
+        channel = self._channel(thread_id)
+        if not channel.is_thread:
+            raise EmulatorUsageError(f"channel {thread_id} is not a thread")
+        return channel
+
+    def threads(
+        self, parent_id: int | None = None, *, include_archived: bool = True
+    ) -> list[EmuChannel]:
+        """Threads (oldest first), in one parent channel or in every guild."""
+        return [
+            t
+            for guild in self.state.guilds.values()
+            for t in guild.threads.values()
+            if (parent_id is None or t.parent_id == parent_id)
+            and (include_archived or not t.archived)
+        ]
+
+    def thread_members(self, thread_id: int) -> list[EmuUser]:
+        """The thread's members, in the order they joined."""
+        return [self.state.users[u] for u in self.thread(thread_id).thread_members]
+
+    def add_thread_member(self, thread_id: int, user: EmuUser) -> None:
+        """``user`` joins the thread (or is added by a moderator): THREAD_MEMBERS_UPDATE
+        (about another user only to a bot with the GUILD_MEMBERS intent); the bot itself
+        also gets THREAD_CREATE, as Discord sends to whoever is added."""
+        thread = self.thread(thread_id)
+        guild = self.state.guild_of(thread)
+        if guild is None or user.id not in guild.members:
+            raise EmulatorUsageError(f"{user.name} is not a member of the thread's guild")
+        if thread.archived:
+            raise EmulatorUsageError(f"thread {thread_id} is archived: nobody can join it")
+        self.state.add_thread_member(thread, user)
+
+    def remove_thread_member(self, thread_id: int, user: EmuUser) -> None:
+        """``user`` leaves the thread (or is removed): THREAD_MEMBERS_UPDATE."""
+        self.state.remove_thread_member(self.thread(thread_id), user.id)
+
+    def update_thread(
+        self,
+        thread_id: int,
+        *,
+        name: str | None = None,
+        archived: bool | None = None,
+        locked: bool | None = None,
+        auto_archive_duration: int | None = None,
+        invitable: bool | None = None,
+    ) -> EmuChannel:
+        """A moderator (or Discord's auto-archive) changes the thread: THREAD_UPDATE to a bot
+        that can see it (and THREAD_MEMBER_UPDATE to the bot on unarchiving, if a member)."""
+        changes: JSON = {
+            "name": name,
+            "archived": archived,
+            "locked": locked,
+            "auto_archive_duration": auto_archive_duration,
+            "invitable": invitable,
+        }
+        try:
+            return self.state.update_thread(self.thread(thread_id), changes)
+        except DiscordHTTPError as error:
+            raise EmulatorUsageError(f"Discord refuses this change: {error}") from None
 
     def _guild(self, guild_id: int | None) -> EmuGuild:
         guild = self.state.guilds.get(guild_id or self.guild_id)
@@ -440,9 +595,27 @@ class DiscordEmulator:
         if dm:
             return self.state.dm_channel(user)
         if channel_id is not None:
-            return self._channel(channel_id)
+            channel = self._channel(channel_id)
+            self._check_thread_use(user, channel, commands=True)
+            return channel
         guild = self._guild(guild_id)
         return next(iter(guild.channels.values()))
+
+    def _check_thread_use(self, user: EmuUser, channel: EmuChannel, *, commands: bool) -> None:
+        """What Discord's client allows in a thread: seeing it at all (a private thread: its
+        members and those with Manage Threads), and no application commands in an archived
+        one."""
+        if not channel.is_thread:
+            return
+        if not self.state.can_view(user, channel):
+            raise EmulatorUsageError(
+                f"{user.name} cannot see private thread {channel.id} (not a member, no Manage "
+                "Threads)"
+            )
+        if commands and channel.archived:
+            raise EmulatorUsageError(
+                f"thread {channel.id} is archived: Discord offers no application commands there"
+            )
 
     async def send_slash_command(
         self,
@@ -495,6 +668,7 @@ class DiscordEmulator:
             )
         user = user or self.default_user
         channel = self._channel(message.channel_id)
+        self._check_thread_use(user, channel, commands=True)
         if channel.recipient is not None and channel.recipient.id != user.id:
             raise EmulatorUsageError(
                 f"message {target_message_id} is in a DM with another user: {user.name} "
@@ -576,6 +750,8 @@ class DiscordEmulator:
         self, message: StoredMessage, data: JSON, user: EmuUser | None
     ) -> InteractionHandle:
         channel = self._channel(message.channel_id)
+        who = user or self.default_user
+        self._check_thread_use(who, channel, commands=False)
         return self._dispatch(
             MESSAGE_COMPONENT,
             data,

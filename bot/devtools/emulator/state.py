@@ -20,15 +20,22 @@ from .models import (
     DM,
     FLAG_COMPONENTS_V2,
     FLAG_EPHEMERAL,
+    FLAG_HAS_THREAD,
     FLAG_LOADING,
     FLAG_SUPPRESS_EMBEDS,
     FLAG_SUPPRESS_NOTIFICATIONS,
+    GUILD_TEXT,
     PERM_ALL,
+    PERM_MANAGE_THREADS,
+    PERM_SEND_MESSAGES_IN_THREADS,
+    PRIVATE_THREAD,
+    PUBLIC_THREAD,
     SEND_PERMISSIONS,
     EmuChannel,
     EmuGuild,
     EmuMember,
     EmuRole,
+    EmuThreadMember,
     EmuUser,
     SnowflakeFactory,
     StoredAttachment,
@@ -36,11 +43,12 @@ from .models import (
     guess_content_type,
 )
 from .recorder import RecordedFile, Recorder, Violation
-from .validation import Limits, validate_commands, validate_message
+from .validation import Limits, validate_commands, validate_message, validate_thread
 
 JSON = dict[str, Any]
 
 INTENT_GUILDS = 1 << 0
+INTENT_GUILD_MEMBERS = 1 << 1
 INTENT_GUILD_MESSAGES = 1 << 9
 INTENT_DIRECT_MESSAGES = 1 << 12
 
@@ -175,10 +183,20 @@ class EmulatorState:
         return guild.channel_permissions_of(user.id, channel) if guild is not None else PERM_ALL
 
     def bot_permissions(self, channel: EmuChannel) -> int:
+        """The bot's permissions in ``channel``; ``deny_channel`` on a thread or on its parent
+        takes its send permissions (Send Messages in Threads included) there."""
         value = self.permissions_in(self.bot_user, channel)
-        if channel.id in self.denied_channels:
+        if channel.id in self.denied_channels or channel.parent_id in self.denied_channels:
             value &= ~SEND_PERMISSIONS
         return value
+
+    def can_view(self, user: EmuUser, channel: EmuChannel) -> bool:
+        """Whether ``user`` sees ``channel``; only threads are checked (a private thread is
+        seen by its members and by those with Manage Threads)."""
+        guild = self.guild_of(channel)
+        if guild is None or not channel.is_thread:
+            return True
+        return guild.can_view_thread(user.id, channel)
 
     def attachment_url(self, channel_id: int, attachment_id: int, filename: str) -> str:
         return f"{self.base_url}/attachments/{channel_id}/{attachment_id}/{filename}"
@@ -259,6 +277,10 @@ class EmulatorState:
             raise errors.empty_message()
         self._finish(message)
         self.messages[message.id] = message
+        if channel.is_thread and not message.ephemeral:
+            channel.message_count += 1
+            channel.total_message_sent += 1
+            channel.last_message_id = message.id
         self.announce("MESSAGE_CREATE", message)
         return message
 
@@ -313,7 +335,10 @@ class EmulatorState:
 
     def delete_message(self, message: StoredMessage) -> None:
         message.deleted = True
-        if not message.ephemeral:
+        channel = self.channels.get(message.channel_id)
+        if channel is not None and channel.is_thread and not message.ephemeral:
+            channel.message_count = max(0, channel.message_count - 1)
+        if not message.ephemeral and self._bot_sees(message.channel_id):
             data: JSON = {"id": str(message.id), "channel_id": str(message.channel_id)}
             if message.guild_id is not None:
                 data["guild_id"] = str(message.guild_id)
@@ -321,10 +346,15 @@ class EmulatorState:
         self.recorder.signal.changed()
 
     def announce(self, event: str, message: StoredMessage) -> None:
-        """Gateway MESSAGE_* events; Discord sends none for ephemeral messages."""
-        if not message.ephemeral:
+        """Gateway MESSAGE_* events; Discord sends none for ephemeral messages, nor any from
+        a private thread the bot cannot see."""
+        if not message.ephemeral and self._bot_sees(message.channel_id):
             self.dispatch(event, message.payload(include_guild_id=True), _intent_for(message))
         self.recorder.signal.changed()
+
+    def _bot_sees(self, channel_id: int) -> bool:
+        channel = self.channels.get(channel_id)
+        return channel is None or self.can_view(self.bot_user, channel)
 
     def _finish(self, message: StoredMessage) -> None:
         for attachment in message.attachments:
@@ -411,6 +441,211 @@ class EmulatorState:
         )
         self.uploads[attachment_id] = stored
         return stored
+
+    # -- threads -----------------------------------------------------------------------------
+
+    def create_thread(
+        self,
+        parent: EmuChannel,
+        body: JSON,
+        *,
+        owner: EmuUser,
+        message: StoredMessage | None = None,
+    ) -> EmuChannel:
+        """Validate a Start Thread body and create the thread (permissions are the caller's
+        to check). From ``message``: a public thread whose id is the message's id, the message
+        gaining ``thread`` and the HAS_THREAD flag (MESSAGE_UPDATE). Without: ``type`` 11 or 12
+        (Discord's default is 12, private). The owner joins it. THREAD_CREATE carries
+        ``newly_created``; THREAD_MEMBERS_UPDATE follows for the owner's joining."""
+        guild = self.guild_of(parent)
+        if guild is None:
+            raise errors.cannot_act_on_dm()
+        if parent.type != GUILD_TEXT:
+            raise errors.wrong_channel_type()
+        _raise_if_invalid(
+            validate_thread(body, self.config.limits, creating=True, with_type=message is None),
+            violation="invalid_thread",
+        )
+        if message is not None:
+            if message.thread is not None or message.id in self.channels:
+                raise errors.thread_already_created()
+            kind, thread_id = PUBLIC_THREAD, message.id
+        else:
+            kind, thread_id = body.get("type") or PRIVATE_THREAD, self.ids.next()
+        now = self.clock.now()
+        invitable = body.get("invitable")
+        thread = EmuChannel(
+            thread_id,
+            body["name"],
+            guild.id,
+            type=kind,
+            parent_id=parent.id,
+            owner_id=owner.id,
+            invitable=True if invitable is None or kind == PUBLIC_THREAD else invitable,
+            auto_archive_duration=body.get("auto_archive_duration") or 1440,
+            archive_timestamp=now,
+            create_timestamp=now,
+            rate_limit_per_user=body.get("rate_limit_per_user") or 0,
+        )
+        owner_member = EmuThreadMember(owner.id, now)
+        thread.thread_members[owner.id] = owner_member
+        guild.threads[thread.id] = thread
+        self.channels[thread.id] = thread
+        if self.can_view(self.bot_user, thread):
+            self.dispatch(
+                "THREAD_CREATE", {**thread.payload(), "newly_created": True}, INTENT_GUILDS
+            )
+        if message is not None:
+            message.thread = thread
+            message.flags |= FLAG_HAS_THREAD
+            self.announce("MESSAGE_UPDATE", message)
+        self._thread_members_update(thread, added=[owner_member])
+        self.recorder.signal.changed()
+        return thread
+
+    def add_thread_member(self, thread: EmuChannel, user: EmuUser) -> bool:
+        """Add ``user`` to ``thread`` (False if already there). Discord sends the added user
+        THREAD_CREATE (with their thread member object) and THREAD_MEMBERS_UPDATE; others
+        see the latter only with the GUILD_MEMBERS intent."""
+        if user.id in thread.thread_members:
+            return False
+        member = EmuThreadMember(user.id, self.clock.now())
+        thread.thread_members[user.id] = member
+        if user.id == self.bot_user.id:
+            self.dispatch("THREAD_CREATE", thread.payload(member_id=user.id), INTENT_GUILDS)
+        self._thread_members_update(thread, added=[member])
+        self.recorder.signal.changed()
+        return True
+
+    def remove_thread_member(self, thread: EmuChannel, user_id: int) -> bool:
+        """Remove ``user_id`` from ``thread`` (False if not a member): THREAD_MEMBERS_UPDATE."""
+        if thread.thread_members.pop(user_id, None) is None:
+            return False
+        self._thread_members_update(thread, removed=[user_id])
+        self.recorder.signal.changed()
+        return True
+
+    def _thread_members_update(
+        self,
+        thread: EmuChannel,
+        *,
+        added: Sequence[EmuThreadMember] = (),
+        removed: Sequence[int] = (),
+    ) -> None:
+        """THREAD_MEMBERS_UPDATE: always sent when the bot itself joins or leaves (GUILDS
+        intent); about other users only to a bot with the GUILD_MEMBERS intent that sees the
+        thread."""
+        guild = self.guilds[thread.guild_id] if thread.guild_id is not None else None
+        if guild is None:
+            return
+        data: JSON = {
+            "id": str(thread.id),
+            "guild_id": str(guild.id),
+            "member_count": thread.member_count,
+        }
+        if added:
+            entries: list[JSON] = []
+            for member in added:
+                entry = member.payload(thread.id)
+                guild_member = guild.members.get(member.user_id)
+                if guild_member is not None:
+                    entry["member"] = guild_member.payload()
+                entry["presence"] = None
+                entries.append(entry)
+            data["added_members"] = entries
+        if removed:
+            data["removed_member_ids"] = [str(user_id) for user_id in removed]
+        bot_id = self.bot_user.id
+        if bot_id in removed or any(m.user_id == bot_id for m in added):
+            self.dispatch("THREAD_MEMBERS_UPDATE", data, INTENT_GUILDS)
+        elif self.can_view(self.bot_user, thread):
+            self.dispatch("THREAD_MEMBERS_UPDATE", data, INTENT_GUILD_MEMBERS)
+
+    def update_thread(self, thread: EmuChannel, changes: JSON) -> EmuChannel:
+        """Apply a validated Modify Channel body to ``thread`` (permissions are the caller's):
+        THREAD_UPDATE with the whole thread; on unarchiving, THREAD_MEMBER_UPDATE to the bot
+        if it is a member, as Discord does. ``archive_timestamp`` moves when ``archived`` or
+        ``auto_archive_duration`` changes."""
+        _raise_if_invalid(
+            validate_thread(changes, self.config.limits, creating=False),
+            violation="invalid_thread",
+        )
+        was_archived = thread.archived
+        if changes.get("name") is not None:
+            thread.name = changes["name"]
+        for key in ("archived", "locked", "invitable"):
+            if changes.get(key) is not None:
+                setattr(thread, key, bool(changes[key]))
+        if not thread.is_private_thread:
+            thread.invitable = True
+        if "rate_limit_per_user" in changes:
+            thread.rate_limit_per_user = changes["rate_limit_per_user"] or 0
+        duration = changes.get("auto_archive_duration")
+        if duration is not None and duration != thread.auto_archive_duration:
+            thread.auto_archive_duration = duration
+            thread.archive_timestamp = self.clock.now()
+        if thread.archived != was_archived:
+            thread.archive_timestamp = self.clock.now()
+        if self.can_view(self.bot_user, thread):
+            self.dispatch("THREAD_UPDATE", thread.payload(), INTENT_GUILDS)
+            own = thread.thread_members.get(self.bot_user.id)
+            if was_archived and not thread.archived and own is not None:
+                data = {**own.payload(thread.id), "guild_id": str(thread.guild_id)}
+                self.dispatch("THREAD_MEMBER_UPDATE", data, INTENT_GUILDS)
+        self.recorder.signal.changed()
+        return thread
+
+    def delete_thread(self, thread: EmuChannel) -> None:
+        """Delete ``thread``: its id answers 404 Unknown Channel from then on; THREAD_DELETE."""
+        guild = self.guilds.get(thread.guild_id) if thread.guild_id is not None else None
+        visible = self.can_view(self.bot_user, thread)
+        if guild is not None:
+            guild.threads.pop(thread.id, None)
+        self.channels.pop(thread.id, None)
+        self.denied_channels.discard(thread.id)
+        starter = self.messages.get(thread.id)
+        if starter is not None and starter.thread is thread:
+            starter.thread = None
+            starter.flags &= ~FLAG_HAS_THREAD
+        if visible:
+            data = {
+                "id": str(thread.id),
+                "guild_id": str(thread.guild_id),
+                "parent_id": str(thread.parent_id),
+                "type": thread.type,
+            }
+            self.dispatch("THREAD_DELETE", data, INTENT_GUILDS)
+        self.recorder.signal.changed()
+
+    def check_thread_post(self, user: EmuUser, thread: EmuChannel, permissions: int) -> None:
+        """Discord's rules for posting in a thread: the poster must see it (a private thread:
+        a member or Manage Threads; 403 50001 otherwise), have Send Messages in Threads (Send
+        Messages has no effect there; 403 50013), and, if it is locked, Manage Threads (403
+        50083 "Thread is archived", as Discord answers)."""
+        if not self.can_view(user, thread):
+            raise errors.missing_access()
+        if not permissions & PERM_SEND_MESSAGES_IN_THREADS:
+            raise errors.missing_permissions()
+        if thread.locked and not permissions & PERM_MANAGE_THREADS:
+            raise errors.thread_archived(403)
+
+    def check_thread_edit(self, thread: EmuChannel, permissions: int) -> None:
+        """Editing a message: not in an archived thread (400 50083), and in a locked one only
+        with Manage Threads (403 50083)."""
+        if thread.archived:
+            raise errors.thread_archived()
+        if thread.locked and not permissions & PERM_MANAGE_THREADS:
+            raise errors.thread_archived(403)
+
+    def before_thread_post(self, author: EmuUser, thread: EmuChannel) -> None:
+        """A post unarchives an archived (unlocked, or posted by a moderator) thread first,
+        as Discord does (THREAD_UPDATE)."""
+        if thread.archived:
+            self.update_thread(thread, {"archived": False})
+
+    def after_thread_post(self, author: EmuUser, thread: EmuChannel) -> None:
+        """Sending a message in a thread makes the author a member of it."""
+        self.add_thread_member(thread, author)
 
     # -- application commands ----------------------------------------------------------------
 

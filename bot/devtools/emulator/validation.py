@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import FieldError
-from .models import FLAG_COMPONENTS_V2
+from .models import AUTO_ARCHIVE_DURATIONS, FLAG_COMPONENTS_V2, THREAD_TYPES
 
 JSON = dict[str, Any]
 Path = tuple[str | int, ...]
@@ -75,6 +75,8 @@ class Limits:
     commands_per_scope: int = 100
     # USER and MESSAGE commands each; discord.py's CommandTree refuses more than 5 itself.
     context_menu_commands: int = 15
+    channel_name: int = 100
+    rate_limit_per_user: int = 21600
 
 
 def _too_long(path: Path, limit: int) -> FieldError:
@@ -468,3 +470,59 @@ def _validate_context_menu(errors: list[FieldError], path: Path, command: JSON) 
                 "Context menu commands cannot have options",
             )
         )
+
+
+def _choices(values: Sequence[int]) -> str:
+    return "Value must be one of {" + ", ".join(str(v) for v in values) + "}."
+
+
+def validate_thread(
+    body: JSON, limits: Limits, *, creating: bool, with_type: bool = False
+) -> list[FieldError]:
+    """A Start Thread (``creating``) or Modify Channel body for a thread: ``name`` 1-100
+    characters (required to create), ``auto_archive_duration`` one of 60/1440/4320/10080,
+    ``rate_limit_per_user`` 0-21600 or null, ``type`` 11 or 12 (``with_type``: a thread
+    without a message), booleans for ``invitable``, ``archived`` and ``locked``."""
+    errors: list[FieldError] = []
+    name = body.get("name")
+    if name is None:
+        if creating:
+            errors.append(FieldError(("name",), "BASE_TYPE_REQUIRED", "This field is required"))
+    elif not isinstance(name, str):
+        errors.append(
+            FieldError(("name",), "STRING_TYPE_CONVERT", "Could not interpret as string.")
+        )
+    elif not 1 <= len(name) <= limits.channel_name:
+        errors.append(_bad_length(("name",), limits.channel_name))
+    duration = body.get("auto_archive_duration")
+    if duration is not None and (
+        isinstance(duration, bool) or duration not in AUTO_ARCHIVE_DURATIONS
+    ):
+        errors.append(
+            FieldError(
+                ("auto_archive_duration",), "BASE_TYPE_CHOICES", _choices(AUTO_ARCHIVE_DURATIONS)
+            )
+        )
+    slowmode = body.get("rate_limit_per_user")
+    if slowmode is not None and (
+        isinstance(slowmode, bool)
+        or not isinstance(slowmode, int)
+        or not 0 <= slowmode <= limits.rate_limit_per_user
+    ):
+        errors.append(
+            FieldError(
+                ("rate_limit_per_user",),
+                "NUMBER_TYPE_MAX" if isinstance(slowmode, int) else "NUMBER_TYPE_COERCE",
+                f"int value should be between 0 and {limits.rate_limit_per_user}.",
+            )
+        )
+    if with_type:
+        kind = body.get("type")
+        if kind is not None and (isinstance(kind, bool) or kind not in THREAD_TYPES):
+            errors.append(
+                FieldError(("type",), "BASE_TYPE_CHOICES", _choices(sorted(THREAD_TYPES)))
+            )
+    for key in ("invitable", "archived", "locked"):
+        if key in body and body[key] is not None and not isinstance(body[key], bool):
+            errors.append(FieldError((key,), "BASE_TYPE_BOOLEAN", "Must be either true or false."))
+    return errors
