@@ -25,6 +25,7 @@ _TEST_ENVIRONMENT = {
     "ATELIER_TEST_POSTGRES_URL",
     "ATELIER_TEST_CHROMIUM",
     "ATELIER_TEST_CHROMEDRIVER",
+    "ATELIER_TEST_SCREENSHOT_DIR",
 }
 for _name in list(os.environ):
     if _name.startswith("ATELIER_") and _name not in _TEST_ENVIRONMENT:

@@ -221,7 +221,7 @@ async def test_settings_server_in_dms_says_where_to_run_it(
     """Discord cannot keep one subcommand out of DMs: the answer says where it works."""
     discord = atelier.settings().discord.model_copy(update={"guild_id": None})
     await atelier.start(discord=discord, **NO_WORKER)  # global commands: usable in DMs too
-    for options in ({}, {"buttons": "anyone"}, {"auto_ban_strikes": 2}):
+    for options in ({}, {"buttons": "anyone"}, {"auto_ban_strikes": 2}, {"web_gallery": True}):
         text = await reply_to(emu, "settings server", options, dm=True)
         assert "run /settings server there" in text and "/settings me" in text
     emu.assert_no_violations()
