@@ -8,6 +8,8 @@ Public entry points (the composition root wires them; nothing here imports ``gen
 - ``SharingStore`` (likes, owner deletion, visibility, gallery pages, prompt search, saved
   searches) and the one visibility rule, ``visible_clause``/``visible``
   (``storage.visibility``);
+- ``SessionStore`` (group sessions: rounds, entries, votes, host controls, results boards)
+  on durable timers (``TimerStore``);
 - ``ImageStore``/``FileImageStore``; ``audit``; the frozen types in ``storage.types``;
 - ``RequestCodec``: how the queue and the delivery ledger store the caller's request type
   (``JSON_CODEC``, the default, keeps plain JSON objects);
@@ -20,6 +22,7 @@ from storage.delivery_ledger import DeliveryLedger
 from storage.errors import (
     BadSearchQuery,
     DeliveryClaimLost,
+    EntryNotFound,
     GuildLeftError,
     IllegalTransition,
     ImageNotFound,
@@ -30,6 +33,8 @@ from storage.errors import (
     QueueFullError,
     QuotaExceededError,
     SavedQueryGone,
+    SessionNotFound,
+    SessionRefused,
     SharingRefused,
     StorageError,
     UndecodableRequest,
@@ -41,12 +46,18 @@ from storage.preferences import PreferenceStore
 from storage.queue import JobQueue
 from storage.quota import QuotaService
 from storage.quota_policy import estimate_seconds
+from storage.sessions import SessionStore
 from storage.sharing import SharingStore
+from storage.timers import TimerStore
 from storage.types import (
     JSON_CODEC,
     AuditReport,
     ClaimedJob,
     DeletedJob,
+    EntryDecision,
+    EntryState,
+    EntryView,
+    FireOutcome,
     GalleryItem,
     GalleryPage,
     GalleryView,
@@ -62,16 +73,30 @@ from storage.types import (
     ModLogPage,
     NewJob,
     Owner,
+    PendingBoard,
+    PoolKind,
+    PoolStatus,
     QueuePlace,
     QueueStats,
     QuotaOverride,
     QuotaReadout,
+    RankedEntry,
     RequestCodec,
+    RoundResult,
     SavedQuery,
     SearchFilters,
     SearchPage,
+    SessionCounts,
+    SessionPhase,
+    SessionResults,
+    SessionSpec,
+    SessionStatus,
+    SessionTimer,
+    SessionView,
     SharedMessage,
+    Timer,
     Visibility,
+    VoteResult,
 )
 from storage.visibility import visible, visible_clause
 
@@ -84,7 +109,12 @@ __all__ = [
     "DeletedJob",
     "DeliveryClaimLost",
     "DeliveryLedger",
+    "EntryDecision",
+    "EntryNotFound",
+    "EntryState",
+    "EntryView",
     "FileImageStore",
+    "FireOutcome",
     "GalleryItem",
     "GalleryPage",
     "GalleryView",
@@ -110,6 +140,9 @@ __all__ = [
     "ModerationLog",
     "NewJob",
     "Owner",
+    "PendingBoard",
+    "PoolKind",
+    "PoolStatus",
     "PreferenceStore",
     "QueueFullError",
     "QueuePlace",
@@ -118,17 +151,32 @@ __all__ = [
     "QuotaOverride",
     "QuotaReadout",
     "QuotaService",
+    "RankedEntry",
     "RequestCodec",
+    "RoundResult",
     "SavedQuery",
     "SavedQueryGone",
     "SearchFilters",
     "SearchPage",
+    "SessionCounts",
+    "SessionNotFound",
+    "SessionPhase",
+    "SessionRefused",
+    "SessionResults",
+    "SessionSpec",
+    "SessionStatus",
+    "SessionStore",
+    "SessionTimer",
+    "SessionView",
     "SharedMessage",
     "SharingRefused",
     "SharingStore",
     "StorageError",
+    "Timer",
+    "TimerStore",
     "UndecodableRequest",
     "Visibility",
+    "VoteResult",
     "audit",
     "current_revision",
     "estimate_seconds",
