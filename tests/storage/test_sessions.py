@@ -567,3 +567,55 @@ async def test_retention_keeps_live_sessions_jobs_and_prunes_ended_sessions(
     assert (await s.queue.require(kept.job_id or "")).pruned_at is None  # live: kept
     assert await st.timers.of_subject(ended.id) == []
     assert (await audit(s.db)).ok
+
+
+async def test_racing_entries_and_votes_keep_the_pool_and_the_limits(db_url: str) -> None:
+    """Two processes (separate engines) admit entries and votes at once: the pool is never
+    overdrawn, and no member goes over an entry or vote limit."""
+    one = await make_services(
+        db_url,
+        queue=queue_settings(max_queued_per_user=100, max_running_per_user=10),
+        pool_size=10,
+    )
+    two = await make_services(
+        db_url,
+        queue=queue_settings(max_queued_per_user=100, max_running_per_user=10),
+        clock=one.clock,
+        pool_size=10,
+    )
+    try:
+        st_one, st_two = store(one, "bot-a"), store(two, "bot-b")
+        session = await st_one.start(
+            spec(pool=PoolKind.SERVER, pool_seconds=5.0, entries_per_member=1)
+        )
+        members = range(10, 16)
+        outcomes = await asyncio.gather(
+            *(
+                (st_one if m % 2 else st_two).submit(session.id, m, entry(f"e{m}", cost=2.0))
+                for m in members
+            ),
+            *(st_two.submit(session.id, 20, entry(f"twice {i}", cost=0.5)) for i in range(3)),
+            return_exceptions=True,
+        )
+        admitted = [o for o in outcomes if not isinstance(o, BaseException)]
+        refused = [o for o in outcomes if isinstance(o, BaseException)]
+        assert all(isinstance(o, SessionRefused) for o in refused), refused
+        assert sum(1 for e in admitted if e.member_id == 20) == 1
+        assert len(admitted) == 3  # two entries of 2.0 and one of 0.5 fill the pool of 5.0
+        status = await st_one.pool(session.id)
+        assert status is not None and status.reserved == 4.5 and status.left == 0.5
+
+        await st_one.skip_to_voting(session.id)
+        await generate(one)
+        await st_one.generated(session.id)
+        voter = 99
+        votes = await asyncio.gather(
+            *((st_one if i % 2 else st_two).vote(e.id, voter) for i, e in enumerate(admitted)),
+            return_exceptions=True,
+        )
+        assert sum(1 for v in votes if not isinstance(v, BaseException)) == 1
+        assert await st_one.votes_of(session.id, voter) != []
+        assert (await audit(one.db)).ok
+    finally:
+        await one.db.dispose()
+        await two.db.dispose()
