@@ -8,8 +8,8 @@ Public entry points (the composition root wires them; nothing here imports ``gen
 - ``SharingStore`` (likes, owner deletion, visibility, gallery pages, prompt search, saved
   searches) and the one visibility rule, ``visible_clause``/``visible``
   (``storage.visibility``);
-- ``SessionStore`` (group sessions: rounds, entries, votes, host controls, results boards)
-  on durable timers (``TimerStore``);
+- ``SessionStore`` (group sessions: rounds, entries, votes, host controls, results) on
+  durable timers (``TimerStore``), with its card and boards (``SessionPosts``);
 - ``ImageStore``/``FileImageStore``; ``audit``; the frozen types in ``storage.types``;
 - ``RequestCodec``: how the queue and the delivery ledger store the caller's request type
   (``JSON_CODEC``, the default, keeps plain JSON objects);
@@ -46,6 +46,7 @@ from storage.preferences import PreferenceStore
 from storage.queue import JobQueue
 from storage.quota import QuotaService
 from storage.quota_policy import estimate_seconds
+from storage.session_posts import SessionPosts
 from storage.sessions import SessionStore
 from storage.sharing import SharingStore
 from storage.timers import TimerStore
@@ -161,6 +162,7 @@ __all__ = [
     "SessionCounts",
     "SessionNotFound",
     "SessionPhase",
+    "SessionPosts",
     "SessionRefused",
     "SessionResults",
     "SessionSpec",

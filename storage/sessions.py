@@ -8,7 +8,7 @@ approved without its job nor queued twice. When the round's time is up (a ``time
 fired once by whichever bot process claims it: ``claim_due`` then ``fire``) submissions close;
 voting opens once every approved entry is generated and posted (``generated``), or after the
 voting wait at the latest; members vote (``vote``, counted from the database); when voting
-closes the round's results are stored and its board is owed (``pending_boards``), then the next
+closes the round's results are stored and its board is owed (``SessionPosts``), then the next
 round opens. The last round ends the session and owes the best-of board. The host may pause,
 resume, extend, skip to voting, end, remove an entry or a participant; removals and the start
 and end are audit log rows.
@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -41,7 +41,6 @@ from storage.db import Database
 from storage.errors import EntryNotFound, SessionNotFound, SessionRefused
 from storage.models import (
     GROUP_SESSIONS,
-    SESSION_BOARDS,
     SESSION_ENTRIES,
     SESSION_MEMBERS,
     SESSION_ROUNDS,
@@ -50,13 +49,13 @@ from storage.models import (
     TIMERS,
 )
 from storage.modlog import log_row
-from storage.pools import committed_ms, pool_usage
+from storage.pools import committed_ms
 from storage.queue import JobQueue
+from storage.session_posts import SessionPosts
+from storage.session_reads import SessionReads, count
 from storage.session_rules import (
-    board_nonce,
     check_extend,
     remaining_ms,
-    results_from_json,
     validate,
 )
 from storage.sql import insert_ignore, lock_guild, lock_job, utc_now
@@ -71,13 +70,8 @@ from storage.types import (
     ModAction,
     NewJob,
     Owner,
-    PendingBoard,
     PoolKind,
-    PoolStatus,
-    RoundResult,
-    SessionCounts,
     SessionPhase,
-    SessionResults,
     SessionSpec,
     SessionStatus,
     SessionTimer,
@@ -108,11 +102,13 @@ SPEC_FIELDS = (
 )
 
 
-class SessionStore:
+class SessionStore(SessionReads):
     """Group sessions: start, entries, decisions, votes, timers, host controls and results.
 
     ``queue`` queues the entries' jobs (its codec encodes their requests; its quota service
-    bills them). ``claimer_id`` names this process in timer and board claims.
+    bills them). ``claimer_id`` names this process in timer and board claims. The reads come
+    from ``SessionReads``; ``posts`` is the card and the boards (``SessionPosts``), ``timers``
+    the durable timers.
     """
 
     def __init__(
@@ -128,8 +124,10 @@ class SessionStore:
         self.queue = queue
         self.clock = clock
         self.claimer_id = claimer_id or f"sessions-{secrets.token_hex(6)}"
-        self.board_claim = timedelta(seconds=board_claim_seconds)
         self.timers = TimerStore(db, clock=clock)
+        self.posts = SessionPosts(
+            db, clock=clock, claimer_id=self.claimer_id, board_claim_seconds=board_claim_seconds
+        )
 
     # -- starting -------------------------------------------------------------------------
 
@@ -202,39 +200,6 @@ class SessionStore:
     async def attach_thread(self, session_id: str, thread_id: int) -> SessionView:
         """Record the session's thread (where entries, results and boards are posted)."""
         return await self._set(session_id, thread_id=thread_id)
-
-    async def attach_card(self, session_id: str, message_id: int) -> SessionView:
-        """Record the session's card message."""
-        return await self._set(session_id, card_message_id=message_id)
-
-    async def mark_card_shown(self, session_id: str, version: int) -> None:
-        """The card now shows ``version`` (it never goes back)."""
-
-        async def work(session: AsyncSession) -> None:
-            await session.execute(
-                update(GROUP_SESSIONS)
-                .where(GROUP_SESSIONS.c.id == session_id, GROUP_SESSIONS.c.card_version < version)
-                .values(card_version=version)
-            )
-
-        await self.db.write(work)
-
-    async def stale_cards(self, limit: int = 50) -> list[SessionView]:
-        """Sessions whose card shows an older version than the session's."""
-
-        async def work(session: AsyncSession) -> list[SessionView]:
-            rows = await session.execute(
-                select(GROUP_SESSIONS)
-                .where(
-                    GROUP_SESSIONS.c.card_message_id.is_not(None),
-                    GROUP_SESSIONS.c.card_version < GROUP_SESSIONS.c.version,
-                )
-                .order_by(GROUP_SESSIONS.c.created_at)
-                .limit(limit)
-            )
-            return [flow.session_view(row) for row in rows.mappings()]
-
-        return await self.db.read(work)
 
     async def _set(self, session_id: str, **values: Any) -> SessionView:
         async def work(session: AsyncSession) -> None:
@@ -479,7 +444,7 @@ class SessionStore:
             )
             voted = not getattr(taken, "rowcount", 0)
             if voted:
-                used = await _count(session, SESSION_VOTES, mine)
+                used = await count(session, SESSION_VOTES, mine)
                 if used >= row["votes_per_member"]:
                     raise SessionRefused(
                         f"you have used your {row['votes_per_member']} vote(s) this round; "
@@ -494,28 +459,10 @@ class SessionStore:
                         created_at=now,
                     )
                 )
-            votes = await _count(session, SESSION_VOTES, SESSION_VOTES.c.entry_id == entry_id)
-            return VoteResult(voted, votes, await _count(session, SESSION_VOTES, mine))
+            votes = await count(session, SESSION_VOTES, SESSION_VOTES.c.entry_id == entry_id)
+            return VoteResult(voted, votes, await count(session, SESSION_VOTES, mine))
 
         return await self.db.write(work)
-
-    async def votes_of(self, session_id: str, voter_id: int) -> list[str]:
-        """The entries ``voter_id`` votes for in the current round."""
-
-        async def work(session: AsyncSession) -> list[str]:
-            row = await flow.session_row(session, session_id)
-            rows = await session.execute(
-                select(SESSION_VOTES.c.entry_id)
-                .where(
-                    SESSION_VOTES.c.session_id == session_id,
-                    SESSION_VOTES.c.round == row["round"],
-                    SESSION_VOTES.c.voter_id == voter_id,
-                )
-                .order_by(SESSION_VOTES.c.created_at)
-            )
-            return list(rows.scalars())
-
-        return await self.db.read(work)
 
     # -- timers ---------------------------------------------------------------------------
 
@@ -593,21 +540,6 @@ class SessionStore:
 
         await self.db.write(work)
         return await self.get(session_id)
-
-    async def generating(self) -> list[str]:
-        """Running sessions waiting for their entries to generate: the loop calls
-        ``generated`` for each now and then, in case a post's own call was lost."""
-
-        async def work(session: AsyncSession) -> list[str]:
-            rows = await session.execute(
-                select(GROUP_SESSIONS.c.id).where(
-                    GROUP_SESSIONS.c.status == SessionStatus.RUNNING.value,
-                    GROUP_SESSIONS.c.phase == SessionPhase.GENERATE.value,
-                )
-            )
-            return list(rows.scalars())
-
-        return await self.db.read(work)
 
     # -- host controls --------------------------------------------------------------------
 
@@ -848,243 +780,6 @@ class SessionStore:
             if job is not None and job["status"] in ACTIVE_STATUSES:
                 await self.queue.cancel_locked(session, job, now)
 
-    # -- boards ---------------------------------------------------------------------------
-
-    async def pending_boards(self, limit: int = 20) -> list[PendingBoard]:
-        """Boards owed and not posted (nor claimed by a live claim), oldest first."""
-        now = self.clock()
-
-        async def work(session: AsyncSession) -> list[PendingBoard]:
-            rows = await session.execute(
-                select(
-                    SESSION_BOARDS.c.session_id,
-                    SESSION_BOARDS.c.round,
-                    GROUP_SESSIONS.c.thread_id,
-                    GROUP_SESSIONS.c.channel_id,
-                )
-                .select_from(
-                    SESSION_BOARDS.join(
-                        GROUP_SESSIONS, GROUP_SESSIONS.c.id == SESSION_BOARDS.c.session_id
-                    )
-                )
-                .where(
-                    SESSION_BOARDS.c.posted_at.is_(None),
-                    or_(
-                        SESSION_BOARDS.c.claim_until.is_(None),
-                        SESSION_BOARDS.c.claim_until < now,
-                    ),
-                )
-                # A round's board before the best-of that the same transition owed.
-                .order_by(
-                    SESSION_BOARDS.c.created_at,
-                    case((SESSION_BOARDS.c.round == flow.BEST_OF, 1), else_=0),
-                    SESSION_BOARDS.c.round,
-                )
-                .limit(limit)
-            )
-            return [
-                PendingBoard(
-                    sid,
-                    round_,
-                    thread_id or channel_id,
-                    board_nonce(sid, round_),
-                )
-                for sid, round_, thread_id, channel_id in rows.all()
-            ]
-
-        return await self.db.read(work)
-
-    async def claim_board(self, session_id: str, round_: int) -> bool:
-        """Claim a board's posting for ``board_claim_seconds``: False when it was posted or
-        another process holds a live claim. Post it with its nonce, then ``mark_board_posted``."""
-        now = self.clock()
-
-        async def work(session: AsyncSession) -> bool:
-            result = await session.execute(
-                update(SESSION_BOARDS)
-                .where(
-                    SESSION_BOARDS.c.session_id == session_id,
-                    SESSION_BOARDS.c.round == round_,
-                    SESSION_BOARDS.c.posted_at.is_(None),
-                    or_(
-                        SESSION_BOARDS.c.claimed_by.is_(None),
-                        SESSION_BOARDS.c.claimed_by == self.claimer_id,
-                        SESSION_BOARDS.c.claim_until < now,
-                    ),
-                )
-                .values(claimed_by=self.claimer_id, claim_until=now + self.board_claim)
-            )
-            return bool(getattr(result, "rowcount", 0))
-
-        return await self.db.write(work)
-
-    async def mark_board_posted(self, session_id: str, round_: int, message_id: int) -> bool:
-        """Record a posted board, once: False when it was recorded before."""
-        now = self.clock()
-
-        async def work(session: AsyncSession) -> bool:
-            result = await session.execute(
-                update(SESSION_BOARDS)
-                .where(
-                    SESSION_BOARDS.c.session_id == session_id,
-                    SESSION_BOARDS.c.round == round_,
-                    SESSION_BOARDS.c.posted_at.is_(None),
-                )
-                .values(posted_at=now, message_id=message_id, claimed_by=None, claim_until=None)
-            )
-            return bool(getattr(result, "rowcount", 0))
-
-        return await self.db.write(work)
-
-    # -- reads ----------------------------------------------------------------------------
-
-    async def find(self, session_id: str) -> SessionView | None:
-        async def work(session: AsyncSession) -> SessionView | None:
-            row = (
-                (
-                    await session.execute(
-                        select(GROUP_SESSIONS).where(GROUP_SESSIONS.c.id == session_id)
-                    )
-                )
-                .mappings()
-                .first()
-            )
-            return None if row is None else flow.session_view(row)
-
-        return await self.db.read(work)
-
-    async def get(self, session_id: str) -> SessionView:
-        """The session; SessionNotFound."""
-
-        async def work(session: AsyncSession) -> SessionView:
-            return flow.session_view(await flow.session_row(session, session_id))
-
-        return await self.db.read(work)
-
-    async def running_in(self, channel_id: int) -> SessionView | None:
-        """The live (running or paused) session of a channel or of its thread."""
-
-        async def work(session: AsyncSession) -> SessionView | None:
-            found = await self._live_in(session, channel_id)
-            return None if found is None else flow.session_view(found)
-
-        return await self.db.read(work)
-
-    async def live_in_guild(self, guild_id: int) -> list[SessionView]:
-        """The server's live sessions, oldest first."""
-
-        async def work(session: AsyncSession) -> list[SessionView]:
-            rows = await session.execute(
-                select(GROUP_SESSIONS)
-                .where(
-                    GROUP_SESSIONS.c.guild_id == guild_id,
-                    GROUP_SESSIONS.c.status != SessionStatus.ENDED.value,
-                )
-                .order_by(GROUP_SESSIONS.c.created_at)
-            )
-            return [flow.session_view(row) for row in rows.mappings()]
-
-        return await self.db.read(work)
-
-    async def entry(self, entry_id: str) -> EntryView:
-        """One entry; EntryNotFound."""
-
-        async def work(session: AsyncSession) -> list[EntryView]:
-            return await flow.entry_rows(session, SESSION_ENTRIES.c.id == entry_id)
-
-        found = await self.db.read(work)
-        if not found:
-            raise EntryNotFound(entry_id)
-        return found[0]
-
-    async def entries(
-        self, session_id: str, round_: int | None = None, *, member_id: int | None = None
-    ) -> list[EntryView]:
-        """A session's entries (of one round, of one member), in submission order."""
-        where = [SESSION_ENTRIES.c.session_id == session_id]
-        if round_ is not None:
-            where.append(SESSION_ENTRIES.c.round == round_)
-        if member_id is not None:
-            where.append(SESSION_ENTRIES.c.member_id == member_id)
-
-        async def work(session: AsyncSession) -> list[EntryView]:
-            return await flow.entry_rows(session, *where)
-
-        return await self.db.read(work)
-
-    async def counts(self, session_id: str) -> SessionCounts:
-        """The current round's entries by state, the session's participants (not removed),
-        and the approved entries still outstanding."""
-
-        async def work(session: AsyncSession) -> SessionCounts:
-            row = await flow.session_row(session, session_id)
-            by_state: dict[str, int] = dict(
-                (
-                    await session.execute(
-                        select(SESSION_ENTRIES.c.state, func.count())
-                        .where(flow.of_round(session_id, row["round"]))
-                        .group_by(SESSION_ENTRIES.c.state)
-                    )
-                ).all()
-            )
-            participants = await _count(
-                session,
-                SESSION_MEMBERS,
-                SESSION_MEMBERS.c.session_id == session_id,
-                SESSION_MEMBERS.c.removed_at.is_(None),
-            )
-            return SessionCounts(
-                entries={state: int(by_state.get(state.value, 0)) for state in EntryState},
-                participants=participants,
-                outstanding=await flow.outstanding(session, session_id, row["round"]),
-            )
-
-        return await self.db.read(work)
-
-    async def results(self, session_id: str) -> SessionResults:
-        """Every finished round's ranked results (the boards), in round order; the best-of is
-        ``SessionResults.best_of``."""
-
-        async def work(session: AsyncSession) -> SessionResults:
-            await flow.session_row(session, session_id)
-            rows = await session.execute(
-                select(SESSION_ROUNDS)
-                .where(
-                    SESSION_ROUNDS.c.session_id == session_id,
-                    SESSION_ROUNDS.c.finished_at.is_not(None),
-                )
-                .order_by(SESSION_ROUNDS.c.round)
-            )
-            return SessionResults(
-                session_id,
-                tuple(
-                    RoundResult(
-                        r["round"], r["theme"], results_from_json(r["results"]), r["finished_at"]
-                    )
-                    for r in rows.mappings()
-                ),
-            )
-
-        return await self.db.read(work)
-
-    async def pool(self, session_id: str) -> PoolStatus | None:
-        """A server-pool session's pool (None for pool:members)."""
-
-        async def work(session: AsyncSession) -> PoolStatus | None:
-            row = await flow.session_row(session, session_id)
-            if PoolKind(row["pool"]) is not PoolKind.SERVER:
-                return None
-            spent, reserved = await pool_usage(session, session_id)
-            left = max(0, row["pool_ms"] - spent - reserved)
-            return PoolStatus(
-                to_seconds(row["pool_ms"]),
-                to_seconds(spent),
-                to_seconds(reserved),
-                to_seconds(left),
-            )
-
-        return await self.db.read(work)
-
     # -- helpers --------------------------------------------------------------------------
 
     @staticmethod
@@ -1135,17 +830,6 @@ class SessionStore:
             raise EntryNotFound(entry_id)
         return row
 
-    @staticmethod
-    async def _live_in(session: AsyncSession, channel_id: int) -> Any:
-        stmt = select(GROUP_SESSIONS).where(
-            GROUP_SESSIONS.c.status != SessionStatus.ENDED.value,
-            or_(
-                GROUP_SESSIONS.c.channel_id == channel_id,
-                GROUP_SESSIONS.c.thread_id == channel_id,
-            ),
-        )
-        return (await session.execute(stmt)).mappings().first()
-
 
 _ALREADY_LIVE = "a session is already running in this channel; end it first"
 _REMOVED = "the host removed you from this session"
@@ -1153,11 +837,6 @@ _REMOVED = "the host removed you from this session"
 
 def _text(value: object) -> str:
     return value[:SESSION_TEXT_LENGTH] if isinstance(value, str) else ""
-
-
-async def _count(session: AsyncSession, table: Any, *where: Any) -> int:
-    stmt = select(func.count()).select_from(table).where(*where)
-    return int((await session.execute(stmt)).scalar_one())
 
 
 def _new_job(spec: dict[str, Any]) -> NewJob[Any]:

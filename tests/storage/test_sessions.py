@@ -196,7 +196,7 @@ async def test_a_two_round_session_runs_on_its_clock(s: Services) -> None:
     results = await st.results(session.id)
     assert [(r.entry_id, r.votes) for r in results.rounds[1].entries] == [(a4.id, 1), (b2.id, 1)]
     assert [(n, w.entry_id) for n, w in results.best_of] == [(1, c1.id), (2, a4.id)]
-    boards = await st.pending_boards()
+    boards = await st.posts.pending_boards()
     assert [(b.round, b.channel_id) for b in boards] == [(1, THREAD), (2, THREAD), (0, THREAD)]
     assert await st.next_due() is None
     assert await _actions(s) == [ModAction.SESSION_STARTED]
@@ -523,27 +523,27 @@ async def test_boards_are_claimed_and_posted_once(s: Services) -> None:
     st_a, st_b = store(s, "bot-a"), store(s, "bot-b")
     session = await st_a.start(spec())
     await st_a.end(session.id, HOST)
-    (board,) = await st_a.pending_boards()
+    (board,) = await st_a.posts.pending_boards()
     assert board.round == 0 and board.nonce.startswith("sb") and len(board.nonce) <= 25
-    assert await st_a.claim_board(session.id, 0)
-    assert not await st_b.claim_board(session.id, 0)
-    assert await st_b.pending_boards() == []
+    assert await st_a.posts.claim_board(session.id, 0)
+    assert not await st_b.posts.claim_board(session.id, 0)
+    assert await st_b.posts.pending_boards() == []
     s.clock.advance(61)  # bot-a lost it: bot-b may post (the nonce drops a duplicate)
-    assert await st_b.claim_board(session.id, 0)
-    assert await st_b.mark_board_posted(session.id, 0, 777)
-    assert not await st_a.mark_board_posted(session.id, 0, 778)
-    assert await st_a.pending_boards() == []
+    assert await st_b.posts.claim_board(session.id, 0)
+    assert await st_b.posts.mark_board_posted(session.id, 0, 777)
+    assert not await st_a.posts.mark_board_posted(session.id, 0, 778)
+    assert await st_a.posts.pending_boards() == []
 
 
 async def test_the_card_is_edited_only_when_the_session_changed(s: Services) -> None:
     st = store(s)
     session = await st.start(spec())
-    await st.attach_card(session.id, 42)
-    (stale,) = await st.stale_cards()
-    await st.mark_card_shown(session.id, stale.version)
-    assert await st.stale_cards() == []
+    await st.posts.attach_card(session.id, 42)
+    (stale,) = await st.posts.stale_cards()
+    await st.posts.mark_card_shown(session.id, stale.version)
+    assert await st.posts.stale_cards() == []
     await st.submit(session.id, A, entry("a"))
-    assert [v.id for v in await st.stale_cards()] == [session.id]
+    assert [v.id for v in await st.posts.stale_cards()] == [session.id]
 
 
 async def test_retention_keeps_live_sessions_jobs_and_prunes_ended_sessions(
