@@ -326,7 +326,8 @@ async def _prune(settings: Settings, *, dry_run: bool) -> int:
         f"{report.ledger_lines} quota ledger line(s); the images of {report.image_jobs} more "
         f"job(s) and of {report.blocked} blocked job(s); {report.image_files} file(s), "
         f"{_size(report.image_bytes)}; {report.modlog_rows} audit log row(s); "
-        f"{report.saved_queries} expired saved search(es)"
+        f"{report.saved_queries} expired saved search(es); {report.sessions} ended group "
+        "session(s)"
     )
     return 0
 

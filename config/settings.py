@@ -405,6 +405,12 @@ class RetentionSettings(_Section):
         description="Days a row of the moderation audit log (/modlog, atelier modlog export) is "
         "kept; then it is deleted. 0 keeps them forever.",
     )
+    sessions_days: float = Field(
+        default=90.0,
+        ge=0,
+        description="Days an ended group session's rounds, entries, votes and results are kept; "
+        "then they are deleted (its entries' jobs stay, as any job). 0 keeps them forever.",
+    )
 
 
 class WebSettings(_Section):

@@ -9,6 +9,8 @@ Public entry points (the composition root wires them; nothing here imports ``gen
   searches), ``WebDirectory`` (the web gallery's servers, member names and image pages)
   and the one visibility rule, ``visible_clause``/``visible``
   (``storage.visibility``);
+- ``SessionStore`` (group sessions: rounds, entries, votes, host controls, results) on
+  durable timers (``TimerStore``), with its card and boards (``SessionPosts``);
 - ``ImageStore``/``FileImageStore``; ``audit``; the frozen types in ``storage.types``;
 - ``RequestCodec``: how the queue and the delivery ledger store the caller's request type
   (``JSON_CODEC``, the default, keeps plain JSON objects);
@@ -21,6 +23,7 @@ from storage.delivery_ledger import DeliveryLedger
 from storage.errors import (
     BadSearchQuery,
     DeliveryClaimLost,
+    EntryNotFound,
     GuildLeftError,
     IllegalTransition,
     ImageNotFound,
@@ -31,6 +34,8 @@ from storage.errors import (
     QueueFullError,
     QuotaExceededError,
     SavedQueryGone,
+    SessionNotFound,
+    SessionRefused,
     SharingRefused,
     StorageError,
     UndecodableRequest,
@@ -42,12 +47,19 @@ from storage.preferences import PreferenceStore
 from storage.queue import JobQueue
 from storage.quota import QuotaService
 from storage.quota_policy import estimate_seconds
+from storage.session_posts import SessionPosts
+from storage.sessions import SessionStore
 from storage.sharing import SharingStore
+from storage.timers import TimerStore
 from storage.types import (
     JSON_CODEC,
     AuditReport,
     ClaimedJob,
     DeletedJob,
+    EntryDecision,
+    EntryState,
+    EntryView,
+    FireOutcome,
     GalleryItem,
     GalleryPage,
     GalleryView,
@@ -63,16 +75,30 @@ from storage.types import (
     ModLogPage,
     NewJob,
     Owner,
+    PendingBoard,
+    PoolKind,
+    PoolStatus,
     QueuePlace,
     QueueStats,
     QuotaOverride,
     QuotaReadout,
+    RankedEntry,
     RequestCodec,
+    RoundResult,
     SavedQuery,
     SearchFilters,
     SearchPage,
+    SessionCounts,
+    SessionPhase,
+    SessionResults,
+    SessionSpec,
+    SessionStatus,
+    SessionTimer,
+    SessionView,
     SharedMessage,
+    Timer,
     Visibility,
+    VoteResult,
     WebGallery,
     WebJob,
 )
@@ -88,7 +114,12 @@ __all__ = [
     "DeletedJob",
     "DeliveryClaimLost",
     "DeliveryLedger",
+    "EntryDecision",
+    "EntryNotFound",
+    "EntryState",
+    "EntryView",
     "FileImageStore",
+    "FireOutcome",
     "GalleryItem",
     "GalleryPage",
     "GalleryView",
@@ -114,6 +145,9 @@ __all__ = [
     "ModerationLog",
     "NewJob",
     "Owner",
+    "PendingBoard",
+    "PoolKind",
+    "PoolStatus",
     "PreferenceStore",
     "QueueFullError",
     "QueuePlace",
@@ -122,17 +156,33 @@ __all__ = [
     "QuotaOverride",
     "QuotaReadout",
     "QuotaService",
+    "RankedEntry",
     "RequestCodec",
+    "RoundResult",
     "SavedQuery",
     "SavedQueryGone",
     "SearchFilters",
     "SearchPage",
+    "SessionCounts",
+    "SessionNotFound",
+    "SessionPhase",
+    "SessionPosts",
+    "SessionRefused",
+    "SessionResults",
+    "SessionSpec",
+    "SessionStatus",
+    "SessionStore",
+    "SessionTimer",
+    "SessionView",
     "SharedMessage",
     "SharingRefused",
     "SharingStore",
     "StorageError",
+    "Timer",
+    "TimerStore",
     "UndecodableRequest",
     "Visibility",
+    "VoteResult",
     "WebDirectory",
     "WebGallery",
     "WebJob",

@@ -10,6 +10,10 @@ that used nothing): exactly one REFUND of its whole reservation and nothing else
 running job has neither. Running jobs hold a
 lease and queued ones do not.
 
+Who pays: every line of a job names its payer, the owner, or ``SERVER_PAYER`` for a job its
+server pays for (``guild_paid``: a group session's pool entry, which must name its session).
+No server-pool session has committed more than its pool (``storage.pools``).
+
 Retention (``storage.retention``) deletes a job's lines together with its row, so a line without
 a job is still a violation, and the totals below cover the jobs that are still kept.
 
@@ -25,8 +29,9 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import Database
-from storage.models import JOBS, LEDGER
-from storage.types import AuditReport, JobStatus, LedgerKind, to_seconds
+from storage.models import GROUP_SESSIONS, JOBS, LEDGER, SERVER_PAYER
+from storage.pools import committed_ms
+from storage.types import AuditReport, JobStatus, LedgerKind, PoolKind, to_seconds
 
 
 async def audit(db: Database) -> AuditReport:
@@ -34,12 +39,16 @@ async def audit(db: Database) -> AuditReport:
 
     async def work(session: AsyncSession) -> AuditReport:
         lines: dict[str | None, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-        for job_id, kind, amount in (
+        payers: dict[str | None, set[int]] = defaultdict(set)
+        for job_id, kind, amount, user_id in (
             await session.execute(
-                select(LEDGER.c.job_id, LEDGER.c.kind, LEDGER.c.amount_ms).order_by(LEDGER.c.id)
+                select(
+                    LEDGER.c.job_id, LEDGER.c.kind, LEDGER.c.amount_ms, LEDGER.c.user_id
+                ).order_by(LEDGER.c.id)
             )
         ).all():
             lines[job_id][kind].append(amount)
+            payers[job_id].add(int(user_id))
         jobs = (
             (
                 await session.execute(
@@ -51,6 +60,9 @@ async def audit(db: Database) -> AuditReport:
                         JOBS.c.gpu_ms,
                         JOBS.c.lease_token,
                         JOBS.c.lease_expires_at,
+                        JOBS.c.owner_id,
+                        JOBS.c.guild_paid,
+                        JOBS.c.session_id,
                     ).order_by(JOBS.c.seq)
                 )
             )
@@ -68,8 +80,10 @@ async def audit(db: Database) -> AuditReport:
         for job in jobs:
             by_status[JobStatus(job["status"])] += 1
             violations.extend(_check_job(job, lines.pop(job["id"], {})))
+            violations.extend(_check_payer(job, payers.get(job["id"], set())))
         for job_id in lines:
             violations.append(f"ledger lines for unknown job {job_id}")
+        violations.extend(await _check_pools(session))
         return AuditReport(
             jobs=len(jobs),
             by_status=dict(by_status),
@@ -81,6 +95,37 @@ async def audit(db: Database) -> AuditReport:
         )
 
     return await db.read(work)
+
+
+def _check_payer(row: RowMapping, payers: set[int]) -> list[str]:
+    job_id = row["id"]
+    problems: list[str] = []
+    payer = SERVER_PAYER if row["guild_paid"] else row["owner_id"]
+    if payers - {payer}:
+        whom = "its server" if row["guild_paid"] else "its owner"
+        problems.append(f"job {job_id} has ledger lines that do not name {whom} as the payer")
+    if row["guild_paid"] and row["session_id"] is None:
+        problems.append(f"job {job_id} is billed to its server but belongs to no session")
+    return problems
+
+
+async def _check_pools(session: AsyncSession) -> list[str]:
+    """No server-pool session has committed more than its pool."""
+    pools = dict(
+        (
+            await session.execute(
+                select(GROUP_SESSIONS.c.id, GROUP_SESSIONS.c.pool_ms).where(
+                    GROUP_SESSIONS.c.pool == PoolKind.SERVER.value
+                )
+            )
+        ).all()
+    )
+    committed = await committed_ms(session, list(pools))
+    return [
+        f"session {sid} committed {committed[sid]} ms of a {pool} ms pool"
+        for sid, pool in pools.items()
+        if committed[sid] > pool
+    ]
 
 
 def _check_job(row: RowMapping, lines: dict[str, list[int]]) -> list[str]:

@@ -222,3 +222,25 @@ class SavedQueryGone(SharingRefused):
     def __init__(self, query_id: str) -> None:
         self.query_id = query_id
         super().__init__("this search has expired; run /search again")
+
+
+class SessionRefused(StorageError):
+    """A group session action that cannot be done now (the session is paused or ended, the
+    round's submissions or voting are closed, an entry limit, a vote for one's own entry, a
+    pool too small): the message says why, for the member who asked."""
+
+
+class SessionNotFound(SessionRefused):
+    """No group session has this id."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        super().__init__(f"there is no session `{session_id}`")
+
+
+class EntryNotFound(SessionRefused):
+    """No session entry has this id."""
+
+    def __init__(self, entry_id: str) -> None:
+        self.entry_id = entry_id
+        super().__init__(f"there is no entry `{entry_id}`")

@@ -38,12 +38,16 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from storage.types import (
     CopyKind,
     Decision,
+    EntryState,
     HoldState,
     JobStatus,
     LedgerKind,
     ModAction,
+    PoolKind,
     ReviewKind,
     ReviewState,
+    SessionPhase,
+    SessionStatus,
     Visibility,
 )
 
@@ -172,6 +176,13 @@ class Job(Base):
     prompt: Mapped[str] = mapped_column(Text, default="", server_default="")
     model: Mapped[str] = mapped_column(String(MODEL_LENGTH), default="", server_default="")
     aspect: Mapped[str] = mapped_column(String(ASPECT_LENGTH), default="", server_default="")
+    # Group sessions (issue 13). No foreign key: the tag stays when retention deletes an ended
+    # session (and SQLite adds the column natively, without recreating the table).
+    #: The session whose entry this job is (``storage.sessions``).
+    session_id: Mapped[str | None] = mapped_column(String(16))
+    #: Billed to the server (a session's pool): its ledger lines carry ``SERVER_PAYER`` as the
+    #: user, and it never counts against its owner's allowance (``storage.quota``).
+    guild_paid: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
     __table_args__ = (
         CheckConstraint(_in("status", JobStatus), name="status"),
@@ -194,6 +205,7 @@ class Job(Base):
         # Galleries: a server's recent jobs, and its top jobs by likes.
         Index("ix_jobs_guild_id_seq", "guild_id", "seq"),
         Index("ix_jobs_guild_id_like_count_seq", "guild_id", "like_count", "seq"),
+        Index("ix_jobs_session_id", "session_id"),
     )
 
 
@@ -289,6 +301,8 @@ class GuildAccount(Base):
 
 #: ``quota_overrides.guild_id`` of an override the operator set for every server.
 EVERYWHERE = 0
+#: ``quota_ledger.user_id`` of the lines of a job its server pays for (a session's pool).
+SERVER_PAYER = 0
 
 
 class QuotaOverrideRow(Base):
@@ -608,6 +622,200 @@ class MemberNameRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+#: The longest theme, entry prompt or host reason a session keeps.
+SESSION_TEXT_LENGTH = 1000
+#: At most one live (running or paused) session per parent channel.
+LIVE_SESSION = "status IN ('running', 'paused')"
+
+
+class GroupSessionRow(Base):
+    """A group session (issue 13): rounds of submissions, generation and voting in a thread.
+
+    ``phase_ends_at`` is the due time of the current phase's timer (``timers``); ``version``
+    grows with every change, so the bot edits the session's card only when it changed."""
+
+    __tablename__ = "group_sessions"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    guild_id: Mapped[int] = mapped_column(BigInteger)
+    channel_id: Mapped[int] = mapped_column(BigInteger)
+    thread_id: Mapped[int | None] = mapped_column(BigInteger)
+    host_id: Mapped[int] = mapped_column(BigInteger)
+    theme: Mapped[str] = mapped_column(Text)
+    themes: Mapped[list[str]] = mapped_column(JSONType)
+    rounds: Mapped[int] = mapped_column(Integer)
+    round_seconds: Mapped[int] = mapped_column(Integer)
+    voting_seconds: Mapped[int] = mapped_column(Integer)
+    voting_wait_seconds: Mapped[int] = mapped_column(Integer)
+    entries_per_member: Mapped[int] = mapped_column(Integer)
+    votes_per_member: Mapped[int] = mapped_column(Integer)
+    approval: Mapped[bool] = mapped_column(Boolean)
+    anonymous: Mapped[bool] = mapped_column(Boolean)
+    pool: Mapped[str] = mapped_column(String(16))
+    pool_ms: Mapped[int] = mapped_column(BigInteger)
+    limits: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    status: Mapped[str] = mapped_column(String(16))
+    round: Mapped[int] = mapped_column(Integer)
+    phase: Mapped[str] = mapped_column(String(16))
+    phase_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    paused_remaining_ms: Mapped[int | None] = mapped_column(BigInteger)
+    card_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    version: Mapped[int] = mapped_column(Integer)
+    #: The version the card shows (``SessionStore.mark_card_shown``).
+    card_version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint(_in("status", SessionStatus), name="status"),
+        CheckConstraint(_in("phase", SessionPhase), name="phase"),
+        CheckConstraint(_in("pool", PoolKind), name="pool"),
+        CheckConstraint("pool_ms >= 0", name="pool_ms"),
+        CheckConstraint("round >= 1 AND round <= rounds", name="round"),
+        Index("ix_group_sessions_guild_id_status", "guild_id", "status"),
+        Index(
+            "ix_group_sessions_channel_id_live",
+            "channel_id",
+            unique=True,
+            sqlite_where=text(LIVE_SESSION),
+            postgresql_where=text(LIVE_SESSION),
+        ),
+        Index("ix_group_sessions_thread_id", "thread_id"),
+        # Retention: ended sessions, oldest first.
+        Index("ix_group_sessions_status_ended_at", "status", "ended_at"),
+    )
+
+
+class SessionRoundRow(Base):
+    """One round of a session: its theme, its phase times and, once finished, its results
+    (the ranked entries, ``storage.session_rules.rank``)."""
+
+    __tablename__ = "session_rounds"
+
+    session_id: Mapped[str] = mapped_column(
+        String(16), ForeignKey("group_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    round: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    theme: Mapped[str] = mapped_column(Text)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    voting_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    voting_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    results: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
+
+
+class SessionEntryRow(Base):
+    """One member's entry in a round: its prompt, the job to enqueue (``job_spec``: the
+    encoded request and the job's fields, never an interaction token), then its job."""
+
+    __tablename__ = "session_entries"
+
+    #: Submission order: the tie-break of the results.
+    seq: Mapped[int] = mapped_column(BigKey, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(16), unique=True)
+    session_id: Mapped[str] = mapped_column(
+        String(16), ForeignKey("group_sessions.id", ondelete="CASCADE")
+    )
+    round: Mapped[int] = mapped_column(Integer)
+    member_id: Mapped[int] = mapped_column(BigInteger)
+    prompt: Mapped[str] = mapped_column(Text)
+    job_spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    state: Mapped[str] = mapped_column(String(16))
+    #: Enqueued once: unique, so no entry ever has two jobs.
+    job_id: Mapped[str | None] = mapped_column(
+        String(16), ForeignKey("jobs.id", ondelete="SET NULL"), unique=True
+    )
+    reason: Mapped[str | None] = mapped_column(Text)
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    decided_by: Mapped[int | None] = mapped_column(BigInteger)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    panel_message_id: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        CheckConstraint(_in("state", EntryState), name="state"),
+        Index("ix_session_entries_session_id_round_member_id", "session_id", "round", "member_id"),
+        Index("ix_session_entries_session_id_state", "session_id", "state"),
+    )
+
+
+class SessionVoteRow(Base):
+    """One member's vote for one entry (once per member and entry)."""
+
+    __tablename__ = "session_votes"
+
+    entry_id: Mapped[str] = mapped_column(
+        String(16), ForeignKey("session_entries.id", ondelete="CASCADE"), primary_key=True
+    )
+    voter_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    session_id: Mapped[str] = mapped_column(
+        String(16), ForeignKey("group_sessions.id", ondelete="CASCADE")
+    )
+    round: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_session_votes_session_id_round_voter_id", "session_id", "round", "voter_id"),
+    )
+
+
+class SessionMemberRow(Base):
+    """A session's participant (a member who submitted), or one its host removed."""
+
+    __tablename__ = "session_members"
+
+    session_id: Mapped[str] = mapped_column(
+        String(16), ForeignKey("group_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    member_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    joined_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    removed_by: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class SessionBoardRow(Base):
+    """A results board owed to a session's thread, written when its round finished (round 0:
+    the best-of, written when the session ended). Posted once: a claim, the nonce
+    ``PendingBoard.nonce``, then its message id."""
+
+    __tablename__ = "session_boards"
+
+    session_id: Mapped[str] = mapped_column(
+        String(16), ForeignKey("group_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    round: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claim_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_session_boards_posted_at", "posted_at"),)
+
+
+class TimerRow(Base):
+    """A durable timer: fires once at or after ``due_at`` (``storage.timers``). One per kind,
+    subject and round; firing sets ``fired_at`` in the transaction of what it causes."""
+
+    __tablename__ = "timers"
+
+    id: Mapped[int] = mapped_column(BigKey, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(32))
+    round: Mapped[int] = mapped_column(Integer)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claim_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("kind", "subject", "round"),
+        Index("ix_timers_fired_at_due_at", "fired_at", "due_at"),
+        Index("ix_timers_subject", "subject"),
+    )
+
+
 class Meta(Base):
     """Small key/value facts, e.g. the hash of the command set last synced to Discord."""
 
@@ -640,3 +848,10 @@ LIKES = cast(Table, LikeRow.__table__)
 SEARCH_QUERIES = cast(Table, SearchQueryRow.__table__)
 WEB_GALLERIES = cast(Table, WebGalleryRow.__table__)
 MEMBER_NAMES = cast(Table, MemberNameRow.__table__)
+GROUP_SESSIONS = cast(Table, GroupSessionRow.__table__)
+SESSION_ROUNDS = cast(Table, SessionRoundRow.__table__)
+SESSION_ENTRIES = cast(Table, SessionEntryRow.__table__)
+SESSION_VOTES = cast(Table, SessionVoteRow.__table__)
+SESSION_MEMBERS = cast(Table, SessionMemberRow.__table__)
+SESSION_BOARDS = cast(Table, SessionBoardRow.__table__)
+TIMERS = cast(Table, TimerRow.__table__)

@@ -231,38 +231,7 @@ class JobQueue(Generic[RequestT]):
                     raise JobNotFound(parent)
             needed = sum(ms for _, _, ms in specs)
             allowance = await self.quota.check_room(session, owner, needed, role_ids, now)
-            rows = [
-                {
-                    **self._new_row(job_id, owner, job, stored[job_id], ms, allowance, now),
-                    **described[job_id],
-                }
-                for job_id, job, ms in specs
-            ]
-            await session.execute(insert(JOBS), rows)
-            await session.execute(
-                insert(DELIVERIES),
-                [
-                    {
-                        "job_id": job_id,
-                        "channel_id": owner.channel_id,
-                        "interaction_id": job.interaction_id,
-                        "interaction_token": job.interaction_token,
-                        "interaction_expires_at": job.interaction_expires_at,
-                        "post_attempts": 0,
-                        "updated_at": now,
-                    }
-                    for job_id, job, _ in specs
-                ],
-            )
-            await self.quota.record_reservations(
-                session, owner, [(job_id, ms) for job_id, _, ms in specs], now
-            )
-            if owner.name is not None and owner.guild_id is not None:
-                await remember_name(session, owner.guild_id, owner.user_id, owner.name, now)
-            for job_id, job, _ in specs:
-                if job.hold_reason is not None and owner.guild_id is not None:
-                    row = await self._row(session, job_id)
-                    await hold(session, row, job.hold_reason, job.hold_details or {}, now)
+            await self._insert(session, owner, specs, stored, described, allowance, now)
             result = await session.execute(job_view_select().where(JOBS.c.id.in_(ids)))
             # Decoding what was just encoded: a codec that cannot round-trip queues nothing.
             views = {v.id: v for v in (job_view(r, self.codec) for r in result.mappings())}
@@ -272,14 +241,117 @@ class JobQueue(Generic[RequestT]):
         self._notify()
         return views
 
+    async def _insert(
+        self,
+        session: AsyncSession,
+        owner: Owner,
+        specs: Sequence[tuple[str, NewJob[Any], int]],
+        stored: Mapping[str, dict[str, Any]],
+        described: Mapping[str, dict[str, str]],
+        allowance: int | None,
+        now: datetime,
+        *,
+        session_id: str | None = None,
+        guild_paid: bool = False,
+    ) -> None:
+        """Insert checked jobs (id, job, reservation), their delivery records and their
+        RESERVE lines, and hold those with a review term."""
+        rows = [
+            {
+                **self._new_row(job_id, owner, job, stored[job_id], ms, allowance, now),
+                **described[job_id],
+                "session_id": session_id,
+                "guild_paid": guild_paid,
+            }
+            for job_id, job, ms in specs
+        ]
+        await session.execute(insert(JOBS), rows)
+        await session.execute(
+            insert(DELIVERIES),
+            [
+                {
+                    "job_id": job_id,
+                    "channel_id": owner.channel_id,
+                    "interaction_id": job.interaction_id,
+                    "interaction_token": job.interaction_token,
+                    "interaction_expires_at": job.interaction_expires_at,
+                    "post_attempts": 0,
+                    "updated_at": now,
+                }
+                for job_id, job, _ in specs
+            ],
+        )
+        await self.quota.record_reservations(
+            session, owner, [(job_id, ms) for job_id, _, ms in specs], now, guild_paid=guild_paid
+        )
+        if owner.name is not None and owner.guild_id is not None:
+            await remember_name(session, owner.guild_id, owner.user_id, owner.name, now)
+        for job_id, job, _ in specs:
+            if job.hold_reason is not None and owner.guild_id is not None:
+                row = await self._row(session, job_id)
+                await hold(session, row, job.hold_reason, job.hold_details or {}, now)
+
+    async def reservation_ms(self, session: AsyncSession, job: NewJob[Any]) -> int:
+        """What ``job`` would reserve now (inside the caller's unit of work)."""
+        return (await self._reservations(session, [job]))[0]
+
+    async def enqueue_entry(
+        self,
+        session: AsyncSession,
+        owner: Owner,
+        job: NewJob[Any],
+        stored: dict[str, Any],
+        now: datetime,
+        *,
+        session_id: str,
+        reserved_ms: int,
+        guild_paid: bool,
+        role_ids: Sequence[int] = (),
+    ) -> str:
+        """Queue a group session's entry inside the session store's unit of work (which holds
+        the session's lock and decided ``reserved_ms`` with ``reservation_ms``); its id.
+
+        ``stored`` is the request as the codec encoded it when the entry was submitted. The
+        session bounds its entries itself, so the waiting-jobs cap and the new-jobs rate do not
+        apply. An owner-paid entry must fit the owner's quota (QuotaExceededError); one its
+        server pays for was admitted by the session's pool, and its lines name the server.
+        Call ``wake`` after the commit."""
+        JobKind(job.kind)
+        if not job.mode:
+            raise ValueError("a job needs a mode")
+        job_id = new_job_id()
+        await lock_user(session, owner.user_id, now)
+        if owner.guild_id is not None and await self._left(session, owner.guild_id):
+            raise GuildLeftError(owner.guild_id)
+        allowance = None
+        if not guild_paid:
+            allowance = await self.quota.check_room(session, owner, reserved_ms, role_ids, now)
+        described = {job_id: search_fields(job, stored)}
+        await self._insert(
+            session,
+            owner,
+            [(job_id, job, reserved_ms)],
+            {job_id: stored},
+            described,
+            allowance,
+            now,
+            session_id=session_id,
+            guild_paid=guild_paid,
+        )
+        return job_id
+
+    def wake(self) -> None:
+        """Tell this process's worker that a job became claimable (after a commit)."""
+        self._notify()
+
     def _new_row(
         self,
         job_id: str,
         owner: Owner,
-        job: NewJob[RequestT],
+        job: NewJob[Any],
         request: dict[str, Any],
         ms: int,
-        allowance: int,
+        allowance: int | None,
         now: datetime,
     ) -> dict[str, Any]:
         kind = JobKind(job.kind)
@@ -679,7 +751,7 @@ class JobQueue(Generic[RequestT]):
             job = await self._lock(session, JOBS.c.id == job_id)
             if job is None:
                 raise JobNotFound(job_id)
-            await self._cancel_locked(session, job, now)
+            await self.cancel_locked(session, job, now)
             return await self._row(session, job_id)
 
         return self._decoded(await self.db.write(work))
@@ -711,7 +783,7 @@ class JobQueue(Generic[RequestT]):
             .all()
         )
         for job in jobs:
-            await self._cancel_locked(session, job, now)
+            await self.cancel_locked(session, job, now)
         return len(jobs)
 
     async def cancel_for_guild(self, guild_id: int, reason: str) -> int:
@@ -797,7 +869,9 @@ class JobQueue(Generic[RequestT]):
 
         return await self.db.read(work)
 
-    async def _cancel_locked(self, session: AsyncSession, job: RowMapping, now: datetime) -> None:
+    async def cancel_locked(self, session: AsyncSession, job: RowMapping, now: datetime) -> None:
+        """Cancel a locked queued or running job inside the caller's unit of work (see
+        ``cancel``)."""
         status = JobStatus(job["status"])
         if status is JobStatus.QUEUED:
             await self.quota.refund(session, job, now, "cancelled")

@@ -8,6 +8,14 @@ used, at most the job's estimate beyond the allowance, and release the reservati
 The README's billing table says which end each outcome takes. Every step is a ``quota_ledger``
 row written in the same transaction as the job's transition, so the ledger and the jobs always
 agree.
+
+Who pays: a job's owner, except for the entries of a group session with a server pool
+(``jobs.guild_paid``, ``storage.pools``). Those are billed to their server: their ledger lines
+carry ``SERVER_PAYER`` (0) as the user and their guild, so they count in the server's scope and
+never in the member's (usage sums lines by user, reservations leave them out). Their admission
+is the pool's (``storage.sessions``), and the live sessions' uncommitted pools count as reserved
+in the server's scope. Settling one caps its charge against the server's room only; whatever it
+costs beyond its estimate is the server's, never the pool's.
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ from sqlalchemy.orm import aliased
 from config.settings import QuotaSettings
 from storage.db import Database
 from storage.errors import QuotaExceededError
-from storage.models import EVERYWHERE, JOBS, LEDGER, QUOTA_OVERRIDES
+from storage.models import EVERYWHERE, JOBS, LEDGER, QUOTA_OVERRIDES, SERVER_PAYER
+from storage.pools import unspent_pools_ms
 from storage.quota_policy import (
     Balance,
     allowance_ms,
@@ -207,12 +216,16 @@ class QuotaService:
         owner: Owner,
         reservations: Sequence[tuple[str, int]],
         now: datetime,
+        *,
+        guild_paid: bool = False,
     ) -> None:
-        """Write the RESERVE lines of just-inserted jobs (job id, ms)."""
+        """Write the RESERVE lines of just-inserted jobs (job id, ms); ``guild_paid``: the
+        server pays (a session's pool)."""
+        payer = SERVER_PAYER if guild_paid else owner.user_id
         await session.execute(
             insert(LEDGER),
             [
-                _entry(job_id, owner.user_id, owner.guild_id, LedgerKind.RESERVE, amount, now)
+                _entry(job_id, payer, owner.guild_id, LedgerKind.RESERVE, amount, now)
                 for job_id, amount in reservations
             ],
         )
@@ -229,22 +242,26 @@ class QuotaService:
         running) and release its reservation. ``job`` is its row, locked by the caller and still
         active. The measured cost is charged in full, except that it may take the owner at most
         the job's own estimate beyond the allowance: that part is written off as a WAIVE line.
-        Returns the charged milliseconds."""
-        user_id, guild_id = job["owner_id"], job["guild_id"]
-        # The job's row lock is taken before the account lock here, and enqueue never waits on
-        # job rows while holding an account lock, so the two orders cannot deadlock.
-        await lock_user(session, user_id, now)
-        allowance = job["allowance_ms"]
-        if allowance is None:
-            allowance = await self._user_allowance(session, user_id, guild_id, ())
-        room = allowance - await self._used(session, "user", user_id, now)
-        room -= await self._reserved(session, "user", user_id, exclude=[job["id"]])
+        Returns the charged milliseconds. A job its server pays for (``guild_paid``) is capped
+        by the server's room alone, and charged in full when the server has no allowance."""
+        user_id, guild_id = payer(job), job["guild_id"]
+        if job["guild_paid"]:
+            room = measured_ms
+        else:
+            # The job's row lock is taken before the account lock here, and enqueue never
+            # waits on job rows while holding an account lock, so the orders cannot deadlock.
+            await lock_user(session, user_id, now)
+            allowance = job["allowance_ms"]
+            if allowance is None:
+                allowance = await self._user_allowance(session, user_id, guild_id, ())
+            room = allowance - await self._used(session, "user", user_id, now)
+            room -= await self._reserved(session, "user", user_id, exclude=[job["id"]])
         guild_allowance = guild_allowance_ms(self.settings)
         if guild_id is not None and guild_allowance is not None:
             await lock_guild(session, guild_id, now)
             guild_room = guild_allowance - await self._used(session, "guild", guild_id, now)
             guild_room -= await self._reserved(session, "guild", guild_id, exclude=[job["id"]])
-            room = min(room, guild_room)
+            room = guild_room if job["guild_paid"] else min(room, guild_room)
         charged, waived = capped_charge(measured_ms, room, job["estimated_ms"])
         lines = [
             _entry(job["id"], user_id, guild_id, LedgerKind.CHARGE, charged, now, note),
@@ -275,7 +292,7 @@ class QuotaService:
                 insert(LEDGER).values(
                     _entry(
                         job["id"],
-                        job["owner_id"],
+                        payer(job),
                         job["guild_id"],
                         LedgerKind.CREDIT,
                         amount,
@@ -294,7 +311,7 @@ class QuotaService:
             insert(LEDGER).values(
                 _entry(
                     job["id"],
-                    job["owner_id"],
+                    payer(job),
                     job["guild_id"],
                     LedgerKind.REFUND,
                     job["reserved_ms"],
@@ -342,13 +359,32 @@ class QuotaService:
     async def _reserved(
         self, session: AsyncSession, scope: str, subject: int, exclude: Sequence[str] = ()
     ) -> int:
-        column = JOBS.c.owner_id if scope == "user" else JOBS.c.guild_id
+        """Held by waiting and running jobs: the user's own (not those their server pays for),
+        or the guild's (all of them, plus its live sessions' uncommitted pools)."""
+        if scope == "user":
+            which = and_(JOBS.c.owner_id == subject, JOBS.c.guild_paid.is_(False))
+        else:
+            which = JOBS.c.guild_id == subject
         stmt = select(func.coalesce(func.sum(JOBS.c.reserved_ms), 0)).where(
-            column == subject, JOBS.c.status.in_(ACTIVE_STATUSES)
+            which, JOBS.c.status.in_(ACTIVE_STATUSES)
         )
         if exclude:
             stmt = stmt.where(JOBS.c.id.not_in(list(exclude)))
-        return int((await session.execute(stmt)).scalar_one())
+        reserved = int((await session.execute(stmt)).scalar_one())
+        if scope == "guild":
+            reserved += await unspent_pools_ms(session, subject)
+        return reserved
+
+    async def check_guild_room(
+        self, session: AsyncSession, guild_id: int, needed_ms: int, now: datetime
+    ) -> None:
+        """Raise QuotaExceededError (scope ``guild``) unless ``needed_ms`` more fits the guild's
+        allowance; nothing to check when guilds have no allowance. Takes the guild's lock."""
+        allowance = guild_allowance_ms(self.settings)
+        if allowance is None:
+            return
+        await lock_guild(session, guild_id, now)
+        await self._check(session, "guild", guild_id, allowance, needed_ms, now)
 
     async def _balance(
         self,
@@ -454,6 +490,12 @@ def _entry(
         "created_at": now,
         "note": note,
     }
+
+
+def payer(job: RowMapping) -> int:
+    """The ledger's user of a job's lines: its owner, or ``SERVER_PAYER`` when its server
+    pays (a session's pool)."""
+    return SERVER_PAYER if job["guild_paid"] else int(job["owner_id"])
 
 
 def _scope(guild_id: int | None) -> int:

@@ -19,6 +19,9 @@ Four rules, applied by ``Retention.prune`` (the bot runs it in the background th
   jobs by id only, so it neither holds jobs nor is held by them.
 - **Saved searches** (``search_queries``) are deleted once expired, whatever the settings:
   they only answer a search's page buttons for a day.
+- **Group sessions.** A session ended more than ``retention.sessions_days`` ago is deleted with
+  its rounds, entries, votes, participants, boards and timers. Its entries' jobs stay, as any
+  job; while a session is live its entries' jobs are kept (see :func:`kept`).
 
 What is never touched, whatever its age, is decided in one place, :func:`kept`. Work goes in
 bounded batches, each one write transaction that selects what is due under the ``kept`` rule,
@@ -43,11 +46,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.settings import RetentionSettings
 from storage.images import FileImageStore
-from storage.models import DELIVERIES, JOBS, LEDGER
+from storage.models import DELIVERIES, GROUP_SESSIONS, JOBS, LEDGER
 from storage.modlog import ModerationLog
 from storage.queue import JobQueue
+from storage.sessions import count_old_sessions, prune_sessions
 from storage.sharing import count_expired_queries, prune_saved_queries
-from storage.types import ACTIVE_STATUSES, TERMINAL_STATUSES, JobStatus, PruneReport
+from storage.types import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    JobStatus,
+    PruneReport,
+    SessionStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +82,11 @@ def kept() -> ColumnElement[bool]:
     - the source of a waiting or running follow-up, which will read its images;
     - shared: a succeeded job its owner has not deleted that members liked (``like_count`` >
       0) or that was posted to the showcase channel (``published_at`` set). A deleted job
-      loses its likes, so it is pruned as usual.
+      loses its likes, so it is pruned as usual;
+    - an entry of a live (running or paused) group session: its round's vote and boards show
+      it.
 
-    Later features that hold a job (part of a group session) add their reason here, and every
-    kind of pruning honours it.
+    Later features that hold a job add their reason here, and every kind of pruning honours it.
     """
     followup = JOBS.alias("followup")
     undelivered = (
@@ -97,12 +108,21 @@ def kept() -> ColumnElement[bool]:
         JOBS.c.deleted_at.is_(None),
         or_(JOBS.c.like_count > 0, JOBS.c.published_at.is_not(None)),
     )
+    in_live_session = (
+        exists()
+        .where(
+            GROUP_SESSIONS.c.id == JOBS.c.session_id,
+            GROUP_SESSIONS.c.status != SessionStatus.ENDED.value,
+        )
+        .correlate(JOBS)
+    )
     return or_(
         JOBS.c.status.in_(ACTIVE_STATUSES),
         undelivered,
         JOBS.c.purge_after.is_not(None),
         source_of_active,
         shared,
+        in_live_session,
     )
 
 
@@ -114,6 +134,7 @@ class _Batch:
     ledger_lines: int = 0
     modlog_rows: int = 0
     saved_queries: int = 0
+    sessions: int = 0
 
 
 class Retention:
@@ -151,6 +172,7 @@ class Retention:
         blocked, more_blocked = await self._repeat(self._purge_blocked, max_batches)
         modlog, more_modlog = await self._repeat(self._prune_modlog, max_batches)
         queries, more_queries = await self._repeat(self._prune_queries, max_batches)
+        sessions, more_sessions = await self._repeat(self._prune_sessions, max_batches)
         report = PruneReport(
             dry_run=False,
             image_jobs=images.jobs,
@@ -161,7 +183,13 @@ class Retention:
             blocked=blocked.jobs,
             modlog_rows=modlog.modlog_rows,
             saved_queries=queries.saved_queries,
-            more=more_rows or more_images or more_blocked or more_modlog or more_queries,
+            sessions=sessions.sessions,
+            more=more_rows
+            or more_images
+            or more_blocked
+            or more_modlog
+            or more_queries
+            or more_sessions,
         )
         if report.modlog_rows:
             log.info("retention: deleted %d moderation log row(s)", report.modlog_rows)
@@ -280,6 +308,16 @@ class Retention:
         now = self.queue.clock()
         return _Batch(saved_queries=await prune_saved_queries(self.queue.db, now, limit=self.batch))
 
+    def _sessions_cutoff(self, now: datetime) -> datetime | None:
+        days = self.settings.sessions_days
+        return now - days * DAY if days else None
+
+    async def _prune_sessions(self) -> _Batch:
+        cutoff = self._sessions_cutoff(self.queue.clock())
+        if cutoff is None:
+            return _Batch()
+        return _Batch(sessions=await prune_sessions(self.queue.db, cutoff, limit=self.batch))
+
     async def _delete_images(self, ids: Sequence[str]) -> tuple[int, int]:
         files = size = 0
         for job_id in ids:
@@ -306,8 +344,9 @@ class Retention:
                 total.ledger_lines + batch.ledger_lines,
                 total.modlog_rows + batch.modlog_rows,
                 total.saved_queries + batch.saved_queries,
+                total.sessions + batch.sessions,
             )
-            if batch.jobs == 0 and batch.modlog_rows == 0 and batch.saved_queries == 0:
+            if not (batch.jobs or batch.modlog_rows or batch.saved_queries or batch.sessions):
                 return total, False
         return total, True
 
@@ -359,6 +398,12 @@ class Retention:
         cutoff = self._modlog_cutoff(now)
         modlog_rows = await self.modlog.count_older(cutoff) if cutoff is not None else 0
         saved_queries = await count_expired_queries(self.queue.db, now)
+        sessions_cutoff = self._sessions_cutoff(now)
+        sessions = (
+            await count_old_sessions(self.queue.db, sessions_cutoff)
+            if sessions_cutoff is not None
+            else 0
+        )
         files = size = 0
         for job_id in [*rows, *images, *blocked]:
             count, nbytes = await self.images.job_usage(job_id)
@@ -373,6 +418,7 @@ class Retention:
             blocked=len(blocked),
             modlog_rows=modlog_rows,
             saved_queries=saved_queries,
+            sessions=sessions,
         )
 
 

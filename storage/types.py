@@ -275,6 +275,10 @@ class JobView(Generic[RequestT]):
     prompt: str = ""
     model: str = ""
     aspect: str = ""
+    #: The group session whose entry this job is (``storage.sessions``); None for others.
+    session_id: str | None = None
+    #: Billed to its server's allowance (a session's pool), not its owner's.
+    guild_paid: bool = False
 
     @property
     def terminal(self) -> bool:
@@ -426,6 +430,9 @@ class PruneReport:
     modlog_rows: int = 0
     #: Saved search queries (``search_queries``) past their expiry.
     saved_queries: int = 0
+    #: Group sessions ended more than ``retention.sessions_days`` ago (their rounds, entries,
+    #: votes, boards and timers went with them; their jobs stay).
+    sessions: int = 0
     #: True when a pass stopped at its batch limit: the next pass takes the rest.
     more: bool = False
 
@@ -451,6 +458,11 @@ class ModAction(StrEnum):
     APPEAL_GRANTED = "appeal_granted"
     APPEAL_DENIED = "appeal_denied"
     EXPIRED = "expired"  # a hold no moderator decided in time: rejected, refunded
+    # Group sessions (``storage.sessions``).
+    SESSION_STARTED = "session_started"
+    SESSION_ENDED = "session_ended"
+    ENTRY_REMOVED = "entry_removed"
+    PARTICIPANT_REMOVED = "member_removed"  # a participant removed from a session
 
 
 @dataclass(frozen=True, slots=True)
@@ -776,3 +788,272 @@ class WebJob:
     request: Mapping[str, Any]
     parent: GalleryItem | None
     children: tuple[GalleryItem, ...]
+
+
+# -- group sessions (issue 13) -----------------------------------------------------------------
+
+
+class SessionStatus(StrEnum):
+    """Whether a group session's clock runs: running, paused by its host, or ended."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    ENDED = "ended"
+
+
+class SessionPhase(StrEnum):
+    """Where the current round stands: members submit; submissions closed and the approved
+    entries generate; members vote; or the session ended. Each phase but the last ends at a
+    timer (``SessionTimer``)."""
+
+    SUBMIT = "submit"
+    GENERATE = "generate"
+    VOTE = "vote"
+    ENDED = "ended"
+
+
+class PoolKind(StrEnum):
+    """Who pays for a session's entries: each member from their own quota, or a pool of
+    GPU-seconds its host set aside from the server's allowance."""
+
+    MEMBERS = "members"
+    SERVER = "server"
+
+
+class EntryState(StrEnum):
+    """An entry: waiting for the host (approval on), in the contest, turned down by the host,
+    still pending when its round closed, or removed by the host."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    REMOVED = "removed"
+
+
+class SessionTimer(StrEnum):
+    """The kinds of ``timers`` rows a session schedules (subject: the session id)."""
+
+    ROUND_END = "session.round_end"  # submissions close
+    VOTING_WAIT = "session.voting_wait"  # the longest wait for entries to generate
+    VOTING_END = "session.voting_end"  # voting closes; the round's results
+
+    @classmethod
+    def of(cls, phase: SessionPhase) -> SessionTimer:
+        """The timer that ends ``phase``."""
+        return {
+            SessionPhase.SUBMIT: cls.ROUND_END,
+            SessionPhase.GENERATE: cls.VOTING_WAIT,
+            SessionPhase.VOTE: cls.VOTING_END,
+        }[phase]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSpec:
+    """A session as its host asked for it (``/session start``); ``SessionStore.start`` checks
+    every bound (``storage.session_rules``). ``themes`` has one theme per round (empty: every
+    round has ``theme``). ``limits`` is the bot's, stored as given (e.g. allowed modes)."""
+
+    guild_id: int
+    channel_id: int
+    host_id: int
+    theme: str
+    rounds: int = 1
+    themes: tuple[str, ...] = ()
+    round_seconds: int = 600
+    voting_seconds: int = 300
+    voting_wait_seconds: int = 300
+    entries_per_member: int = 1
+    votes_per_member: int = 1
+    approval: bool = False
+    anonymous: bool = False
+    pool: PoolKind = PoolKind.MEMBERS
+    pool_seconds: float = 0.0
+    limits: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """A group session as it stands. ``version`` grows with every change: the bot edits the
+    session's card only when it passed the version the card shows."""
+
+    id: str
+    guild_id: int
+    channel_id: int
+    thread_id: int | None
+    host_id: int
+    theme: str
+    themes: tuple[str, ...]
+    rounds: int
+    round_seconds: int
+    voting_seconds: int
+    voting_wait_seconds: int
+    entries_per_member: int
+    votes_per_member: int
+    approval: bool
+    anonymous: bool
+    pool: PoolKind
+    pool_seconds: float
+    limits: Mapping[str, Any]
+    status: SessionStatus
+    round: int
+    phase: SessionPhase
+    #: When the current phase's timer is due (None while paused or ended).
+    phase_ends_at: datetime | None
+    #: What was left of the current phase when it was paused.
+    paused_remaining_seconds: float | None
+    card_message_id: int | None
+    version: int
+    created_at: datetime
+    ended_at: datetime | None
+
+    @property
+    def round_theme(self) -> str:
+        return self.themes[self.round - 1] if self.themes else self.theme
+
+    @property
+    def live(self) -> bool:
+        """Running or paused: not ended."""
+        return self.status is not SessionStatus.ENDED
+
+
+@dataclass(frozen=True, slots=True)
+class EntryView:
+    """One entry of a session round, with its job's state and its votes (counted from the
+    ``session_votes`` rows)."""
+
+    id: str
+    seq: int
+    session_id: str
+    round: int
+    member_id: int
+    prompt: str
+    state: EntryState
+    job_id: str | None
+    reason: str | None
+    submitted_at: datetime
+    decided_by: int | None
+    decided_at: datetime | None
+    message_id: int | None
+    panel_message_id: int | None
+    votes: int
+    job_status: JobStatus | None = None
+    #: Its job's result is on Discord (or its delivery was given up).
+    delivered: bool = False
+    #: Its job succeeded and may be shown (not held or deleted): members may vote for it.
+    showable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EntryDecision:
+    """What one approve/reject did: the entry as it now stands, and whether this call decided
+    it (False: it was decided before, and ``entry`` says by whom and how)."""
+
+    entry: EntryView
+    decided: bool
+
+
+class VoteResult(NamedTuple):
+    """After a vote toggle: whether the voter now votes for the entry, the entry's votes, and
+    the voter's votes this round (counted from the database)."""
+
+    voted: bool
+    votes: int
+    used: int
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """A durable timer (``timers`` row): fires once, at or after ``due_at``."""
+
+    id: int
+    kind: str
+    subject: str
+    round: int
+    due_at: datetime
+    fired_at: datetime | None
+    claimed_by: str | None
+    claim_until: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class FireOutcome:
+    """What firing a timer did: ``fired`` False when it was not this caller's to fire
+    (already fired, cancelled, moved later, or claimed by another process). ``changed``: the
+    session moved (a fired timer whose session had moved on already changes nothing)."""
+
+    timer: Timer
+    fired: bool
+    changed: bool
+    session: SessionView | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RankedEntry:
+    """One place of a round's results: ranked by votes, ties broken by the earlier entry."""
+
+    rank: int
+    entry_id: str
+    member_id: int
+    job_id: str | None
+    votes: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoundResult:
+    """A finished round: its theme and its ranked entries (those that generated)."""
+
+    round: int
+    theme: str
+    entries: tuple[RankedEntry, ...]
+    finished_at: datetime
+
+    @property
+    def winner(self) -> RankedEntry | None:
+        """The first place, if anyone voted for it."""
+        return self.entries[0] if self.entries and self.entries[0].votes > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionResults:
+    """Every finished round's results, and the best-of: each round's winner, by round."""
+
+    session_id: str
+    rounds: tuple[RoundResult, ...]
+
+    @property
+    def best_of(self) -> tuple[tuple[int, RankedEntry], ...]:
+        return tuple((r.round, r.winner) for r in self.rounds if r.winner is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCounts:
+    """The current round's entries by state, its participants, and approved entries still
+    generating or not yet posted (``outstanding``)."""
+
+    entries: Mapping[EntryState, int]
+    participants: int
+    outstanding: int
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatus:
+    """A server-pool session's pool, in GPU-seconds: ``spent`` (finished entries, at most each
+    one's estimate), ``reserved`` (entries waiting or running) and ``left``."""
+
+    pool: float
+    spent: float
+    reserved: float
+    left: float
+
+
+@dataclass(frozen=True, slots=True)
+class PendingBoard:
+    """A results board owed to a session's thread: a round's (``round`` >= 1) or the
+    best-of (``round`` 0), posted once (claim it, post with ``nonce``, record the message)."""
+
+    session_id: str
+    round: int
+    channel_id: int
+    nonce: str

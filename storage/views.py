@@ -112,6 +112,8 @@ def job_view(row: RowMapping, codec: RequestCodec[RequestT]) -> JobView[RequestT
         prompt=row["prompt"] or "",
         model=row["model"] or "",
         aspect=row["aspect"] or "",
+        session_id=row["session_id"],
+        guild_paid=bool(row["guild_paid"]),
     )
 
 

@@ -148,7 +148,8 @@ def test_db_prune_says_what_it_deletes_and_dry_run_deletes_nothing(
     )
     summary = (
         "1 job row(s) with 3 quota ledger line(s); the images of 1 more job(s) and of 0 "
-        "blocked job(s); 2 file(s), 30 bytes; 0 audit log row(s); 0 expired saved search(es)"
+        "blocked job(s); 2 file(s), 30 bytes; 0 audit log row(s); 0 expired saved search(es); "
+        "0 ended group session(s)"
     )
     assert out[1] == f"would delete: {summary}"
     assert (tmp_path / "images" / old[:2] / old / "grid.png").is_file()

@@ -115,3 +115,49 @@ async def test_older_quota_overrides_become_the_operators(backend: str, tmp_path
     finally:
         if backend != "sqlite":
             await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_group_sessions_migrate_down_and_up_with_jobs_kept(
+    backend: str, tmp_path: Path
+) -> None:
+    """0009 adds its columns to ``jobs`` in place: jobs made before it (or kept through a
+    downgrade) come back untagged and billed to their owners, and the schema matches again."""
+    from storage import JobQueue, QuotaService
+    from storage.migrate import downgrade
+    from storage.sessions import SessionStore
+    from storage.types import SessionSpec
+    from tests.storage.dbfixtures import new_job, owner, queue_settings, quota_settings
+
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}"
+    else:
+        if not os.environ.get(PG_ENV):
+            pytest.skip(f"{PG_ENV} is not set")
+        name = f"atelier_m_{secrets.token_hex(4)}"
+        await _pg_admin(f'CREATE DATABASE "{name}"')
+        url = _pg_url(name)
+    try:
+        await upgrade(url)
+        db = Database(url)
+        try:
+            queue = JobQueue(db, queue_settings(), QuotaService(db, quota_settings()))
+            job = await queue.enqueue(owner(), new_job())
+            store = SessionStore(db, queue)
+            await store.start(SessionSpec(guild_id=100, channel_id=1, host_id=2, theme="sea"))
+        finally:
+            await db.dispose()
+        assert await downgrade(url, "0009") == "0009"
+        assert await upgrade(url) == head_revision()
+        db = Database(url)
+        try:
+            queue = JobQueue(db, queue_settings(), QuotaService(db, quota_settings()))
+            view = await queue.require(job.id)
+            assert view.session_id is None and not view.guild_paid
+            async with db.engine.connect() as conn:
+                assert await conn.run_sync(_diff) == []
+        finally:
+            await db.dispose()
+    finally:
+        if backend != "sqlite":
+            await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

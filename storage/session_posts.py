@@ -1,0 +1,173 @@
+"""What the bot posts about a group session, apart from the session's state (as deliveries are
+apart from jobs): the card's shown version, and the results boards owed to its thread.
+
+The card is edited whenever the session's ``version`` passed the version it shows
+(``stale_cards``, then ``mark_card_shown``). A board (a round's results, or round 0: the
+best-of) is owed in the transaction that finished the round or ended the session, and posted
+once: ``claim_board`` for a lease, post with ``PendingBoard.nonce`` (so Discord drops a repeat
+after a crash between the post and the record), then ``mark_board_posted``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy import case, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage import session_flow as flow
+from storage.db import Database
+from storage.models import GROUP_SESSIONS, SESSION_BOARDS
+from storage.session_rules import board_nonce
+from storage.sql import utc_now
+from storage.types import PendingBoard, SessionView
+
+Clock = Callable[[], datetime]
+
+
+class SessionPosts:
+    """A session's card and results boards: what is due, claims, and what was posted."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Clock = utc_now,
+        claimer_id: str | None = None,
+        board_claim_seconds: float = 60.0,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.claimer_id = claimer_id or f"posts-{secrets.token_hex(6)}"
+        self.board_claim = timedelta(seconds=board_claim_seconds)
+
+    async def attach_card(self, session_id: str, message_id: int) -> SessionView:
+        """Record the session's card message."""
+
+        async def work(session: AsyncSession) -> SessionView:
+            await flow.lock_session(session, session_id)
+            await session.execute(
+                update(GROUP_SESSIONS)
+                .where(GROUP_SESSIONS.c.id == session_id)
+                .values(card_message_id=message_id)
+            )
+            return flow.session_view(await flow.session_row(session, session_id))
+
+        return await self.db.write(work)
+
+    async def mark_card_shown(self, session_id: str, version: int) -> None:
+        """The card now shows ``version`` (it never goes back)."""
+
+        async def work(session: AsyncSession) -> None:
+            await session.execute(
+                update(GROUP_SESSIONS)
+                .where(GROUP_SESSIONS.c.id == session_id, GROUP_SESSIONS.c.card_version < version)
+                .values(card_version=version)
+            )
+
+        await self.db.write(work)
+
+    async def stale_cards(self, limit: int = 50) -> list[SessionView]:
+        """Sessions whose card shows an older version than the session's."""
+
+        async def work(session: AsyncSession) -> list[SessionView]:
+            rows = await session.execute(
+                select(GROUP_SESSIONS)
+                .where(
+                    GROUP_SESSIONS.c.card_message_id.is_not(None),
+                    GROUP_SESSIONS.c.card_version < GROUP_SESSIONS.c.version,
+                )
+                .order_by(GROUP_SESSIONS.c.created_at)
+                .limit(limit)
+            )
+            return [flow.session_view(row) for row in rows.mappings()]
+
+        return await self.db.read(work)
+
+    async def pending_boards(self, limit: int = 20) -> list[PendingBoard]:
+        """Boards owed and not posted (nor claimed by a live claim), oldest first."""
+        now = self.clock()
+
+        async def work(session: AsyncSession) -> list[PendingBoard]:
+            rows = await session.execute(
+                select(
+                    SESSION_BOARDS.c.session_id,
+                    SESSION_BOARDS.c.round,
+                    GROUP_SESSIONS.c.thread_id,
+                    GROUP_SESSIONS.c.channel_id,
+                )
+                .select_from(
+                    SESSION_BOARDS.join(
+                        GROUP_SESSIONS, GROUP_SESSIONS.c.id == SESSION_BOARDS.c.session_id
+                    )
+                )
+                .where(
+                    SESSION_BOARDS.c.posted_at.is_(None),
+                    or_(
+                        SESSION_BOARDS.c.claim_until.is_(None),
+                        SESSION_BOARDS.c.claim_until < now,
+                    ),
+                )
+                # A round's board before the best-of that the same transition owed.
+                .order_by(
+                    SESSION_BOARDS.c.created_at,
+                    case((SESSION_BOARDS.c.round == flow.BEST_OF, 1), else_=0),
+                    SESSION_BOARDS.c.round,
+                )
+                .limit(limit)
+            )
+            return [
+                PendingBoard(
+                    sid,
+                    round_,
+                    thread_id or channel_id,
+                    board_nonce(sid, round_),
+                )
+                for sid, round_, thread_id, channel_id in rows.all()
+            ]
+
+        return await self.db.read(work)
+
+    async def claim_board(self, session_id: str, round_: int) -> bool:
+        """Claim a board's posting for ``board_claim_seconds``: False when it was posted or
+        another process holds a live claim. Post it with its nonce, then ``mark_board_posted``."""
+        now = self.clock()
+
+        async def work(session: AsyncSession) -> bool:
+            result = await session.execute(
+                update(SESSION_BOARDS)
+                .where(
+                    SESSION_BOARDS.c.session_id == session_id,
+                    SESSION_BOARDS.c.round == round_,
+                    SESSION_BOARDS.c.posted_at.is_(None),
+                    or_(
+                        SESSION_BOARDS.c.claimed_by.is_(None),
+                        SESSION_BOARDS.c.claimed_by == self.claimer_id,
+                        SESSION_BOARDS.c.claim_until < now,
+                    ),
+                )
+                .values(claimed_by=self.claimer_id, claim_until=now + self.board_claim)
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+        return await self.db.write(work)
+
+    async def mark_board_posted(self, session_id: str, round_: int, message_id: int) -> bool:
+        """Record a posted board, once: False when it was recorded before."""
+        now = self.clock()
+
+        async def work(session: AsyncSession) -> bool:
+            result = await session.execute(
+                update(SESSION_BOARDS)
+                .where(
+                    SESSION_BOARDS.c.session_id == session_id,
+                    SESSION_BOARDS.c.round == round_,
+                    SESSION_BOARDS.c.posted_at.is_(None),
+                )
+                .values(posted_at=now, message_id=message_id, claimed_by=None, claim_until=None)
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+        return await self.db.write(work)
