@@ -111,6 +111,11 @@ def _encode(after: bool, key: Sequence[int]) -> str:
     return text
 
 
+def cursor_after(key: Sequence[int]) -> str:
+    """The "next page" cursor of a page that ended at sort key ``key`` (its ``to_ints``)."""
+    return _encode(True, key)
+
+
 def _base36(n: int) -> str:
     digits = "0123456789abcdefghijklmnopqrstuvwxyz"
     out = ""
