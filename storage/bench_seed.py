@@ -54,7 +54,25 @@ SUBJECTS = (
     "village", "desert", "spaceship", "waterfall", "market", "train", "bridge", "harbor",
     "cathedral", "samurai", "mermaid", "tiger", "wolf", "whale", "island", "street", "cafe",
     "greenhouse", "volcano", "glacier", "canyon", "meadow", "skyline", "ruins", "tower",
-    "airship", "submarine", "orchard", "lantern", "phoenix", "golem", "unicorn",
+    "airship", "submarine", "orchard", "lantern", "phoenix", "golem", "unicorn", "bear",
+    "rabbit", "deer", "horse", "raven", "octopus", "jellyfish", "butterfly", "beetle", "koi",
+    "heron", "penguin", "elephant", "giraffe", "lion", "panda", "frog", "snail", "moth",
+    "wizard", "pirate", "detective", "dancer", "monk", "queen", "king", "princess", "soldier",
+    "farmer", "fisherman", "painter", "musician", "scientist", "child", "grandmother",
+    "cyborg", "android", "alien", "ghost", "vampire", "angel", "demon", "giant", "dwarf",
+    "elf", "goblin", "troll", "fairy", "nymph", "centaur", "minotaur", "kraken", "hydra",
+    "sphinx", "griffin", "pegasus", "chimera", "basilisk", "cottage", "windmill", "barn",
+    "pagoda", "mosque", "pyramid", "colosseum", "skyscraper", "subway", "alley",
+    "rooftop", "balcony", "staircase", "corridor", "attic", "cellar", "kitchen", "bedroom",
+    "bathhouse", "theater", "museum", "observatory", "laboratory", "factory", "shipyard",
+    "lagoon", "reef", "swamp", "jungle", "tundra", "savanna", "prairie", "fjord", "cliff",
+    "cave", "grotto", "oasis", "dune", "crater", "nebula", "galaxy", "planet", "moon",
+    "comet", "asteroid", "satellite", "rocket", "tram", "bicycle", "motorcycle", "car",
+    "truck", "sailboat", "gondola", "zeppelin", "balloon", "kite", "umbrella", "teapot",
+    "clock", "mirror", "book", "violin", "piano", "guitar", "chessboard", "crown", "sword",
+    "shield", "helmet", "mask", "throne", "chalice", "compass", "map", "key", "door",
+    "window", "fountain", "statue", "lamp", "candle", "flower", "rose", "sunflower", "tulip",
+    "lotus", "cactus", "mushroom", "oak", "willow", "bamboo", "bonsai", "vineyard",
 )  # fmt: skip
 ADJECTIVES = (
     "ancient", "floating", "ruined", "tiny", "giant", "abandoned", "glowing", "misty",
@@ -123,7 +141,7 @@ class PromptMaker:
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
         self._pools = [
-            (SUBJECTS, _zipf(len(SUBJECTS), 0.8)),
+            (SUBJECTS, _zipf(len(SUBJECTS), 0.6)),
             (ADJECTIVES, _zipf(len(ADJECTIVES), 0.7)),
             (STYLES, _zipf(len(STYLES), 0.9)),
             (LIGHTING, _zipf(len(LIGHTING), 0.9)),
@@ -143,7 +161,7 @@ class PromptMaker:
         target = rng.randint(5, 25)
         words = sum(len(p.split()) for p in parts)
         while words < target:
-            pool = rng.choices((0, 1, 2, 3, 4, 5), (6, 4, 10, 8, 12, 2))[0]
+            pool = rng.choices((0, 1, 2, 3, 4, 5), (2, 4, 10, 8, 12, 2))[0]
             part = self._pick(pool)
             if pool == 2 and rng.random() < 0.15:
                 part = f'"{rng.choice(QUOTED)}"'
