@@ -12,7 +12,7 @@ filters, ranked by relevance, then likes, then newest. With no words (only filte
 with no letters or digits) they are ranked by likes, then newest.
 
 A broad search is ranked by likes, then newest, too: when at least ``BROAD_MATCHES`` jobs of the
-server match the words and filters (counted up to that many, which is cheap), relevance would
+server match the words (counted up to that many, which is cheap), relevance would
 have to be computed and sorted for every one of them (``"golden hour"`` or ``lig*`` match a
 third of a server's prompts: 150 to 250 ms at 100,000 jobs, ``atelier bench gallery``), and
 across thousands of short prompts that all hold the words it says little. That order is served
@@ -92,8 +92,7 @@ async def search_page(
     order: list[Any] = []
     if terms:
         dialect = session.get_bind().dialect.name
-        narrow = [JOBS.c.guild_id == guild_id, *filters_clause(filters)]
-        if await _is_broad(session, dialect, terms, narrow):
+        if await _is_broad(session, dialect, terms, guild_id):
             where.append(_member_of_matches(dialect, terms))
         else:
             froms, match, rank = _fulltext(dialect, froms, terms)
@@ -130,12 +129,17 @@ def _fulltext(
 
 
 async def _is_broad(
-    session: AsyncSession, dialect: str, terms: tuple[Term, ...], narrow: list[ColumnElement[bool]]
+    session: AsyncSession, dialect: str, terms: tuple[Term, ...], guild_id: int
 ) -> bool:
-    """Whether at least BROAD_MATCHES jobs of the server match the terms and filters (the
-    visibility rule left out: this only chooses the order). Counting stops there."""
+    """Whether at least BROAD_MATCHES jobs of the server match the terms. Counting stops
+    there. The filters and the visibility rule are left out: counting under a filter no index
+    serves (``since``, ``aspect``) would read every match, and this only chooses the order; the
+    planner then serves a broad search with a selective filter (a member) from that filter's
+    index."""
     froms, match, _ = _fulltext(dialect, JOBS, terms)
-    capped: Select[Any] = select(literal_column("1")).select_from(froms).where(match, *narrow)
+    capped: Select[Any] = (
+        select(literal_column("1")).select_from(froms).where(match, JOBS.c.guild_id == guild_id)
+    )
     found = select(func.count()).select_from(capped.limit(BROAD_MATCHES).subquery())
     return int((await session.execute(found)).scalar_one()) >= BROAD_MATCHES
 
