@@ -104,6 +104,20 @@ def _build_parser() -> argparse.ArgumentParser:
         "a scratch SQLite file, plus ATELIER_BENCH_POSTGRES_URL if set",
     )
     queue.add_argument("--jobs", type=int, default=400)
+    gallery = bench_sub.add_parser(
+        "gallery",
+        help="search, gallery pages, contact sheet and web TTFB on a seeded 100,000-job server",
+    )
+    gallery.add_argument("--jobs", type=int, default=100_000, help="jobs to seed (default 100000)")
+    gallery.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
+    gallery.add_argument(
+        "--postgres-url",
+        default=None,
+        help="a scratch PostgreSQL database (default: ATELIER_TEST_POSTGRES_URL, else "
+        "ATELIER_DATABASE_URL when it is PostgreSQL); it must hold no jobs",
+    )
+    gallery.add_argument("--samples", type=int, default=200, help="searches, and pages per view")
+    gallery.add_argument("--sheet-runs", type=int, default=20, help="contact sheet renders")
     batching = bench_sub.add_parser(
         "batching", help="tiny-model grids/s, cross-job batching on/off"
     )
@@ -404,6 +418,8 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     if what == "queue":
         return _bench_queue(settings, args)
+    if what == "gallery":
+        return _bench_gallery(args)
     if what == "batching":
         from bot.devtools.bench import bench_batching
 
@@ -436,6 +452,53 @@ def _bench_queue(settings: Settings, args: argparse.Namespace) -> int:
                 urls.append(os.environ["ATELIER_BENCH_POSTGRES_URL"])
         for url in urls:
             print(asyncio.run(bench_queue(url, jobs=args.jobs)).table())
+    return 0
+
+
+def _bench_gallery(args: argparse.Namespace) -> int:
+    """`atelier bench gallery`: SQLite in a scratch file, PostgreSQL at --postgres-url (or the
+    environment's test or configured URL; a database with jobs is refused)."""
+    import tempfile
+
+    from bot.devtools.bench_gallery import bench_gallery, default_web_wiring
+
+    if min(args.jobs, args.samples, args.sheet_runs) < 1:
+        print("atelier: --jobs, --samples and --sheet-runs must be at least 1", file=sys.stderr)
+        return 2
+    notes = []
+    pg_url = args.postgres_url or os.environ.get("ATELIER_TEST_POSTGRES_URL")
+    configured = os.environ.get("ATELIER_DATABASE_URL", "")
+    if pg_url is None and configured.startswith("postgresql"):
+        pg_url = configured
+    if args.backend == "postgres" and not pg_url:
+        print(
+            "atelier: bench gallery --backend postgres needs --postgres-url "
+            "(or ATELIER_TEST_POSTGRES_URL)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.backend == "both" and not pg_url:
+        notes.append("postgresql: skipped, no --postgres-url or ATELIER_TEST_POSTGRES_URL")
+    wiring, note = default_web_wiring()
+    if wiring is None:
+        notes.append(note)
+    with tempfile.TemporaryDirectory() as scratch:
+        sqlite_url = f"sqlite+aiosqlite:///{scratch}/gallery.db"
+        urls = [sqlite_url] if args.backend in ("sqlite", "both") else []
+        if args.backend in ("postgres", "both") and pg_url:
+            urls.append(pg_url)
+        report = asyncio.run(
+            bench_gallery(
+                urls,
+                args.jobs,
+                samples=args.samples,
+                sheet_runs=args.sheet_runs,
+                wiring=wiring,
+                notes=notes,
+                clean=lambda url: url != sqlite_url,
+            )
+        )
+        print(report.table())
     return 0
 
 

@@ -116,6 +116,11 @@ def _encode(after: bool, key: Sequence[int]) -> str:
     return text
 
 
+def cursor_after(key: Sequence[int]) -> str:
+    """The "next page" cursor of a page that ended at sort key ``key`` (its ``to_ints``)."""
+    return _encode(True, key)
+
+
 def _base36(n: int) -> str:
     digits = "0123456789abcdefghijklmnopqrstuvwxyz"
     out = ""
@@ -223,12 +228,22 @@ def gallery_list(
 
 def _beyond(key: Sequence[ColumnElement[Any]], values: Sequence[Any], after: bool) -> Any:
     """Rows strictly after (descending order) or before ``values``: the row comparison
-    spelled out, which both backends plan well."""
+    spelled out, with a redundant bound on the first column. Without that bound SQLite plans
+    ``a < x OR (a = x AND b < y)`` as a multi-index OR whose rows it collects and sorts (tens of
+    milliseconds for "top this week" at 100,000 jobs); with it, one index range in order."""
+    strict = _strictly_beyond(key, values, after)
+    if len(key) == 1:
+        return strict
+    bound = key[0] <= values[0] if after else key[0] >= values[0]
+    return and_(bound, strict)
+
+
+def _strictly_beyond(key: Sequence[ColumnElement[Any]], values: Sequence[Any], after: bool) -> Any:
     first, rest = key[0], key[1:]
     strict = first < values[0] if after else first > values[0]
     if not rest:
         return strict
-    return or_(strict, and_(first == values[0], _beyond(rest, values[1:], after)))
+    return or_(strict, and_(first == values[0], _strictly_beyond(rest, values[1:], after)))
 
 
 async def gallery_page(
@@ -272,10 +287,15 @@ async def gallery_page(
 
 
 async def _exists(session: AsyncSession, listing: _List, values: Any, *, after: bool) -> bool:
+    # Ordered along the list from the boundary outwards, so the index scan starts next to the
+    # page and stops at the first row that qualifies. Unordered, SQLite walks the index from
+    # its far end: for "top this week" that is every old job with one like before a recent one.
+    order = (k.desc() if after else k.asc() for k in listing.key)
     stmt = (
         select(true())
         .select_from(listing.froms)
         .where(listing.where, _beyond(listing.key, values, after))
+        .order_by(*order)
         .limit(1)
     )
     return (await session.execute(stmt)).first() is not None

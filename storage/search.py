@@ -11,6 +11,14 @@ database only as a bound parameter holding quoted tokens. Results: the visibilit
 filters, ranked by relevance, then likes, then newest. With no words (only filters, or text
 with no letters or digits) they are ranked by likes, then newest.
 
+A broad search is ranked by likes, then newest, too: when at least ``BROAD_MATCHES`` jobs of the
+server match the words (counted up to that many, which is cheap), relevance would
+have to be computed and sorted for every one of them (``"golden hour"`` or ``lig*`` match a
+third of a server's prompts: 150 to 250 ms at 100,000 jobs, ``atelier bench gallery``), and
+across thousands of short prompts that all hold the words it says little. That order is served
+by the likes index, stopping at the page. The pages a member can reach (``MAX_SEARCH_PAGES``)
+stay within the first ``BROAD_MATCHES``, so one search keeps one order across its pages.
+
 Paging is by offset (``page`` from 0): relevance is a float no cursor can carry exactly, and
 search pages are read soon after the query is saved. At most ``MAX_SEARCH_PAGES`` pages.
 """
@@ -19,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Boolean, ColumnElement, Float, and_, literal_column, table
+from sqlalchemy import Boolean, ColumnElement, Float, Select, and_, literal_column, select, table
 from sqlalchemy import column as sql_column
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import func
@@ -38,6 +46,8 @@ UNMODELLED_COLUMNS = frozenset({"search_vector"})
 UNMODELLED_INDEXES = frozenset({"ix_jobs_search_vector"})
 #: The deepest page a search reaches (offsets beyond this get slow and nobody clicks them).
 MAX_SEARCH_PAGES = 50
+#: From this many matches on, a search is ranked by likes, then newest (see the module).
+BROAD_MATCHES = 1000
 
 _FTS = table("jobs_fts", sql_column("rowid"))
 
@@ -82,9 +92,12 @@ async def search_page(
     order: list[Any] = []
     if terms:
         dialect = session.get_bind().dialect.name
-        froms, match, rank = _fulltext(dialect, froms, terms)
-        where.append(match)
-        order.append(rank)
+        if await _is_broad(session, dialect, terms, guild_id):
+            where.append(_member_of_matches(dialect, terms))
+        else:
+            froms, match, rank = _fulltext(dialect, froms, terms)
+            where.append(match)
+            order.append(rank)
     order += [JOBS.c.like_count.desc(), JOBS.c.seq.desc()]
     stmt = (
         item_select()
@@ -113,3 +126,31 @@ def _fulltext(
     query = func.to_tsquery(literal_column("'simple'::regconfig"), pg_tsquery(terms))
     match = vector.op("@@", return_type=Boolean)(query)
     return froms, match, func.ts_rank(vector, query, type_=Float).desc()
+
+
+async def _is_broad(
+    session: AsyncSession, dialect: str, terms: tuple[Term, ...], guild_id: int
+) -> bool:
+    """Whether at least BROAD_MATCHES jobs of the server match the terms. Counting stops
+    there. The filters and the visibility rule are left out: counting under a filter no index
+    serves (``since``, ``aspect``) would read every match, and this only chooses the order; the
+    planner then serves a broad search with a selective filter (a member) from that filter's
+    index."""
+    froms, match, _ = _fulltext(dialect, JOBS, terms)
+    capped: Select[Any] = (
+        select(literal_column("1")).select_from(froms).where(match, JOBS.c.guild_id == guild_id)
+    )
+    found = select(func.count()).select_from(capped.limit(BROAD_MATCHES).subquery())
+    return int((await session.execute(found)).scalar_one()) >= BROAD_MATCHES
+
+
+def _member_of_matches(dialect: str, terms: tuple[Term, ...]) -> ColumnElement[bool]:
+    """The match as a filter, leaving the order to the likes index: on SQLite, membership in
+    the FTS5 result."""
+    if dialect == "sqlite":
+        fts: ColumnClause[Any] = literal_column("jobs_fts")
+        match = fts.op("MATCH", is_comparison=True)(fts5_match(terms))
+        # "+ 0": not the rowid itself, so SQLite does not drive from the FTS5 result by rowid
+        # and sort it all; it walks the likes index and tests membership, stopping at the page.
+        return (JOBS.c.seq + 0).in_(select(_FTS.c.rowid).where(match))
+    return _fulltext(dialect, JOBS, terms)[1]

@@ -54,6 +54,7 @@ def test_the_wheel_ships_the_devtools_and_migrations_but_not_the_tests(tmp_path:
     assert top_level == set(PACKAGES)
     for needed in (
         "bot/devtools/bench.py",
+        "bot/devtools/bench_gallery.py",
         "bot/devtools/emulator/__init__.py",
         "bot/devtools/emulator/server.py",
         "bot/devtools/emulator/README.md",
@@ -67,7 +68,10 @@ def test_the_wheel_ships_the_devtools_and_migrations_but_not_the_tests(tmp_path:
         "bot/web/static/atelier.css",
         "bot/web/static/favicon.svg",
         "generation/bench.py",
+        "generation/bench_sheet.py",
         "storage/bench.py",
+        "storage/bench_gallery.py",
+        "storage/bench_seed.py",
     ):
         assert needed in names, needed
     assert "atelier = bot.cli:main" in entry_points
@@ -76,7 +80,7 @@ def test_the_wheel_ships_the_devtools_and_migrations_but_not_the_tests(tmp_path:
 def test_the_emulator_and_bench_import_without_pytest_or_the_tests(tmp_path: Path) -> None:
     # A fresh interpreter away from the checkout: in this one pytest and tests/ are loaded.
     code = (
-        "import sys, bot.devtools.bench, bot.devtools.emulator; "
+        "import sys, bot.devtools.bench, bot.devtools.bench_gallery, bot.devtools.emulator; "
         "leaked = sorted(m for m in sys.modules if m.split('.')[0] in ('pytest', 'tests')); "
         "assert not leaked, leaked"
     )

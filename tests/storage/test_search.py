@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+import storage.search as search
 from storage import head_revision, upgrade
 from storage.errors import BadSearchQuery
 from storage.migrate import downgrade
@@ -177,6 +178,39 @@ async def test_the_same_cases_find_the_same_jobs(
     for text, expected in CASES:
         found = {names[job_id] for job_id in await _found(store, text)}
         assert found == expected, text
+
+
+async def test_a_broad_search_finds_the_same_jobs(
+    services: Services, corpus: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From BROAD_MATCHES matches on, the match is a filter under the likes order (on SQLite,
+    membership in the FTS5 result): it finds exactly what the ranked search finds."""
+    monkeypatch.setattr(search, "BROAD_MATCHES", 1)
+    store = sharing(services)
+    names = {job_id: name for name, job_id in corpus.items()}
+    for text, expected in CASES:
+        found = {names[job_id] for job_id in await _found(store, text)}
+        assert found == expected, text
+
+
+async def test_a_broad_search_ranks_by_likes_then_newest(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s, store = services, sharing(services)
+    strong = await finished(s, prompt="owl owl owl")
+    liked = await finished(s, prompt="an owl in a forest at dusk with mist")
+    newest = await finished(s, prompt="an owl in a forest at dusk with fog")
+    await finished(s, prompt="owl", visibility=Visibility.STEALTH)
+    await finished(s, prompt="owl", guild=OTHER_GUILD)
+    await store.toggle_like(liked, MEMBER, GUILD)
+    monkeypatch.setattr(search, "BROAD_MATCHES", 4)  # 4 of this server match, counting stealth
+    page = await store.search(GUILD, MEMBER, "owl")
+    assert [i.job_id for i in page.items] == [liked, newest, strong]
+    only_mist = await store.search(GUILD, MEMBER, "owl mist")  # one match: ranked as ever
+    assert [i.job_id for i in only_mist.items] == [liked]
+    monkeypatch.setattr(search, "BROAD_MATCHES", 5)  # 5 needed: ranked by relevance again
+    page = await store.search(GUILD, MEMBER, "owl")
+    assert [i.job_id for i in page.items] == [strong, liked, newest]
 
 
 async def test_hostile_text_is_only_ever_text(services: Services, corpus: dict[str, str]) -> None:
