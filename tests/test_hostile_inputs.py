@@ -434,6 +434,7 @@ class _Followup:
 @dataclass
 class _User:
     id: int
+    display_name: str = "someone"
 
 
 class Click:
