@@ -434,7 +434,7 @@ class _Followup:
 @dataclass
 class _User:
     id: int
-    display_name: str = "a member"
+    display_name: str = "someone"
 
 
 class Click:
