@@ -23,7 +23,7 @@ from storage.models import JOBS
 from storage.quota_policy import estimate_seconds
 from storage.sessions import SessionStore
 from storage.types import JobKind, JobStatus, NewJob, SessionSpec
-from tests.bot.conftest import CHANNEL_ID, GUILD_ID, Atelier
+from tests.bot.conftest import CHANNEL_ID, GUILD_ID, OTHER_CHANNEL_ID, Atelier
 from tests.bot.test_moderation_e2e import button, say
 from tests.bot.test_sharing_e2e import make
 
@@ -126,6 +126,24 @@ async def test_an_anonymous_entrys_author_shows_nowhere_until_its_round_ends(
     member_view = await say(emu, "gallery", {"member": alice}, carol)
     assert f"job `{entry_id}`" not in member_view
     assert "0 job(s)" in await say(emu, "profile", {"member": alice}, carol)
+    # The showcase credits its author and is never edited: no Publish, no auto-feature yet.
+    admin = emu.make_user(name="admin", roles=[emu.make_role("admins", permissions=1 << 5)])
+    showcase = emu.guild().channels[OTHER_CHANNEL_ID]
+    settings = {"showcase_channel": showcase, "auto_feature_likes": 1}
+    assert "Published images now go to" in await say(emu, "settings server", settings, admin)
+    copy = await shown_copy(emu, entry_id, carol)
+    like = await emu.click_button(copy.id, button(copy, "\u2764 0"), user=carol)
+    assert await like.wait_for_ack() == 6
+    publish = await emu.click_button(copy.id, button(copy, "Publish"), user=alice)
+    refused = (await publish.wait_for_original(lambda m: not m.loading)).content
+    assert "anonymous session entry" in refused and f"<@{alice.id}>" not in refused
+    for _ in range(100):
+        if (await runtime.ledger.queue.require(entry_id)).like_count == 1:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # the like's handler has checked the threshold
+    assert not [m for m in emu.messages(OTHER_CHANNEL_ID) if "secret harbour" in m.content]
+    assert not like.followups  # skipped quietly, not refused: the like stands
 
     # The round ends (voting, then the host ends the session: the round is tallied).
     await store.skip_to_voting(session.id)
