@@ -59,6 +59,17 @@ def mention(user_id: int) -> str:
     return f"<@{user_id}>"
 
 
+#: What stands for the author of an anonymous session entry until its round ends
+#: (``storage.visibility.author_hidden``).
+ANONYMOUS_ENTRY = "anonymous entry"
+
+
+def credit(owner_id: int | None) -> str:
+    """Who made a job: "by <mention>", or ``ANONYMOUS_ENTRY`` when its author is hidden
+    (``owner_id`` None, as ``GalleryItem`` carries it)."""
+    return ANONYMOUS_ENTRY if owner_id is None else f"by {mention(owner_id)}"
+
+
 def relative_time(moment: datetime) -> str:
     """Discord's relative timestamp ("in 3 hours"), rendered by each reader's client."""
     return f"<t:{int(moment.timestamp())}:R>"
@@ -100,6 +111,8 @@ class JobCard:
     held: bool = False
     #: Deleted by its owner: nothing of it is shown.
     deleted: bool = False
+    #: An anonymous session entry whose round is on: the card names no one.
+    author_hidden: bool = False
 
 
 def _eta(seconds: float | None) -> str:
@@ -145,7 +158,8 @@ def render_card(card: JobCard) -> str:
     tail = _status_tail(card)
     if card.undeliverable:
         tail += f" ({_undeliverable(card.undeliverable)})"
-    return shorten(f"{head} - {mention(card.owner_id)} - {job} - {tail}")
+    who = ANONYMOUS_ENTRY if card.author_hidden else mention(card.owner_id)
+    return shorten(f"{head} - {who} - {job} - {tail}")
 
 
 def _undeliverable(reason: str) -> str:
@@ -407,10 +421,10 @@ def render_modlog(page: ModLogPage, *, member: int | None, job: str | None) -> s
 
 
 def found_line(prefix: str, item: GalleryItem, prompt_chars: int) -> str:
-    """One found job (a search result, a gallery page, a profile's best): prompt, owner, likes,
-    id and link."""
+    """One found job (a search result, a gallery page, a profile's best): prompt, owner (or
+    "anonymous entry"), likes, id and link."""
     link = link_after(item.guild_id, item.channel_id, item.message_id)
     return (
-        f"{prefix} **{escape(shorten(item.prompt, prompt_chars))}** by {mention(item.owner_id)}"
+        f"{prefix} **{escape(shorten(item.prompt, prompt_chars))}** {credit(item.owner_id)}"
         f" \u00b7 \u2764 {item.like_count} \u00b7 job `{item.job_id}`{link}"
     )

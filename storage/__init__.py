@@ -7,8 +7,8 @@ Public entry points (the composition root wires them; nothing here imports ``gen
   ``ModerationLog`` (the moderation audit log);
 - ``SharingStore`` (likes, owner deletion, visibility, gallery pages, prompt search, saved
   searches), ``WebDirectory`` (the web gallery's servers, member names and image pages)
-  and the one visibility rule, ``visible_clause``/``visible``
-  (``storage.visibility``);
+  and the one visibility rule, ``visible_clause``/``visible``, with the one anonymity rule
+  of session entries, ``author_hidden_clause``/``author_hidden`` (``storage.visibility``);
 - ``SessionStore`` (group sessions: rounds, entries, votes, host controls, results) on
   durable timers (``TimerStore``), with its card and boards (``SessionPosts``);
 - ``ImageStore``/``FileImageStore``; ``audit``; the frozen types in ``storage.types``;
@@ -102,7 +102,7 @@ from storage.types import (
     WebGallery,
     WebJob,
 )
-from storage.visibility import visible, visible_clause
+from storage.visibility import author_hidden, author_hidden_clause, visible, visible_clause
 from storage.webdir import WebDirectory
 
 __all__ = [
@@ -187,6 +187,8 @@ __all__ = [
     "WebGallery",
     "WebJob",
     "audit",
+    "author_hidden",
+    "author_hidden_clause",
     "current_revision",
     "estimate_seconds",
     "head_revision",

@@ -15,7 +15,7 @@ claimed.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, Generic, overload
 
@@ -37,6 +37,7 @@ from storage.types import (
     RequestT,
 )
 from storage.views import job_view_select, job_views
+from storage.visibility import hidden_authors
 
 Clock = Callable[[], datetime]
 MAX_ERROR_CHARS = 1000
@@ -326,6 +327,16 @@ class DeliveryLedger(Generic[RequestT]):
             )
 
         await self.db.write(work)
+
+    async def hidden_authors(self, job_ids: Iterable[str]) -> set[str]:
+        """Those of ``job_ids`` whose author a message may not name now: anonymous session
+        entries whose round is on (``storage.visibility.author_hidden``)."""
+        wanted = list(job_ids)
+
+        async def work(session: AsyncSession) -> set[str]:
+            return await hidden_authors(session, wanted)
+
+        return await self.db.read(work)
 
     async def copies(self, job_id: str) -> list[tuple[int, int]]:
         """The (channel id, message id) of each recorded copy of ``job_id``, oldest first."""

@@ -20,21 +20,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, FromClause, Select, and_, or_, select, true
+from sqlalchemy import ColumnElement, FromClause, Select, and_, exists, not_, or_, select, true
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.errors import BadSearchQuery
-from storage.models import DELIVERIES, JOBS, LIKES
+from storage.models import DELIVERIES, JOBS, LIKES, SESSION_ENTRIES
 from storage.types import (
     CURSOR_MAX_CHARS,
+    EntryState,
     GalleryItem,
     GalleryPage,
     GalleryView,
     JobKind,
     Visibility,
 )
-from storage.visibility import visible_clause
+from storage.visibility import author_hidden_clause, author_shown_clause, visible_clause
 
 #: Page sizes a contact sheet holds.
 MIN_PAGE_SIZE, MAX_PAGE_SIZE = 4, 9
@@ -59,7 +60,8 @@ def check_page_size(size: int) -> None:
 
 
 def item_select() -> Select[Any]:
-    """The columns a GalleryItem needs: the job and its post's message id."""
+    """The columns a GalleryItem needs: the job, its post's message id, and whether its author
+    is hidden now (an anonymous session entry: ``storage.visibility``)."""
     return select(
         JOBS.c.id,
         JOBS.c.seq,
@@ -77,7 +79,9 @@ def item_select() -> Select[Any]:
         JOBS.c.aspect,
         JOBS.c.parent_id,
         JOBS.c.published_at,
+        JOBS.c.session_id,
         DELIVERIES.c.message_id,
+        author_hidden_clause().label("author_hidden"),
     )
 
 
@@ -85,7 +89,7 @@ def item_from(row: RowMapping) -> GalleryItem:
     refs = list(row["result_refs"] or ())
     return GalleryItem(
         job_id=row["id"],
-        owner_id=row["owner_id"],
+        owner_id=None if row["author_hidden"] else row["owner_id"],
         guild_id=row["guild_id"],
         channel_id=row["channel_id"],
         message_id=row["message_id"],
@@ -101,6 +105,7 @@ def item_from(row: RowMapping) -> GalleryItem:
         aspect=row["aspect"] or "",
         parent_id=row["parent_id"],
         published_at=row["published_at"],
+        session_id=row["session_id"],
     )
 
 
@@ -177,6 +182,7 @@ def gallery_list(
     is_moderator: bool,
     member_id: int | None,
     now: datetime,
+    session_id: str | None = None,
 ) -> _List:
     froms: FromClause = JOBS.outerjoin(DELIVERIES, DELIVERIES.c.job_id == JOBS.c.id)
     base = item_select().select_from(froms)
@@ -206,7 +212,18 @@ def gallery_list(
     if view is GalleryView.MEMBER:
         if member_id is None:
             raise ValueError("the 'member' gallery needs a member_id")
-        return _List(froms, base, and_(where, JOBS.c.owner_id == member_id), (JOBS.c.seq,), *plain)
+        # An anonymous entry whose round is on would say who made it: left out until then.
+        mine = and_(JOBS.c.owner_id == member_id, author_shown_clause())
+        return _List(froms, base, and_(where, mine), (JOBS.c.seq,), *plain)
+    if view is GalleryView.SESSION:
+        if session_id is None:
+            raise ValueError("the 'session' gallery needs a session_id")
+        removed = exists().where(
+            SESSION_ENTRIES.c.job_id == JOBS.c.id,
+            SESSION_ENTRIES.c.state == EntryState.REMOVED.value,
+        )
+        entries = and_(JOBS.c.session_id == session_id, not_(removed))
+        return _List(froms, base, and_(where, entries), (JOBS.c.seq,), *plain)
     if view is GalleryView.LIKED:
         if viewer_id is None:
             raise ValueError("the 'liked' gallery needs a viewer")

@@ -38,7 +38,7 @@ from storage.gallery import check_page_size, item_from, item_select
 from storage.models import DELIVERIES, JOBS
 from storage.search_syntax import Term, fts5_match, parse_query, pg_tsquery
 from storage.types import SearchFilters, SearchPage
-from storage.visibility import visible_clause
+from storage.visibility import author_shown_clause, visible_clause
 
 #: Objects of the search index that the models leave out (migration 0007 makes them).
 UNMODELLED_TABLE_PREFIX = "jobs_fts"
@@ -55,7 +55,8 @@ _FTS = table("jobs_fts", sql_column("rowid"))
 def filters_clause(filters: SearchFilters) -> list[ColumnElement[bool]]:
     terms: list[ColumnElement[bool]] = []
     if filters.member_id is not None:
-        terms.append(JOBS.c.owner_id == filters.member_id)
+        # An anonymous entry whose round is on would say who made it: left out until then.
+        terms += [JOBS.c.owner_id == filters.member_id, author_shown_clause()]
     if filters.model is not None:
         terms.append(JOBS.c.model == filters.model)
     if filters.mode is not None:

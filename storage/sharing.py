@@ -21,7 +21,7 @@ goes through it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,10 +33,11 @@ from storage.db import Database
 from storage.errors import JobUnavailable, SavedQueryGone, SharingRefused
 from storage.gallery import gallery_list, gallery_page, item_from, item_select
 from storage.images import ImageStore
-from storage.models import DELIVERIES, JOB_COPIES, JOBS, LIKES, SEARCH_QUERIES
+from storage.models import DELIVERIES, GROUP_SESSIONS, JOB_COPIES, JOBS, LIKES, SEARCH_QUERIES
 from storage.modlog import log_row
 from storage.search import search_page
 from storage.search_syntax import parse_query
+from storage.session_flow import session_view
 from storage.sql import lock_job, utc_now
 from storage.types import (
     ACTIVE_STATUSES,
@@ -51,11 +52,12 @@ from storage.types import (
     SavedQuery,
     SearchFilters,
     SearchPage,
+    SessionView,
     SharedMessage,
     Visibility,
     new_job_id,
 )
-from storage.visibility import visible_clause
+from storage.visibility import author_shown_clause, hidden_authors, visible_clause
 
 Clock = Callable[[], datetime]
 
@@ -181,6 +183,12 @@ class SharingStore:
                 raise SharingRefused(
                     f"only the member who made job `{job_id}` or a moderator may publish it"
                 )
+            if await hidden_authors(session, [job_id]):
+                # The showcase post credits its author and is never edited again.
+                raise SharingRefused(
+                    f"job `{job_id}` is an anonymous session entry; it can go to the showcase "
+                    "once its round ends"
+                )
             if job["published_at"] is not None:
                 return False
             await session.execute(
@@ -303,14 +311,16 @@ class SharingStore:
         *,
         is_moderator: bool = False,
         member_id: int | None = None,
+        session_id: str | None = None,
         cursor: str | None = None,
         size: int = 9,
     ) -> GalleryPage:
         """One page of a gallery list of ``guild_id`` as ``viewer_id`` may see it (None: an
         anonymous viewer, public jobs only). ``cursor`` is a page's ``next_cursor`` or
         ``prev_cursor`` (None: the first page); ``member_id`` is needed by
-        ``GalleryView.MEMBER``; ``size`` is 4..9. See ``storage.gallery`` for the orders.
-        Raises BadSearchQuery for a cursor that is not one, ValueError for bad arguments."""
+        ``GalleryView.MEMBER``, ``session_id`` by ``GalleryView.SESSION``; ``size`` is 4..9.
+        See ``storage.gallery`` for the orders. Raises BadSearchQuery for a cursor that is not
+        one, ValueError for bad arguments."""
         listing = gallery_list(
             GalleryView(view),
             guild_id,
@@ -318,6 +328,7 @@ class SharingStore:
             is_moderator=is_moderator,
             member_id=member_id,
             now=self.clock(),
+            session_id=session_id,
         )
 
         async def work(session: AsyncSession) -> GalleryPage:
@@ -335,10 +346,12 @@ class SharingStore:
         top: int = 3,
     ) -> MemberProfile:
         """``member_id``'s jobs in this server that ``viewer_id`` may find: how many, the likes
-        they received, and the ``top`` most liked."""
+        they received, and the ``top`` most liked. Anonymous session entries whose round is on
+        are left out of all three (they would say who made them)."""
         where = and_(
             visible_clause(viewer_id, guild_id, is_moderator=is_moderator),
             JOBS.c.owner_id == member_id,
+            author_shown_clause(),
         )
 
         async def work(session: AsyncSession) -> MemberProfile:
@@ -359,6 +372,37 @@ class SharingStore:
             )
             items = tuple(item_from(row) for row in rows.mappings())
             return MemberProfile(member_id, int(totals[0]), int(totals[1]), items)
+
+        return await self.db.read(work)
+
+    async def hidden_authors(self, job_ids: Iterable[str]) -> set[str]:
+        """Those of ``job_ids`` whose author may not be named now: anonymous session entries
+        whose round is on (``storage.visibility.author_hidden``)."""
+        wanted = list(job_ids)
+
+        async def work(session: AsyncSession) -> set[str]:
+            return await hidden_authors(session, wanted)
+
+        return await self.db.read(work)
+
+    async def session_of(self, guild_id: int, session_id: str) -> SessionView | None:
+        """The group session ``session_id`` of this server (for its gallery view), or None:
+        no such session, or another server's (the caller cannot tell which)."""
+
+        async def work(session: AsyncSession) -> SessionView | None:
+            row = (
+                (
+                    await session.execute(
+                        select(GROUP_SESSIONS).where(
+                            GROUP_SESSIONS.c.id == session_id,
+                            GROUP_SESSIONS.c.guild_id == guild_id,
+                        )
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            return None if row is None else session_view(row)
 
         return await self.db.read(work)
 

@@ -627,6 +627,7 @@ class GalleryView(StrEnum):
     MINE = "mine"  # the viewer's own jobs, stealth ones included, newest first
     LIKED = "liked"  # jobs the viewer liked, most recent like first
     MEMBER = "member"  # one member's jobs, newest first (others see only the public ones)
+    SESSION = "session"  # one group session's entries, newest first (host-removed ones left out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -636,7 +637,9 @@ class GalleryItem:
     a single image's only one."""
 
     job_id: str
-    owner_id: int
+    #: None while the job is an anonymous session entry whose round is on
+    #: (``storage.visibility.author_hidden``): nothing shown may name its author.
+    owner_id: int | None
     guild_id: int
     channel_id: int | None
     message_id: int | None
@@ -652,6 +655,12 @@ class GalleryItem:
     aspect: str
     parent_id: str | None
     published_at: datetime | None
+    #: The group session whose entry it is (None for other jobs).
+    session_id: str | None = None
+
+    @property
+    def author_hidden(self) -> bool:
+        return self.owner_id is None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,16 +17,31 @@ decides visibility.
 ``is_moderator`` widens the rule to the server's stealth jobs: pass it only when the answer is
 shown to that moderator alone (an ephemeral reply), never for a message the channel sees.
 ``viewer_id`` None is an anonymous viewer (the web gallery): public jobs only.
+
+**Anonymous session entries.** Beside who may find a job, one rule decides whether its author
+may be named: not while it is an entry (``jobs.session_id`` set, and a ``session_entries`` row
+names the job) of a group session with ``anonymous`` on whose entry's round has not finished
+(``session_rounds.finished_at`` NULL) and which has not ended. Once the round finishes, or the
+session ends, the author shows everywhere. ``author_hidden_clause`` is the rule as SQL (a
+correlated EXISTS, for any list), ``author_hidden`` the same over values read
+(``entry_facts``), and ``hidden_authors`` reads it for a set of jobs. While the author is
+hidden, nothing may name them: lists credit no one (``GalleryItem.owner_id`` None), and a
+member's lists and counts leave the entry out (``author_shown_clause``), so no filter tells
+who made it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, not_, or_
+from sqlalchemy import ColumnElement, Exists, and_, exists, not_, or_, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import DELIVERIES, JOBS
-from storage.types import HoldState, JobStatus, JobView, Visibility
+from storage.models import DELIVERIES, GROUP_SESSIONS, JOBS, SESSION_ENTRIES, SESSION_ROUNDS
+from storage.types import HoldState, JobStatus, JobView, SessionStatus, Visibility
 
 #: Review states whose result is never shown beyond its owner's view.
 HIDDEN_HOLDS = (HoldState.HELD, HoldState.REJECTED)
@@ -77,3 +92,108 @@ def visible(
             or (viewer_id is not None and job.owner_id == viewer_id)
         )
     )
+
+
+# -- anonymous session entries ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EntryFacts:
+    """What the anonymity rule reads of a job that is a group session's entry."""
+
+    anonymous: bool
+    session_status: SessionStatus
+    #: When the entry's round finished (None: it has not, or its row is missing).
+    round_finished_at: datetime | None
+
+
+def author_hidden(entry: EntryFacts | None) -> bool:
+    """Whether a job's author is hidden now, over its entry's facts (None: not an entry)."""
+    return (
+        entry is not None
+        and entry.anonymous
+        and entry.session_status is not SessionStatus.ENDED
+        and entry.round_finished_at is None
+    )
+
+
+def _hidden_entry() -> Exists:
+    """A ``jobs`` row is an entry of a live anonymous session whose round has not finished.
+    Aliased tables and explicit correlation: it composes with queries that read the session
+    tables themselves. A missing round row counts as unfinished (hidden, not shown)."""
+    entry = SESSION_ENTRIES.alias("anon_entry")
+    group = GROUP_SESSIONS.alias("anon_session")
+    rounds = SESSION_ROUNDS.alias("anon_round")
+    finished = (
+        exists()
+        .where(
+            rounds.c.session_id == entry.c.session_id,
+            rounds.c.round == entry.c.round,
+            rounds.c.finished_at.is_not(None),
+        )
+        .correlate(entry)
+    )
+    return (
+        exists()
+        .where(
+            entry.c.job_id == JOBS.c.id,
+            group.c.id == entry.c.session_id,
+            group.c.anonymous.is_(true()),
+            group.c.status != SessionStatus.ENDED.value,
+            not_(finished),
+        )
+        .correlate(JOBS)
+    )
+
+
+def author_hidden_clause() -> ColumnElement[bool]:
+    """``author_hidden`` as SQL over a ``jobs`` row (see the module). Jobs that are no entry
+    (``session_id`` NULL, nearly all) are decided before the EXISTS is reached."""
+    return and_(JOBS.c.session_id.is_not(None), _hidden_entry())
+
+
+def author_shown_clause() -> ColumnElement[bool]:
+    """The negation of ``author_hidden_clause``: what a member's lists and counts keep."""
+    return or_(JOBS.c.session_id.is_(None), not_(_hidden_entry()))
+
+
+async def entry_facts(session: AsyncSession, job_ids: Iterable[str]) -> dict[str, EntryFacts]:
+    """The facts ``author_hidden`` reads, for those of ``job_ids`` that are session entries."""
+    wanted = sorted(set(job_ids))
+    if not wanted:
+        return {}
+    rows = await session.execute(
+        select(
+            SESSION_ENTRIES.c.job_id,
+            GROUP_SESSIONS.c.anonymous,
+            GROUP_SESSIONS.c.status,
+            SESSION_ROUNDS.c.finished_at,
+        )
+        .select_from(
+            SESSION_ENTRIES.join(
+                GROUP_SESSIONS, GROUP_SESSIONS.c.id == SESSION_ENTRIES.c.session_id
+            ).outerjoin(
+                SESSION_ROUNDS,
+                and_(
+                    SESSION_ROUNDS.c.session_id == SESSION_ENTRIES.c.session_id,
+                    SESSION_ROUNDS.c.round == SESSION_ENTRIES.c.round,
+                ),
+            )
+        )
+        .where(SESSION_ENTRIES.c.job_id.in_(wanted))
+    )
+    return {
+        row.job_id: EntryFacts(bool(row.anonymous), SessionStatus(row.status), row.finished_at)
+        for row in rows
+    }
+
+
+async def hidden_authors(session: AsyncSession, job_ids: Iterable[str]) -> set[str]:
+    """Those of ``job_ids`` whose author is hidden now (``author_hidden_clause``)."""
+    wanted = sorted(set(job_ids))
+    if not wanted:
+        return set()
+    rows = await session.execute(
+        select(JOBS.c.id).where(JOBS.c.id.in_(wanted), author_hidden_clause())
+    )
+    return set(rows.scalars())

@@ -553,6 +553,21 @@ CUSTOM_IDS = [
     case("remix: with an index", "atl:1:rx:{grid}:1", AS_OWNER, NOT_OURS),
     case("publish: another server's job", "atl:1:pb:{other}", AS_OWNER, "showcase channel"),
     case("unpublish by a member", "atl:1:ub:{grid}", AS_STRANGER, "only moderators"),
+    # the gallery's page buttons: the session view carries a session id, nothing else does
+    case("gallery: session view, no session", "atl:1:gl:s::", AS_OWNER, NOT_OURS),
+    case("gallery: session id on another view", "atl:1:gl:r:zzzzzzzzzzzz:", AS_OWNER, NOT_OURS),
+    case(
+        "gallery: member id on the session view", "atl:1:gl:s:" + "9" * 18 + ":", AS_OWNER, NOT_OURS
+    ),
+    case("gallery: session id on the member view", "atl:1:gl:b:zzzzzzzzzzzz:", AS_OWNER, NOT_OURS),
+    case("gallery: upper-case session id", "atl:1:gl:s:ZZZZZZZZZZZZ:", AS_OWNER, NOT_OURS),
+    case("gallery: 11-character session id", "atl:1:gl:s:" + "z" * 11 + ":", AS_OWNER, NOT_OURS),
+    case("gallery: 13-character session id", "atl:1:gl:s:" + "z" * 13 + ":", AS_OWNER, NOT_OURS),
+    case("gallery: session id not in base32", "atl:1:gl:s:uuuuuuuuuuuu:", AS_OWNER, NOT_OURS),
+    case("gallery: session traversal", "atl:1:gl:s:../../etc/pa:", AS_OWNER, NOT_OURS),
+    case("gallery: session, bad cursor", "atl:1:gl:s:zzzzzzzzzzzz:zz", AS_OWNER, NOT_OURS),
+    case("gallery: unknown session", "atl:1:gl:s:zzzzzzzzzzzz:", AS_OWNER, "no session"),
+    case("gallery: a session from DMs", "atl:1:gl:s:zzzzzzzzzzzz:", IN_DMS, "use it there"),
     case("index 0 of U", "atl:1:u:{grid}:0", AS_OWNER, BAD_INDEX),
     case("index 5 of U", "atl:1:u:{grid}:5", AS_OWNER, BAD_INDEX),
     case("index 9 of V", "atl:1:v:{grid}:9", AS_OWNER, BAD_INDEX),

@@ -13,7 +13,7 @@ import io
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import discord
@@ -74,7 +74,9 @@ def decode_open(code: str, payload: str) -> str:
     return payload
 
 
-#: The gallery's paging buttons: ``atl:1:gl:<view>:<member or empty>:<cursor or empty>``.
+#: The gallery's paging buttons: ``atl:1:gl:<view>:<key>:<cursor or empty>``, where the key is
+#: the member's id for the member view (``b``), the session's id for the session view (``s``),
+#: and empty for the others.
 GALLERY_CODE = "gl"
 #: View codes (one letter, for the custom_id) -> the list and its title.
 VIEWS = {
@@ -85,23 +87,29 @@ VIEWS = {
     "i": (GalleryView.MINE, "mine"),
     "l": (GalleryView.LIKED, "liked by me"),
     "b": (GalleryView.MEMBER, "by member"),
+    "s": (GalleryView.SESSION, "session"),
 }
 _GALLERY = re.compile(
-    r"(?P<view>[wmarilb]):(?P<member>(?:[1-9][0-9]{0,19})?):(?P<cursor>(?:[ab][0-9a-z.]{1,31})?)"
+    r"(?P<view>[wmarilbs]):(?P<key>[0-9a-z]{0,20}):(?P<cursor>(?:[ab][0-9a-z.]{1,31})?)"
 )
+_MEMBER = re.compile(r"[1-9][0-9]{0,19}")
+#: A group session's id: 12 characters of Crockford's base32 (``storage.types.new_job_id``).
+SESSION_ID = re.compile(r"[0-9a-hjkmnp-tv-z]{12}")
 
 
 @dataclass(frozen=True)
 class GalleryRef:
-    """A gallery page: the view, its member (the member view), and the page's cursor (None:
-    the first page)."""
+    """A gallery page: the view, its member (the member view) or session (the session view),
+    and the page's cursor (None: the first page)."""
 
     view: str
     member: int | None
     cursor: str | None
+    session: str | None = None
 
     def encode(self) -> str:
-        payload = f"{self.view}:{'' if self.member is None else self.member}:{self.cursor or ''}"
+        key = self.session if self.member is None else str(self.member)
+        payload = f"{self.view}:{key or ''}:{self.cursor or ''}"
         value = join(GALLERY_CODE, payload)
         if decode_gallery(GALLERY_CODE, payload) != self:
             raise CustomIdError(f"cannot encode gallery page {self!r}")
@@ -109,13 +117,29 @@ class GalleryRef:
 
 
 def decode_gallery(code: str, payload: str) -> GalleryRef:
+    """A gallery page button's payload: the member view carries a member id, the session view
+    a session id, every other view nothing."""
     match = _GALLERY.fullmatch(payload)
-    if code != GALLERY_CODE or not match or int(match.group("member") or 0) >= 2**63:
+    if code != GALLERY_CODE or not match:
         raise CustomIdError("this button was not made by this version of Atelier")
-    member = int(match.group("member")) if match.group("member") else None
-    if (match.group("view") == "b") != (member is not None):
-        raise CustomIdError("this button was not made by this version of Atelier")
-    return GalleryRef(match.group("view"), member, match.group("cursor") or None)
+    view, key, cursor = match.group("view"), match.group("key"), match.group("cursor") or None
+    if view == "b" and _MEMBER.fullmatch(key) and int(key) < 2**63:
+        return GalleryRef(view, int(key), cursor)
+    if view == "s" and SESSION_ID.fullmatch(key):
+        return GalleryRef(view, None, cursor, key)
+    if view not in ("b", "s") and not key:
+        return GalleryRef(view, None, cursor)
+    raise CustomIdError("this button was not made by this version of Atelier")
+
+
+def session_id_of(text: str) -> str:
+    """A session id as a member typed it (in /gallery), or a refusal that says what one is."""
+    value = text.strip().lower()
+    if not SESSION_ID.fullmatch(value):
+        raise UserFacingError(
+            "a session id is 12 letters and digits, as the session's card shows it"
+        )
+    return value
 
 
 #: Publish (``atl:1:pb:<job>``) and the showcase post's Unpublish (``atl:1:ub:<job>``).
@@ -273,21 +297,35 @@ class SharingFeature:
     @app_commands.guild_only()
     @app_commands.describe(
         view="Which images: the most liked (week, month, all time), the newest, yours, the ones "
-        "you liked, or one member's",
+        "you liked, one member's, or one group session's entries",
         member="Whose images, for the member view",
+        session="A group session's id, for the session view",
     )
     @app_commands.choices(
         view=[app_commands.Choice(name=label, value=code) for code, (_, label) in VIEWS.items()]
     )
     async def gallery(
-        self, interaction: Interaction, view: str = "r", member: discord.User | None = None
+        self,
+        interaction: Interaction,
+        view: str = "r",
+        member: discord.User | None = None,
+        session: app_commands.Range[str, 1, 40] | None = None,
     ) -> None:
         await thinking(interaction)
         if view not in VIEWS:
             raise UserFacingError(f"view must be one of {', '.join(VIEWS)}, not {view[:10]!r}")
+        if member is not None and session is not None:
+            raise UserFacingError("name a member or a session, not both")
         if member is not None and view != "b":
             view = "b"  # naming a member means their images
-        ref = GalleryRef(view, None if member is None else member.id, None)
+        if session is not None and view != "s":
+            view = "s"  # naming a session means its entries
+        ref = GalleryRef(
+            view,
+            None if member is None else member.id,
+            None,
+            None if session is None else session_id_of(session),
+        )
         content, files, buttons = await self._gallery_page(interaction, ref)
         await interaction.followup.send(content, files=files, view=buttons, ephemeral=True)
 
@@ -300,10 +338,18 @@ class SharingFeature:
         self, interaction: Interaction, ref: GalleryRef
     ) -> tuple[str, list[discord.File], discord.ui.View]:
         view, title = VIEWS[ref.view]
-        page, sheet = await self.sharing.gallery(
-            requester_of(interaction), view, member_id=ref.member, cursor=ref.cursor
+        found = await self.sharing.gallery(
+            requester_of(interaction),
+            view,
+            member_id=ref.member,
+            session_id=ref.session,
+            cursor=ref.cursor,
         )
+        page, sheet = found.page, found.sheet
         who = f" of {mention(ref.member)}" if ref.member is not None else ""
+        if found.session is not None:
+            theme = escape(shorten(found.session.theme, 80))
+            who = f" \u201c{theme}\u201d (`{found.session.id}`)"
         if not page.items:
             return f"**Gallery: {title}{who}**: nothing here yet.", [], self.router.view([])
         lines = [f"**Gallery: {title}{who}**"]
@@ -312,9 +358,9 @@ class SharingFeature:
         opens = open_buttons(page.items)
         paging = []
         if page.prev_cursor:
-            paging.append(("Previous", GalleryRef(ref.view, ref.member, page.prev_cursor).encode()))
+            paging.append(("Previous", replace(ref, cursor=page.prev_cursor).encode()))
         if page.next_cursor:
-            paging.append(("Next", GalleryRef(ref.view, ref.member, page.next_cursor).encode()))
+            paging.append(("Next", replace(ref, cursor=page.next_cursor).encode()))
         rows = [opens[:5], opens[5:], paging]
         return shorten("\n".join(lines)), files, self.router.view([r for r in rows if r])
 

@@ -136,7 +136,7 @@ class AccountService:
             raise UserFacingError(
                 render_images_expired(job.id, self.settings.retention.images_days)
             )
-        return Ticket(job.id, await self.cards.card(job))
+        return Ticket(job.id, await self.cards.shown_card(job))
 
     async def update_settings(self, requester: Requester, change: SettingsChange) -> dict[str, Any]:
         """Store the requester's own defaults, in a server or in DMs alike; the requester's

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from bot.actions import layout_of
@@ -138,6 +138,14 @@ class JobCards:
             held=job.status is JobStatus.SUCCEEDED and job.hold is HoldState.HELD,
             deleted=job.deleted_at is not None,
         )
+
+    async def shown_card(self, job: JobView[GenerationRequest]) -> JobCard:
+        """The card of a job posted again (``/show``, Open): an anonymous session entry's
+        whose round is on names no one (``storage.visibility.author_hidden``)."""
+        card = await self.card(job)
+        if job.session_id is None:
+            return card
+        return replace(card, author_hidden=bool(await self.ledger.hidden_authors([job.id])))
 
     async def attach_message(
         self, job_id: str, message_id: int, attachment_limit: int, token_expires_at: datetime

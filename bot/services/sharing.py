@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from bot.errors import UserFacingError
-from bot.render import escape, found_line, link_after, mention, shorten
+from bot.render import credit, escape, found_line, link_after, mention, shorten
 from bot.requester import Requester
 from bot.services.job_cards import JobCards, Ticket
 from bot.services.server_settings import AUTO_FEATURE_KEY, SHOWCASE_CHANNEL_KEY
@@ -35,6 +36,7 @@ from storage.types import (
     SavedQuery,
     SearchFilters,
     SearchPage,
+    SessionView,
 )
 from storage.visibility import visible
 
@@ -59,6 +61,16 @@ class Showcase:
     published_now: bool
     needs_post: bool
     featured_by: int | None
+
+
+@dataclass(frozen=True)
+class GallerySheet:
+    """A gallery page, its contact sheet (None for an empty page) and, for the session view,
+    the session (its theme titles the page)."""
+
+    page: GalleryPage
+    sheet: bytes | None
+    session: SessionView | None = None
 
 
 @dataclass(frozen=True)
@@ -118,7 +130,8 @@ class SharingService:
             job, requester.user_id, guild_id, is_moderator=requester.is_moderator
         ):
             raise UserFacingError(f"job `{job_id}` is not available here")
-        return render_prompt_card(job)
+        hidden = await self._hidden([job])
+        return render_prompt_card(job, author_hidden=job.id in hidden)
 
     async def remix_text(self, requester: Requester, job_id: str) -> str:
         """What the Remix editor starts from, for a job the requester may remix: a public job
@@ -135,24 +148,32 @@ class SharingService:
         view: GalleryView,
         *,
         member_id: int | None = None,
+        session_id: str | None = None,
         cursor: str | None = None,
-    ) -> tuple[GalleryPage, bytes | None]:
+    ) -> GallerySheet:
         """A gallery page as the requester may see it (privately: a moderator's includes
-        stealth jobs), and its contact sheet (None for an empty page)."""
+        stealth jobs), and its contact sheet. The session view needs a session of this
+        server."""
         guild_id = self._guild(requester)
         if view is GalleryView.MEMBER and member_id is None:
             raise UserFacingError("the member view needs a member: pick one in /gallery")
+        session = None
+        if view is GalleryView.SESSION:
+            if session_id is None:
+                raise UserFacingError("the session view needs a session id: give one in /gallery")
+            session = await self.session(requester, session_id)
         page = await self.store.gallery(
             view,
             guild_id,
             requester.user_id,
             is_moderator=requester.is_moderator,
             member_id=member_id,
+            session_id=session_id,
             cursor=cursor,
             size=GALLERY_PAGE,
         )
         if not page.items:
-            return page, None
+            return GallerySheet(page, None, session)
         pictures: list[bytes | None] = []
         for item in page.items:
             data = None
@@ -160,7 +181,15 @@ class SharingService:
                 with contextlib.suppress(ImageNotFound):
                     data = await self.images.get(item.image_ref)
             pictures.append(data)
-        return page, await asyncio.to_thread(contact_sheet, pictures)
+        return GallerySheet(page, await asyncio.to_thread(contact_sheet, pictures), session)
+
+    async def session(self, requester: Requester, session_id: str) -> SessionView:
+        """A group session of the requester's server (its gallery view's title), else "no
+        such session" (another server's reads the same)."""
+        found = await self.store.session_of(self._guild(requester), session_id)
+        if found is None:
+            raise UserFacingError(f"there is no session `{session_id}` here")
+        return found
 
     async def publish(self, requester: Requester | None, job_id: str, guild_id: int) -> Showcase:
         """Publish a job to its server's showcase: its owner, a moderator (featured), or the
@@ -195,8 +224,8 @@ class SharingService:
         if not threshold or likes < threshold or stored.get(SHOWCASE_CHANNEL_KEY) is None:
             return None
         job = await self.queue.get(job_id)
-        if job is None or job.published_at is not None:
-            return None
+        if job is None or job.published_at is not None or await self._hidden([job]):
+            return None  # an anonymous entry waits for its round to end (and a later like)
         return await self.publish(None, job_id, guild_id)
 
     async def unpublish(self, requester: Requester, job_id: str) -> None:
@@ -206,7 +235,8 @@ class SharingService:
         await self.store.unpublish(job_id, guild_id, requester.user_id, "unpublished")
 
     async def profile(self, requester: Requester, member_id: int) -> str:
-        """/profile: a member's public work here, the likes it received, their top images."""
+        """/profile: a member's public work here, the likes it received, their top images.
+        Anonymous session entries whose round is on are not counted (``SharingStore``)."""
         guild_id = self._guild(requester)
         found = await self.store.profile(guild_id, member_id, requester.user_id)
         lines = [
@@ -238,17 +268,18 @@ class SharingService:
             current = parent
         descendants = await self.queue.followups(job.id, limit=LINEAGE_NODES)
         chain = [*reversed(ancestors), job]
+        hidden = await self._hidden([*chain, *descendants])
         lines = [f"**Lineage of job `{job.id}`**"]
         for depth, node in enumerate(chain):
             mark = " \u2190 this job" if node.id == job.id else ""
-            lines.append(self._node(requester, node, guild_id, depth) + mark)
+            lines.append(self._node(requester, node, guild_id, depth, hidden) + mark)
         children: dict[str, list[JobView[GenerationRequest]]] = {}
         for child in descendants:
             children.setdefault(child.parent_id or "", []).append(child)
 
         def walk(parent_id: str, depth: int) -> None:
             for child in children.get(parent_id, []):
-                lines.append(self._node(requester, child, guild_id, depth))
+                lines.append(self._node(requester, child, guild_id, depth, hidden))
                 walk(child.id, depth + 1)
 
         walk(job.id, len(chain))
@@ -261,15 +292,27 @@ class SharingService:
     ) -> bool:
         return visible(job, requester.user_id, guild_id, is_moderator=requester.is_moderator)
 
+    async def _hidden(self, jobs: Sequence[JobView[GenerationRequest]]) -> set[str]:
+        """Which of these jobs' authors may not be named now: anonymous session entries whose
+        round is on (``storage.visibility.author_hidden``). Only entries are looked up."""
+        entries = [job.id for job in jobs if job.session_id is not None]
+        return await self.store.hidden_authors(entries) if entries else set()
+
     def _node(
-        self, requester: Requester, job: JobView[GenerationRequest], guild_id: int, depth: int
+        self,
+        requester: Requester,
+        job: JobView[GenerationRequest],
+        guild_id: int,
+        depth: int,
+        hidden: set[str],
     ) -> str:
         indent = "\u2003" * depth + ("\u2514 " if depth else "")
         if not self._findable(requester, job, guild_id):
             return f"{indent}hidden"
         link = link_after(job.guild_id, job.channel_id, job.message_id)
         prompt = escape(shorten(job.request.prompt, 60))
-        return f"{indent}`{job.id}` {job.kind} by {mention(job.owner_id)}: {prompt}{link}"
+        who = credit(None if job.id in hidden else job.owner_id)
+        return f"{indent}`{job.id}` {job.kind} {who}: {prompt}{link}"
 
     async def search(
         self, requester: Requester, command: SearchInput
@@ -318,7 +361,7 @@ class SharingService:
         job = await self.queue.get(job_id)
         if job is None or not visible(job, None, guild_id):
             raise UserFacingError(f"job `{job_id}` is not available here any more")
-        return Ticket(job.id, await self.cards.card(job))
+        return Ticket(job.id, await self.cards.shown_card(job))
 
     def _guild(self, requester: Requester) -> int:
         if requester.guild_id is None:
@@ -344,12 +387,13 @@ def command_text(request: GenerationRequest) -> str:
     return " ".join(parts)
 
 
-def render_prompt_card(job: JobView[GenerationRequest]) -> str:
-    """The Prompt card: the command to copy (in a code block), then every parameter."""
+def render_prompt_card(job: JobView[GenerationRequest], *, author_hidden: bool = False) -> str:
+    """The Prompt card: the command to copy (in a code block), then every parameter. An
+    anonymous session entry's (``author_hidden``) names no one."""
     request = job.request
     code = command_text(request).replace("`", "\u02cb")
     lines = [
-        f"**Prompt of job `{job.id}`** by {mention(job.owner_id)}",
+        f"**Prompt of job `{job.id}`** {credit(None if author_hidden else job.owner_id)}",
         f"```\n{shorten(code, 1500)}\n```",
         f"model `{request.model}` \u00b7 mode {request.mode.value} \u00b7 seed {request.seed} "
         f"\u00b7 steps {request.steps} \u00b7 cfg {request.guidance:g} \u00b7 "

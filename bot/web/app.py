@@ -132,6 +132,7 @@ def build_app(
     app.router.add_get("/s/{guild}/search", search)
     app.router.add_get("/s/{guild}/i/{job}", image_page)
     app.router.add_get("/s/{guild}/m/{member}", member_page)
+    app.router.add_get("/s/{guild}/session/{session}", session_page)
     app.router.add_get("/s/{guild}/t/{job}.webp", thumbnail_file)
     app.router.add_get("/s/{guild}/img/{job}/{n}.webp", image_file)
     return app
@@ -237,7 +238,9 @@ async def _server(request: web.Request) -> tuple[Parts, WebGallery]:
 
 
 async def _names(parts: Parts, guild_id: int, items: Iterable[GalleryItem]) -> dict[int, str]:
-    owners = {item.owner_id for item in items}
+    """The credited names of the items' authors (an anonymous entry's author is not among
+    them: its item has no ``owner_id`` until its round ends)."""
+    owners = {item.owner_id for item in items if item.owner_id is not None}
     known = await parts.directory.names(guild_id, owners)
     return {owner: known.get(owner) or _anonymous(owner) for owner in owners}
 
@@ -417,6 +420,42 @@ async def member_page(request: web.Request) -> web.Response:
             "profile": profile,
             "items": page.items,
             "names": names,
+            "next_url": _link(parts, server, path, {}, page.next_cursor),
+            "prev_url": _link(parts, server, path, {}, page.prev_cursor),
+        },
+    )
+
+
+async def session_page(request: web.Request) -> web.Response:
+    """A group session's public entries, newest first, keyset-paged: only a session of this
+    server (another's, or none, is the same 404)."""
+    parts, server = await _server(request)
+    session_id = params.session_id(request.match_info["session"])
+    session = (
+        None if session_id is None else await parts.sharing.session_of(server.guild_id, session_id)
+    )
+    if session is None:
+        raise _not_found()
+    cursor = request.query.get("cursor")
+    params.check_cursor(cursor, width=1)
+    page = await parts.sharing.gallery(
+        GalleryView.SESSION,
+        server.guild_id,
+        None,
+        session_id=session.id,
+        cursor=cursor,
+        size=parts.settings.web.page_size,
+    )
+    path = f"/session/{session.id}"
+    return _html(
+        parts,
+        "session.html",
+        {
+            "title": session.theme[:80],
+            "server": server,
+            "session": session,
+            "items": page.items,
+            "names": await _names(parts, server.guild_id, page.items),
             "next_url": _link(parts, server, path, {}, page.next_cursor),
             "prev_url": _link(parts, server, path, {}, page.prev_cursor),
         },

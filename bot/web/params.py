@@ -24,6 +24,8 @@ MAX_SEARCH_PAGE: Final = 50
 
 _SNOWFLAKE = re.compile(r"[1-9][0-9]{0,18}")
 _JOB_ID = re.compile(r"[0-9a-z]{4,16}")
+#: A group session's id: 12 characters of Crockford's base32 (``storage.types.new_job_id``).
+_SESSION_ID = re.compile(r"[0-9a-hjkmnp-tv-z]{12}")
 _INDEX = re.compile(r"0|[1-9][0-9]?")
 _CURSOR = re.compile(r"[ab]([0-9a-z]{1,13})(?:\.([0-9a-z]{1,13}))?")
 _PAGE = re.compile(r"[1-9][0-9]{0,2}")
@@ -51,6 +53,11 @@ def snowflake(text: str) -> int | None:
 def job_id(text: str) -> str | None:
     """A job id from a path (lower-case letters and digits), or None."""
     return text if _JOB_ID.fullmatch(text) else None
+
+
+def session_id(text: str) -> str | None:
+    """A group session's id from a path, or None."""
+    return text if _SESSION_ID.fullmatch(text) else None
 
 
 def image_index(text: str) -> int | None:
