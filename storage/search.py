@@ -17,7 +17,9 @@ have to be computed and sorted for every one of them (``"golden hour"`` or ``lig
 third of a server's prompts: 150 to 250 ms at 100,000 jobs, ``atelier bench gallery``), and
 across thousands of short prompts that all hold the words it says little. That order is served
 by the likes index, stopping at the page. The pages a member can reach (``MAX_SEARCH_PAGES``)
-stay within the first ``BROAD_MATCHES``, so one search keeps one order across its pages.
+stay within the first ``BROAD_MATCHES``, so one search keeps one order across its pages. A search
+narrowed to one member is never broad: their matches are few enough to rank, and the member's
+own index finds them.
 
 Paging is by offset (``page`` from 0): relevance is a float no cursor can carry exactly, and
 search pages are read soon after the query is saved. At most ``MAX_SEARCH_PAGES`` pages.
@@ -93,7 +95,9 @@ async def search_page(
     order: list[Any] = []
     if terms:
         dialect = session.get_bind().dialect.name
-        if await _is_broad(session, dialect, terms, guild_id):
+        # A member's jobs are few next to a server's: ranking their matches is cheap, and
+        # their own index finds them (walking the likes index for them reads the server).
+        if filters.member_id is None and await _is_broad(session, dialect, terms, guild_id):
             where.append(_member_of_matches(dialect, terms))
         else:
             froms, match, rank = _fulltext(dialect, froms, terms)
