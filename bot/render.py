@@ -100,6 +100,8 @@ class JobCard:
     held: bool = False
     #: Deleted by its owner: nothing of it is shown.
     deleted: bool = False
+    #: A group session's entry whose author is hidden until its round ends.
+    anonymous: bool = False
 
 
 def _eta(seconds: float | None) -> str:
@@ -145,7 +147,8 @@ def render_card(card: JobCard) -> str:
     tail = _status_tail(card)
     if card.undeliverable:
         tail += f" ({_undeliverable(card.undeliverable)})"
-    return shorten(f"{head} - {mention(card.owner_id)} - {job} - {tail}")
+    who = "an anonymous entry" if card.anonymous else mention(card.owner_id)
+    return shorten(f"{head} - {who} - {job} - {tail}")
 
 
 def _undeliverable(reason: str) -> str:
