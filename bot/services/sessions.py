@@ -11,6 +11,7 @@ into its calls and its refusals into member-facing text.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -139,6 +140,9 @@ class SessionService:
             limits["aspect"] = self._check_aspect(command.aspect)
         if command.pool not in (PoolKind.MEMBERS.value, PoolKind.SERVER.value):
             raise UserFacingError("pool must be members or server")
+        for name in ("round_minutes", "voting_minutes", "pool_gpu_seconds"):
+            if not math.isfinite(getattr(command, name)):
+                raise UserFacingError(f"{name} must be a number")
         themes = tuple(t.strip() for t in command.themes.split(";") if t.strip())
         spec = SessionSpec(
             guild_id=requester.guild_id,
@@ -155,7 +159,7 @@ class SessionService:
             approval=command.approval,
             anonymous=command.anonymous,
             pool=PoolKind(command.pool),
-            pool_seconds=command.pool_gpu_seconds if command.pool == "server" else 0.0,
+            pool_seconds=command.pool_gpu_seconds,
             limits=limits,
         )
         try:
