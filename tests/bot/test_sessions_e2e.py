@@ -25,7 +25,7 @@ from storage.audit import audit
 from storage.sessions import SessionStore
 from storage.sql import utc_now
 from storage.types import EntryState, SessionPhase, SessionStatus, SessionTimer, SessionView
-from tests.bot.conftest import CHANNEL_ID, GUILD_ID, Atelier, custom_ids
+from tests.bot.conftest import CHANNEL_ID, GUILD_ID, OTHER_CHANNEL_ID, Atelier, custom_ids
 from tests.bot.test_moderation_e2e import MANAGE_MESSAGES, MANAGE_SERVER, button, say
 
 T = TypeVar("T")
@@ -363,3 +363,63 @@ async def test_hostile_session_inputs(atelier: Atelier, emu: DiscordEmulator) ->
     assert "only the session's host" in await run(emu, "session end", {}, member, thread.id)
     assert "ended" in await run(emu, "session end", {}, host, thread.id)
     assert session.guild_id == GUILD_ID
+
+
+async def test_host_controls_and_a_panel_in_the_review_channel(
+    atelier: Atelier, emu: DiscordEmulator
+) -> None:
+    """Extend, skip, remove an entry and a participant (audit-logged); with a review channel the
+    panel goes there, and a moderator decides there."""
+    clock = SkipClock()
+    atelier.clock = clock
+    await atelier.start(**FAST_LOOP)
+    admin = emu.make_user(name="admin", roles=[emu.make_role("admins", permissions=MANAGE_SERVER)])
+    mod = emu.make_user(name="mod", roles=[emu.make_role("mods", permissions=MANAGE_MESSAGES)])
+    host = emu.make_user(name="host", roles=[emu.make_role("ev", permissions=MANAGE_EVENTS)])
+    ann, bob = emu.make_user(name="ann"), emu.make_user(name="bob")
+    mods_channel = emu.guild().channels[OTHER_CHANNEL_ID]
+    await say(emu, "settings server", {"review_channel": mods_channel}, admin)
+    start = {"theme": "boats", "approval": True, "round_minutes": 5, "entries_per_member": 2}
+    assert "Session started" in await run(emu, "session start", start, host, CHANNEL_ID)
+    assert [t.type for t in emu.threads(CHANNEL_ID)] == [11], "no private panel thread"
+    (thread,) = emu.threads(CHANNEL_ID)
+    session = await store_of(atelier).running_in(thread.id)
+    assert session is not None
+    for user, prompt in ((ann, "a boat"), (ann, "a ship"), (bob, "a raft")):
+        assert "received" in await run(emu, "submit", {"prompt": prompt}, user, thread.id)
+    panels = await until(lambda: _ready(emu.messages(OTHER_CHANNEL_ID, include_ephemeral=False), 3))
+    assert not any(
+        m.channel_id == thread.id and "Approve" in str(m.components) for m in emu.messages()
+    )
+    for entry in await store_of(atelier).entries(session.id):
+        panel = next(p for p in panels if entry.id in p.content)
+        assert "approved" in await click(emu, panel.id, panel_id("a", entry.id), mod)
+    ann_ship, bob_raft = (await store_of(atelier).entries(session.id))[1:]
+
+    before = await store_of(atelier).get(session.id)
+    assert "more minute" in await run(emu, "session extend", {"minutes": 3}, host, thread.id)
+    after = await store_of(atelier).get(session.id)
+    assert before.phase_ends_at and after.phase_ends_at
+    assert after.phase_ends_at - before.phase_ends_at == timedelta(minutes=3)
+    assert "removed" in await run(
+        emu,
+        "session remove_entry",
+        {"entry": ann_ship.id, "reason": "a duplicate"},
+        host,
+        thread.id,
+    )
+    assert (await store_of(atelier).entry(ann_ship.id)).state is EntryState.REMOVED
+    assert "removed from the session" in await run(
+        emu, "session remove_member", {"member": bob}, mod, thread.id
+    )
+    assert (await store_of(atelier).entry(bob_raft.id)).state is EntryState.REMOVED
+    assert "the host removed you" in await run(emu, "submit", {"prompt": "x"}, bob, thread.id)
+    assert "Submissions are closed" in await run(emu, "session skip", {}, host, thread.id)
+    await phase_is(atelier, session.id, SessionPhase.VOTE)
+    assert "ended" in await run(emu, "session end", {}, host, thread.id)
+    await emu.wait_for_message(
+        lambda m: "Best of boats" in m.content and bool(m.attachments), channel_id=thread.id
+    )
+    log = await run(emu, "modlog", {}, mod, CHANNEL_ID)
+    assert "removed the session entry" in log and "a duplicate" in log, log
+    assert "removed from a group session" in log and "started a group session" in log
