@@ -30,6 +30,7 @@ from storage.preferences import PreferenceStore
 from storage.quota_policy import estimate_seconds
 from storage.sessions import SessionStore
 from storage.types import (
+    ACTIVE_STATUSES,
     EntryDecision,
     EntryView,
     JobKind,
@@ -349,4 +350,17 @@ class SessionService:
         session = await self.store.get(session_id)
         counts = await self.store.counts(session_id)
         pool = await self.store.pool(session_id)
-        return session, render_session_card(session, counts, pool)
+        eta = await self._eta(session) if counts.outstanding else None
+        return session, render_session_card(session, counts, pool, eta)
+
+    async def _eta(self, session: SessionView) -> float | None:
+        """When the round's last outstanding entry should be done: the latest ETA the fair
+        queue gives its waiting and running entries (None when it cannot say)."""
+        latest: float | None = None
+        for entry in await self.store.entries(session.id, session.round):
+            if entry.job_id is None or entry.job_status not in ACTIVE_STATUSES:
+                continue
+            place = await self.store.queue.place(entry.job_id)
+            if place.eta_seconds is not None:
+                latest = max(latest or 0.0, place.eta_seconds)
+        return latest

@@ -96,6 +96,8 @@ def test_the_card_shows_round_phase_time_rules_counts_and_pool() -> None:
     assert "authors hidden until the round ends" in text and TIE_RULE in text
     assert "Entries this round: 3 · Participants: 3 · Generating: 1" in text
     assert "85 of 100 GPU-seconds left" in text
+    with_eta = render_session_card(session(), counts(approved=1), None, 150.0)
+    assert "Generating: 1 (about 2 min)" in with_eta
     paused = render_session_card(
         session(status=SessionStatus.PAUSED, paused_remaining_seconds=90.0, phase_ends_at=None),
         counts(),
