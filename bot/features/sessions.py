@@ -251,10 +251,18 @@ class SessionFeature:
         )
         await self.service.store.posts.attach_card(session.id, card.id)
         await self.service.store.posts.mark_card_shown(session.id, session.version)
+        note = ""
         if session.approval:
-            await self._panel_channel(session)
+            try:
+                await self._panel_channel(session)
+            except discord.HTTPException as exc:
+                log.warning("host panel of session %s not opened: %s", session.id, exc)
+                note = (
+                    " I could not open the host panel's private thread: set a review channel "
+                    "with /settings server review_channel."
+                )
         self.runner.wake()
-        await answer(interaction, f"Session started in {thread.mention}.")
+        await answer(interaction, f"Session started in {thread.mention}.{note}")
 
     def _card_view(self, session: SessionView) -> discord.ui.View:
         if not session.live:
