@@ -23,6 +23,7 @@ from bot.features.base import Feature
 from bot.publisher import Publisher
 from bot.review_poster import ReviewPoster
 from bot.router import ButtonRouter
+from bot.session_runner import SessionRunner
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,8 @@ class AtelierBot(discord.Client):
         self.publisher = publisher
         #: The review queue's poster, when the review feature is wired (tests wait on it).
         self.review_poster: ReviewPoster | None = None
+        #: The group sessions' loop, when wired (tests wait on it and read what it fired).
+        self.session_runner: SessionRunner | None = None
         self.router = router
         self.guilds_presence = guilds
         #: Set once the guilds READY listed were compared with the ledger (see ``_settle``).

@@ -371,6 +371,10 @@ MODLOG_VERBS = {
     ModAction.APPEAL_GRANTED: "granted the appeal of",
     ModAction.APPEAL_DENIED: "denied the appeal of",
     ModAction.EXPIRED: "let a hold expire (rejected, refunded):",
+    ModAction.SESSION_STARTED: "started a group session",
+    ModAction.SESSION_ENDED: "ended a group session",
+    ModAction.ENTRY_REMOVED: "removed the session entry",
+    ModAction.PARTICIPANT_REMOVED: "removed from a group session",
 }
 
 

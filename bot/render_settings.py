@@ -34,6 +34,8 @@ class ServerSettingsView:
     auto_feature_likes: int = 0
     #: The server's page on the web gallery while its admins have it on, else None.
     web_gallery: str | None = None
+    #: The role that may host group sessions (None: Manage Events).
+    session_host_role: int | None = None
 
 
 def render_settings(current: Mapping[str, object]) -> str:
@@ -100,6 +102,13 @@ def render_server_settings(view: ServerSettingsView) -> str:
             if view.web_gallery
             else "off (its public jobs are not on the web)"
         ),
+        "- Group sessions are hosted by: "
+        + (
+            f"<@&{view.session_host_role}>"
+            if view.session_host_role
+            else "members with Manage Events"
+        )
+        + " (and admins)",
         "Admins (Manage Server) change them with /settings server; moderators may look.",
     ]
     return shorten("\n".join(lines))

@@ -15,6 +15,9 @@ class Requester:
     role_ids: tuple[int, ...] = ()
     is_admin: bool = False
     is_moderator: bool = False
+    #: Manage Events across the server (who may host a group session, unless the server
+    #: names a host role).
+    manage_events: bool = False
     #: The channel is age-restricted by Discord's own NSFW flag (an admin's mark is a server
     #: setting: see ``ReviewService.age_restricted``).
     age_restricted: bool = False

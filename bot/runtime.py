@@ -13,7 +13,7 @@ import contextlib
 import signal
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from config import ConfigError, Settings
@@ -218,9 +218,11 @@ def wire_bot(
     ledger: Ledger,
     checker: PromptChecker | None,
     worker_hung: Callable[[], bool] | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> AtelierBot:
     """The bot over the ledger, with every feature registered: one line per feature.
-    ``worker_hung`` says whether the in-process worker stopped after a job hung."""
+    ``worker_hung`` says whether the in-process worker stopped after a job hung. ``clock``
+    is the group sessions' clock (tests move it to run a session in seconds)."""
     from bot.app import AtelierBot
     from bot.delivery_policy import InvalidRequestBudget
     from bot.edit_budget import EditBudget
@@ -228,6 +230,7 @@ def wire_bot(
     from bot.features.imagine import ImageFeature
     from bot.features.moderation import ModerationFeature
     from bot.features.review import ReviewFeature
+    from bot.features.sessions import SessionFeature
     from bot.features.settings import SettingsFeature
     from bot.features.sharing import SharingFeature
     from bot.publisher import Publisher
@@ -240,8 +243,12 @@ def wire_bot(
     from bot.services.moderation import Moderation
     from bot.services.review import ReviewService
     from bot.services.server_settings import ServerSettings
+    from bot.services.sessions import SessionService
     from bot.services.sharing import SharingService
+    from bot.session_runner import SessionRunner
+    from storage.sessions import SessionStore
     from storage.sharing import SharingStore
+    from storage.sql import utc_now
     from storage.webdir import WebDirectory
 
     cards = JobCards(settings, ledger.queue, ledger.delivery, ledger.images)
@@ -295,11 +302,35 @@ def wire_bot(
         ledger.prefs,
     )
     bot.add_feature(SharingFeature(sharing, intake, publisher))
+    sessions = SessionService(
+        settings,
+        SessionStore(ledger.db, ledger.queue, clock=clock or utc_now),
+        ledger.prefs,
+        moderation,
+        review,
+        checker,
+        names=WebDirectory(ledger.db),
+    )
+    cards.sessions = sessions.store
+    runner = SessionRunner(
+        sessions,
+        router,
+        ledger.images,
+        publisher.edits,
+        poll_seconds=settings.bot.session_poll_seconds,
+        clock=clock or utc_now,
+    )
+    runner.bind(bot)
+    bot.session_runner = runner
+    bot.add_background("sessions", runner.run, stop=runner.stop)
+    bot.add_feature(SessionFeature(sessions, runner))
     return bot
 
 
 @contextlib.asynccontextmanager
-async def atelier_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+async def atelier_runtime(
+    settings: Settings, *, clock: Callable[[], datetime] | None = None
+) -> AsyncIterator[Runtime]:
     """The bot over the ledger, plus one worker in this process unless configured off, and
     the web gallery when ``web.enabled``.
 
@@ -314,7 +345,7 @@ async def atelier_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             models = await stack.enter_async_context(open_models(settings))
             worker = await stack.enter_async_context(open_worker(settings, ledger, models))
             checker = TokenCountCheck(models.default)
-        bot = wire_bot(settings, ledger, checker, _hung(worker))
+        bot = wire_bot(settings, ledger, checker, _hung(worker), clock)
         if settings.web.enabled:
             from bot.web import web_server
 

@@ -379,6 +379,13 @@ class BotSettings(_Section):
         description="Most stored /search queries one member keeps; a new search drops their "
         "oldest.",
     )
+    session_poll_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="The group sessions' loop sleeps until the next timer is due, or this long "
+        "at most (it notices finished entries and owed boards then).",
+    )
 
 
 class RetentionSettings(_Section):

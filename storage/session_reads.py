@@ -102,6 +102,15 @@ class SessionReads:
             raise EntryNotFound(entry_id)
         return found[0]
 
+    async def entry_of_job(self, job_id: str) -> EntryView | None:
+        """The entry whose job is ``job_id``, or None (an ordinary job)."""
+
+        async def work(session: AsyncSession) -> list[EntryView]:
+            return await flow.entry_rows(session, SESSION_ENTRIES.c.job_id == job_id)
+
+        found = await self.db.read(work)
+        return found[0] if found else None
+
     async def entries(
         self, session_id: str, round_: int | None = None, *, member_id: int | None = None
     ) -> list[EntryView]:

@@ -382,12 +382,14 @@ class SessionStore(SessionReads):
                     f"and this entry needs {to_seconds(reserved):.1f}; nothing was queued"
                 )
         owner = Owner(member_id, row["guild_id"], row["thread_id"] or row["channel_id"])
+        # The job is the queue's row, on the queue's clock (its availability, leases and quota
+        # windows); the session's own times stay on the session's clock.
         job_id = await self.queue.enqueue_entry(
             session,
             owner,
             job,
             spec["request"],
-            now,
+            self.queue.clock(),
             session_id=row["id"],
             reserved_ms=reserved,
             guild_paid=guild_paid,
@@ -778,7 +780,7 @@ class SessionStore(SessionReads):
         if entry["job_id"] is not None:
             job = await lock_job(session, entry["job_id"])
             if job is not None and job["status"] in ACTIVE_STATUSES:
-                await self.queue.cancel_locked(session, job, now)
+                await self.queue.cancel_locked(session, job, self.queue.clock())
 
     # -- helpers --------------------------------------------------------------------------
 

@@ -55,12 +55,14 @@ from bot.services.job_cards import JobCards
 from bot.services.moderation import Moderation
 from bot.services.review import ReviewService
 from bot.services.server_settings import ServerChange, ServerSettings
+from bot.services.sessions import StartInput
 from config.settings import BotSettings, GenerationSettings, QueueSettings, QuotaSettings, Settings
 from generation.grid import encode_image
 from generation.options import CommandOptions, parse_imagine_prompt
 from generation.request import Mode
 from storage.errors import InvalidImageRef
 from storage.images import FileImageStore, make_ref, parse_ref
+from storage.types import SessionSpec
 from storage.webdir import WebDirectory
 
 GUILD = 800
@@ -499,6 +501,14 @@ async def buttons(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[But
                     result_refs=[f"{claimed.id}/grid.png"],
                     gpu_seconds=1.0,
                 )
+        # A group session in GUILD hosted by OWNER, approval on, with one pending entry.
+        sessions = bot.session_runner
+        assert sessions is not None
+        session = await sessions.store.start(
+            SessionSpec(guild_id=GUILD, channel_id=CHANNEL, host_id=OWNER, theme="x", approval=True)
+        )
+        entry = await sessions.service.submit(member(STRANGER), session, "a cat")
+        jobs["session"], jobs["entry"] = session.id, entry.id
         database = data_dir / "atelier.db"
         yield Buttons(bot, ledger, database, moderation, account, jobs, ledger_counts(database))
         await bot.close()
@@ -516,6 +526,8 @@ UNKNOWN_ACTION = "this button asks for an action Atelier does not know"
 BAD_INDEX = "this button names an image that does not fit its action"
 UNKNOWN_JOB = "this button belongs to a job I do not know here"
 OWNER_ONLY = "only the person who made this job may use its buttons in this server"
+SESSION = "this button belongs to a session I do not know here"
+HOSTS_ONLY = "only the session's host, hosts and moderators may do that"
 
 CUSTOM_IDS = [
     # shapes Atelier never makes
@@ -625,6 +637,25 @@ CUSTOM_IDS = [
     case("appeal: a DM job by a stranger", "atl:1:ap:{dm}", STRANGER_IN_DMS, "you have no job"),
     case("appeal: traversal", "atl:1:ap:../../etc/passwd", AS_OWNER, NOT_OURS),
     case("appeal: upper-case job id", "atl:1:ap:{GRID}", AS_OWNER, NOT_OURS),
+    # group sessions: the card's Submit, an entry's vote, the host panel
+    case("session: submit from another server", "atl:1:ss:{session}", FROM_OTHER_SERVER, SESSION),
+    case("session: submit from DMs", "atl:1:ss:{session}", IN_DMS, SESSION),
+    case("session: unknown session", "atl:1:ss:000000000000", AS_OWNER, SESSION),
+    case("session: extra field", "atl:1:ss:{session}:1", AS_OWNER, NOT_OURS),
+    case("session: upper-case id", "atl:1:ss:{SESSION}", AS_OWNER, NOT_OURS),
+    case("session: letter u in id", "atl:1:ss:uuuuuuuuuuuu", AS_OWNER, NOT_OURS),
+    case("session: 11-character id", "atl:1:ss:00000000000", AS_OWNER, NOT_OURS),
+    case("vote: outside voting", "atl:1:sv:{entry}", AS_STRANGER, "voting is not open"),
+    case("vote: from another server", "atl:1:sv:{entry}", FROM_OTHER_SERVER, SESSION),
+    case("vote: from DMs", "atl:1:sv:{entry}", IN_DMS, SESSION),
+    case("vote: unknown entry", "atl:1:sv:000000000000", AS_OWNER, "there is no entry"),
+    case("vote: traversal", "atl:1:sv:../../x", AS_OWNER, NOT_OURS),
+    case("panel: approve by a member", "atl:1:sp:a:{entry}", AS_STRANGER, HOSTS_ONLY),
+    case("panel: reject by a member", "atl:1:sp:r:{entry}", AS_STRANGER, HOSTS_ONLY),
+    case("panel: unknown action", "atl:1:sp:x:{entry}", AS_OWNER, NOT_OURS),
+    case("panel: no action", "atl:1:sp:{entry}", AS_OWNER, NOT_OURS),
+    case("panel: from another server", "atl:1:sp:a:{entry}", FROM_OTHER_SERVER, "another server"),
+    case("panel: from DMs", "atl:1:sp:a:{entry}", IN_DMS, "another server"),
 ]
 
 
@@ -632,6 +663,7 @@ def _custom_id(template: str, jobs: dict[str, str]) -> str:
     values = {
         **jobs,
         "GRID": jobs["grid"].upper(),
+        "SESSION": jobs["session"].upper(),
         "grid_truncated": jobs["grid"][:-1],
     }
     for name, value in values.items():
@@ -651,6 +683,61 @@ async def test_custom_ids(
     assert ephemeral, "a refusal must be private"
     assert_clear(text, expected)
     assert ledger_counts(buttons.database) == buttons.baseline, "a forged click queued a job"
+
+
+# /session start and /submit: options past Discord's own ranges (a hostile client sends any).
+SESSION_STARTS = [
+    case("session: 0 rounds", {"rounds": 0}, "rounds must be 1..10"),
+    case("session: 11 rounds", {"rounds": 11}, "rounds must be 1..10"),
+    case("session: themes and rounds", {"rounds": 3, "themes": "a; b"}, "one theme per round"),
+    case("session: 0 round minutes", {"round_minutes": 0}, "round_minutes must be 1..1440"),
+    case("session: NaN minutes", {"voting_minutes": math.nan}, "voting_minutes must be a number"),
+    case("session: 2 days voting", {"voting_minutes": 2880}, "voting_minutes must be 1..1440"),
+    case("session: 0 entries", {"entries_per_member": 0}, "entries_per_member must be 1..10"),
+    case("session: 26 votes", {"votes_per_member": 26}, "votes_per_member must be 1..25"),
+    case("session: pool of 0", {"pool": "server"}, "pool_gpu_seconds must be 1..1e+06"),
+    case("session: pool kind", {"pool": "everyone"}, "pool must be members or server"),
+    case("session: members' pool", {"pool_gpu_seconds": 5.0}, "only for pool:server"),
+    case("session: mode", {"mode": "turbo"}, "mode must be one of fast, quality"),
+    case("session: aspect words", {"aspect": "wide"}, "--ar must be two whole numbers"),
+    case("session: aspect 10:1", {"aspect": "10:1"}, "too extreme"),
+    case("session: empty theme", {"theme": "   "}, "a theme cannot be empty"),
+    case("session: long theme", {"theme": "t" * 1001}, "at most 1000 characters"),
+]
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize(("options", "expected"), SESSION_STARTS)
+async def test_options_session_start(
+    buttons: Buttons, options: dict[str, Any], expected: str
+) -> None:
+    assert buttons.bot.session_runner is not None
+    service = buttons.bot.session_runner.service
+    command = StartInput(**{"theme": "x", **options})
+    with pytest.raises(USER_ERRORS) as refused:
+        await service.start(member(is_admin=True), command)
+    assert_clear(user_message(refused.value) or "", expected)
+    assert ledger_counts(buttons.database) == buttons.baseline
+
+
+SESSION_ENTRIES = [
+    case("entry: permutations", "a {red, blue} cat", "an entry is one image"),
+    case("entry: repeat", "a cat --repeat 2", "an entry is one image"),
+    case("entry: stealth", "a cat --stealth", "session entries are public"),
+    case("entry: empty", "   ", "empty"),
+]
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize(("prompt", "expected"), SESSION_ENTRIES)
+async def test_options_session_entry(buttons: Buttons, prompt: str, expected: str) -> None:
+    assert buttons.bot.session_runner is not None
+    service = buttons.bot.session_runner.service
+    session = await service.store.get(buttons.jobs["session"])
+    with pytest.raises(USER_ERRORS) as refused:
+        await service.submit(member(OUTSIDER), session, prompt)
+    assert_clear(user_message(refused.value) or "", expected)
+    assert ledger_counts(buttons.database) == buttons.baseline
 
 
 # A job id typed into /show or /block: the same lookups, guarded the same way.

@@ -54,12 +54,13 @@ def requester_of(interaction: Interaction) -> Requester:
     """
     user = interaction.user
     roles: tuple[int, ...] = ()
-    admin = moderator = False
+    admin = moderator = events = False
     if isinstance(user, discord.Member):
         roles = tuple(role.id for role in user.roles)
         permissions = _server_permissions(interaction, user)
         admin = permissions.manage_guild
         moderator = admin or permissions.manage_messages
+        events = permissions.manage_events
     return Requester(
         user_id=user.id,
         guild_id=interaction.guild_id,
@@ -67,6 +68,7 @@ def requester_of(interaction: Interaction) -> Requester:
         role_ids=roles,
         is_admin=admin,
         is_moderator=moderator,
+        manage_events=events,
         age_restricted=bool(getattr(interaction.channel, "nsfw", False)),
         display_name=user.display_name,
     )

@@ -71,6 +71,7 @@ class SettingsCommands(app_commands.Group):
         showcase_channel="Where published and featured images are posted",
         auto_feature_likes="Likes that feature an image automatically (0: off)",
         web_gallery="Show this server's public jobs on the read-only web gallery",
+        session_host_role="Who may host group sessions (@everyone: Manage Events again)",
     )
     async def server(
         self,
@@ -87,6 +88,7 @@ class SettingsCommands(app_commands.Group):
         showcase_channel: discord.TextChannel | None = None,
         auto_feature_likes: app_commands.Range[int, 0, 1000] | None = None,
         web_gallery: bool | None = None,
+        session_host_role: discord.Role | None = None,
     ) -> None:
         await thinking(interaction)
         requester = requester_of(interaction)
@@ -108,6 +110,10 @@ class SettingsCommands(app_commands.Group):
                 auto_ban_hours=auto_ban_hours,
             ),
             review_channel_guild=None if review_channel is None else review_channel.guild.id,
+            session_host_role=None if session_host_role is None else session_host_role.id,
+            session_host_role_guild=(
+                None if session_host_role is None else session_host_role.guild.id
+            ),
         )
         if change.empty:
             view = await self.server_settings.show(requester)

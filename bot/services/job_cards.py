@@ -16,6 +16,7 @@ from datetime import datetime
 from bot.actions import layout_of
 from bot.customid import ButtonRef, join
 from bot.render import JobCard, job_buttons, operation_title, options_summary
+from bot.session_ids import vote_id
 from config.settings import Settings
 from generation.grid import reencode
 from generation.request import GenerationRequest
@@ -23,6 +24,7 @@ from storage.delivery_ledger import DeliveryLedger
 from storage.errors import IllegalTransition, JobNotFound
 from storage.images import ImageStore
 from storage.queue import JobQueue
+from storage.session_reads import SessionReads
 from storage.types import CopyKind, HoldState, JobStatus, JobView, OpenInteraction, Visibility
 
 #: The sharing row's custom_id codes: like (``atl:1:lk:<job id>``), the prompt card
@@ -105,6 +107,9 @@ class JobCards:
         self.queue = queue
         self.ledger = ledger
         self.images = images
+        #: Group sessions, when wired: an entry's message shows a vote button and, while its
+        #: round runs in an anonymous session, no author.
+        self.sessions: SessionReads | None = None
 
     async def card(self, job: JobView[GenerationRequest]) -> JobCard:
         """The card of ``job`` now; a queued job's card asks the queue for its position."""
@@ -170,6 +175,16 @@ class JobCards:
         return await self.message_for(await self.queue.require(job_id))
 
     async def message_for(self, job: JobView[GenerationRequest]) -> JobMessage:
+        card = await self.card(job)
+        extra_row = self._extra_row(job)
+        if job.session_id is not None and self.sessions is not None:
+            entry = await self.sessions.entry_of_job(job.id)
+            session = await self.sessions.find(job.session_id)
+            if entry is not None and session is not None:
+                running = session.live and session.round == entry.round
+                card = replace(card, author_hidden=session.anonymous and running)
+                if job.showable:
+                    extra_row = (("Vote", vote_id(entry.id)), *extra_row)
         return JobMessage(
             job_id=job.id,
             owner_id=job.owner_id,
@@ -178,9 +193,9 @@ class JobCards:
             attachment_limit=job.attachment_limit
             or self.settings.generation.attachment_limit_bytes,
             terminal=job.terminal,
-            card=await self.card(job),
+            card=card,
             buttons=job_buttons(job.id, layout_of(job.request.operation)),
-            extra_row=self._extra_row(job),
+            extra_row=extra_row,
             # The one rule for serving images: a succeeded job's results unless they are held
             # for review, a running job's preview. A blocked job keeps its files for an
             # appeal, but nothing serves them. Previews are shown only while nothing can hold

@@ -39,6 +39,8 @@ ALLOW_STEALTH_KEY = "allow_stealth"
 #: The showcase: its channel, and the likes that feature a job automatically (0: off).
 SHOWCASE_CHANNEL_KEY = "showcase_channel"
 AUTO_FEATURE_KEY = "auto_feature_likes"
+#: The role that may host group sessions (absent: members with Manage Events).
+SESSION_HOST_ROLE_KEY = "session_host_role"
 #: Who may click a job's buttons, as /settings server names it.
 CLICK_RULES = ("owner", "anyone")
 
@@ -71,6 +73,9 @@ class ServerChange:
     #: (shown there) as Discord gave it.
     web_gallery: bool | None = None
     server_name: str = ""
+    #: The role that may host group sessions, and the server it belongs to.
+    session_host_role: int | None = None
+    session_host_role_guild: int | None = None
 
     @property
     def empty(self) -> bool:
@@ -82,6 +87,7 @@ class ServerChange:
             and self.showcase_channel is None
             and self.auto_feature_likes is None
             and self.web_gallery is None
+            and self.session_host_role is None
         )
 
 
@@ -175,6 +181,18 @@ class ServerSettings:
                 if not change.auto_feature_likes
                 else f"Images with {change.auto_feature_likes} likes are featured automatically."
             )
+        if change.session_host_role is not None:
+            if change.session_host_role_guild not in (None, guild_id):
+                raise UserFacingError("the session host role must be a role of this server")
+            if change.session_host_role == guild_id:  # @everyone
+                sharing[SESSION_HOST_ROLE_KEY] = None
+                lines.append("Members with Manage Events may host group sessions again.")
+            else:
+                sharing[SESSION_HOST_ROLE_KEY] = change.session_host_role
+                lines.append(
+                    f"Members with <@&{change.session_host_role}> may now host group sessions "
+                    "here (and server admins)."
+                )
         if sharing:
             await self.prefs.update_guild_settings(guild_id, sharing)
         if change.web_gallery:
@@ -213,6 +231,7 @@ class ServerSettings:
             showcase_channel=stored.get(SHOWCASE_CHANNEL_KEY),
             auto_feature_likes=int(stored.get(AUTO_FEATURE_KEY, 0)),
             web_gallery=None if await self.web.get(guild_id) is None else self._page(guild_id),
+            session_host_role=stored.get(SESSION_HOST_ROLE_KEY),
         )
 
 

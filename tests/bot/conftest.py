@@ -8,6 +8,7 @@ import contextlib
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,8 @@ class Atelier:
     data_dir: Path
     overrides: dict[str, Any]
     runtime: Runtime | None = None
+    #: The group sessions' clock (None: real time); it survives restarts, like the database.
+    clock: Callable[[], datetime] | None = None
     _stack: contextlib.AsyncExitStack | None = None
 
     def settings(self, **extra: Any) -> Settings:
@@ -93,7 +96,9 @@ class Atelier:
     async def start(self, **extra: Any) -> Runtime:
         assert self._stack is None, "already running"
         stack = contextlib.AsyncExitStack()
-        runtime = await stack.enter_async_context(atelier_runtime(self.settings(**extra)))
+        runtime = await stack.enter_async_context(
+            atelier_runtime(self.settings(**extra), clock=self.clock)
+        )
         connection = asyncio.create_task(runtime.bot.start(TOKEN), name="bot-connection")
 
         async def stop_connection() -> None:

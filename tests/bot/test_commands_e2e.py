@@ -134,13 +134,14 @@ async def test_settings_is_a_group_that_hides_neither_subcommand(
     mine = [option["name"] for option in subcommands["me"]["options"]]
     assert mine == ["mode", "aspect", "variation", "remix", "visibility"]
     server = [option["name"] for option in subcommands["server"]["options"]]
-    assert server[:2] == ["buttons", "review_channel"] and len(server) == 12
-    assert server[-5:] == [
+    assert server[:2] == ["buttons", "review_channel"] and len(server) == 13
+    assert server[-6:] == [
         "default_visibility",
         "allow_stealth",
         "showcase_channel",
         "auto_feature_likes",
         "web_gallery",
+        "session_host_role",
     ]
     emu.assert_no_violations()
 

@@ -1,0 +1,185 @@
+"""What group sessions say on Discord: the session card, the host panel, entries' answers and
+the boards' captions. Pure: plain values in, text out.
+
+Anonymity: with ``anonymous`` on, no text here names an entry's author while its round runs.
+The panel may (it is seen by hosts and moderators only); the boards do (a round's board is
+posted once its round is over).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from bot.render import escape, mention, shorten
+from storage.types import (
+    EntryState,
+    EntryView,
+    PoolStatus,
+    RoundResult,
+    SessionCounts,
+    SessionPhase,
+    SessionStatus,
+    SessionView,
+)
+
+#: The tie rule, as the boards and the card state it.
+TIE_RULE = "Ties go to the earlier entry."
+
+_PHASES = {
+    SessionPhase.SUBMIT: "submissions open",
+    SessionPhase.GENERATE: "entries generating; voting opens when they are all posted",
+    SessionPhase.VOTE: "voting",
+    SessionPhase.ENDED: "ended",
+}
+
+
+def timestamp(moment: datetime, style: str = "R") -> str:
+    """A Discord timestamp: each reader's client shows it (``R``: "in 5 minutes")."""
+    return f"<t:{int(moment.timestamp())}:{style}>"
+
+
+def limits_line(limits: Mapping[str, Any]) -> str:
+    """The host's limits on the options, in words ("" when there are none)."""
+    parts = []
+    modes = limits.get("modes")
+    if modes:
+        parts.append(f"mode {' or '.join(str(m) for m in modes)}")
+    if limits.get("aspect"):
+        parts.append(f"aspect {limits['aspect']}")
+    return ", ".join(parts)
+
+
+def render_session_card(
+    session: SessionView,
+    counts: SessionCounts,
+    pool: PoolStatus | None = None,
+    eta_seconds: float | None = None,
+) -> str:
+    """The card in the session's thread: theme, round, phase and time left, the rules and
+    the counts. Time left is a relative timestamp, so the card is edited only on a change."""
+    theme = escape(shorten(session.round_theme, 200))
+    lines = [f"## Group session: {escape(shorten(session.theme, 200))}"]
+    if session.status is SessionStatus.ENDED:
+        lines.append(f"Ended after round {session.round} of {session.rounds}: see the boards.")
+    else:
+        phase = _PHASES[session.phase]
+        lines.append(f"**Round {session.round} of {session.rounds}**: {theme}")
+        if session.status is SessionStatus.PAUSED:
+            left = session.paused_remaining_seconds or 0
+            lines.append(f"Paused by the host ({phase}; {round(left / 60, 1):g} min left).")
+        elif session.phase_ends_at is not None:
+            verb = {SessionPhase.SUBMIT: "close", SessionPhase.GENERATE: "open at the latest"}
+            ends = verb.get(session.phase, "close")
+            what = "Voting" if session.phase is not SessionPhase.SUBMIT else "Submissions"
+            lines.append(f"Now: {phase}. {what} {ends} {timestamp(session.phase_ends_at)}.")
+    rules = [
+        f"{session.entries_per_member} entr{'y' if session.entries_per_member == 1 else 'ies'} "
+        f"and {session.votes_per_member} vote(s) per member a round",
+        "one image per entry",
+        "no votes for your own",
+    ]
+    if session.approval:
+        rules.append("the host approves each entry")
+    if session.anonymous:
+        rules.append("authors hidden until the round ends")
+    limits = limits_line(session.limits)
+    if limits:
+        rules.append(limits)
+    lines.append("Rules: " + "; ".join(rules) + f". {TIE_RULE}")
+    entries = sum(n for state, n in counts.entries.items() if state is not EntryState.REJECTED)
+    tail = f"Entries this round: {entries} · Participants: {counts.participants}"
+    if counts.outstanding:
+        tail += f" · Generating: {counts.outstanding}"
+        if eta_seconds is not None:
+            tail += f" (about {max(1, round(eta_seconds / 60))} min)"
+    lines.append(tail)
+    if pool is not None:
+        lines.append(
+            f"Server pool: {pool.left:.0f} of {pool.pool:.0f} GPU-seconds left "
+            f"({pool.spent:.0f} spent, {pool.reserved:.0f} reserved)."
+        )
+    if session.live:
+        lines.append("Enter with `/submit prompt:` here, or the Submit button.")
+    return shorten("\n".join(lines))
+
+
+def render_entry_received(entry: EntryView, approval: bool) -> str:
+    """The member's private answer to a submission."""
+    if entry.state is EntryState.PENDING and approval:
+        return (
+            f"Entry `{entry.id}` received for round {entry.round}: the host approves entries "
+            "first, and you will see it here in the thread once it is generated."
+        )
+    return (
+        f"Entry `{entry.id}` received for round {entry.round}: it is queued and will be posted "
+        "here in the thread."
+    )
+
+
+def render_panel(entry: EntryView, session: SessionView) -> str:
+    """The host panel's message about one entry (hosts and moderators only see it)."""
+    state = {
+        EntryState.PENDING: "waiting for a decision",
+        EntryState.APPROVED: f"approved by {mention(entry.decided_by or 0)}",
+        EntryState.REJECTED: f"rejected by {mention(entry.decided_by or 0)}: "
+        f"{escape(shorten(entry.reason or '', 300))}",
+        EntryState.EXPIRED: "expired (the round closed first)",
+        EntryState.REMOVED: "removed",
+    }[entry.state]
+    return shorten(
+        f"Session **{escape(shorten(session.theme, 100))}**, round {entry.round}: entry "
+        f"`{entry.id}` by {mention(entry.member_id)}\n> {escape(shorten(entry.prompt, 900))}\n"
+        f"{state}"
+    )
+
+
+def render_vote(voted: bool, votes_used: int, votes_allowed: int) -> str:
+    said = "Vote counted." if voted else "Vote taken back."
+    return f"{said} You use {votes_used} of your {votes_allowed} vote(s) this round."
+
+
+def round_title(session: SessionView, result: RoundResult) -> str:
+    return f"Round {result.round} of {session.rounds}: {shorten(result.theme, 80)}"
+
+
+def render_board_text(
+    session: SessionView, result: RoundResult, names: Mapping[int, str], links: Mapping[str, str]
+) -> str:
+    """The message that carries a round's board: the places, authors and votes."""
+    lines = [f"**{escape(round_title(session, result))}** is over."]
+    for place in result.entries[:10]:
+        link = links.get(place.entry_id, "")
+        lines.append(
+            f"{place.rank}. {names.get(place.member_id) or mention(place.member_id)}: "
+            f"{place.votes} vote(s) {link}".rstrip()
+        )
+    if not result.entries:
+        lines.append("No entry was generated this round.")
+    lines.append(TIE_RULE)
+    return shorten("\n".join(lines))
+
+
+def render_best_of_text(
+    session: SessionView,
+    rounds: Sequence[RoundResult],
+    names: Mapping[int, str],
+    links: Mapping[str, str],
+) -> str:
+    """The last message: the best-of, and a link to every entry of every round."""
+    lines = [f"## Best of {escape(shorten(session.theme, 200))}"]
+    for result in rounds:
+        winner = result.winner
+        who = (
+            "no winner (no votes)"
+            if winner is None
+            else f"{names.get(winner.member_id) or mention(winner.member_id)} "
+            f"({winner.votes} vote(s))"
+        )
+        lines.append(f"Round {result.round} ({escape(shorten(result.theme, 80))}): {who}")
+        entries = " ".join(links[p.entry_id] for p in result.entries if p.entry_id in links)
+        if entries:
+            lines.append(f"Entries: {entries}")
+    lines.append(TIE_RULE + " The thread is now closed.")
+    return shorten("\n".join(lines))
