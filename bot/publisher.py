@@ -713,6 +713,26 @@ class Publisher:
             else:
                 del self._likes_due[job_id]
 
+    async def refresh(self, job_id: str) -> bool:
+        """Edit a posted job's own message to show it as it now is (its card and buttons): a
+        session entry whose round ended names its author. Counted against the edit budget like
+        a final result (never refused). False when there was nothing to edit."""
+        job = await self.cards.queue.get(job_id)
+        if job is None or job.message_id is None or not job.showable:
+            return False
+        message = await self.cards.message_for(job)
+        channel_id = job.channel_id or 0
+        self.edits.spend(channel_id)
+        try:
+            partial = self.client().get_partial_messageable(channel_id)
+            await partial.get_partial_message(job.message_id).edit(
+                content=render_card(message.card), view=self._view_of(message)
+            )
+        except discord.HTTPException as exc:
+            log.info("job %s's message not refreshed: %s", job_id, exc)
+            return False
+        return True
+
     def client(self) -> discord.Client:
         if self._client is None:
             raise RuntimeError("Publisher used before bind()")

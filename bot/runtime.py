@@ -319,6 +319,7 @@ def wire_bot(
         publisher.edits,
         poll_seconds=settings.bot.session_poll_seconds,
         clock=clock or utc_now,
+        refresh=publisher.refresh,
     )
     runner.bind(bot)
     bot.session_runner = runner

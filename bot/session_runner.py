@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -59,6 +59,9 @@ class SessionRunner:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     #: Timers this process fired (for tests and logs): (kind, session, round).
     fired: list[tuple[str, str, int]] = field(default_factory=list)
+    #: Re-renders a posted job's own message (the publisher's ``refresh``): a round's entries
+    #: name their authors, and lose their Vote button, once its board is posted.
+    refresh: Callable[[str], Awaitable[bool]] | None = None
     #: Board images this process rendered, by (session, round) (for tests: the last ones).
     boards: dict[tuple[str, int], bytes] = field(default_factory=dict)
     passes: int = 0
@@ -210,6 +213,10 @@ class SessionRunner:
             log.warning("board %s of session %s not posted: %s", board.round, session.id, exc)
             return  # the claim lapses; a later pass tries again with the same nonce
         await self.store.posts.mark_board_posted(board.session_id, board.round, sent.id)
+        if board.round and self.refresh is not None:
+            for entry in await self.store.entries(board.session_id, board.round):
+                if entry.job_id is not None:
+                    await self.refresh(entry.job_id)
         if board.round == 0:
             await self._show_card(await self.store.get(session.id), last=True)
             await self._close_thread(session)

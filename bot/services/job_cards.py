@@ -183,7 +183,7 @@ class JobCards:
             if entry is not None and session is not None:
                 running = session.live and session.round == entry.round
                 card = replace(card, author_hidden=session.anonymous and running)
-                if job.showable:
+                if job.showable and running:
                     extra_row = (("Vote", vote_id(entry.id)), *extra_row)
         return JobMessage(
             job_id=job.id,

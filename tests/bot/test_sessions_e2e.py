@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -230,6 +231,13 @@ async def test_a_two_round_session_with_approval_anonymity_votes_and_a_restart(
     assert "earlier entry" in board1.content
     session = await phase_is(atelier, session.id, SessionPhase.SUBMIT)
     assert session.round == 2
+    # Round 1 is over: its entries name their authors now, and take no more votes.
+    round1 = dict(msg_of)
+    for member_id, message in round1.items():
+        await emu.wait_for_message(
+            partial(_revealed, message.id, member_id), channel_id=thread_id, timeout=30
+        )
+        assert vote_id(by_member[member_id].id) not in custom_ids(emu.message(message.id))
 
     # Round 2: two entries, a tie that goes to the earlier one.
     assert "received for round 2" in await enter(cat, "a lighthouse at dusk")
@@ -242,7 +250,7 @@ async def test_a_two_round_session_with_approval_anonymity_votes_and_a_restart(
         await click(emu, panel.id, panel_id("a", by_member[member.id].id), host)
     await skip(atelier, clock, 61)
     await phase_is(atelier, session.id, SessionPhase.VOTE)
-    posted = await until(lambda: _ready(entry_messages(emu, thread_id), 5))
+    posted = await until(lambda: _ready(entry_messages(emu, thread_id), 2))  # round 1: voted
     entries2 = await store_of(atelier).entries(session.id, 2)
     job_to_member = {e.job_id: e.member_id for e in entries2}
     msg_of = {job_to_member[j]: m for m in posted for j in job_to_member if j and j in m.content}
@@ -279,11 +287,17 @@ async def test_a_two_round_session_with_approval_anonymity_votes_and_a_restart(
         + [(SessionTimer.VOTING_END.value, r) for r in (1, 2)]
     )
 
-    # Authors were never named in the thread before their round's board.
+    # Authors were never named in the thread before their round's board; every entry named
+    # its author once its round was over.
     for message in emu.messages(thread_id, include_ephemeral=False):
         if message.attachments and "vote(s)" in message.content:
             continue  # a board: its round is over
-        for version in [*message.versions, message]:
+        shown: list[Any] = [*message.versions, message]
+        voting = [v for v in message.versions if "atl:1:sv:" in str(v.components)]
+        if voting:  # an entry: anonymous while it took votes, named once its round was over
+            shown = voting
+            assert any(f"<@{m}>" in message.content for m in members), message.content
+        for version in shown:
             content = getattr(version, "content", "")
             assert not any(f"<@{m}>" in content for m in members), content
             assert not any(
@@ -423,3 +437,7 @@ async def test_host_controls_and_a_panel_in_the_review_channel(
     log = await run(emu, "modlog", {}, mod, CHANNEL_ID)
     assert "removed the session entry" in log and "a duplicate" in log, log
     assert "removed from a group session" in log and "started a group session" in log
+
+
+def _revealed(message_id: int, member_id: int, message: StoredMessage) -> bool:
+    return message.id == message_id and f"<@{member_id}>" in message.content
