@@ -118,6 +118,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     gallery.add_argument("--samples", type=int, default=200, help="searches, and pages per view")
     gallery.add_argument("--sheet-runs", type=int, default=20, help="contact sheet renders")
+    gallery.add_argument(
+        "--web-requests", type=int, default=400, help="web pages fetched by the 20 clients"
+    )
     batching = bench_sub.add_parser(
         "batching", help="tiny-model grids/s, cross-job batching on/off"
     )
@@ -462,8 +465,11 @@ def _bench_gallery(args: argparse.Namespace) -> int:
 
     from bot.devtools.bench_gallery import bench_gallery, default_web_wiring
 
-    if min(args.jobs, args.samples, args.sheet_runs) < 1:
-        print("atelier: --jobs, --samples and --sheet-runs must be at least 1", file=sys.stderr)
+    if min(args.jobs, args.samples, args.sheet_runs, args.web_requests) < 1:
+        print(
+            "atelier: --jobs, --samples, --sheet-runs and --web-requests must be at least 1",
+            file=sys.stderr,
+        )
         return 2
     notes = []
     pg_url = args.postgres_url or os.environ.get("ATELIER_TEST_POSTGRES_URL")
@@ -493,6 +499,7 @@ def _bench_gallery(args: argparse.Namespace) -> int:
                 args.jobs,
                 samples=args.samples,
                 sheet_runs=args.sheet_runs,
+                web_requests=args.web_requests,
                 wiring=wiring,
                 notes=notes,
                 clean=lambda url: url != sqlite_url,

@@ -97,6 +97,7 @@ def test_the_command_prints_every_row(
 ) -> None:
     monkeypatch.delenv("ATELIER_TEST_POSTGRES_URL", raising=False)
     args = ["bench", "gallery", "--jobs", "120", "--samples", "2", "--sheet-runs", "1"]
+    args += ["--web-requests", "20"]
     assert main([*args, "--backend", "sqlite"]) == 0
     out = capsys.readouterr().out
     assert "gallery bench on sqlite" in out and "contact sheet render" in out
