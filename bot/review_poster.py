@@ -12,7 +12,6 @@ the record is made then. Edits are idempotent. An item's message is edited whene
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
 import time
@@ -25,6 +24,7 @@ import discord
 
 from bot.customid import join
 from bot.delivery_policy import classify
+from bot.pass_loop import PassLoop
 from bot.render_review import render_item, render_notice
 from bot.router import ButtonRouter
 from bot.services.review import ReviewService
@@ -65,7 +65,7 @@ def item_buttons(item: ReviewItem) -> list[list[tuple[str, str]]]:
 
 
 @dataclass
-class ReviewPoster:
+class ReviewPoster(PassLoop):
     """Posts and edits review items, sends owners' notices, expires holds."""
 
     review: ReviewService
@@ -81,6 +81,11 @@ class ReviewPoster:
     _passed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _stopping: bool = False
 
+    pass_name = "review"
+
+    async def _sleep_seconds(self) -> float:
+        return self.poll_seconds
+
     def stop(self) -> None:
         """End ``run`` after the pass in progress (the bot is closing)."""
         self._stopping = True
@@ -91,26 +96,6 @@ class ReviewPoster:
 
     def wake(self) -> None:
         self._wake.set()
-
-    async def run(self) -> None:
-        while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll_seconds):
-                    await self._wake.wait()
-            self._wake.clear()
-            if self._stopping:
-                return
-            if self._client is not None and not self._client.is_ready():
-                continue
-            try:
-                await self.pass_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("a review pass failed; the next one tries again")
-            async with self._passed:
-                self.passes += 1
-                self._passed.notify_all()
 
     async def wait_passes(self, count: int) -> None:
         """Until ``count`` more passes have run (for tests)."""

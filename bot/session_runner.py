@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 import discord
 
 from bot.edit_budget import EditBudget
+from bot.pass_loop import PassLoop
 from bot.render import message_link
 from bot.render_sessions import (
     TIE_RULE,
@@ -48,7 +49,7 @@ BOARD_TOP = 5
 
 
 @dataclass
-class SessionRunner:
+class SessionRunner(PassLoop):
     """Fires session timers, advances generating rounds, edits cards, posts boards."""
 
     service: SessionService
@@ -93,25 +94,7 @@ class SessionRunner:
         self._stopping = True
         self._wake.set()
 
-    async def run(self) -> None:
-        while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(await self._sleep_seconds()):
-                    await self._wake.wait()
-            self._wake.clear()
-            if self._stopping:
-                return
-            if self._client is not None and not self._client.is_ready():
-                continue
-            try:
-                await self.pass_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("a session pass failed; the next one tries again")
-            async with self._passed:
-                self.passes += 1
-                self._passed.notify_all()
+    pass_name = "session"
 
     async def _sleep_seconds(self) -> float:
         """Until the next timer is due, at most ``poll_seconds``."""
