@@ -375,9 +375,12 @@ async def test_acknowledged_while_the_database_is_locked(
 
     runtime = await atelier.start()
     grid = await imagine_grid(emu, "a first light")
-    blocker = sqlite3.connect(data_dir / "atelier.db", timeout=30)
+    blocker = sqlite3.connect(data_dir / "atelier.db", timeout=30, check_same_thread=False)
     try:
-        blocker.execute("BEGIN IMMEDIATE")  # another process holds SQLite's write lock
+        # Another process holds SQLite's write lock. It waits for the lock off the event loop:
+        # blocking the loop while the bot is inside a write transaction would stop that
+        # transaction from ever committing, and the wait would time out ("database is locked").
+        await asyncio.to_thread(blocker.execute, "BEGIN IMMEDIATE")
         handle = await emu.send_slash_command("imagine", {"prompt": "a patient heron"})
         assert await handle.wait_for_ack() == 5
         click = await emu.click_button(grid.id, button(grid, "U1"))
