@@ -160,6 +160,7 @@ _BY_CODE = {action.code: action for action in Action}
 assert len(_BY_CODE) == len(Action), "two job actions share a custom_id code"
 
 
-def layout_of(operation: Operation) -> Layout:
-    """Grids (imagine, variations) get the grid's buttons; single images the single ones."""
-    return Layout.GRID if operation.image_count == GRID_SIZE else Layout.SINGLE
+def layout_of(image_count: int) -> Layout:
+    """Grids (imagine, variations) get the grid's buttons; single images (selects, upscales, a
+    session's entries) the single ones."""
+    return Layout.GRID if image_count == GRID_SIZE else Layout.SINGLE

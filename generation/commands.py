@@ -131,7 +131,7 @@ def _follow_up(
         settings=settings.generation,
         seed=(parent.seed + index - 1) % (MAX_SEED + 1),
     )
-    if parent.operation.image_count > 1:
+    if parent.image_count > 1:
         source = crop_cell(picture, index, (parent.width, parent.height))
     else:
         source = picture
@@ -176,7 +176,7 @@ def read_grid_file(settings: Settings, grid_path: Path) -> tuple[GenerationReque
                 f"{image.width * image.height:,} pixels"
             )
         parent = _parent_request(settings, grid_path, image_metadata(image))
-        count = parent.operation.image_count
+        count = parent.image_count
         columns = min(count, GRID_COLUMNS)
         expected = (parent.width * columns, parent.height * -(-count // columns))
         if image.size != expected:

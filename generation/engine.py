@@ -280,12 +280,11 @@ class Engine:
             raise self._out_of_memory(first, sum(len(s.seeds) for s in shares)) from exc
         results = []
         offset = 0
+        total = sum(len(share.seeds) for share in shares)
         for share in shares:
             count = len(share.seeds)
             results.append(
-                self._result(
-                    share, images[offset : offset + count], clock, load_seconds, len(shares)
-                )
+                self._result(share, images[offset : offset + count], clock, load_seconds, total)
             )
             offset += count
         return results
@@ -349,7 +348,7 @@ class Engine:
             raise self._out_of_memory(request, len(share.seeds), size=work) from exc
         if work != target:
             images = [img.resize(target, Image.Resampling.LANCZOS) for img in images]
-        return self._result(share, images, clock, load_seconds, 1)
+        return self._result(share, images, clock, load_seconds, len(share.seeds))
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -465,8 +464,10 @@ class Engine:
         images: Sequence[Image.Image],
         clock: _CallClock,
         load_seconds: float,
-        batch_size: int,
+        batch_images: int,
     ) -> GenerationResult:
+        """``share``'s result; the call's time is split by image, so a job batched with others
+        is charged for its own images' part (a single image a quarter of a grid's)."""
         work = clock.finished - clock.started
         timings = Timings(
             load=load_seconds,
@@ -482,7 +483,7 @@ class Engine:
             height=images[0].height,
             request=share.request,
             timings=timings,
-            gpu_seconds=work / batch_size,
+            gpu_seconds=work * len(share.seeds) / batch_images,
         )
 
     def _out_of_memory(

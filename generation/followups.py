@@ -31,7 +31,7 @@ def followup_request(
     Select and upscale keep the chosen image's own seed; a variation uses ``seed`` (fresh) so
     repeated clicks give new images.
     """
-    count = parent.operation.image_count
+    count = parent.image_count
     if not 1 <= index <= count:
         if count == 1:
             raise OptionError(f"image {index} does not exist: this is a single image; use 1")

@@ -90,6 +90,9 @@ class GenerationRequest(BaseModel):
     #: ``--stealth`` (True) or ``--public`` (False); None: the member's or the server's
     #: default. Follow-ups inherit it with the rest of the request.
     stealth: bool | None = None
+    #: One image alone instead of a 2x2 grid (a group session's entry): imagine only. Priced,
+    #: reserved and charged as one image; a re-roll keeps it.
+    single: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> GenerationRequest:
@@ -100,12 +103,19 @@ class GenerationRequest(BaseModel):
         needs_strength = self.operation.is_upscale or self.operation.is_variation
         if needs_strength and self.strength is None:
             raise ValueError(f"operation {self.operation.value} needs a strength")
+        if self.single and self.operation is not Operation.IMAGINE:
+            raise ValueError("only an imagine request can be a single image")
         return self
+
+    @property
+    def image_count(self) -> int:
+        """How many images the job makes: a grid's four, or one."""
+        return 1 if self.single else self.operation.image_count
 
     @property
     def image_seeds(self) -> tuple[int, ...]:
         """Each image's own seed: image i alone is reproduced by ``seed + i`` (mod 2**32)."""
-        return tuple((self.seed + i) % (MAX_SEED + 1) for i in range(self.operation.image_count))
+        return tuple((self.seed + i) % (MAX_SEED + 1) for i in range(self.image_count))
 
     @property
     def denoise_steps(self) -> int:
@@ -125,7 +135,7 @@ class GenerationRequest(BaseModel):
             steps = max(1.0, float(int(self.steps * self.strength)))
         passes = 2.0 if self.guidance > 1.0 else 1.0
         megapixels = self.width * self.height / 1_000_000
-        return self.operation.image_count * steps * megapixels * passes
+        return self.image_count * steps * megapixels * passes
 
     def batch_key(self) -> str:
         """Requests with equal keys can share one batched pipeline call."""

@@ -33,14 +33,22 @@ def guild_allowance_ms(settings: QuotaSettings) -> int | None:
     return to_ms(settings.guild_daily_gpu_seconds)
 
 
-def estimate_seconds(settings: QuotaSettings, kind: JobKind, mode: str) -> float:
-    """The least a job reserves: the upscale floor, or the grid floor of its mode (a select
-    does no GPU work). The reservation itself scales with the job's work; see ``reservation_ms``."""
+#: The images a grid's floor (``estimate_fast_seconds``, ``estimate_quality_seconds``) pays for.
+GRID_IMAGES = 4
+
+
+def estimate_seconds(
+    settings: QuotaSettings, kind: JobKind, mode: str, *, images: int = GRID_IMAGES
+) -> float:
+    """The least a job reserves: the upscale floor, or the grid floor of its mode for its share
+    of a grid's images (a single image a quarter; a select does no GPU work). The reservation
+    itself scales with the job's work; see ``reservation_ms``."""
     if kind is JobKind.SELECT:
         return 0.0
     if kind is JobKind.UPSCALE:
         return settings.estimate_followup_seconds
-    return settings.estimate_fast_seconds if mode == "fast" else settings.estimate_quality_seconds
+    grid = settings.estimate_fast_seconds if mode == "fast" else settings.estimate_quality_seconds
+    return grid * max(1, images) / GRID_IMAGES
 
 
 def rate_key(kind: JobKind, mode: str) -> str:

@@ -9,7 +9,7 @@ acknowledged, and :meth:`JobIntake.submit` queues exactly those requests, with n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
@@ -19,6 +19,7 @@ from bot.render import render_images_expired
 from bot.requester import Requester
 from bot.services.job_cards import JobCards, Ticket
 from bot.services.moderation import Moderation
+from bot.services.new_job import job_for
 from bot.services.review import ReviewService
 from bot.services.server_settings import (
     ALLOW_STEALTH_KEY,
@@ -40,8 +41,7 @@ from generation.options import (
 from generation.request import GenerationRequest, Mode, Operation
 from storage.preferences import PreferenceStore
 from storage.queue import JobQueue
-from storage.quota_policy import estimate_seconds
-from storage.types import HoldState, JobKind, JobStatus, JobView, NewJob, Owner, Visibility
+from storage.types import HoldState, JobKind, JobStatus, JobView, Owner, Visibility
 from storage.visibility import visible
 
 
@@ -174,16 +174,9 @@ class JobIntake:
         )
         visibilities = [await self.visibility(requester, request) for request in admitted.requests]
         jobs = [
-            NewJob(
-                kind=admitted.kind,
+            replace(
+                job_for(self.settings.quota, admitted.kind, request),
                 parent_id=admitted.parent_id,
-                request=request,
-                mode=request.mode.value,
-                batch_key=request.batch_key(),
-                estimated_cost=estimate_seconds(
-                    self.settings.quota, admitted.kind, request.mode.value
-                ),
-                work_units=request.work_units,
                 order_key=origin.interaction_id if origin else None,
                 interaction_id=origin.interaction_id if origin else None,
                 interaction_token=origin.token if origin else None,
@@ -191,9 +184,6 @@ class JobIntake:
                 hold_reason=admitted.hold_reason,
                 age_restricted=admitted.age_restricted,
                 visibility=visibility,
-                prompt=request.prompt,
-                model=request.model,
-                aspect=request.aspect,
             )
             for request, visibility in zip(admitted.requests, visibilities, strict=True)
         ]

@@ -194,7 +194,7 @@ class JobCards:
             or self.settings.generation.attachment_limit_bytes,
             terminal=job.terminal,
             card=card,
-            buttons=job_buttons(job.id, layout_of(job.request.operation)),
+            buttons=job_buttons(job.id, layout_of(job.request.image_count)),
             extra_row=extra_row,
             # The one rule for serving images: a succeeded job's results unless they are held
             # for review, a running job's preview. A blocked job keeps its files for an

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.errors import UserFacingError
 from bot.render_sessions import render_session_card
 from bot.requester import Requester
 from bot.services.moderation import Moderation
+from bot.services.new_job import job_for
 from bot.services.review import ReviewService
 from bot.services.server_settings import SESSION_HOST_ROLE_KEY
 from config.settings import Settings
@@ -27,14 +28,12 @@ from generation.errors import OptionError
 from generation.options import PromptDefaults, SeedSource, parse_imagine_prompt, random_seed
 from generation.request import GenerationRequest, Mode
 from storage.preferences import PreferenceStore
-from storage.quota_policy import estimate_seconds
 from storage.sessions import SessionStore
 from storage.types import (
     ACTIVE_STATUSES,
     EntryDecision,
     EntryView,
     JobKind,
-    NewJob,
     PoolKind,
     SessionSpec,
     SessionView,
@@ -210,20 +209,10 @@ class SessionService:
         if self.checker is not None:
             self.checker.check(request)
         hold = await self.moderation.screen(requester, [request])
-        job: NewJob[GenerationRequest] = NewJob(
-            kind=JobKind.IMAGINE,
-            request=request,
-            mode=request.mode.value,
-            batch_key=request.batch_key(),
-            estimated_cost=estimate_seconds(
-                self.settings.quota, JobKind.IMAGINE, request.mode.value
-            ),
-            work_units=request.work_units,
+        job = replace(
+            job_for(self.settings.quota, JobKind.IMAGINE, request),
             hold_reason=hold,
             age_restricted=restricted,
-            prompt=request.prompt,
-            model=request.model,
-            aspect=request.aspect,
         )
         entry = await self.store.submit(
             session.id, requester.user_id, job, role_ids=requester.role_ids
@@ -265,7 +254,8 @@ class SessionService:
             )
         if request.stealth:
             raise UserFacingError("session entries are public: leave --stealth out")
-        return request
+        # An entry is one image, made alone and charged as one, not a grid.
+        return request.model_copy(update={"single": True})
 
     def _parse(self, text: str, defaults: PromptDefaults) -> list[GenerationRequest]:
         return parse_imagine_prompt(

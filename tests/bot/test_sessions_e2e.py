@@ -197,6 +197,10 @@ async def test_a_two_round_session_with_approval_anonymity_votes_and_a_restart(
     for message in posted:
         assert "anonymous entry" in message.content
         assert not any(f"<@{m}>" in message.content for m in members)
+        # One image, not a grid: the single image's buttons (upscale, vary), no U1-U4.
+        ids = custom_ids(message)
+        assert len(message.attachments) == 1 and any(i.startswith("atl:1:us:") for i in ids)
+        assert not any(i.startswith(("atl:1:u:", "atl:1:v:")) for i in ids), ids
     entry_of = {e.id: e for e in await store_of(atelier).entries(session.id, 1)}
     msg_of = {
         next(e for e in entry_of.values() if e.job_id and e.job_id in m.content).member_id: m

@@ -372,6 +372,21 @@ def test_batch_of_jobs_is_one_call(engine: Engine) -> None:
         engine.generate_batch([first, make_request(steps=3)])
 
 
+@pytest.mark.cross_path
+def test_a_single_image_is_one_image_and_pays_its_share_of_a_batch(engine: Engine) -> None:
+    """A session entry (``single``) makes one image from its seed, the same pixels as image 1
+    of the grid with that seed, and in a batch with a grid it pays one fifth of the call."""
+    grid = make_request(prompt="a red house", seed=10)
+    single = make_request(prompt="a blue lake", seed=20, single=True)
+    alone = engine.generate(single)
+    assert len(alone.images) == 1 and alone.seeds == (20,)
+    as_grid = engine.generate(single.model_copy(update={"single": False}))
+    assert_images_close(alone.images, as_grid.images[:1], BATCHED)
+    results = engine.generate_batch([grid, single])
+    assert [len(r.images) for r in results] == [4, 1]
+    assert results[0].gpu_seconds == pytest.approx(4 * results[1].gpu_seconds)
+
+
 # -- cancellation and failures ------------------------------------------------------------------
 
 

@@ -49,3 +49,22 @@ def test_work_units_scale_with_images_steps_pixels_and_guidance() -> None:
     assert upscale.work_units == 1 * 9 * 4.0 * 2  # one image, 30% of the steps, 4 megapixels
     select = make_request(operation=Operation.SELECT, source=source)
     assert select.work_units == 0.0
+
+
+def test_a_single_image_request_is_one_image_and_a_quarter_of_the_work() -> None:
+    """A group session's entry: one image, its own seed, priced as one; imagine only."""
+    grid = make_request(width=1000, height=1000, steps=30, guidance=5.0, seed=7)
+    single = grid.model_copy(update={"single": True})
+    assert single.image_count == 1 and grid.image_count == 4
+    assert single.image_seeds == (7,) and grid.image_seeds == (7, 8, 9, 10)
+    assert single.work_units * 4 == grid.work_units
+    assert CODEC.decode(CODEC.encode(single)) == single
+    # Without the key (every job stored before it existed) a request is a grid.
+    stored = CODEC.encode(grid)
+    assert (
+        "single" in stored
+        and CODEC.decode({k: v for k, v in stored.items() if k != "single"}) == grid
+    )
+    source = SourceImage(job_id="J1", index=1)
+    with pytest.raises(ValueError, match="only an imagine request can be a single image"):
+        make_request(operation=Operation.UPSCALE_SUBTLE, source=source, strength=0.3, single=True)

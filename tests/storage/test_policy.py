@@ -41,6 +41,9 @@ def test_estimates_by_kind_and_mode() -> None:
     assert estimate_seconds(settings, JobKind.VARIATION, "quality") == 10
     assert estimate_seconds(settings, JobKind.UPSCALE, "quality") == 1
     assert estimate_seconds(settings, JobKind.SELECT, "quality") == 0
+    # A single image (a group session's entry) reserves a quarter of its mode's grid floor.
+    assert estimate_seconds(settings, JobKind.IMAGINE, "quality", images=1) == 2.5
+    assert estimate_seconds(settings, JobKind.UPSCALE, "quality", images=1) == 1
 
 
 def test_balance_and_capped_charge() -> None:
