@@ -84,6 +84,10 @@ def render_session_card(
         rules.append("the host approves each entry")
     if session.anonymous:
         rules.append("authors hidden until the round ends")
+    if session.lane_seconds:
+        rules.append(
+            f"entries jump the queue in the round's last {session.lane_seconds / 60:g} min"
+        )
     limits = limits_line(session.limits)
     if limits:
         rules.append(limits)

@@ -36,6 +36,8 @@ class ServerSettingsView:
     web_gallery: str | None = None
     #: The role that may host group sessions (None: Manage Events).
     session_host_role: int | None = None
+    #: Minutes of a session round's priority lane (0: none).
+    session_lane_minutes: int = 0
 
 
 def render_settings(current: Mapping[str, object]) -> str:
@@ -108,7 +110,12 @@ def render_server_settings(view: ServerSettingsView) -> str:
             if view.session_host_role
             else "members with Manage Events"
         )
-        + " (and admins)",
+        + " (and admins); "
+        + (
+            f"their entries jump the queue in a round's last {view.session_lane_minutes} minute(s)"
+            if view.session_lane_minutes
+            else "their entries queue like any job (no priority lane)"
+        ),
         "Admins (Manage Server) change them with /settings server; moderators may look.",
     ]
     return shorten("\n".join(lines))

@@ -665,6 +665,8 @@ class GroupSessionRow(Base):
     card_version: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The priority lane's length (``SessionSpec.lane_seconds``; migration 0011).
+    lane_seconds: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
     __table_args__ = (
         CheckConstraint(_in("status", SessionStatus), name="status"),
@@ -703,6 +705,9 @@ class SessionRoundRow(Base):
     voting_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     results: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
+    #: When the round's entries took the priority lane (its LANE timer, or submissions
+    #: closing); None: not (yet), or the session has no lane.
+    lane_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class SessionEntryRow(Base):

@@ -2,7 +2,8 @@
 
 Order, most important first:
 
-1. priority, higher first: cheap follow-ups (select, upscale) jump the grids;
+1. priority, higher first: cheap follow-ups (select, upscale) jump the grids, and so do a group
+   session round's entries in its priority lane (``storage.session_flow.open_lane``);
 2. the owner's running jobs, fewest first, and owners at ``max_running_per_user`` are skipped;
 3. the owner's last start, oldest (or never) first: users take turns instead of plain FIFO, so
    one user's hundred jobs do not starve five other users;

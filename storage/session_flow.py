@@ -42,6 +42,7 @@ from storage.session_rules import Tally, rank, results_json
 from storage.sql import insert_ignore
 from storage.types import (
     ACTIVE_STATUSES,
+    PRIORITY_SESSION_LANE,
     EntryState,
     EntryView,
     HoldState,
@@ -118,6 +119,7 @@ def session_view(row: RowMapping) -> SessionView:
         version=row["version"],
         created_at=row["created_at"],
         ended_at=row["ended_at"],
+        lane_seconds=row["lane_seconds"],
     )
 
 
@@ -244,12 +246,77 @@ async def open_round(session: AsyncSession, row: RowMapping, round_: int, now: d
         paused_remaining_ms=None,
     )
     await timers.schedule(session, SessionTimer.ROUND_END.value, row["id"], round_, due)
+    await schedule_lane(session, row, round_, due, now)
+
+
+# -- the priority lane ------------------------------------------------------------------------
+
+
+async def schedule_lane(
+    session: AsyncSession, row: RowMapping, round_: int, round_ends_at: datetime, now: datetime
+) -> None:
+    """The round's LANE timer, due ``lane_seconds`` before its submissions close (now, when
+    the round is shorter than the lane). No lane, or a lane already open: nothing. Called
+    whenever the round's end moves (a new round, an extension, a resume)."""
+    if row["lane_seconds"] <= 0 or await lane_open(session, row["id"], round_):
+        return
+    due = max(now, round_ends_at - timedelta(seconds=row["lane_seconds"]))
+    await timers.schedule(session, SessionTimer.LANE.value, row["id"], round_, due)
+
+
+async def lane_open(session: AsyncSession, session_id: str, round_: int) -> bool:
+    """Whether the round's entries have taken the priority lane."""
+    opened = await session.execute(
+        select(SESSION_ROUNDS.c.lane_opened_at).where(
+            SESSION_ROUNDS.c.session_id == session_id, SESSION_ROUNDS.c.round == round_
+        )
+    )
+    return opened.scalar() is not None
+
+
+async def open_lane(session: AsyncSession, row: RowMapping, now: datetime) -> bool:
+    """The current round's entries take the priority lane, once: its queued entries' jobs move
+    up to ``PRIORITY_SESSION_LANE`` now, and entries admitted from now on start there
+    (``SessionStore``'s admission). Its LANE timer, if it has not fired, is fired now (a
+    host's skip closes submissions early). False when the session has no lane or it was open.
+    The lane is never closed again within the round (an extension after it opened keeps it)."""
+    session_id, round_ = row["id"], row["round"]
+    if row["lane_seconds"] <= 0:
+        return False
+    opened = await session.execute(
+        update(SESSION_ROUNDS)
+        .where(
+            SESSION_ROUNDS.c.session_id == session_id,
+            SESSION_ROUNDS.c.round == round_,
+            SESSION_ROUNDS.c.lane_opened_at.is_(None),
+        )
+        .values(lane_opened_at=now)
+    )
+    if not getattr(opened, "rowcount", 0):
+        return False
+    await timers.fire_now(session, SessionTimer.LANE.value, session_id, round_, now)
+    entry_jobs = select(SESSION_ENTRIES.c.job_id).where(
+        of_round(session_id, round_), SESSION_ENTRIES.c.job_id.is_not(None)
+    )
+    await session.execute(
+        update(JOBS)
+        .where(
+            JOBS.c.id.in_(entry_jobs),
+            JOBS.c.status == JobStatus.QUEUED.value,
+            JOBS.c.priority < PRIORITY_SESSION_LANE,
+        )
+        .values(priority=PRIORITY_SESSION_LANE)
+    )
+    await bump(session, session_id)
+    return True
 
 
 async def close_submissions(session: AsyncSession, row: RowMapping, now: datetime) -> None:
     """Submissions of the current round close: pending entries expire, and the round waits
     for its approved entries to generate (at most the voting wait), or moves on at once."""
     session_id, round_ = row["id"], row["round"]
+    # What is still queued is what the round now waits for: it takes the lane (if any).
+    await open_lane(session, row, now)
     await session.execute(
         update(SESSION_ENTRIES)
         .where(of_round(session_id, round_), SESSION_ENTRIES.c.state == EntryState.PENDING.value)

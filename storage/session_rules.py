@@ -25,6 +25,8 @@ VOTES_PER_MEMBER = (1, 25)
 POOL_SECONDS = (1.0, 1_000_000.0)
 #: The longest theme, prompt or reason a session keeps (``models.SESSION_TEXT_LENGTH``).
 TEXT_LENGTH = 1000
+#: The priority lane's length (``SessionSpec.lane_seconds``); 0 is none.
+LANE_SECONDS = (0, 3600)
 #: The most seconds one ``extend`` may add.
 EXTEND_SECONDS = (1, 24 * 3600)
 
@@ -52,6 +54,7 @@ def validate(spec: SessionSpec) -> tuple[str, ...]:
     _minutes("the voting wait", spec.voting_wait_seconds, VOTING_WAIT_SECONDS)
     _check("entries_per_member", spec.entries_per_member, ENTRIES_PER_MEMBER)
     _check("votes_per_member", spec.votes_per_member, VOTES_PER_MEMBER)
+    _minutes("the priority lane", spec.lane_seconds, LANE_SECONDS)
     pool = PoolKind(spec.pool)
     if pool is PoolKind.SERVER:
         _check("pool_gpu_seconds", spec.pool_seconds, POOL_SECONDS, " GPU-seconds")

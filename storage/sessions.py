@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -62,6 +63,7 @@ from storage.sql import insert_ignore, lock_guild, lock_job, utc_now
 from storage.timers import TimerStore
 from storage.types import (
     ACTIVE_STATUSES,
+    PRIORITY_SESSION_LANE,
     EntryDecision,
     EntryState,
     EntryView,
@@ -167,6 +169,7 @@ class SessionStore(SessionReads):
                     pool=pool.value,
                     pool_ms=pool_ms,
                     limits=dict(spec.limits),
+                    lane_seconds=spec.lane_seconds,
                     status=SessionStatus.RUNNING.value,
                     round=1,
                     phase=SessionPhase.SUBMIT.value,
@@ -371,6 +374,8 @@ class SessionStore(SessionReads):
         if SessionStatus(row["status"]) is SessionStatus.ENDED:
             raise SessionRefused("the session has ended")
         job = _new_job(spec)
+        if await flow.lane_open(session, row["id"], row["round"]):
+            job = replace(job, priority=max(job.priority or 0, PRIORITY_SESSION_LANE))
         reserved = await self.queue.reservation_ms(session, job)
         guild_paid = PoolKind(row["pool"]) is PoolKind.SERVER
         if guild_paid:
@@ -506,6 +511,8 @@ class SessionStore(SessionReads):
             phase = SessionPhase(row["phase"])
             if kind is SessionTimer.ROUND_END and phase is SessionPhase.SUBMIT:
                 await flow.close_submissions(session, row, now)
+            elif kind is SessionTimer.LANE and phase is SessionPhase.SUBMIT:
+                await flow.open_lane(session, row, now)
             elif kind is SessionTimer.VOTING_WAIT and phase is SessionPhase.GENERATE:
                 await flow.start_voting(session, row, now)
             elif kind is SessionTimer.VOTING_END and phase is SessionPhase.VOTE:
@@ -585,6 +592,8 @@ class SessionStore(SessionReads):
             await timers.schedule(
                 session, SessionTimer.of(phase).value, session_id, row["round"], due
             )
+            if phase is SessionPhase.SUBMIT:
+                await flow.schedule_lane(session, row, row["round"], due, now)
             await flow.advance_if_generated(session, session_id, now)
 
         await self.db.write(work)
@@ -614,6 +623,8 @@ class SessionStore(SessionReads):
             await timers.schedule(
                 session, SessionTimer.of(phase).value, session_id, row["round"], due
             )
+            if phase is SessionPhase.SUBMIT:
+                await flow.schedule_lane(session, row, row["round"], due, self.clock())
             if phase is SessionPhase.VOTE:
                 await session.execute(
                     update(SESSION_ROUNDS)

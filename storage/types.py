@@ -53,6 +53,9 @@ class JobKind(StrEnum):
 
 PRIORITY_NORMAL = 0
 PRIORITY_FOLLOW_UP = 1
+#: A group session round's entries near its end (``SessionSpec.lane_seconds``): ahead of the
+#: grids, level with the cheap follow-ups, and still in the fair order among them.
+PRIORITY_SESSION_LANE = PRIORITY_FOLLOW_UP
 
 
 class Visibility(StrEnum):
@@ -844,6 +847,7 @@ class SessionTimer(StrEnum):
     """The kinds of ``timers`` rows a session schedules (subject: the session id)."""
 
     ROUND_END = "session.round_end"  # submissions close
+    LANE = "session.lane"  # the round's entries take the priority lane (its last minutes)
     VOTING_WAIT = "session.voting_wait"  # the longest wait for entries to generate
     VOTING_END = "session.voting_end"  # voting closes; the round's results
 
@@ -879,6 +883,10 @@ class SessionSpec:
     pool: PoolKind = PoolKind.MEMBERS
     pool_seconds: float = 0.0
     limits: Mapping[str, Any] = field(default_factory=dict)
+    #: The priority lane (the server's setting when the session started): this many seconds
+    #: before a round's submissions close, its queued entries jump the queue's other jobs,
+    #: and they keep the lane until generated. 0: no lane.
+    lane_seconds: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -915,6 +923,8 @@ class SessionView:
     version: int
     created_at: datetime
     ended_at: datetime | None
+    #: See ``SessionSpec.lane_seconds``.
+    lane_seconds: int = 0
 
     @property
     def round_theme(self) -> str:

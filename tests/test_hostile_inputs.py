@@ -363,6 +363,10 @@ ACCOUNT_OPTIONS: list[Any] = [
     ),
     case("settings buttons forged", "buttons", member(is_admin=True), "all", "owner or anyone"),
     case("settings server, member looks", "server", member(), None, "only moderators"),
+    case("session lane, member", "lane", member(), 5, "only server admins"),
+    case("session lane, moderator", "lane", member(is_moderator=True), 5, "only server admins"),
+    case("session lane above 60", "lane", member(is_admin=True), 61, "is 0 (off) to 60"),
+    case("session lane negative", "lane", member(is_admin=True), -1, "is 0 (off) to 60"),
     case("quota by a member", "quota", member(), 10.0, "only server admins (Manage Server)"),
     case("quota in DMs", "quota", member(guild_id=None, is_admin=True), 10.0, "only server"),
     case("quota above ceiling", "quota", member(is_admin=True), 1e9, "allows 0 to 3000"),
@@ -391,6 +395,8 @@ async def test_options_of_other_commands(
             await desk.server.update(requester, ServerChange(buttons=value))
         elif command == "server":
             await desk.server.show(requester)
+        elif command == "lane":
+            await desk.server.update(requester, ServerChange(session_lane_minutes=value))
         elif command == "quota":
             await desk.account.set_quota_override(requester, STRANGER, value)
         else:

@@ -13,6 +13,7 @@ from bot.router import ButtonRouter
 from bot.services.account import AccountService, SettingsChange
 from bot.services.review import ModerationChange
 from bot.services.server_settings import ServerChange, ServerSettings
+from storage.session_rules import LANE_SECONDS
 
 
 class SettingsCommands(app_commands.Group):
@@ -72,6 +73,9 @@ class SettingsCommands(app_commands.Group):
         auto_feature_likes="Likes that feature an image automatically (0: off)",
         web_gallery="Show this server's public jobs on the read-only web gallery",
         session_host_role="Who may host group sessions (@everyone: Manage Events again)",
+        session_lane_minutes=(
+            "Minutes before a session round closes when its entries jump the queue (0: off)"
+        ),
     )
     async def server(
         self,
@@ -89,6 +93,7 @@ class SettingsCommands(app_commands.Group):
         auto_feature_likes: app_commands.Range[int, 0, 1000] | None = None,
         web_gallery: bool | None = None,
         session_host_role: discord.Role | None = None,
+        session_lane_minutes: app_commands.Range[int, 0, LANE_SECONDS[1] // 60] | None = None,
     ) -> None:
         await thinking(interaction)
         requester = requester_of(interaction)
@@ -114,6 +119,7 @@ class SettingsCommands(app_commands.Group):
             session_host_role_guild=(
                 None if session_host_role is None else session_host_role.guild.id
             ),
+            session_lane_minutes=session_lane_minutes,
         )
         if change.empty:
             view = await self.server_settings.show(requester)

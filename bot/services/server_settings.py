@@ -27,6 +27,7 @@ from bot.requester import Requester
 from bot.services.review import ModerationChange, ReviewService
 from config.settings import Settings
 from storage.preferences import PreferenceStore
+from storage.session_rules import LANE_SECONDS
 from storage.webdir import WebDirectory
 
 #: The key of the click rule in a server's settings document.
@@ -41,8 +42,15 @@ SHOWCASE_CHANNEL_KEY = "showcase_channel"
 AUTO_FEATURE_KEY = "auto_feature_likes"
 #: The role that may host group sessions (absent: members with Manage Events).
 SESSION_HOST_ROLE_KEY = "session_host_role"
+SESSION_LANE_KEY = "session_lane_minutes"
 #: Who may click a job's buttons, as /settings server names it.
 CLICK_RULES = ("owner", "anyone")
+
+
+def session_lane_minutes(stored: Mapping[str, Any]) -> int:
+    """The server's priority lane for group sessions, in minutes (0: none)."""
+    value = stored.get(SESSION_LANE_KEY, 0)
+    return value if isinstance(value, int) and value >= 0 else 0
 
 
 def owner_only_buttons(stored: Mapping[str, Any], settings: Settings) -> bool:
@@ -76,6 +84,9 @@ class ServerChange:
     #: The role that may host group sessions, and the server it belongs to.
     session_host_role: int | None = None
     session_host_role_guild: int | None = None
+    #: Minutes before a group session round closes when its entries take the priority lane
+    #: (new sessions; 0 turns it off).
+    session_lane_minutes: int | None = None
 
     @property
     def empty(self) -> bool:
@@ -88,6 +99,7 @@ class ServerChange:
             and self.auto_feature_likes is None
             and self.web_gallery is None
             and self.session_host_role is None
+            and self.session_lane_minutes is None
         )
 
 
@@ -193,6 +205,18 @@ class ServerSettings:
                     f"Members with <@&{change.session_host_role}> may now host group sessions "
                     "here (and server admins)."
                 )
+        if change.session_lane_minutes is not None:
+            high = LANE_SECONDS[1] // 60
+            if not 0 <= change.session_lane_minutes <= high:
+                raise UserFacingError(f"session_lane_minutes is 0 (off) to {high}")
+            sharing[SESSION_LANE_KEY] = change.session_lane_minutes
+            lines.append(
+                "Group session entries no longer take a priority lane."
+                if not change.session_lane_minutes
+                else f"Group session entries now jump the queue in each round's last "
+                f"{change.session_lane_minutes} minute(s) and until generated (sessions "
+                "started from now on)."
+            )
         if sharing:
             await self.prefs.update_guild_settings(guild_id, sharing)
         if change.web_gallery:
@@ -232,6 +256,7 @@ class ServerSettings:
             auto_feature_likes=int(stored.get(AUTO_FEATURE_KEY, 0)),
             web_gallery=None if await self.web.get(guild_id) is None else self._page(guild_id),
             session_host_role=stored.get(SESSION_HOST_ROLE_KEY),
+            session_lane_minutes=session_lane_minutes(stored),
         )
 
 

@@ -22,7 +22,7 @@ from bot.requester import Requester
 from bot.services.moderation import Moderation
 from bot.services.new_job import job_for
 from bot.services.review import ReviewService
-from bot.services.server_settings import SESSION_HOST_ROLE_KEY
+from bot.services.server_settings import SESSION_HOST_ROLE_KEY, session_lane_minutes
 from config.settings import Settings
 from generation.errors import OptionError
 from generation.options import PromptDefaults, SeedSource, parse_imagine_prompt, random_seed
@@ -144,6 +144,7 @@ class SessionService:
             if not math.isfinite(getattr(command, name)):
                 raise UserFacingError(f"{name} must be a number")
         themes = tuple(t.strip() for t in command.themes.split(";") if t.strip())
+        stored = await self.prefs.get_guild_settings(requester.guild_id)
         spec = SessionSpec(
             guild_id=requester.guild_id,
             channel_id=requester.channel_id,
@@ -161,6 +162,7 @@ class SessionService:
             pool=PoolKind(command.pool),
             pool_seconds=command.pool_gpu_seconds,
             limits=limits,
+            lane_seconds=session_lane_minutes(stored) * 60,
         )
         try:
             return await self.store.start(spec)

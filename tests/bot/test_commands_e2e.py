@@ -134,15 +134,18 @@ async def test_settings_is_a_group_that_hides_neither_subcommand(
     mine = [option["name"] for option in subcommands["me"]["options"]]
     assert mine == ["mode", "aspect", "variation", "remix", "visibility"]
     server = [option["name"] for option in subcommands["server"]["options"]]
-    assert server[:2] == ["buttons", "review_channel"] and len(server) == 13
-    assert server[-6:] == [
+    assert server[:2] == ["buttons", "review_channel"] and len(server) == 14
+    assert server[-7:] == [
         "default_visibility",
         "allow_stealth",
         "showcase_channel",
         "auto_feature_likes",
         "web_gallery",
         "session_host_role",
+        "session_lane_minutes",
     ]
+    lane = next(o for o in subcommands["server"]["options"] if o["name"] == "session_lane_minutes")
+    assert (lane["min_value"], lane["max_value"]) == (0, 60)
     emu.assert_no_violations()
 
 

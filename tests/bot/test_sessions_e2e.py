@@ -397,12 +397,18 @@ async def test_host_controls_and_a_panel_in_the_review_channel(
     ann, bob = emu.make_user(name="ann"), emu.make_user(name="bob")
     mods_channel = emu.guild().channels[OTHER_CHANNEL_ID]
     await say(emu, "settings server", {"review_channel": mods_channel}, admin)
+    # The priority lane is the server's: a moderator may not set it, an admin may.
+    lane = {"session_lane_minutes": 2}
+    assert "only server admins" in await say(emu, "settings server", lane, mod)
+    assert "last 2 minute(s)" in await say(emu, "settings server", lane, admin)
     start = {"theme": "boats", "approval": True, "round_minutes": 5, "entries_per_member": 2}
     assert "Session started" in await run(emu, "session start", start, host, CHANNEL_ID)
     assert [t.type for t in emu.threads(CHANNEL_ID)] == [11], "no private panel thread"
     (thread,) = emu.threads(CHANNEL_ID)
     session = await store_of(atelier).running_in(thread.id)
-    assert session is not None
+    assert session is not None and session.lane_seconds == 120
+    card = await emu.wait_for_message(lambda m: "Group session" in m.content, channel_id=thread.id)
+    assert "jump the queue in the round's last 2 min" in card.content
     for user, prompt in ((ann, "a boat"), (ann, "a ship"), (bob, "a raft")):
         assert "received" in await run(emu, "submit", {"prompt": prompt}, user, thread.id)
     panels = await until(lambda: _ready(emu.messages(OTHER_CHANNEL_ID, include_ephemeral=False), 3))

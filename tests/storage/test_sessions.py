@@ -19,11 +19,13 @@ from storage.modlog import ModerationLog
 from storage.retention import Retention
 from storage.sessions import SessionStore
 from storage.types import (
+    PRIORITY_SESSION_LANE,
     EntryState,
     JobStatus,
     LedgerKind,
     ModAction,
     NewJob,
+    Owner,
     PoolKind,
     SessionPhase,
     SessionSpec,
@@ -619,3 +621,85 @@ async def test_racing_entries_and_votes_keep_the_pool_and_the_limits(db_url: str
     finally:
         await one.db.dispose()
         await two.db.dispose()
+
+
+async def _priority(s: Services, job_id: str | None) -> int:
+    assert job_id is not None
+    job = await s.queue.get(job_id)
+    assert job is not None
+    return job.priority
+
+
+async def _lane_timers(st: SessionStore, session_id: str) -> list[tuple[int, bool]]:
+    return [
+        (t.round, t.fired_at is not None)
+        for t in await st.timers.of_subject(session_id)
+        if t.kind == SessionTimer.LANE
+    ]
+
+
+async def test_the_priority_lane_puts_a_rounds_entries_ahead_near_its_end(s: Services) -> None:
+    """With a lane, a round's queued entries jump the other jobs in its last minutes (its LANE
+    timer), entries admitted after that start there, and ordinary jobs queued earlier wait."""
+    st = store(s)
+    private = [
+        (await s.queue.enqueue(Owner(C, GUILD, CHANNEL), entry(f"private {n}"))).id
+        for n in range(3)
+    ]
+    session = await st.start(spec(rounds=2, lane_seconds=120))
+    assert session.lane_seconds == 120 and await _lane_timers(st, session.id) == [(1, False)]
+    early = await st.submit(session.id, A, entry("early"))
+    assert await _priority(s, early.job_id) == 0
+    assert await tick(s, st, 479) == []
+    assert await tick(s, st, 1) == [SessionTimer.LANE]  # 120 s before the round's end
+    assert await _priority(s, early.job_id) == PRIORITY_SESSION_LANE
+    late = await st.submit(session.id, B, entry("late"))
+    assert await _priority(s, late.job_id) == PRIORITY_SESSION_LANE
+    assert [await _priority(s, j) for j in private] == [0, 0, 0]
+    # An extension once the lane is open keeps it open: no second LANE timer.
+    await st.extend(session.id, 60)
+    assert await _lane_timers(st, session.id) == [(1, True)]
+    # The worker takes the round's entries first, in the fair order among them.
+    first, second = await s.queue.claim_next("w1"), await s.queue.claim_next("w1")
+    assert first is not None and second is not None
+    assert {first.id, second.id} == {early.job_id, late.job_id}
+    claimed = await s.queue.claim_next("w1")
+    assert claimed is not None and claimed.id == private[0]
+    for job in (first, second, claimed):
+        await s.queue.complete(job.id, job.lease_token, result_refs=["x/a.png"], gpu_seconds=1)
+    # Submissions close on the extended time.
+    assert await tick(s, st, 179) == []
+    assert await tick(s, st, 1) == [SessionTimer.ROUND_END]
+    assert (await audit(s.db)).ok
+
+
+async def test_the_lane_follows_pause_resume_extend_and_skip(s: Services) -> None:
+    st = store(s)
+    session = await st.start(spec(lane_seconds=120))  # the lane opens at 480 s
+    waiting = await st.submit(session.id, A, entry("waiting"))
+    s.clock.advance(100)
+    await st.pause(session.id)
+    assert await _lane_timers(st, session.id) == []  # paused: no timer at all
+    await tick(s, st, 1000)
+    await st.resume(session.id)  # 500 s left: the lane opens in 380 s
+    await st.extend(session.id, 100)  # 600 s left: in 480 s
+    assert await tick(s, st, 479) == []
+    assert await tick(s, st, 1) == [SessionTimer.LANE]
+    assert await _priority(s, waiting.job_id) == PRIORITY_SESSION_LANE
+
+    # Skipping to voting before the lane's time opens it: what is still queued is what the
+    # round waits for. Its LANE timer fires with the skip.
+    other = await st.start(spec(channel_id=CHANNEL + 1, lane_seconds=60))
+    queued = await st.submit(other.id, B, entry("queued"))
+    assert await _priority(s, queued.job_id) == 0
+    await st.skip_to_voting(other.id)
+    assert await _priority(s, queued.job_id) == PRIORITY_SESSION_LANE
+    assert await _lane_timers(st, other.id) == [(1, True)]
+
+    # A session without a lane never has a LANE timer, and its entries keep their priority.
+    plain = await st.start(spec(channel_id=CHANNEL + 2))
+    kept = await st.submit(plain.id, C, entry("plain"))
+    await st.skip_to_voting(plain.id)
+    assert await _lane_timers(st, plain.id) == [] and await _priority(s, kept.job_id) == 0
+    with pytest.raises(ValueError, match=r"the priority lane must be 0\.\.60 minutes"):
+        await st.start(spec(channel_id=CHANNEL + 3, lane_seconds=3601))
