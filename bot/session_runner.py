@@ -125,6 +125,9 @@ class SessionRunner(PassLoop):
             await self._show_card(session)
         for board in await self.store.posts.pending_boards():
             await self._post_board(board)
+        # A board posted by a process that died before its follow-up: finish it now.
+        for session_id, round_ in await self.store.posts.pending_reveals():
+            await self._after_board(session_id, round_)
 
     async def _fire(self, timer: Timer) -> None:
         outcome = await self.store.fire(timer)
@@ -196,13 +199,24 @@ class SessionRunner(PassLoop):
             log.warning("board %s of session %s not posted: %s", board.round, session.id, exc)
             return  # the claim lapses; a later pass tries again with the same nonce
         await self.store.posts.mark_board_posted(board.session_id, board.round, sent.id)
-        if board.round and self.refresh is not None:
-            for entry in await self.store.entries(board.session_id, board.round):
-                if entry.job_id is not None:
-                    await self.refresh(entry.job_id)
-        if board.round == 0:
-            await self._show_card(await self.store.get(session.id), last=True)
+        await self._after_board(board.session_id, board.round)
+
+    async def _after_board(self, session_id: str, round_: int) -> None:
+        """What follows a posted board: the entries it ends anonymity for are re-rendered
+        (authors named, no Vote button) and, after the best-of, the card's last edit and the
+        thread closed; then it is recorded (``mark_revealed``). A crash in between leaves the
+        board in ``pending_reveals``, and a later pass (of this or another process) does it
+        again: each step re-renders as things now are, so repeating one changes nothing."""
+        if self.refresh is not None:
+            for number in await self.store.posts.reveal_rounds(session_id, round_):
+                for entry in await self.store.entries(session_id, number):
+                    if entry.job_id is not None:
+                        await self.refresh(entry.job_id)
+        if round_ == 0:
+            session = await self.store.get(session_id)
+            await self._show_card(session, last=True)
             await self._close_thread(session)
+        await self.store.posts.mark_revealed(session_id, round_)
 
     async def _cell(self, place: RankedEntry, caption: str, detail: str) -> BoardCell:
         picture: bytes | None = None

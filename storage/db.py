@@ -82,8 +82,24 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
 def create_engine(url: str | URL, *, pool_size: int = 5, echo: bool = False) -> AsyncEngine:
     """An async engine with Atelier's connection setup (SQLite pragmas and BEGIN handling)."""
     parsed = normalize_url(url)
+    connect_args: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql":
+        # asyncpg prepares every statement, and after five runs PostgreSQL may switch a
+        # prepared statement to a generic plan, made without the parameters' values. Atelier's
+        # best plans depend on them (how many jobs match a word or prefix, how selective a
+        # search filter or a member is): generic plans made filtered searches 5 to 10 times
+        # slower (p95 about 120 ms against about 20 ms, ``atelier bench gallery``). Planning
+        # each run costs well under a millisecond for these queries. JIT compilation is off:
+        # it starts above a plan cost that a search ranking a few thousand matches reaches, and
+        # then spends 30 to 40 ms compiling a query that runs in 20.
+        connect_args["server_settings"] = {"plan_cache_mode": "force_custom_plan", "jit": "off"}
     engine = create_async_engine(
-        parsed, echo=echo, pool_size=pool_size, max_overflow=10, pool_timeout=60
+        parsed,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=10,
+        pool_timeout=60,
+        connect_args=connect_args,
     )
     if engine.dialect.name == "sqlite":
         _install_sqlite_hooks(engine)

@@ -795,6 +795,9 @@ class SessionBoardRow(Base):
     claim_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     message_id: Mapped[int | None] = mapped_column(BigInteger)
     posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: When the entries the board ends anonymity for were re-rendered (their authors named,
+    #: their Vote buttons gone): ``SessionPosts.pending_reveals`` (migration 0011).
+    revealed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_session_boards_posted_at", "posted_at"),)
 

@@ -37,7 +37,7 @@ from sqlalchemy.sql.expression import ColumnClause
 
 from storage.errors import BadSearchQuery
 from storage.gallery import check_page_size, item_from, item_select
-from storage.models import DELIVERIES, JOBS
+from storage.models import JOBS
 from storage.search_syntax import Term, fts5_match, parse_query, pg_tsquery
 from storage.types import SearchFilters, SearchPage
 from storage.visibility import author_shown_clause, visible_clause
@@ -89,7 +89,7 @@ async def search_page(
     if not 0 <= page < MAX_SEARCH_PAGES:
         raise BadSearchQuery(f"search results have at most {MAX_SEARCH_PAGES} pages")
     terms = parse_query(text)
-    froms: Any = JOBS.outerjoin(DELIVERIES, DELIVERIES.c.job_id == JOBS.c.id)
+    froms: Any = JOBS
     where = [visible_clause(viewer_id, guild_id, is_moderator=is_moderator)]
     where += filters_clause(filters)
     order: list[Any] = []

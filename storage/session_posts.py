@@ -6,6 +6,11 @@ The card is edited whenever the session's ``version`` passed the version it show
 best-of) is owed in the transaction that finished the round or ended the session, and posted
 once: ``claim_board`` for a lease, post with ``PendingBoard.nonce`` (so Discord drops a repeat
 after a crash between the post and the record), then ``mark_board_posted``.
+
+A posted board ends its round's anonymity: the round's entries' own messages are re-rendered
+(authors named, Vote buttons gone) and then ``mark_revealed``. Until then the board is in
+``pending_reveals``, so a crash between the post and the edits only delays them. The edits are
+idempotent (a message re-rendered as it now is), so two processes may both make them.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import session_flow as flow
 from storage.db import Database
-from storage.models import GROUP_SESSIONS, SESSION_BOARDS
+from storage.models import GROUP_SESSIONS, SESSION_BOARDS, SESSION_ROUNDS
 from storage.session_rules import board_nonce
 from storage.sql import utc_now
 from storage.types import PendingBoard, SessionView
@@ -149,6 +154,63 @@ class SessionPosts:
                     ),
                 )
                 .values(claimed_by=self.claimer_id, claim_until=now + self.board_claim)
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+        return await self.db.write(work)
+
+    async def pending_reveals(self, limit: int = 20) -> list[tuple[str, int]]:
+        """Posted boards whose entries were not yet re-rendered: (session, round), oldest
+        first. Round 0 (the best-of) stands for the rounds that got no board of their own."""
+
+        async def work(session: AsyncSession) -> list[tuple[str, int]]:
+            rows = await session.execute(
+                select(SESSION_BOARDS.c.session_id, SESSION_BOARDS.c.round)
+                .where(
+                    SESSION_BOARDS.c.posted_at.is_not(None),
+                    SESSION_BOARDS.c.revealed_at.is_(None),
+                )
+                .order_by(SESSION_BOARDS.c.posted_at, SESSION_BOARDS.c.round)
+                .limit(limit)
+            )
+            return [(sid, round_) for sid, round_ in rows.all()]
+
+        return await self.db.read(work)
+
+    async def reveal_rounds(self, session_id: str, round_: int) -> list[int]:
+        """The rounds a posted board reveals: its own, or for the best-of (round 0) every round
+        without a board of its own (a round the host's end cut short)."""
+        if round_ != flow.BEST_OF:
+            return [round_]
+
+        async def work(session: AsyncSession) -> list[int]:
+            boards = select(SESSION_BOARDS.c.round).where(SESSION_BOARDS.c.session_id == session_id)
+            rows = await session.execute(
+                select(SESSION_ROUNDS.c.round)
+                .where(
+                    SESSION_ROUNDS.c.session_id == session_id,
+                    SESSION_ROUNDS.c.round.not_in(boards),
+                )
+                .order_by(SESSION_ROUNDS.c.round)
+            )
+            return [int(r) for r in rows.scalars()]
+
+        return await self.db.read(work)
+
+    async def mark_revealed(self, session_id: str, round_: int) -> bool:
+        """Record that a posted board's entries were re-rendered, once."""
+        now = self.clock()
+
+        async def work(session: AsyncSession) -> bool:
+            result = await session.execute(
+                update(SESSION_BOARDS)
+                .where(
+                    SESSION_BOARDS.c.session_id == session_id,
+                    SESSION_BOARDS.c.round == round_,
+                    SESSION_BOARDS.c.posted_at.is_not(None),
+                    SESSION_BOARDS.c.revealed_at.is_(None),
+                )
+                .values(revealed_at=now)
             )
             return bool(getattr(result, "rowcount", 0))
 

@@ -173,9 +173,7 @@ class SharingStore:
             if job is None:
                 raise JobUnavailable(job_id)
             listed = await session.execute(
-                select(JOBS.c.id)
-                .select_from(JOBS.outerjoin(DELIVERIES, DELIVERIES.c.job_id == JOBS.c.id))
-                .where(JOBS.c.id == job_id, visible_clause(None, guild_id))
+                select(JOBS.c.id).where(JOBS.c.id == job_id, visible_clause(None, guild_id))
             )
             if listed.first() is None:
                 raise JobUnavailable(job_id)
@@ -355,7 +353,7 @@ class SharingStore:
         )
 
         async def work(session: AsyncSession) -> MemberProfile:
-            jobs_from = JOBS.outerjoin(DELIVERIES, DELIVERIES.c.job_id == JOBS.c.id)
+            jobs_from = JOBS
             totals = (
                 await session.execute(
                     select(func.count(), func.coalesce(func.sum(JOBS.c.like_count), 0))

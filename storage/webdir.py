@@ -25,7 +25,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.db import Database
 from storage.gallery import item_from, item_select
 from storage.models import (
-    DELIVERIES,
     JOBS,
     LEFT_GUILDS,
     MEMBER_NAMES,
@@ -205,7 +204,7 @@ class WebDirectory:
         job, another server's, a DM's, stealth, held, removed, deleted, pruned, or the server
         has the web gallery off): the caller cannot tell which."""
         shown = visible_clause(None, guild_id)
-        froms = JOBS.outerjoin(DELIVERIES, DELIVERIES.c.job_id == JOBS.c.id)
+        froms = JOBS
 
         async def work(session: AsyncSession) -> WebJob | None:
             row = (

@@ -537,6 +537,39 @@ async def test_boards_are_claimed_and_posted_once(s: Services) -> None:
     assert await st_a.posts.pending_boards() == []
 
 
+async def test_a_posted_boards_reveal_stays_owed_until_recorded(s: Services) -> None:
+    """The entries a board ends anonymity for are re-rendered after the post: owed until
+    ``mark_revealed``, so a crash in between only delays the edits. The best-of reveals the
+    rounds that got no board of their own (a round the host's end cut short)."""
+    st = store(s)
+    session = await st.start(spec(rounds=2))
+    e = await st.submit(session.id, A, entry("one"))
+    await tick(s, st, 600)
+    await generate(s)
+    await st.generated(session.id)
+    await st.vote(e.id, B)
+    await tick(s, st, 300)  # round 1's board is owed; round 2 opens
+    assert await st.posts.pending_reveals() == []  # nothing posted yet
+    assert await st.posts.claim_board(session.id, 1)
+    assert await st.posts.mark_board_posted(session.id, 1, 701)
+    # "Crash" here: the reveal is still owed, to this process or another.
+    assert await store(s, "bot-b").posts.pending_reveals() == [(session.id, 1)]
+    assert await st.posts.reveal_rounds(session.id, 1) == [1]
+    assert await st.posts.mark_revealed(session.id, 1)
+    assert not await st.posts.mark_revealed(session.id, 1)  # once
+    assert await st.posts.pending_reveals() == []
+    await st.submit(session.id, B, entry("two"))
+    await st.end(session.id, HOST)  # round 2 never finished: no board of its own
+    (best_of,) = await st.posts.pending_boards()
+    assert best_of.round == 0
+    assert await st.posts.claim_board(session.id, 0)
+    assert await st.posts.mark_board_posted(session.id, 0, 702)
+    assert await st.posts.pending_reveals() == [(session.id, 0)]
+    assert await st.posts.reveal_rounds(session.id, 0) == [2]
+    assert await st.posts.mark_revealed(session.id, 0)
+    assert await st.posts.pending_reveals() == []
+
+
 async def test_the_card_is_edited_only_when_the_session_changed(s: Services) -> None:
     st = store(s)
     session = await st.start(spec())

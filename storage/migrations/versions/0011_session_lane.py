@@ -1,9 +1,12 @@
-"""Group sessions' priority lane (issue 13): how long before a round's submissions close its
-entries jump the queue (``group_sessions.lane_seconds``, the server's setting when the session
-started; 0: none), and when a round's lane opened (``session_rounds.lane_opened_at``).
+"""Group sessions' priority lane and durable reveals (issue 13): how long before a round's
+submissions close its entries jump the queue (``group_sessions.lane_seconds``, the server's
+setting when the session started; 0: none), when a round's lane opened
+(``session_rounds.lane_opened_at``), and when a posted board's entries were re-rendered with
+their authors (``session_boards.revealed_at``).
 
-Sessions started before this revision have no lane. Only columns are added, with native
-``ALTER TABLE ... ADD COLUMN`` on SQLite (nothing is recreated; see 0007).
+Sessions started before this revision have no lane; boards posted before it count as revealed
+(their entries were re-rendered right after the post, as the bot did then). Only columns are
+added, with native ``ALTER TABLE ... ADD COLUMN`` on SQLite (nothing is recreated; see 0007).
 
 Revision ID: 0011
 Revises: 0010
@@ -32,8 +35,14 @@ def upgrade() -> None:
         "session_rounds",
         sa.Column("lane_opened_at", sa.DateTime(timezone=False), nullable=True),
     )
+    op.add_column(
+        "session_boards",
+        sa.Column("revealed_at", sa.DateTime(timezone=False), nullable=True),
+    )
+    op.execute("UPDATE session_boards SET revealed_at = posted_at WHERE posted_at IS NOT NULL")
 
 
 def downgrade() -> None:
+    op.drop_column("session_boards", "revealed_at")
     op.drop_column("session_rounds", "lane_opened_at")
     op.drop_column("group_sessions", "lane_seconds")
