@@ -27,9 +27,9 @@ from config.settings import (
 )
 
 # The storage fixtures (a fresh database per test, both backends), for the bot's service tests.
-from tests.storage.dbfixtures import db_url, pg_template, services, sqlite_template
+from tests.storage.dbfixtures import db_url, pg_template, pg_url, services, sqlite_template
 
-__all__ = ["db_url", "pg_template", "services", "sqlite_template"]
+__all__ = ["db_url", "pg_template", "pg_url", "services", "sqlite_template"]
 
 TOKEN = "MTIz.emulated.bot-token-secret"
 APP_ID = 900_000_000_000_000_001
@@ -95,6 +95,7 @@ class Atelier:
 
     async def start(self, **extra: Any) -> Runtime:
         assert self._stack is None, "already running"
+        known = len(self.emu.gateway_connections())
         stack = contextlib.AsyncExitStack()
         runtime = await stack.enter_async_context(
             atelier_runtime(self.settings(**extra), clock=self.clock)
@@ -108,7 +109,14 @@ class Atelier:
 
         stack.push_async_callback(stop_connection)
         self._stack, self.runtime = stack, runtime
-        await self.emu.wait_until_connected()
+        # This client's own connection, not just any: with a second harness's bot connected to
+        # the same emulator (two bot processes), the emulator is "connected" before this one
+        # identifies. Once it has, the emulator routes interactions to it (the newest session).
+        await self.emu.recorder.signal.wait_for(
+            lambda: True if any(c.ready for c in self.emu.gateway_connections()[known:]) else None,
+            10.0,
+            lambda: "the bot to connect to the gateway",
+        )
         return runtime
 
     async def stop(self) -> None:

@@ -10,6 +10,7 @@ Import the fixtures (``db_url``, ``services``...) into a test module or conftest
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -91,12 +92,34 @@ async def db_url(
         return
     if pg_template is None:
         pytest.skip(f"{PG_ENV} is not set (run the tests through tests/postgres.sh)")
+    async with pg_database(pg_template) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def pg_database(template: str) -> AsyncIterator[str]:
+    """The URL of a fresh PostgreSQL database cloned from the migrated ``template``; dropped
+    after."""
     name = f"atelier_t_{secrets.token_hex(5)}"
-    await _pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    await _pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     try:
         yield _pg_url(name)
     finally:
         await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def pg_url(pg_template: str | None) -> AsyncIterator[str]:
+    """The URL of a fresh, migrated PostgreSQL database, for tests of PostgreSQL only (mark
+    them ``postgres``): skipped without a server, but a failure under CI (CI=true), which must
+    run them (tests/postgres.sh provides the server)."""
+    if pg_template is None:
+        reason = f"{PG_ENV} is not set (run the tests through tests/postgres.sh)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    async with pg_database(pg_template) as url:
+        yield url
 
 
 class FakeClock:
