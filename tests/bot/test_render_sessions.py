@@ -160,7 +160,7 @@ def entry(**changes: object) -> EntryView:
 
 
 def test_an_entrys_state_in_words_for_its_author() -> None:
-    def said(guild: int = 1, place: QueuePlace | None = None, **changes: object) -> str:
+    def said(guild: int = 1, place: QueuePlace | None = None, /, **changes: object) -> str:
         return entry_state_text(entry(**changes), guild, place)
 
     assert said(state=EntryState.PENDING, job_id=None, job_status=None) == (
@@ -172,10 +172,10 @@ def test_an_entrys_state_in_words_for_its_author() -> None:
     assert "the round closed before the host decided" in said(state=EntryState.EXPIRED)
     assert said(state=EntryState.REMOVED) == "removed by the host"
     assert said() == "approved: queued"
-    assert said(place=QueuePlace("j1", JobStatus.QUEUED, 3, 200.0)) == (
+    assert said(1, QueuePlace("j1", JobStatus.QUEUED, 3, 200.0)) == (
         "approved: queued (position 3, about 3 min)"
     )
-    assert said(place=QueuePlace("j1", JobStatus.QUEUED, 0, 5.0)) == (
+    assert said(1, QueuePlace("j1", JobStatus.QUEUED, 0, 5.0)) == (
         "approved: queued (next, about 1 min)"
     )
     assert said(job_status=JobStatus.RUNNING) == "generating"
