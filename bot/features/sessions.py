@@ -1,6 +1,7 @@
-"""Group sessions in Discord (issue 13): /session start and the host controls, /submit, the
-card's Submit button and its form, the vote button on each entry, and the host panel's Approve
-and Reject (with a reason form).
+"""Group sessions in Discord (issue 13): /session start and the host controls, /session mine
+(a member's own entries), /submit, the card's Submit button and its form, the vote button on
+each entry, and the host panel's Approve and Reject (with a reason form; the member is told
+either decision by DM).
 
 A session lives in a public thread the bot opens in the host's channel; its card and entries
 are posted there. The host panel never is: it goes to the server's review channel (``/settings
