@@ -12,11 +12,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from bot.render import escape, mention, shorten
+from bot.render import CONTENT_LIMIT, escape, mention, message_link, shorten
 from storage.types import (
     EntryState,
     EntryView,
+    HoldState,
+    JobStatus,
     PoolStatus,
+    QueuePlace,
     RoundResult,
     SessionCounts,
     SessionPhase,
@@ -109,17 +112,135 @@ def render_session_card(
     return shorten("\n".join(lines))
 
 
+#: How a member checks on their entries (named in the answers and notices they get).
+MINE_HINT = "See its state any time with `/session mine` here."
+
+
 def render_entry_received(entry: EntryView, approval: bool) -> str:
     """The member's private answer to a submission."""
     if entry.state is EntryState.PENDING and approval:
         return (
             f"Entry `{entry.id}` received for round {entry.round}: the host approves entries "
-            "first, and you will see it here in the thread once it is generated."
+            "first, and you will see it here in the thread once it is generated. "
+            f"{MINE_HINT}"
         )
     return (
         f"Entry `{entry.id}` received for round {entry.round}: it is queued and will be posted "
-        "here in the thread."
+        f"here in the thread. {MINE_HINT}"
     )
+
+
+def render_entry_decided(entry: EntryView, session: SessionView) -> str:
+    """The direct message that tells a member what the host decided about their entry."""
+    head = f"Your entry `{entry.id}` in the session **{escape(shorten(session.theme, 100))}** was"
+    if entry.state is EntryState.APPROVED:
+        where = f"<#{session.thread_id}>" if session.thread_id else "the session's thread"
+        return (
+            f"{head} approved: it is queued and will be posted in {where}. "
+            "`/session mine` there shows its state."
+        )
+    reason = escape(shorten(entry.reason or "no reason given", 300))
+    return f"{head} rejected by the host: {reason}"
+
+
+def round_theme(session: SessionView, round_: int) -> str:
+    """The theme of one round (the session's theme without a list of themes)."""
+    if session.themes and 1 <= round_ <= len(session.themes):
+        return session.themes[round_ - 1]
+    return session.theme
+
+
+def _minutes(seconds: float) -> str:
+    return f"about {max(1, round(seconds / 60))} min"
+
+
+def entry_state_text(entry: EntryView, guild_id: int, place: QueuePlace | None = None) -> str:
+    """An entry's state in words for its own author (``/session mine``): the host's decision,
+    then its job's state, then whether it is on Discord (with the link to its message)."""
+    if entry.state is EntryState.PENDING:
+        return "waiting for the host's approval"
+    if entry.state is EntryState.REJECTED:
+        return f"rejected by the host: {escape(shorten(entry.reason or 'no reason given', 200))}"
+    if entry.state is EntryState.EXPIRED:
+        return "expired (the round closed before the host decided)"
+    if entry.state is EntryState.REMOVED:
+        return "removed by the host"
+    status = entry.job_status
+    if status is None or status is JobStatus.QUEUED:
+        if place is None or place.status is not JobStatus.QUEUED:
+            return "approved: queued"
+        where = f"position {place.position}" if place.position else "next"
+        return f"approved: queued ({where}, {_minutes(place.eta_seconds)})"
+    if status is JobStatus.RUNNING:
+        return "generating"
+    if status is JobStatus.CANCELLED:
+        return "cancelled"
+    if status is JobStatus.BLOCKED:
+        return "removed by a moderator"
+    if status is not JobStatus.SUCCEEDED:
+        return f"failed: {escape(shorten(entry.job_error or 'unknown error', 120))}"
+    if entry.job_deleted:
+        return "deleted"
+    if entry.review is HoldState.HELD:
+        return "generated; held for review by the server's moderators"
+    if entry.review is HoldState.REJECTED:
+        return "removed by a moderator"
+    if entry.posted_message_id is not None:
+        link = message_link(guild_id, entry.posted_channel_id, entry.posted_message_id)
+        return f"posted: {link}"
+    if entry.undeliverable is not None:
+        return f"failed: it could not be posted ({escape(shorten(entry.undeliverable, 120))})"
+    return "generated; being posted"
+
+
+def render_my_entries(
+    session: SessionView,
+    entries: Sequence[EntryView],
+    places: Mapping[str, QueuePlace],
+    votes_used: int | None,
+) -> str:
+    """``/session mine``: the caller's own entries (``entries`` must be theirs only), newest
+    round first, each with its state; their votes when voting is on. Within Discord's limit:
+    older entries that do not fit are counted, not listed."""
+    theme = escape(shorten(session.theme, 100))
+    where = f" in <#{session.thread_id}>" if session.thread_id else ""
+    if session.live:
+        head = (
+            f"Your entries in the session **{theme}** (round {session.round} of {session.rounds})"
+        )
+    else:
+        head = f"Your entries in the session **{theme}** (ended)"
+    lines = [head + ":"]
+    if votes_used is not None:
+        lines.append(f"You use {votes_used} of your {session.votes_per_member} vote(s) this round.")
+    if not entries:
+        if session.live:
+            lines.append(
+                f"You have no entries yet. Enter with `/submit prompt:` or the card's Submit "
+                f"button{where}."
+            )
+        else:
+            lines.append("You had no entries in it.")
+        return shorten("\n".join(lines))
+    ordered = sorted(entries, key=lambda e: (-e.round, e.seq))
+    used = len("\n".join(lines))
+    shown_round: int | None = None
+    for index, entry in enumerate(ordered):
+        state = entry_state_text(entry, session.guild_id, places.get(entry.id))
+        block = [f"`{entry.id}` {escape(shorten(entry.prompt, 60))}: {state}"]
+        if entry.round != shown_round:
+            theme = escape(shorten(round_theme(session, entry.round), 80))
+            block.insert(0, f"**Round {entry.round}** ({theme})")
+        left = len(ordered) - index
+        size = len("\n" + "\n".join(block))
+        reserve = len(f"\n…and {left - 1} more not shown.") if left > 1 else 0
+        if used + size + reserve > CONTENT_LIMIT:
+            lines.append(f"…and {left} more not shown.")
+            break
+        lines.extend(block)
+        used += size
+        shown_round = entry.round
+    return shorten("\n".join(lines))
 
 
 def render_panel(entry: EntryView, session: SessionView) -> str:

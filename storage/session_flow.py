@@ -135,8 +135,12 @@ def entry_select() -> Select[Any]:
         SESSION_ENTRIES,
         JOBS.c.status.label("job_status"),
         JOBS.c.deleted_at.label("job_deleted_at"),
+        JOBS.c.channel_id.label("job_channel_id"),
+        JOBS.c.error.label("job_error"),
+        DELIVERIES.c.message_id.label("job_message_id"),
         DELIVERIES.c.posted_at.label("job_posted_at"),
         DELIVERIES.c.given_up_at.label("job_given_up_at"),
+        DELIVERIES.c.give_up_reason.label("job_give_up_reason"),
         DELIVERIES.c.review.label("job_review"),
         votes.label("votes"),
     ).select_from(
@@ -153,6 +157,7 @@ def entry_view(row: RowMapping) -> EntryView:
         and row["job_review"] in (None, HoldState.APPROVED.value)
         and row["job_deleted_at"] is None
     )
+    posted = row["job_posted_at"] is not None and row["job_message_id"] is not None
     return EntryView(
         id=row["id"],
         seq=int(row["seq"]),
@@ -172,6 +177,12 @@ def entry_view(row: RowMapping) -> EntryView:
         job_status=status,
         delivered=row["job_posted_at"] is not None or row["job_given_up_at"] is not None,
         showable=showable,
+        posted_channel_id=row["job_channel_id"] if posted else None,
+        posted_message_id=row["job_message_id"] if posted else None,
+        job_error=row["job_error"],
+        undeliverable=row["job_give_up_reason"] if row["job_given_up_at"] is not None else None,
+        review=None if row["job_review"] is None else HoldState(row["job_review"]),
+        job_deleted=row["job_deleted_at"] is not None,
     )
 
 

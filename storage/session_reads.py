@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import session_flow as flow
@@ -71,6 +71,28 @@ class SessionReads:
 
         async def work(session: AsyncSession) -> SessionView | None:
             found = await self._live_in(session, channel_id)
+            return None if found is None else flow.session_view(found)
+
+        return await self.db.read(work)
+
+    async def latest_in(self, channel_id: int) -> SessionView | None:
+        """The session of a channel or of its thread: the live one, else the latest that ended
+        (a member may look back at their entries once a session is over)."""
+
+        async def work(session: AsyncSession) -> SessionView | None:
+            ended = case((GROUP_SESSIONS.c.status == SessionStatus.ENDED.value, 1), else_=0)
+            stmt = (
+                select(GROUP_SESSIONS)
+                .where(
+                    or_(
+                        GROUP_SESSIONS.c.channel_id == channel_id,
+                        GROUP_SESSIONS.c.thread_id == channel_id,
+                    )
+                )
+                .order_by(ended, GROUP_SESSIONS.c.created_at.desc(), GROUP_SESSIONS.c.id.desc())
+                .limit(1)
+            )
+            found = (await session.execute(stmt)).mappings().first()
             return None if found is None else flow.session_view(found)
 
         return await self.db.read(work)

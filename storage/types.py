@@ -961,6 +961,15 @@ class EntryView:
     delivered: bool = False
     #: Its job succeeded and may be shown (not held or deleted): members may vote for it.
     showable: bool = False
+    #: Where its result is on Discord (its job's channel and message), once it is posted.
+    posted_channel_id: int | None = None
+    posted_message_id: int | None = None
+    #: Why its job failed (its error), or why its delivery was given up.
+    job_error: str | None = None
+    undeliverable: str | None = None
+    #: Its job's result and review (held: generated, not shown until a moderator decides).
+    review: HoldState | None = None
+    job_deleted: bool = False
 
 
 @dataclass(frozen=True, slots=True)

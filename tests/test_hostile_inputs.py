@@ -87,11 +87,12 @@ def member(
     *,
     is_admin: bool = False,
     is_moderator: bool = False,
+    channel_id: int = CHANNEL,
 ) -> Requester:
     return Requester(
         user_id=user_id,
         guild_id=guild_id,
-        channel_id=CHANNEL,
+        channel_id=channel_id,
         is_admin=is_admin,
         is_moderator=is_moderator or is_admin,
     )
@@ -743,6 +744,30 @@ async def test_options_session_entry(buttons: Buttons, prompt: str, expected: st
     with pytest.raises(USER_ERRORS) as refused:
         await service.submit(member(OUTSIDER), session, prompt)
     assert_clear(user_message(refused.value) or "", expected)
+    assert ledger_counts(buttons.database) == buttons.baseline
+
+
+# /session mine where it has nothing to show: refused with where it works, and nothing else.
+SESSION_MINE = [
+    case("mine in DMs", member(STRANGER, None), "group sessions run in servers"),
+    case("mine without a session", member(STRANGER, channel_id=CHANNEL + 5), "no group session"),
+    case("mine, another server's", member(OUTSIDER, OTHER_GUILD), "there is no group session here"),
+]
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize(("requester", "expected"), SESSION_MINE)
+async def test_options_session_mine(buttons: Buttons, requester: Requester, expected: str) -> None:
+    assert buttons.bot.session_runner is not None
+    service = buttons.bot.session_runner.service
+    with pytest.raises(USER_ERRORS) as refused:
+        await service.mine(requester)
+    assert_clear(user_message(refused.value) or "", expected)
+    # The member whose entry it is sees it; another member of the server does not.
+    entry = buttons.jobs["entry"]
+    theirs = await service.mine(member(STRANGER))
+    assert [e.id for e in theirs.entries] == [entry]
+    assert (await service.mine(member(OWNER))).entries == ()
     assert ledger_counts(buttons.database) == buttons.baseline
 
 

@@ -1,6 +1,7 @@
-"""Group sessions in Discord (issue 13): /session start and the host controls, /submit, the
-card's Submit button and its form, the vote button on each entry, and the host panel's Approve
-and Reject (with a reason form).
+"""Group sessions in Discord (issue 13): /session start and the host controls, /session mine
+(a member's own entries), /submit, the card's Submit button and its form, the vote button on
+each entry, and the host panel's Approve and Reject (with a reason form; the member is told
+either decision by DM).
 
 A session lives in a public thread the bot opens in the host's channel; its card and entries
 are posted there. The host panel never is: it goes to the server's review channel (``/settings
@@ -21,7 +22,13 @@ from discord import app_commands
 from bot.customid import join
 from bot.errors import UserFacingError
 from bot.features.base import Interaction, answer, requester_of, thinking
-from bot.render_sessions import render_entry_received, render_panel, render_vote
+from bot.render_sessions import (
+    render_entry_decided,
+    render_entry_received,
+    render_my_entries,
+    render_panel,
+    render_vote,
+)
 from bot.review_poster import ReviewPoster
 from bot.router import ButtonRouter, ModalRoute, Route
 from bot.services.sessions import PANEL_THREADS_KEY, SessionService, StartInput
@@ -131,6 +138,10 @@ class SessionCommands(app_commands.Group):
             aspect=aspect,
         )
         await self.feature.start(interaction, command)
+
+    @app_commands.command(name="mine", description="Your own entries here and their states")
+    async def mine(self, interaction: Interaction) -> None:
+        await self.feature.mine(interaction)
 
     @app_commands.command(name="pause", description="Host: stop the session's clock")
     async def pause(self, interaction: Interaction) -> None:
@@ -413,24 +424,38 @@ class SessionFeature:
                 f"<@{entry.decided_by}>; nothing changed.",
             )
             return
+        await self._tell_member(entry, session)
         if approve:
             await answer(interaction, f"Entry `{entry.id}` approved: it is queued.")
             return
-        await self._tell_member(entry, session)
         await answer(interaction, f"Entry `{entry.id}` rejected; the member is told why.")
 
     async def _tell_member(self, entry: EntryView, session: SessionView) -> None:
+        """DM the member the host's decision about their entry, best effort: a member who
+        closed their DMs still has ``/session mine``. The nonce (one per entry and decision)
+        keeps a retried send from posting twice."""
+        approved = entry.state is EntryState.APPROVED
+        kind, nonce = ("approval", "sa") if approved else ("rejection", "sj")
         try:
             user = await self.runner.client().fetch_user(entry.member_id)
             channel = await user.create_dm()
             await channel.send(
-                f"Your entry `{entry.id}` in the session **{session.theme[:100]}** was "
-                f"rejected by the host: {entry.reason or 'no reason given'}",
+                render_entry_decided(entry, session),
                 allowed_mentions=_NONE,
-                nonce=f"sj{entry.id}",
+                nonce=f"{nonce}{entry.id}",
             )
         except discord.HTTPException as exc:
-            log.info("rejection of entry %s not sent to its member: %s", entry.id, exc)
+            log.info("%s of entry %s not sent to its member: %s", kind, entry.id, exc)
+
+    async def mine(self, interaction: Interaction) -> None:
+        """/session mine: the caller's own entries, ephemeral (so even an anonymous session's
+        entries may show: nobody else sees the answer)."""
+        await thinking(interaction)
+        mine = await self.service.mine(requester_of(interaction))
+        await answer(
+            interaction,
+            render_my_entries(mine.session, mine.entries, mine.places, mine.votes_used),
+        )
 
     # -- host controls ---------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ into its calls and its refusals into member-facing text.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,6 +27,7 @@ from config.settings import Settings
 from generation.errors import OptionError
 from generation.options import PromptDefaults, SeedSource, parse_imagine_prompt, random_seed
 from generation.request import GenerationRequest, Mode
+from storage.errors import JobNotFound
 from storage.preferences import PreferenceStore
 from storage.sessions import SessionStore
 from storage.types import (
@@ -34,7 +35,10 @@ from storage.types import (
     EntryDecision,
     EntryView,
     JobKind,
+    JobStatus,
     PoolKind,
+    QueuePlace,
+    SessionPhase,
     SessionSpec,
     SessionView,
     VoteResult,
@@ -67,6 +71,17 @@ class StartInput:
     pool_gpu_seconds: float = 0.0
     mode: str | None = None
     aspect: str | None = None
+
+
+@dataclass(frozen=True)
+class MyEntries:
+    """What ``/session mine`` shows: one member's entries in one session (theirs only), the
+    queue places of those still waiting, and their votes used this round (None: not voting)."""
+
+    session: SessionView
+    entries: tuple[EntryView, ...]
+    places: Mapping[str, QueuePlace]
+    votes_used: int | None
 
 
 class SessionService:
@@ -187,6 +202,34 @@ class SessionService:
         if session is None or session.guild_id != requester.guild_id:
             raise UserFacingError("there is no group session running here")
         return session
+
+    async def mine(self, requester: Requester) -> MyEntries:
+        """The requester's own entries in the session of their thread or channel (the live one,
+        else the latest that ended), every round, with where each queued one stands and their
+        votes while voting. Nobody else's entries, whatever the session's anonymity: the answer
+        is the author's alone. A member the host removed may still look."""
+        if requester.guild_id is None:
+            raise UserFacingError(
+                "group sessions run in servers: use `/session mine` in a session's thread"
+            )
+        session = await self.store.latest_in(requester.channel_id)
+        if session is None or session.guild_id != requester.guild_id:
+            raise UserFacingError(
+                "there is no group session here: use `/session mine` in a session's thread "
+                "or in the channel it was started in"
+            )
+        entries = await self.store.entries(session.id, member_id=requester.user_id)
+        places: dict[str, QueuePlace] = {}
+        for entry in entries:
+            if entry.job_id is not None and entry.job_status is JobStatus.QUEUED:
+                try:
+                    places[entry.id] = await self.store.queue.place(entry.job_id)
+                except JobNotFound:
+                    continue  # deleted since the read: it shows as queued, without a place
+        votes_used: int | None = None
+        if session.live and session.phase is SessionPhase.VOTE:
+            votes_used = len(await self.store.votes_of(session.id, requester.user_id))
+        return MyEntries(session, tuple(entries), places, votes_used)
 
     async def find(self, requester: Requester, session_id: str) -> SessionView:
         """A session of the requester's server (a custom_id's claim, checked)."""

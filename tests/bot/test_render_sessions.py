@@ -11,8 +11,12 @@ from bot.customid import CustomIdError, split
 from bot.render import MODLOG_VERBS
 from bot.render_sessions import (
     TIE_RULE,
+    entry_state_text,
     limits_line,
     render_board_text,
+    render_entry_decided,
+    render_entry_received,
+    render_my_entries,
     render_session_card,
     render_vote,
     timestamp,
@@ -20,9 +24,13 @@ from bot.render_sessions import (
 from bot.session_ids import decode_id, decode_panel, panel_id, submit_id, vote_id
 from storage.types import (
     EntryState,
+    EntryView,
+    HoldState,
+    JobStatus,
     ModAction,
     PoolKind,
     PoolStatus,
+    QueuePlace,
     RankedEntry,
     RoundResult,
     SessionCounts,
@@ -126,3 +134,118 @@ def test_the_board_text_ranks_names_and_links() -> None:
 
 def test_every_audit_log_action_has_words() -> None:
     assert set(MODLOG_VERBS) == set(ModAction)
+
+
+def entry(**changes: object) -> EntryView:
+    values: dict[str, object] = {
+        "id": EID,
+        "seq": 1,
+        "session_id": SID,
+        "round": 1,
+        "member_id": 7,
+        "prompt": "a red lighthouse",
+        "state": EntryState.APPROVED,
+        "job_id": "j1",
+        "reason": None,
+        "submitted_at": NOW,
+        "decided_by": 4,
+        "decided_at": NOW,
+        "message_id": None,
+        "panel_message_id": None,
+        "votes": 0,
+        "job_status": JobStatus.QUEUED,
+    }
+    values.update(changes)
+    return EntryView(**values)  # type: ignore[arg-type]
+
+
+def test_an_entrys_state_in_words_for_its_author() -> None:
+    def said(guild: int = 1, place: QueuePlace | None = None, /, **changes: object) -> str:
+        return entry_state_text(entry(**changes), guild, place)
+
+    assert said(state=EntryState.PENDING, job_id=None, job_status=None) == (
+        "waiting for the host's approval"
+    )
+    assert said(state=EntryState.REJECTED, reason="off *theme* @everyone") == (
+        "rejected by the host: off \\*theme\\* @\u200beveryone"
+    )
+    assert "the round closed before the host decided" in said(state=EntryState.EXPIRED)
+    assert said(state=EntryState.REMOVED) == "removed by the host"
+    assert said() == "approved: queued"
+    assert said(1, QueuePlace("j1", JobStatus.QUEUED, 3, 200.0)) == (
+        "approved: queued (position 3, about 3 min)"
+    )
+    assert said(1, QueuePlace("j1", JobStatus.QUEUED, 0, 5.0)) == (
+        "approved: queued (next, about 1 min)"
+    )
+    assert said(job_status=JobStatus.RUNNING) == "generating"
+    assert said(job_status=JobStatus.CANCELLED) == "cancelled"
+    assert said(job_status=JobStatus.FAILED, job_error="x" * 500).startswith("failed: xxx")
+    assert len(said(job_status=JobStatus.DEAD, job_error="x" * 500)) < 140
+    assert said(job_status=JobStatus.FAILED) == "failed: unknown error"
+    assert said(job_status=JobStatus.BLOCKED) == "removed by a moderator"
+    done = {"job_status": JobStatus.SUCCEEDED}
+    assert said(**done) == "generated; being posted"
+    assert "held for review" in said(**done, review=HoldState.HELD)
+    assert said(**done, review=HoldState.REJECTED) == "removed by a moderator"
+    assert said(**done, job_deleted=True) == "deleted"
+    assert said(**done, undeliverable="Missing Access").startswith("failed: it could not be posted")
+    assert said(9, **done, posted_channel_id=3, posted_message_id=42) == (
+        "posted: https://discord.com/channels/9/3/42"
+    )
+
+
+def test_my_entries_newest_round_first_with_votes_and_within_the_limit() -> None:
+    mine = [
+        entry(id="a" * 12, seq=1, round=1, prompt="first at dawn"),
+        entry(id="b" * 12, seq=5, round=2, prompt="second at dusk", state=EntryState.PENDING),
+        entry(id="c" * 12, seq=6, round=2, prompt="third at dusk", job_status=JobStatus.RUNNING),
+    ]
+    voting = session(round=2, phase=SessionPhase.VOTE)
+    text = render_my_entries(voting, mine, {}, 1)
+    lines = text.splitlines()
+    assert lines[0] == "Your entries in the session **lighthouses** (round 2 of 2):"
+    assert lines[1] == "You use 1 of your 2 vote(s) this round."
+    assert lines[2:] == [
+        "**Round 2** (dusk)",
+        f"`{'b' * 12}` second at dusk: waiting for the host's approval",
+        f"`{'c' * 12}` third at dusk: generating",
+        "**Round 1** (dawn)",
+        f"`{'a' * 12}` first at dawn: approved: queued",
+    ]
+    assert "vote(s)" not in render_my_entries(session(), mine, {}, None)
+    # No entries: how to enter; an ended session says it is over.
+    empty = render_my_entries(session(), [], {}, None)
+    assert "no entries yet" in empty and "/submit prompt:" in empty and "<#3>" in empty
+    ended = render_my_entries(session(status=SessionStatus.ENDED), [], {}, None)
+    assert "(ended)" in ended and "/submit" not in ended
+    # Many long entries: cut at whole entries, the rest counted, within Discord's 2000.
+    many = [
+        entry(
+            id=f"{n:012d}",
+            seq=n,
+            round=1 + n // 10,
+            state=EntryState.REJECTED,
+            reason="r" * 300,
+            prompt="p" * 900,
+        )
+        for n in range(100)
+    ]
+    text = render_my_entries(session(rounds=10), many, {}, None)
+    assert len(text) <= 2000 and text.endswith("more not shown.")
+    shown = sum(f"`{n:012d}`" in text for n in range(100))
+    assert 0 < shown < 100 and f"…and {100 - shown} more not shown." in text
+    assert "`000000000090`" in text and "`000000000000`" not in text  # newest round first
+
+
+def test_the_decision_dm_and_the_received_answer_point_to_session_mine() -> None:
+    approved = render_entry_decided(entry(), session(theme="boats *now*"))
+    assert approved == (
+        f"Your entry `{EID}` in the session **boats \\*now\\*** was approved: it is queued and "
+        "will be posted in <#3>. `/session mine` there shows its state."
+    )
+    rejected = render_entry_decided(entry(state=EntryState.REJECTED, reason="off theme"), session())
+    assert rejected.endswith("was rejected by the host: off theme")
+    for approval in (True, False):
+        received = render_entry_received(entry(state=EntryState.PENDING), approval)
+        assert "`/session mine`" in received

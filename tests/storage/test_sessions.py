@@ -402,6 +402,41 @@ async def test_removing_an_entry_and_a_participant(s: Services) -> None:
     assert (await audit(s.db)).ok
 
 
+async def test_a_members_own_entries_and_the_session_of_a_channel(s: Services) -> None:
+    """What ``/session mine`` reads: one member's entries with their job's state and post,
+    and a channel's session (the live one, else the latest that ended)."""
+    st = store(s)
+    assert await st.latest_in(CHANNEL) is None
+    first = await st.attach_thread((await st.start(spec(approval=True))).id, THREAD)
+    a1 = await st.submit(first.id, A, entry("a1"))
+    b1 = await st.submit(first.id, B, entry("b1"))
+    await st.decide(b1.id, HOST, approve=False, reason="off theme")
+    (pending,) = await st.entries(first.id, member_id=A)
+    assert pending.id == a1.id and pending.posted_message_id is None
+    await st.decide(a1.id, HOST, approve=True)
+    (job_id,) = await generate(s)
+    (posted,) = await st.entries(first.id, member_id=A)
+    job = await s.queue.get(job_id)
+    assert job is not None and posted.job_status is JobStatus.SUCCEEDED
+    assert (posted.posted_channel_id, posted.posted_message_id) == (job.channel_id, 1)
+    assert posted.job_error is None and posted.undeliverable is None and not posted.job_deleted
+    (rejected,) = await st.entries(first.id, member_id=B)
+    assert rejected.reason == "off theme" and rejected.job_id is None
+    for where in (CHANNEL, THREAD):
+        found = await st.latest_in(where)
+        assert found is not None and found.id == first.id
+    await st.end(first.id, HOST)
+    ended = await st.latest_in(THREAD)
+    assert ended is not None and ended.id == first.id and not ended.live
+    second = await st.start(spec(theme="boats"))
+    live = await st.latest_in(CHANNEL)
+    assert live is not None and live.id == second.id  # the live one, not the ended one
+    in_thread = await st.latest_in(THREAD)
+    assert in_thread is not None and in_thread.id == first.id  # the thread is the first's
+    assert await st.latest_in(CHANNEL + 10) is None
+    assert (await audit(s.db)).ok
+
+
 async def test_a_removed_participants_waiting_job_is_cancelled_and_voting_starts(
     s: Services,
 ) -> None:
