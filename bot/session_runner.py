@@ -21,7 +21,7 @@ import io
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import discord
 
@@ -40,12 +40,15 @@ from bot.session_ids import submit_id
 from generation.board import BoardCell, render_board
 from storage.images import ImageStore
 from storage.sessions import SessionStore
-from storage.types import PendingBoard, RankedEntry, SessionView, Timer
+from storage.types import EntryView, PendingBoard, RankedEntry, SessionView, Timer
 
 log = logging.getLogger(__name__)
 _NONE = discord.AllowedMentions.none()
 #: A round's board shows its top entries.
 BOARD_TOP = 5
+#: How long after an entry is taken the loop posts its host panel if the command's own post
+#: did not (it failed, or the process died before it).
+PANEL_GRACE = timedelta(seconds=30)
 
 
 @dataclass
@@ -63,6 +66,9 @@ class SessionRunner(PassLoop):
     #: Re-renders a posted job's own message (the publisher's ``refresh``): a round's entries
     #: name their authors, and lose their Vote button, once its board is posted.
     refresh: Callable[[str], Awaitable[bool]] | None = None
+    #: Posts an entry's host panel (the sessions feature's); the loop retries the panels whose
+    #: post failed or never happened, ``PANEL_GRACE`` after the entry was taken.
+    post_panel: Callable[[SessionView, EntryView], Awaitable[None]] | None = None
     #: Board images this process rendered, by (session, round) (for tests: the last ones).
     boards: dict[tuple[str, int], bytes] = field(default_factory=dict)
     passes: int = 0
@@ -125,6 +131,9 @@ class SessionRunner(PassLoop):
             await self._show_card(session)
         for board in await self.store.posts.pending_boards():
             await self._post_board(board)
+        if self.post_panel is not None:
+            for entry in await self.store.posts.panels_owed(self.clock() - PANEL_GRACE):
+                await self.post_panel(await self.store.get(entry.session_id), entry)
         # A board posted by a process that died before its follow-up: finish it now.
         for session_id, round_ in await self.store.posts.pending_reveals():
             await self._after_board(session_id, round_)

@@ -1,6 +1,10 @@
 """What the bot posts about a group session, apart from the session's state (as deliveries are
 apart from jobs): the card's shown version, and the results boards owed to its thread.
 
+A host panel message (an entry waiting for approval) is posted when the entry is taken; one
+whose post failed or never happened is owed (``panels_owed``) until its entry is decided or
+expires.
+
 The card is edited whenever the session's ``version`` passed the version it shows
 (``stale_cards``, then ``mark_card_shown``). A board (a round's results, or round 0: the
 best-of) is owed in the transaction that finished the round or ended the session, and posted
@@ -24,10 +28,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import session_flow as flow
 from storage.db import Database
-from storage.models import GROUP_SESSIONS, SESSION_BOARDS, SESSION_ROUNDS
+from storage.models import GROUP_SESSIONS, SESSION_BOARDS, SESSION_ENTRIES, SESSION_ROUNDS
 from storage.session_rules import board_nonce
 from storage.sql import utc_now
-from storage.types import PendingBoard, SessionView
+from storage.types import EntryState, EntryView, PendingBoard, SessionStatus, SessionView
 
 Clock = Callable[[], datetime]
 
@@ -158,6 +162,31 @@ class SessionPosts:
             return bool(getattr(result, "rowcount", 0))
 
         return await self.db.write(work)
+
+    async def panels_owed(self, submitted_before: datetime, limit: int = 10) -> list[EntryView]:
+        """Entries waiting for the host whose panel message was never recorded (its post failed,
+        or the process died before it), submitted before ``submitted_before`` (the bot posts
+        each panel as it takes the entry; this sweep is the fallback), in live sessions. A
+        pending entry expires when its round's submissions close, which bounds the retries."""
+
+        async def work(session: AsyncSession) -> list[EntryView]:
+            live = select(GROUP_SESSIONS.c.id).where(
+                GROUP_SESSIONS.c.status != SessionStatus.ENDED.value
+            )
+            stmt = (
+                flow.entry_select()
+                .where(
+                    SESSION_ENTRIES.c.state == EntryState.PENDING.value,
+                    SESSION_ENTRIES.c.panel_message_id.is_(None),
+                    SESSION_ENTRIES.c.submitted_at <= submitted_before,
+                    SESSION_ENTRIES.c.session_id.in_(live),
+                )
+                .order_by(SESSION_ENTRIES.c.seq)
+                .limit(limit)
+            )
+            return [flow.entry_view(row) for row in (await session.execute(stmt)).mappings()]
+
+        return await self.db.read(work)
 
     async def pending_reveals(self, limit: int = 20) -> list[tuple[str, int]]:
         """Posted boards whose entries were not yet re-rendered: (session, round), oldest

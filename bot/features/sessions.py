@@ -198,6 +198,7 @@ class SessionFeature:
     ) -> None:
         self.service = service
         self.runner = runner
+        runner.post_panel = self._post_panel
         self.poster = poster
 
     def register(self, tree: app_commands.CommandTree[Any], router: ButtonRouter) -> None:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from bot.devtools.emulator import DiscordEmulator
 from bot.devtools.emulator.models import EmuUser, StoredMessage
 from bot.session_ids import panel_id, submit_id, vote_id
-from bot.session_runner import SessionRunner
+from bot.session_runner import PANEL_GRACE, SessionRunner
 from config.settings import BotSettings
 from storage.audit import audit
 from storage.sessions import SessionStore
@@ -409,8 +409,19 @@ async def test_host_controls_and_a_panel_in_the_review_channel(
     assert session is not None and session.lane_seconds == 120
     card = await emu.wait_for_message(lambda m: "Group session" in m.content, channel_id=thread.id)
     assert "jump the queue in the round's last 2 min" in card.content
+    # The first panel's post fails (Discord answers 503, which discord.py does not retry):
+    # the sessions loop posts it once the entry has waited PANEL_GRACE without one.
+    emu.inject_failures(
+        "create_message",
+        status=503,
+        count=1,
+        predicate=lambda r: r.params.get("channel_id") == str(OTHER_CHANNEL_ID),
+    )
     for user, prompt in ((ann, "a boat"), (ann, "a ship"), (bob, "a raft")):
         assert "received" in await run(emu, "submit", {"prompt": prompt}, user, thread.id)
+    assert len(emu.messages(OTHER_CHANNEL_ID, include_ephemeral=False)) == 2
+    clock.skip(PANEL_GRACE.total_seconds())
+    await runner_of(atelier).wait_passes(2)
     panels = await until(lambda: _ready(emu.messages(OTHER_CHANNEL_ID, include_ephemeral=False), 3))
     assert not any(
         m.channel_id == thread.id and "Approve" in str(m.components) for m in emu.messages()
