@@ -49,6 +49,8 @@ BOARD_TOP = 5
 #: How long after an entry is taken the loop posts its host panel if the command's own post
 #: did not (it failed, or the process died before it).
 PANEL_GRACE = timedelta(seconds=30)
+#: The longest wait between two retries of one entry's panel.
+PANEL_RETRY_MAX = timedelta(minutes=10)
 
 
 @dataclass
@@ -73,6 +75,8 @@ class SessionRunner(PassLoop):
     boards: dict[tuple[str, int], bytes] = field(default_factory=dict)
     passes: int = 0
     _client: discord.Client | None = None
+    #: Panels retried by this process: entry -> (tries, not before).
+    _panel_retry: dict[str, tuple[int, datetime]] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _passed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _stopping: bool = False
@@ -132,8 +136,7 @@ class SessionRunner(PassLoop):
         for board in await self.store.posts.pending_boards():
             await self._post_board(board)
         if self.post_panel is not None:
-            for entry in await self.store.posts.panels_owed(self.clock() - PANEL_GRACE):
-                await self.post_panel(await self.store.get(entry.session_id), entry)
+            await self._post_owed_panels(self.post_panel)
         # A board posted by a process that died before its follow-up: finish it now.
         for session_id, round_ in await self.store.posts.pending_reveals():
             await self._after_board(session_id, round_)
@@ -143,6 +146,25 @@ class SessionRunner(PassLoop):
         if outcome.fired:
             self.fired.append((timer.kind, timer.subject, timer.round))
             log.info("session %s: %s of round %s fired", timer.subject, timer.kind, timer.round)
+
+    async def _post_owed_panels(
+        self, post: Callable[[SessionView, EntryView], Awaitable[None]]
+    ) -> None:
+        """Post the host panels owed (see ``PANEL_GRACE``). An entry whose panel keeps failing
+        (the panel channel is gone, the bot lost access) waits twice as long before each
+        retry, up to ``PANEL_RETRY_MAX``, and its retries end when the entry expires with its
+        round: no request storm towards Discord."""
+        now = self.clock()
+        owed = await self.store.posts.panels_owed(now - PANEL_GRACE)
+        ids = {entry.id for entry in owed}
+        self._panel_retry = {k: v for k, v in self._panel_retry.items() if k in ids}
+        for entry in owed:
+            tries, not_before = self._panel_retry.get(entry.id, (0, now))
+            if now < not_before:
+                continue
+            await post(await self.store.get(entry.session_id), entry)
+            delay = min(PANEL_RETRY_MAX, PANEL_GRACE * 2**tries)
+            self._panel_retry[entry.id] = (tries + 1, now + delay)
 
     # -- the card ------------------------------------------------------------------------
 

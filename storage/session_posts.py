@@ -163,7 +163,7 @@ class SessionPosts:
 
         return await self.db.write(work)
 
-    async def panels_owed(self, submitted_before: datetime, limit: int = 10) -> list[EntryView]:
+    async def panels_owed(self, submitted_before: datetime, limit: int = 50) -> list[EntryView]:
         """Entries waiting for the host whose panel message was never recorded (its post failed,
         or the process died before it), submitted before ``submitted_before`` (the bot posts
         each panel as it takes the entry; this sweep is the fallback), in live sessions. A
