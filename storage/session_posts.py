@@ -20,10 +20,11 @@ idempotent (a message re-rendered as it now is), so two processes may both make 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import case, or_, select, update
+from sqlalchemy import ColumnElement, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import session_flow as flow
@@ -143,25 +144,18 @@ class SessionPosts:
         """Claim a board's posting for ``board_claim_seconds``: False when it was posted or
         another process holds a live claim. Post it with its nonce, then ``mark_board_posted``."""
         now = self.clock()
-
-        async def work(session: AsyncSession) -> bool:
-            result = await session.execute(
-                update(SESSION_BOARDS)
-                .where(
-                    SESSION_BOARDS.c.session_id == session_id,
-                    SESSION_BOARDS.c.round == round_,
-                    SESSION_BOARDS.c.posted_at.is_(None),
-                    or_(
-                        SESSION_BOARDS.c.claimed_by.is_(None),
-                        SESSION_BOARDS.c.claimed_by == self.claimer_id,
-                        SESSION_BOARDS.c.claim_until < now,
-                    ),
-                )
-                .values(claimed_by=self.claimer_id, claim_until=now + self.board_claim)
-            )
-            return bool(getattr(result, "rowcount", 0))
-
-        return await self.db.write(work)
+        unclaimed = or_(
+            SESSION_BOARDS.c.claimed_by.is_(None),
+            SESSION_BOARDS.c.claimed_by == self.claimer_id,
+            SESSION_BOARDS.c.claim_until < now,
+        )
+        return await self._update_board(
+            session_id,
+            round_,
+            [SESSION_BOARDS.c.posted_at.is_(None), unclaimed],
+            claimed_by=self.claimer_id,
+            claim_until=now + self.board_claim,
+        )
 
     async def panels_owed(self, submitted_before: datetime, limit: int = 50) -> list[EntryView]:
         """Entries waiting for the host whose panel message was never recorded (its post failed,
@@ -228,26 +222,29 @@ class SessionPosts:
 
     async def mark_revealed(self, session_id: str, round_: int) -> bool:
         """Record that a posted board's entries were re-rendered, once."""
-        now = self.clock()
-
-        async def work(session: AsyncSession) -> bool:
-            result = await session.execute(
-                update(SESSION_BOARDS)
-                .where(
-                    SESSION_BOARDS.c.session_id == session_id,
-                    SESSION_BOARDS.c.round == round_,
-                    SESSION_BOARDS.c.posted_at.is_not(None),
-                    SESSION_BOARDS.c.revealed_at.is_(None),
-                )
-                .values(revealed_at=now)
-            )
-            return bool(getattr(result, "rowcount", 0))
-
-        return await self.db.write(work)
+        guard = [SESSION_BOARDS.c.posted_at.is_not(None), SESSION_BOARDS.c.revealed_at.is_(None)]
+        return await self._update_board(session_id, round_, guard, revealed_at=self.clock())
 
     async def mark_board_posted(self, session_id: str, round_: int, message_id: int) -> bool:
         """Record a posted board, once: False when it was recorded before."""
-        now = self.clock()
+        return await self._update_board(
+            session_id,
+            round_,
+            [SESSION_BOARDS.c.posted_at.is_(None)],
+            posted_at=self.clock(),
+            message_id=message_id,
+            claimed_by=None,
+            claim_until=None,
+        )
+
+    async def _update_board(
+        self,
+        session_id: str,
+        round_: int,
+        guard: Sequence[ColumnElement[bool]],
+        **values: Any,
+    ) -> bool:
+        """One guarded change of a board's row; False when the guard no longer holds."""
 
         async def work(session: AsyncSession) -> bool:
             result = await session.execute(
@@ -255,9 +252,9 @@ class SessionPosts:
                 .where(
                     SESSION_BOARDS.c.session_id == session_id,
                     SESSION_BOARDS.c.round == round_,
-                    SESSION_BOARDS.c.posted_at.is_(None),
+                    *guard,
                 )
-                .values(posted_at=now, message_id=message_id, claimed_by=None, claim_until=None)
+                .values(**values)
             )
             return bool(getattr(result, "rowcount", 0))
 

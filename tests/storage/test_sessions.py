@@ -771,3 +771,23 @@ async def test_the_lane_follows_pause_resume_extend_and_skip(s: Services) -> Non
     assert await _lane_timers(st, plain.id) == [] and await _priority(s, kept.job_id) == 0
     with pytest.raises(ValueError, match=r"the priority lane must be 0\.\.60 minutes"):
         await st.start(spec(channel_id=CHANNEL + 3, lane_seconds=3601))
+
+
+async def test_host_panels_are_owed_until_posted_or_decided(s: Services) -> None:
+    """The sweep behind the bot's own panel post: a waiting entry without a recorded panel
+    message, taken before the grace's start, in a session that has not ended."""
+    st = store(s)
+    session = await st.start(spec(approval=True))
+    first = await st.submit(session.id, A, entry("first"))
+    second = await st.submit(session.id, B, entry("second"))
+    assert await st.posts.panels_owed(s.clock() - timedelta(seconds=30)) == []  # within grace
+    s.clock.advance(30)
+    owed = await st.posts.panels_owed(s.clock() - timedelta(seconds=30))
+    assert [e.id for e in owed] == [first.id, second.id]
+    await st.attach_entry_message(first.id, panel_message_id=501)  # its post was recorded
+    await st.decide(second.id, HOST, approve=False, reason="off theme")
+    assert await st.posts.panels_owed(s.clock()) == []
+    third = await st.submit(session.id, C, entry("third"))
+    assert [e.id for e in await st.posts.panels_owed(s.clock())] == [third.id]
+    await st.end(session.id, HOST)
+    assert await st.posts.panels_owed(s.clock()) == []  # expired with the session
