@@ -23,8 +23,6 @@ import logging
 import math
 import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,7 +35,7 @@ from config.settings import KEYWORD_CLASSIFIER_PREFIX, GenerationSettings, Moder
 from generation.errors import GenerationError, ModelLoadError, OutOfMemoryError
 from generation.pipelines import _HUB_ID, _first_line, free_memory, resolve_device
 from generation.request import GenerationRequest
-from generation.tiny import quiet_progress_bars
+from generation.tiny import build_once, quiet_progress_bars
 
 log = logging.getLogger(__name__)
 
@@ -279,25 +277,9 @@ def build_tiny_classifier(path: Path) -> Path:
     with ``save_pretrained`` so it loads like a hub model. Built in a temporary sibling and
     renamed into place when complete, like the tiny SDXL. Its scores are meaningless.
     """
-    path = Path(path)
-    if is_tiny_classifier_built(path):
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-classifier-build-", dir=path.parent))
-    try:
-        with quiet_progress_bars():
-            _build_tiny_into(staging)
-        staging.chmod(0o755)
-        if path.exists():
-            if is_tiny_classifier_built(path):  # another process finished first
-                return path
-            shutil.rmtree(path)
-        os.replace(staging, path)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    log.info("built the tiny classifier in %s", path)
-    return path
+    return build_once(
+        Path(path), is_tiny_classifier_built, _build_tiny_into, what="the tiny classifier"
+    )
 
 
 def _build_tiny_into(target: Path) -> None:

@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -285,14 +285,22 @@ def build_tiny_model(path: Path) -> Path:
     The build goes to a temporary sibling directory that is renamed into place only when complete,
     so a crash or a concurrent builder never leaves a half-written model that looks finished.
     """
-    path = Path(path)
+    return build_once(Path(path), is_built, _build_into, what="the tiny model")
+
+
+def build_once(
+    path: Path, is_built: Callable[[Path], bool], build_into: Callable[[Path], None], *, what: str
+) -> Path:
+    """Run ``build_into`` on a temporary sibling of ``path`` and rename it into place, unless
+    ``is_built(path)`` already: a crash or a concurrent builder never leaves a half-written
+    model that looks finished (a builder that loses the race keeps the winner's)."""
     if is_built(path):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=path.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-build-", dir=path.parent))
     try:
         with quiet_progress_bars():
-            _build_into(staging)
+            build_into(staging)
         # mkdtemp makes the directory private (0700); the model is not a secret.
         staging.chmod(0o755)
         if path.exists():
@@ -303,7 +311,7 @@ def build_tiny_model(path: Path) -> Path:
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    log.info("built the tiny model in %s", path)
+    log.info("built %s in %s", what, path)
     return path
 
 
