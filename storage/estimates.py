@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import Table, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import JOBS, MODE_STATS, USER_ACCOUNTS, WORK_RATES
@@ -111,19 +111,7 @@ async def record_throughput(
     session: AsyncSession, mode: str, gpu_seconds: float, now: datetime
 ) -> None:
     """Fold one measured job into its mode's moving average (one upsert, no read first)."""
-    stmt = upsert(
-        session,
-        MODE_STATS,
-        {"mode": mode, "avg_gpu_seconds": gpu_seconds, "samples": 1, "updated_at": now},
-        ["mode"],
-        {
-            "avg_gpu_seconds": MODE_STATS.c.avg_gpu_seconds * (1 - EMA_ALPHA)
-            + gpu_seconds * EMA_ALPHA,
-            "samples": MODE_STATS.c.samples + 1,
-            "updated_at": now,
-        },
-    )
-    await session.execute(stmt)
+    await _fold(session, MODE_STATS, "mode", mode, "avg_gpu_seconds", gpu_seconds, now)
 
 
 async def work_rates(session: AsyncSession) -> dict[str, float]:
@@ -136,15 +124,29 @@ async def record_work_rate(
     session: AsyncSession, key: str, seconds_per_unit: float, now: datetime
 ) -> None:
     """Fold one job's measured GPU-seconds per unit into its kind's moving average."""
+    await _fold(session, WORK_RATES, "key", key, "seconds_per_unit", seconds_per_unit, now)
+
+
+async def _fold(
+    session: AsyncSession,
+    table: Table,
+    key_column: str,
+    key: str,
+    value_column: str,
+    value: float,
+    now: datetime,
+) -> None:
+    """Fold ``value`` into the row's exponential moving average (``EMA_ALPHA``), creating the
+    row at ``value``: one upsert, no read first."""
+    average = table.c[value_column]
     stmt = upsert(
         session,
-        WORK_RATES,
-        {"key": key, "seconds_per_unit": seconds_per_unit, "samples": 1, "updated_at": now},
-        ["key"],
+        table,
+        {key_column: key, value_column: value, "samples": 1, "updated_at": now},
+        [key_column],
         {
-            "seconds_per_unit": WORK_RATES.c.seconds_per_unit * (1 - EMA_ALPHA)
-            + seconds_per_unit * EMA_ALPHA,
-            "samples": WORK_RATES.c.samples + 1,
+            value_column: average * (1 - EMA_ALPHA) + value * EMA_ALPHA,
+            "samples": table.c.samples + 1,
             "updated_at": now,
         },
     )

@@ -15,6 +15,7 @@ from storage import (
     QuotaExceededError,
     audit,
 )
+from storage.estimates import EMA_ALPHA
 from tests.storage.dbfixtures import (
     Services,
     make_services,
@@ -144,6 +145,13 @@ async def test_reservations_scale_with_work_at_the_measured_rate(small: Services
     assert bigger.reserved == 12.0
     small_job = await s.queue.enqueue(owner(), new_job(cost=1.0, work_units=1.0))
     assert small_job.reserved == 1.0  # the floor
+    # A second measurement folds into the moving average rather than replacing it.
+    claimed = await s.queue.claim_next("w")
+    assert claimed is not None and claimed.id == bigger.id
+    await s.queue.complete(bigger.id, claimed.lease_token, result_refs=[], gpu_seconds=24.0)
+    rate = 0.06 * (1 - EMA_ALPHA) + 0.12 * EMA_ALPHA
+    again = await s.queue.enqueue(owner(), new_job(cost=1.0, work_units=100.0))
+    assert again.reserved == pytest.approx(100 * rate, abs=0.001)
     # Upscales have a rate of their own, still the default.
     upscale = await s.queue.enqueue(
         owner(), new_job(JobKind.UPSCALE, cost=0.5, work_units=100.0, parent_id=grid.id)
@@ -152,7 +160,7 @@ async def test_reservations_scale_with_work_at_the_measured_rate(small: Services
     # Work bigger than the whole allowance is refused up front, naming the estimate.
     with pytest.raises(QuotaExceededError) as caught:
         await s.queue.enqueue(owner(), new_job(cost=1.0, work_units=10_000.0))
-    assert caught.value.needed == 600.0 and caught.value.resets_at is None
+    assert caught.value.needed == pytest.approx(10_000 * rate) and caught.value.resets_at is None
     assert (await audit(s.db)).ok
 
 
