@@ -135,11 +135,11 @@ class SessionRunner(PassLoop):
             await self._show_card(session)
         for board in await self.store.posts.pending_boards():
             await self._post_board(board)
-        if self.post_panel is not None:
-            await self._post_owed_panels(self.post_panel)
         # A board posted by a process that died before its follow-up: finish it now.
         for session_id, round_ in await self.store.posts.pending_reveals():
             await self._after_board(session_id, round_)
+        if self.post_panel is not None:
+            await self._post_owed_panels(self.post_panel)
 
     async def _fire(self, timer: Timer) -> None:
         outcome = await self.store.fire(timer)

@@ -363,7 +363,8 @@ class SessionFeature:
                 allowed_mentions=_NONE,
                 nonce=f"sp{entry.id}",
             )
-        except discord.HTTPException as exc:
+        except (discord.HTTPException, UserFacingError) as exc:
+            # Owed until posted: the sessions loop retries it (``SessionRunner.post_panel``).
             log.warning("host panel for entry %s not posted: %s", entry.id, exc)
             return
         await self.service.store.attach_entry_message(entry.id, panel_message_id=message.id)
