@@ -170,7 +170,9 @@ class SessionRunner(PassLoop):
 
     async def _show_card(self, session: SessionView, *, last: bool = False) -> None:
         """Edit the card within the edit budget; ``last``: the final edit before the thread
-        closes (an archived thread takes no edits), made whatever the budget says."""
+        closes (an archived thread takes no edits), made whatever the budget says. The version
+        is recorded as shown before the edit: of two processes, the one that records it edits
+        (a failed edit waits for the session's next change, as it would anyway)."""
         channel_id = session.thread_id or session.channel_id
         card_id = session.card_message_id
         if card_id is None:
@@ -184,13 +186,14 @@ class SessionRunner(PassLoop):
             if session.live
             else discord.ui.View()
         )
+        if not await self.store.posts.mark_card_shown(session.id, session.version) and not last:
+            return
         self.edits.take(channel_id)
         message = self.client().get_partial_messageable(channel_id).get_partial_message(card_id)
         try:
             await message.edit(content=text, view=view, allowed_mentions=_NONE)
         except discord.HTTPException as exc:
             log.info("card of session %s not edited: %s", session.id, exc)
-        await self.store.posts.mark_card_shown(session.id, session.version)
 
     # -- boards --------------------------------------------------------------------------
 

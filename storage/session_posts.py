@@ -67,17 +67,20 @@ class SessionPosts:
 
         return await self.db.write(work)
 
-    async def mark_card_shown(self, session_id: str, version: int) -> None:
-        """The card now shows ``version`` (it never goes back)."""
+    async def mark_card_shown(self, session_id: str, version: int) -> bool:
+        """The card now shows ``version`` (it never goes back). False when it already showed
+        that version or a later one: another process took that edit, so two bot processes do
+        not both edit the card for one change."""
 
-        async def work(session: AsyncSession) -> None:
-            await session.execute(
+        async def work(session: AsyncSession) -> bool:
+            result = await session.execute(
                 update(GROUP_SESSIONS)
                 .where(GROUP_SESSIONS.c.id == session_id, GROUP_SESSIONS.c.card_version < version)
                 .values(card_version=version)
             )
+            return bool(getattr(result, "rowcount", 0))
 
-        await self.db.write(work)
+        return await self.db.write(work)
 
     async def stale_cards(self, limit: int = 50) -> list[SessionView]:
         """Sessions whose card shows an older version than the session's."""

@@ -610,7 +610,9 @@ async def test_the_card_is_edited_only_when_the_session_changed(s: Services) -> 
     session = await st.start(spec())
     await st.posts.attach_card(session.id, 42)
     (stale,) = await st.posts.stale_cards()
-    await st.posts.mark_card_shown(session.id, stale.version)
+    assert await st.posts.mark_card_shown(session.id, stale.version)
+    # A second process finds that version taken: it does not edit the card again.
+    assert not await store(s, "bot-b").posts.mark_card_shown(session.id, stale.version)
     assert await st.posts.stale_cards() == []
     await st.submit(session.id, A, entry("a"))
     assert [v.id for v in await st.posts.stale_cards()] == [session.id]
