@@ -143,13 +143,6 @@ def render_entry_decided(entry: EntryView, session: SessionView) -> str:
     return f"{head} rejected by the host: {reason}"
 
 
-def round_theme(session: SessionView, round_: int) -> str:
-    """The theme of one round (the session's theme without a list of themes)."""
-    if session.themes and 1 <= round_ <= len(session.themes):
-        return session.themes[round_ - 1]
-    return session.theme
-
-
 def _minutes(seconds: float) -> str:
     return f"about {max(1, round(seconds / 60))} min"
 
@@ -229,7 +222,7 @@ def render_my_entries(
         state = entry_state_text(entry, session.guild_id, places.get(entry.id))
         block = [f"`{entry.id}` {escape(shorten(entry.prompt, 60))}: {state}"]
         if entry.round != shown_round:
-            theme = escape(shorten(round_theme(session, entry.round), 80))
+            theme = escape(shorten(session.theme_of(entry.round), 80))
             block.insert(0, f"**Round {entry.round}** ({theme})")
         left = len(ordered) - index
         size = len("\n" + "\n".join(block))

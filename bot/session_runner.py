@@ -40,7 +40,7 @@ from bot.session_ids import submit_id
 from generation.board import BoardCell, render_board
 from storage.images import ImageStore
 from storage.sessions import SessionStore
-from storage.types import EntryView, PendingBoard, RankedEntry, SessionView, Timer
+from storage.types import BEST_OF_ROUND, EntryView, PendingBoard, RankedEntry, SessionView, Timer
 
 log = logging.getLogger(__name__)
 _NONE = discord.AllowedMentions.none()
@@ -204,7 +204,7 @@ class SessionRunner(PassLoop):
         results = await self.store.results(board.session_id)
         names = await self._names(session)
         links = await self._links(session)
-        if board.round == 0:
+        if board.round == BEST_OF_ROUND:
             cells = [
                 await self._cell(place, f"{names.get(place.member_id, '?')}", f"round {n}")
                 for n, place in results.best_of[:10]
@@ -246,7 +246,7 @@ class SessionRunner(PassLoop):
                 for entry in await self.store.entries(session_id, number):
                     if entry.job_id is not None:
                         await self.refresh(entry.job_id)
-        if round_ == 0:
+        if round_ == BEST_OF_ROUND:
             session = await self.store.get(session_id)
             await self._show_card(session, last=True)
             await self._close_thread(session)

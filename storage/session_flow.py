@@ -42,6 +42,7 @@ from storage.session_rules import Tally, rank, results_json
 from storage.sql import insert_ignore
 from storage.types import (
     ACTIVE_STATUSES,
+    BEST_OF_ROUND,
     PRIORITY_SESSION_LANE,
     EntryState,
     EntryView,
@@ -56,7 +57,7 @@ from storage.types import (
 )
 
 #: Round 0 of ``session_boards``: the best-of board.
-BEST_OF = 0
+BEST_OF = BEST_OF_ROUND
 
 
 # -- rows and views ---------------------------------------------------------------------------

@@ -53,6 +53,8 @@ class JobKind(StrEnum):
 
 PRIORITY_NORMAL = 0
 PRIORITY_FOLLOW_UP = 1
+#: Round 0 of a session's boards: the best-of (a round's own board has its round, from 1).
+BEST_OF_ROUND = 0
 #: A group session round's entries near its end (``SessionSpec.lane_seconds``): ahead of the
 #: grids, level with the cheap follow-ups, and still in the fair order among them.
 PRIORITY_SESSION_LANE = PRIORITY_FOLLOW_UP
@@ -928,7 +930,13 @@ class SessionView:
 
     @property
     def round_theme(self) -> str:
-        return self.themes[self.round - 1] if self.themes else self.theme
+        return self.theme_of(self.round)
+
+    def theme_of(self, round_: int) -> str:
+        """The theme of round ``round_`` (the session's theme without a list of themes)."""
+        if self.themes and 1 <= round_ <= len(self.themes):
+            return self.themes[round_ - 1]
+        return self.theme
 
     @property
     def live(self) -> bool:
