@@ -51,7 +51,11 @@ GPU_SECONDS = 0.5
 class ChaosConfig:
     seed: int = 20240611
     workers: int = 3
+    #: Jobs in the stream. While the freezes still lack stale leases, the stream goes on past
+    #: this (up to ``max_jobs``): a busy machine that ran out of jobs first would otherwise
+    #: leave the scenario with fewer stale leases than it exists to make.
     jobs: int = 200
+    max_jobs: int = 600
     users: int = 8
     kills: int = 20
     #: Freezes that must end with the frozen worker's job taken by another worker.
@@ -78,6 +82,8 @@ class ChaosReport:
     stale: int = 0
     cancels: int = 0
     restarts: int = 0
+    #: Jobs sent: ``jobs``, plus any that kept the stream going for the freezes.
+    jobs: int = 0
     by_status: dict[JobStatus, int] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -214,6 +220,7 @@ class Scenario:
         self.crash_ids: set[str] = set()
         self.thawed_at = 0.0
         self.feeding_done = asyncio.Event()
+        self.freezing_done = asyncio.Event()
 
     # -- database views -------------------------------------------------------------------------
 
@@ -256,10 +263,10 @@ class Scenario:
         crash_at = {
             self.cfg.jobs * (i + 1) // (self.cfg.crash_jobs + 2) for i in range(self.cfg.crash_jobs)
         }
-        while self.enqueued < self.cfg.jobs:
+        while self.enqueued < (limit := self._feed_limit()):
             # Keep about a screenful waiting: a stream, not one big batch.
             await _poll(self._room_to_feed, within=30)
-            batch = min(20, self.cfg.jobs - self.enqueued)
+            batch = min(20, limit - self.enqueued)
             for _ in range(batch):
                 n = self.enqueued
                 prompt = "crash" if n in crash_at else f"job-{n}"
@@ -278,6 +285,10 @@ class Scenario:
                 self.enqueued += 1
         self.feeding_done.set()
 
+    def _feed_limit(self) -> int:
+        """``jobs``, or more (up to ``max_jobs``) while the freezes are not done."""
+        return self.cfg.jobs if self.freezing_done.is_set() else self.cfg.max_jobs
+
     async def _room_to_feed(self) -> bool:
         queued = await self._count(select(func.count()).where(JOBS.c.status == JobStatus.QUEUED))
         return queued < 30
@@ -295,9 +306,16 @@ class Scenario:
             self.report.kills += 1
 
     async def freeze(self) -> None:
+        try:
+            await self._freeze()
+        finally:
+            self.freezing_done.set()
+
+    async def _freeze(self) -> None:
         attempts = 0
         while self.report.stale < self.cfg.stale_freezes and attempts < 6 * self.cfg.stale_freezes:
-            attempts += 1
+            if self.feeding_done.is_set() and await self.finished() >= self.enqueued:
+                return  # the stream reached max_jobs and ran dry: nothing left to freeze
             await self.wait_for_completions(self.rng.randint(1, 4))
             # Freeze a worker inside its generator, not in the middle of a transaction (which,
             # on SQLite, would stall every process until the thaw).
@@ -309,17 +327,18 @@ class Scenario:
             ]
             if not jobs:
                 continue
+            attempts += 1  # only freezes count: a moment without a candidate is not a try
             job, slot = self.rng.choice(jobs)
             self.fleet.frozen.add(slot)
             self.fleet.signal(slot, signal.SIGSTOP)
             self.report.freezes += 1
 
             async def taken_over(job: RowMapping = job) -> bool:
-                rows = await self._rows(
-                    select(JOBS.c.status, JOBS.c.lease_token).where(JOBS.c.id == job["id"])
-                )
-                status, token = JobStatus(rows[0]["status"]), rows[0]["lease_token"]
-                return status is JobStatus.RUNNING and bool(token != job["lease_token"])
+                # Another worker's lease, running or already finished (a finished job keeps
+                # its last lease token): on a busy machine the poll can miss a short run.
+                rows = await self._rows(select(JOBS.c.lease_token).where(JOBS.c.id == job["id"]))
+                token = rows[0]["lease_token"]
+                return token is not None and bool(token != job["lease_token"])
 
             wait = self.cfg.lease_seconds + self.cfg.reclaim_interval_seconds + 3.0
             if await _poll(taken_over, within=wait):
@@ -376,7 +395,7 @@ class Scenario:
         watcher = asyncio.create_task(self.watch(stop))
         try:
             await asyncio.gather(self.feed(), self.kill(), self.freeze(), self.cancel())
-            done = await _poll(lambda: self._at_least(self.cfg.jobs), within=60, step=0.05)
+            done = await _poll(lambda: self._at_least(self.enqueued), within=60, step=0.05)
             if not done:
                 self.report.violations.append("not every job reached a terminal state in time")
         finally:
@@ -384,6 +403,7 @@ class Scenario:
             await watcher
             self.fleet.stop_all()
         self.report.restarts = self.fleet.restarts
+        self.report.jobs = self.enqueued
         await self.check()
         self.report.seconds = time.monotonic() - started
         await self.db.dispose()
@@ -393,8 +413,8 @@ class Scenario:
         result = await audit(self.db)
         self.report.violations.extend(result.violations)
         self.report.by_status = dict(result.by_status)
-        if result.jobs != self.cfg.jobs:
-            self.report.violations.append(f"{result.jobs} jobs in the ledger, {self.cfg.jobs} sent")
+        if result.jobs != self.enqueued:
+            self.report.violations.append(f"{result.jobs} jobs in the ledger, {self.enqueued} sent")
         for status in (JobStatus.QUEUED, JobStatus.RUNNING):
             if result.by_status.get(status):
                 self.report.violations.append(f"{result.by_status[status]} job(s) left {status}")
