@@ -162,9 +162,12 @@ def labels(message: StoredMessage) -> list[str]:
 async def wait_final(
     emu: DiscordEmulator,
     predicate: Callable[[StoredMessage], bool],
-    timeout: float = 30.0,  # noqa: ASYNC109 - passed on to the emulator's wait
+    timeout: float = 60.0,  # noqa: ASYNC109 - passed on to the emulator's wait
 ) -> StoredMessage:
-    """The first finished job message (its result attached) that matches ``predicate``."""
+    """The first finished job message (its result attached) that matches ``predicate``.
+
+    The wait is generous: it bounds a failure, and a fresh runtime's first grid (the model
+    loaded, then generated) can take tens of seconds on a starved two-core machine."""
     return await emu.wait_for_message(
         lambda m: bool(m.attachments) and m.content.endswith(" - done") and predicate(m),
         timeout=timeout,
