@@ -312,8 +312,9 @@ class Scenario:
             self.freezing_done.set()
 
     async def _freeze(self) -> None:
-        attempts = 0
-        while self.report.stale < self.cfg.stale_freezes and attempts < 6 * self.cfg.stale_freezes:
+        # Up to six freezes for each stale lease wanted; a moment without a candidate is no try.
+        tries = 6 * self.cfg.stale_freezes
+        while self.report.stale < self.cfg.stale_freezes and self.report.freezes < tries:
             if self.feeding_done.is_set() and await self.finished() >= self.enqueued:
                 return  # the stream reached max_jobs and ran dry: nothing left to freeze
             await self.wait_for_completions(self.rng.randint(1, 4))
@@ -327,7 +328,6 @@ class Scenario:
             ]
             if not jobs:
                 continue
-            attempts += 1  # only freezes count: a moment without a candidate is not a try
             job, slot = self.rng.choice(jobs)
             self.fleet.frozen.add(slot)
             self.fleet.signal(slot, signal.SIGSTOP)
